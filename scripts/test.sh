@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs every check and test of the repository on a fresh Debian machine with
+# Go: installs what the tests need (pinned Go tools through the module proxy,
+# ffmpeg from Debian), then lint, generated-code check, gofmt, vet,
+# staticcheck and `go test -race` in every module.
+#
+#   scripts/test.sh            everything
+#   SHORT=1 scripts/test.sh    skip the slow multi-process tests (-short)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+. scripts/tools.sh
+
+MODULES=(proto node ocm media origin edge)
+start=$(date +%s)
+step() { echo; echo "=== $* ($(( $(date +%s) - start ))s)"; }
+
+step "installing tools"
+tools_install
+debian_install ffmpeg ca-certificates
+export LIVECLUSTER_GRPCURL=$(command -v grpcurl)
+export LIVECLUSTER_FFMPEG=$(command -v ffmpeg)
+export LIVECLUSTER_FFPROBE=$(command -v ffprobe)
+
+step "buf lint"
+buf lint
+
+step "generated code is current"
+buf generate
+if ! git diff --exit-code -- proto/; then
+  echo "generated code in proto/ is stale: run scripts/gen.sh and commit" >&2
+  exit 1
+fi
+if [ -n "$(git status --porcelain --untracked-files=all -- proto/)" ]; then
+  git status --porcelain --untracked-files=all -- proto/
+  echo "buf generate made files that are not committed: run scripts/gen.sh and commit" >&2
+  exit 1
+fi
+
+step "gofmt"
+bad=$(gofmt -l "${MODULES[@]}")
+if [ -n "$bad" ]; then
+  echo "not gofmt-ed:" >&2; echo "$bad" >&2; exit 1
+fi
+
+step "go vet"
+for m in "${MODULES[@]}"; do (cd "$m" && go vet ./...); done
+
+step "staticcheck"
+for m in "${MODULES[@]}"; do (cd "$m" && staticcheck ./...); done
+
+short=()
+[ -n "${SHORT:-}" ] && short=(-short)
+step "go test -race"
+for m in "${MODULES[@]}"; do
+  (cd "$m" && go test -race -count=1 -timeout 15m "${short[@]}" ./...)
+done
+
+step "all checks passed"
