@@ -1,0 +1,412 @@
+// Package ocmclient is the OCM client of origins and edges: it holds the
+// node session (Register, then a heartbeat loop that renews the lease and
+// reports load), and gives access to the raw OCMService client for the
+// stream calls (ClaimStream, LookupStream, WatchStreams...).
+//
+// It never blocks its caller: Start returns at once and registration
+// proceeds in the background, retrying with capped exponential backoff
+// and jitter. The connection uses the dns resolver and round_robin, so
+// through a Kubernetes Service ("ocm:7000") it reaches, and fails over to,
+// any OCM replica.
+//
+// Readiness: per ARCHITECTURE.md the data plane keeps serving when the OCM
+// blips, so Registered stays true once the node has registered, whatever
+// later heartbeats do; only Deregister makes it false. When a heartbeat
+// gets NOT_FOUND (the lease expired while the OCM was unreachable) the
+// client registers again and calls Options.OnReregistered with the new
+// session, so an origin can re-claim its streams.
+package ocmclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/livecluster/livecluster/node/lifecycle"
+	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+)
+
+// Defaults for Options.
+const (
+	DefaultMinBackoff  = 200 * time.Millisecond
+	DefaultMaxBackoff  = 10 * time.Second
+	DefaultCallTimeout = 5 * time.Second
+	// DefaultHeartbeat is used when the OCM gives no interval.
+	DefaultHeartbeat = 5 * time.Second
+)
+
+// Options configure a Client.
+type Options struct {
+	// Address of the OCM, "host:port" (resolved with DNS) or any gRPC
+	// target with a scheme ("dns:///ocm:7000").
+	Address string
+	// Node is the record to register: id, role and addresses are required.
+	Node *ocmv1.Node
+	// Load returns the current load for each heartbeat; nil sends none.
+	Load func() *ocmv1.Load
+	// OnReregistered is called, on its own goroutine, after the session was
+	// re-created because the old lease expired; the node must re-claim what
+	// it owned. ctx ends when the client stops.
+	OnReregistered func(ctx context.Context, s Session)
+	Logger         *slog.Logger
+	// MinBackoff and MaxBackoff bound the retry delays (registration and
+	// the gRPC reconnects).
+	MinBackoff, MaxBackoff time.Duration
+	// CallTimeout bounds each Register / Heartbeat call.
+	CallTimeout time.Duration
+	// DialOptions are added to the defaults (insecure, round_robin).
+	DialOptions []grpc.DialOption
+}
+
+// Session identifies the node's registration: present both on every call.
+type Session struct {
+	NodeID  string
+	LeaseID int64
+}
+
+// Status is a snapshot of the session's health, for logs and the API.
+type Status struct {
+	Registered          bool
+	Session             Session
+	LastHeartbeat       time.Time
+	ConsecutiveFailures int
+	Registrations       int
+}
+
+// Client holds the node session with the OCM.
+type Client struct {
+	opts Options
+	log  *slog.Logger
+	conn *grpc.ClientConn
+	api  ocmv1.OCMServiceClient
+
+	registered atomic.Bool
+	draining   atomic.Bool
+
+	mu       sync.Mutex
+	session  Session
+	interval time.Duration
+	status   Status
+	cancel   context.CancelFunc
+	done     chan struct{}
+	started  bool
+}
+
+// New validates opts and creates the connection object; it does not dial
+// (gRPC connects lazily, in the background).
+func New(opts Options) (*Client, error) {
+	if opts.Address == "" {
+		return nil, errors.New("ocmclient: no OCM address")
+	}
+	if opts.Node == nil || opts.Node.GetId() == "" {
+		return nil, errors.New("ocmclient: node id is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = DefaultMinBackoff
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = DefaultCallTimeout
+	}
+	target := opts.Address
+	if !strings.Contains(target, "://") {
+		target = "dns:///" + target
+	}
+	dial := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay: opts.MinBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: opts.MaxBackoff,
+			},
+			MinConnectTimeout: opts.CallTimeout,
+		}),
+	}, opts.DialOptions...)
+	conn, err := grpc.NewClient(target, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("ocm client for %s: %w", opts.Address, err)
+	}
+	return &Client{
+		opts: opts,
+		log:  opts.Logger.With("component", "ocmclient", "ocm", opts.Address),
+		conn: conn,
+		api:  ocmv1.NewOCMServiceClient(conn),
+		done: make(chan struct{}),
+	}, nil
+}
+
+// API is the raw OCMService client for the stream calls.
+func (c *Client) API() ocmv1.OCMServiceClient { return c.api }
+
+// Conn is the underlying connection (e.g. for WatchStreams health).
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Registered reports whether the node has a session: true from the first
+// successful Register until Deregister, heartbeat failures included.
+func (c *Client) Registered() bool { return c.registered.Load() }
+
+// ReadinessCheck suits lifecycle.AddCheck: nil once registered.
+func (c *Client) ReadinessCheck() error {
+	if c.registered.Load() {
+		return nil
+	}
+	return errors.New("not registered with the OCM yet")
+}
+
+// Session returns the current session; ok is false before registration.
+func (c *Client) Session() (s Session, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.session, c.session.LeaseID != 0
+}
+
+// Status returns a snapshot of the session's health.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.status
+	st.Registered = c.registered.Load()
+	st.Session = c.session
+	return st
+}
+
+// Start begins registration and heartbeats in the background and returns
+// at once. The loop stops when ctx ends or on Close/Deregister.
+func (c *Client) Start(ctx context.Context) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return
+	}
+	c.started = true
+	ctx, c.cancel = context.WithCancel(ctx)
+	go func() {
+		defer close(c.done)
+		c.run(ctx)
+	}()
+}
+
+// stop ends the background loop and waits for it.
+func (c *Client) stop() {
+	c.mu.Lock()
+	cancel, started := c.cancel, c.started
+	c.started = true // a later Start must not restart a stopped client
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if started && cancel != nil {
+		<-c.done
+	}
+}
+
+// Close stops the loop and closes the connection (without Deregister).
+func (c *Client) Close() error {
+	c.stop()
+	return c.conn.Close()
+}
+
+// Drain tells the OCM the node is DRAINING. If the session is re-created
+// later (lease expiry), the client marks it DRAINING again. Before the node
+// registered it stops trying: a draining node must not appear as READY.
+func (c *Client) Drain(ctx context.Context) error {
+	c.draining.Store(true)
+	s, ok := c.Session()
+	if !ok {
+		c.stop()
+		return nil
+	}
+	if _, err := c.api.Drain(ctx, &ocmv1.DrainRequest{NodeId: s.NodeID, LeaseId: s.LeaseID}); err != nil {
+		return fmt.Errorf("drain node %s: %w", s.NodeID, err)
+	}
+	c.log.Info("marked DRAINING at the OCM")
+	return nil
+}
+
+// Deregister stops heartbeating and ends the session (the OCM revokes the
+// lease, freeing every stream the node owns).
+func (c *Client) Deregister(ctx context.Context) error {
+	c.stop()
+	s, ok := c.Session()
+	c.registered.Store(false)
+	if !ok {
+		return nil
+	}
+	if _, err := c.api.Deregister(ctx, &ocmv1.DeregisterRequest{NodeId: s.NodeID, LeaseId: s.LeaseID}); err != nil {
+		return fmt.Errorf("deregister node %s: %w", s.NodeID, err)
+	}
+	c.log.Info("deregistered from the OCM")
+	return nil
+}
+
+func (c *Client) run(ctx context.Context) {
+	var hooks sync.WaitGroup
+	defer hooks.Wait()
+	first := true
+	for {
+		s, err := c.register(ctx)
+		if err != nil {
+			return // ctx ended
+		}
+		if !first {
+			if c.draining.Load() {
+				if _, err := c.api.Drain(ctx, &ocmv1.DrainRequest{NodeId: s.NodeID, LeaseId: s.LeaseID}); err != nil {
+					c.log.Warn("re-mark DRAINING after re-registration", "err", err.Error())
+				}
+			}
+			if c.opts.OnReregistered != nil {
+				hooks.Add(1)
+				go func() {
+					defer hooks.Done()
+					c.opts.OnReregistered(ctx, s)
+				}()
+			}
+		}
+		first = false
+		if !c.heartbeat(ctx, s) {
+			return
+		}
+	}
+}
+
+// register retries until it succeeds or ctx ends.
+func (c *Client) register(ctx context.Context) (Session, error) {
+	for attempt := 0; ; attempt++ {
+		callCtx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
+		resp, err := c.api.Register(callCtx, &ocmv1.RegisterRequest{Node: c.opts.Node})
+		cancel()
+		if err == nil {
+			s := Session{NodeID: c.opts.Node.GetId(), LeaseID: resp.GetLeaseId()}
+			iv := time.Duration(resp.GetHeartbeatIntervalMs()) * time.Millisecond
+			if iv <= 0 {
+				iv = time.Duration(resp.GetLeaseTtlSeconds()) * time.Second / 3
+			}
+			if iv <= 0 {
+				iv = DefaultHeartbeat
+			}
+			c.mu.Lock()
+			c.session, c.interval = s, iv
+			c.status.Registrations++
+			c.status.ConsecutiveFailures = 0
+			c.status.LastHeartbeat = time.Now()
+			c.mu.Unlock()
+			c.registered.Store(true)
+			c.log.Info("registered with the OCM", "lease_id", s.LeaseID, "heartbeat_interval", iv.String(),
+				"lease_ttl_s", resp.GetLeaseTtlSeconds(), "attempts", attempt+1)
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return Session{}, ctx.Err()
+		}
+		d := c.backoff(attempt)
+		lvl := slog.LevelWarn
+		if attempt == 0 {
+			lvl = slog.LevelInfo // the OCM may simply not be up yet
+		}
+		c.log.Log(ctx, lvl, "register with the OCM failed; retrying", "err", err.Error(),
+			"attempt", attempt+1, "retry_in", d.String())
+		if !sleep(ctx, d) {
+			return Session{}, ctx.Err()
+		}
+	}
+}
+
+// heartbeat runs until the lease is lost (returns true: register again) or
+// ctx ends (false).
+func (c *Client) heartbeat(ctx context.Context, s Session) bool {
+	c.mu.Lock()
+	iv := c.interval
+	c.mu.Unlock()
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+		req := &ocmv1.HeartbeatRequest{NodeId: s.NodeID, LeaseId: s.LeaseID}
+		if c.opts.Load != nil {
+			req.Load = c.opts.Load()
+		}
+		callCtx, cancel := context.WithTimeout(ctx, min(c.opts.CallTimeout, iv))
+		_, err := c.api.Heartbeat(callCtx, req)
+		cancel()
+		if ctx.Err() != nil {
+			return false
+		}
+		c.mu.Lock()
+		if err == nil {
+			if c.status.ConsecutiveFailures > 0 {
+				c.log.Info("heartbeats to the OCM recovered", "failures", c.status.ConsecutiveFailures)
+			}
+			c.status.ConsecutiveFailures = 0
+			c.status.LastHeartbeat = time.Now()
+		} else {
+			c.status.ConsecutiveFailures++
+		}
+		failures := c.status.ConsecutiveFailures
+		c.mu.Unlock()
+		switch {
+		case err == nil:
+		case status.Code(err) == codes.NotFound:
+			c.log.Warn("OCM lost the node's lease; registering again", "lease_id", s.LeaseID, "err", err.Error())
+			return true
+		default:
+			// Readiness is unaffected on purpose (see the package doc).
+			c.log.Warn("heartbeat to the OCM failed; still serving", "err", err.Error(), "consecutive_failures", failures)
+		}
+	}
+}
+
+// backoff is capped exponential with equal jitter: half fixed, half random,
+// so a fleet restarted together does not retry in lockstep.
+func (c *Client) backoff(attempt int) time.Duration {
+	d := c.opts.MinBackoff
+	for i := 0; i < attempt && d < c.opts.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, c.opts.MaxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Bind wires the session into a node's lifecycle: readiness waits for the
+// first registration ("ocm-registered"), the drain marks the node DRAINING
+// at step 1, and the final step deregisters and closes the connection.
+func (c *Client) Bind(lc *lifecycle.Lifecycle) {
+	lc.AddCheck("ocm-registered", c.ReadinessCheck)
+	lc.OnDraining("ocm-drain", c.Drain)
+	lc.OnFinal("ocm-deregister", func(ctx context.Context) error {
+		err := c.Deregister(ctx)
+		_ = c.conn.Close()
+		return err
+	})
+}
