@@ -1,0 +1,5 @@
+module github.com/livecluster/livecluster/media
+
+go 1.26.0
+
+require github.com/nareix/joy4 v0.0.0-20200507095837-05a4ffbb5369

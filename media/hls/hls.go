@@ -1,0 +1,398 @@
+// Package hls writes live streams as HLS: MPEG-TS segments cut at keyframes
+// and a sliding-window playlist, laid out as <dir>/<app>/<name>.m3u8 and
+// <dir>/<app>/<name>-<seq>.ts. Segments and playlists are written to a
+// temporary file and renamed, so readers of a shared volume never see a
+// partial file.
+//
+// joy4's ts.Muxer is used with care: one muxer per stream for its whole
+// life (SetWriter + WritePATPMT per segment, so continuity counters run on
+// across segment joins), its +1 s timestamp shift is subtracted, and
+// PaddingToMakeCounterCont is never set (it loops forever).
+package hls
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nareix/joy4/av"
+	"github.com/nareix/joy4/format/ts"
+
+	"github.com/livecluster/livecluster/media/streamkey"
+)
+
+// ErrBusy is returned by Open while the stream is already being written.
+var ErrBusy = errors.New("hls: stream already open")
+
+// Config configures the segmenter. Zero fields take the defaults.
+type Config struct {
+	Dir      string        // root directory (required)
+	Fragment time.Duration // minimum segment duration, cut at the next keyframe (2 s)
+	Window   int           // segments in the playlist (6)
+	// Keep is how many segments stay on disk after leaving the playlist,
+	// for players that fetched the previous playlist (2; negative: 0).
+	Keep int
+	// Dispose removes the files of an unpublished stream after this long (30 s).
+	Dispose time.Duration
+	Logger  *slog.Logger
+}
+
+// Manager owns the HLS state of every stream under one directory.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	streams map[string]*state
+	closed  bool
+}
+
+// New validates cfg and creates the directory.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("hls: no directory configured")
+	}
+	if cfg.Fragment <= 0 {
+		cfg.Fragment = 2 * time.Second
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 6
+	}
+	if cfg.Keep == 0 {
+		cfg.Keep = 2
+	} else if cfg.Keep < 0 {
+		cfg.Keep = 0
+	}
+	if cfg.Dispose <= 0 {
+		cfg.Dispose = 30 * time.Second
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("hls: create %s: %w", cfg.Dir, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Manager{cfg: cfg, log: log, streams: map[string]*state{}}, nil
+}
+
+type segment struct {
+	seq  int
+	dur  time.Duration
+	disc bool // EXT-X-DISCONTINUITY before it
+}
+
+// state is what survives an unpublish until dispose: sequence numbers and
+// the playlist, so a republish continues it.
+type state struct {
+	dir, name    string
+	muxer        *ts.Muxer
+	nextSeq      int
+	segs         []segment // in the playlist
+	gone         []int     // left the playlist, still on disk
+	discSeq      int       // discontinuities that left the playlist
+	end          time.Duration
+	open         bool
+	disposeTimer *time.Timer
+}
+
+func (st *state) segPath(seq int) string {
+	return filepath.Join(st.dir, st.name+"-"+strconv.Itoa(seq)+".ts")
+}
+
+// checkPart refuses anything that could escape the directory, even though
+// callers pass validated keys.
+func checkPart(what, s string) error {
+	if strings.ContainsAny(s, "/\\") || strings.Contains(s, "..") {
+		return fmt.Errorf("hls: %s %q may not contain '/', '\\' or '..'", what, s)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("hls: %s %q contains a control character", what, s)
+		}
+	}
+	return streamkey.ValidatePart(what, s)
+}
+
+// Open starts (or, after an unpublish, continues with a discontinuity) the
+// HLS output of app/name.
+func (m *Manager) Open(app, name string, streams []av.CodecData) (*Stream, error) {
+	if err := checkPart("app", app); err != nil {
+		return nil, err
+	}
+	if err := checkPart("name", name); err != nil {
+		return nil, err
+	}
+	for _, c := range streams {
+		if c.Type() != av.H264 && c.Type() != av.AAC {
+			return nil, fmt.Errorf("hls %s/%s: codec %v not supported", app, name, c.Type())
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errors.New("hls: manager closed")
+	}
+	key := app + "/" + name
+	st := m.streams[key]
+	if st == nil {
+		st = &state{dir: filepath.Join(m.cfg.Dir, app), name: name, muxer: ts.NewMuxer(nil)}
+		if err := os.MkdirAll(st.dir, 0o755); err != nil {
+			return nil, fmt.Errorf("hls %s: %w", key, err)
+		}
+		m.streams[key] = st
+	}
+	if st.open {
+		return nil, fmt.Errorf("%w: %s", ErrBusy, key)
+	}
+	if st.disposeTimer != nil {
+		st.disposeTimer.Stop()
+		st.disposeTimer = nil
+	}
+	st.open = true
+	s := &Stream{m: m, st: st, key: key, streams: streams, disc: len(st.segs) > 0 || st.nextSeq > 0}
+	for i, c := range streams {
+		if c.Type() == av.H264 {
+			s.hasVideo, s.videoIdx = true, i
+		}
+	}
+	return s, nil
+}
+
+// Close stops pending disposals; files stay on disk.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	for _, st := range m.streams {
+		if st.disposeTimer != nil {
+			st.disposeTimer.Stop()
+		}
+	}
+}
+
+// Stream writes one publish session. Not safe for concurrent use.
+type Stream struct {
+	m        *Manager
+	st       *state
+	key      string
+	streams  []av.CodecData
+	hasVideo bool
+	videoIdx int
+	disc     bool // next segment follows a republish
+	headerOK bool // muxer has this session's streams
+
+	started  bool
+	base     time.Duration // first packet time of this session
+	offset   time.Duration // maps this session's time onto the stream timeline
+	last     time.Duration
+	f        *os.File
+	bw       *bufio.Writer
+	seq      int
+	segStart time.Duration
+	closed   bool
+}
+
+// WritePacket adds a packet, cutting a segment at a keyframe once Fragment
+// has elapsed.
+func (s *Stream) WritePacket(pkt av.Packet) error {
+	if s.closed {
+		return errors.New("hls: stream closed")
+	}
+	if int(pkt.Idx) < 0 || int(pkt.Idx) >= len(s.streams) {
+		return fmt.Errorf("hls %s: packet for stream %d", s.key, pkt.Idx)
+	}
+	if !s.started {
+		s.started = true
+		s.base = pkt.Time
+		// The timeline continues across republishes, one frame after the end.
+		s.offset = s.st.end - pkt.Time
+		if s.st.end > 0 {
+			s.offset += 40 * time.Millisecond
+		}
+	}
+	t := pkt.Time + s.offset
+	if t < s.last-10*time.Second {
+		t = s.last // a publisher resetting its clock; stay monotonic
+	}
+	isKey := !s.hasVideo || (int(pkt.Idx) == s.videoIdx && pkt.IsKeyFrame)
+	if s.f == nil {
+		if !isKey {
+			return nil // a segment must start with a keyframe
+		}
+		if err := s.openSegment(t); err != nil {
+			return err
+		}
+	} else if isKey && t-s.segStart >= s.m.cfg.Fragment {
+		if err := s.closeSegment(t, false); err != nil {
+			return err
+		}
+		if err := s.openSegment(t); err != nil {
+			return err
+		}
+	}
+	if t > s.last {
+		s.last = t
+	}
+	// ts.Muxer adds 1 s to every timestamp; take it off so PTS/DTS are
+	// our timeline.
+	pkt.Time = t - time.Second
+	if err := s.st.muxer.WritePacket(pkt); err != nil {
+		return fmt.Errorf("hls %s: mux: %w", s.key, err)
+	}
+	return nil
+}
+
+func (s *Stream) openSegment(t time.Duration) error {
+	st := s.st
+	s.seq = st.nextSeq
+	st.nextSeq++
+	f, err := os.Create(st.segPath(s.seq) + ".tmp")
+	if err != nil {
+		return fmt.Errorf("hls %s: create segment: %w", s.key, err)
+	}
+	s.f, s.segStart = f, t
+	if s.bw == nil {
+		s.bw = bufio.NewWriterSize(f, 64<<10)
+	} else {
+		s.bw.Reset(f)
+	}
+	st.muxer.SetWriter(s.bw)
+	if !s.headerOK {
+		s.headerOK = true
+		err = st.muxer.WriteHeader(s.streams)
+	} else {
+		err = st.muxer.WritePATPMT()
+	}
+	if err != nil {
+		return fmt.Errorf("hls %s: write PAT/PMT: %w", s.key, err)
+	}
+	return nil
+}
+
+// closeSegment publishes the current segment ending at end.
+func (s *Stream) closeSegment(end time.Duration, final bool) error {
+	st := s.st
+	f := s.f
+	s.f = nil
+	err := s.bw.Flush()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), st.segPath(s.seq))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("hls %s: write segment %d: %w", s.key, s.seq, err)
+	}
+	st.segs = append(st.segs, segment{seq: s.seq, dur: end - s.segStart, disc: s.disc})
+	s.disc = false
+	st.end = end
+	for len(st.segs) > s.m.cfg.Window {
+		if st.segs[0].disc {
+			st.discSeq++
+		}
+		st.gone = append(st.gone, st.segs[0].seq)
+		st.segs = st.segs[1:]
+	}
+	for len(st.gone) > s.m.cfg.Keep {
+		if err := os.Remove(st.segPath(st.gone[0])); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.m.log.Warn("hls: remove old segment", "stream", s.key, "err", err)
+		}
+		st.gone = st.gone[1:]
+	}
+	return st.writePlaylist(final)
+}
+
+func (st *state) writePlaylist(ended bool) error {
+	var maxDur time.Duration
+	for _, sg := range st.segs {
+		maxDur = max(maxDur, sg.dur)
+	}
+	target := int(math.Ceil(maxDur.Round(time.Millisecond).Seconds()))
+	target = max(target, 1)
+	var b strings.Builder
+	b.WriteString("#EXTM3U\n#EXT-X-VERSION:3\n")
+	fmt.Fprintf(&b, "#EXT-X-TARGETDURATION:%d\n", target)
+	first := st.nextSeq
+	if len(st.segs) > 0 {
+		first = st.segs[0].seq
+	}
+	fmt.Fprintf(&b, "#EXT-X-MEDIA-SEQUENCE:%d\n", first)
+	if st.discSeq > 0 {
+		fmt.Fprintf(&b, "#EXT-X-DISCONTINUITY-SEQUENCE:%d\n", st.discSeq)
+	}
+	for _, sg := range st.segs {
+		if sg.disc {
+			b.WriteString("#EXT-X-DISCONTINUITY\n")
+		}
+		fmt.Fprintf(&b, "#EXTINF:%.3f,\n%s-%d.ts\n", sg.dur.Seconds(), st.name, sg.seq)
+	}
+	if ended {
+		b.WriteString("#EXT-X-ENDLIST\n")
+	}
+	p := filepath.Join(st.dir, st.name+".m3u8")
+	if err := os.WriteFile(p+".tmp", []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("hls: write playlist: %w", err)
+	}
+	if err := os.Rename(p+".tmp", p); err != nil {
+		return fmt.Errorf("hls: write playlist: %w", err)
+	}
+	return nil
+}
+
+// Close ends the session (unpublish): the last segment is published, the
+// playlist gets EXT-X-ENDLIST and the files are removed after Dispose
+// unless the stream is opened again.
+func (s *Stream) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var err error
+	if s.f != nil {
+		end := s.last
+		if end <= s.segStart {
+			end = s.segStart + time.Millisecond
+		}
+		err = s.closeSegment(end, true)
+	} else if len(s.st.segs) > 0 {
+		err = s.st.writePlaylist(true)
+	}
+	m := s.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := s.st
+	st.open = false
+	if !m.closed {
+		st.disposeTimer = time.AfterFunc(m.cfg.Dispose, func() { m.dispose(s.key, st) })
+	}
+	return err
+}
+
+// dispose removes the files of an unpublished stream.
+func (m *Manager) dispose(key string, st *state) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || st.open || m.streams[key] != st {
+		return
+	}
+	delete(m.streams, key)
+	for _, sg := range st.segs {
+		os.Remove(st.segPath(sg.seq))
+	}
+	for _, seq := range st.gone {
+		os.Remove(st.segPath(seq))
+	}
+	os.Remove(filepath.Join(st.dir, st.name+".m3u8"))
+	m.log.Debug("hls: disposed", "stream", key)
+}

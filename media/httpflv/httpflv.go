@@ -1,0 +1,228 @@
+// Package httpflv serves live streams as HTTP-FLV (GET /{app}/{name}.flv)
+// from a hub, and reads HTTP-FLV streams back (Dial) so an edge can pull
+// from an origin over HTTP.
+package httpflv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nareix/joy4/av"
+	"github.com/nareix/joy4/format/flv/flvio"
+
+	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/internal/flvx"
+	"github.com/livecluster/livecluster/media/streamkey"
+)
+
+// ErrNotFound makes the handler answer 404; Lookup may wrap it.
+var ErrNotFound = errors.New("stream not found")
+
+// Lookup finds (or, at an edge, starts pulling) the hub of a stream. It
+// returns nil or an error wrapping ErrNotFound when there is no such stream.
+type Lookup func(ctx context.Context, key streamkey.Key) (*hub.Hub, error)
+
+// Handler serves GET /{app}/{name}.flv[?vhost=v].
+type Handler struct {
+	Lookup Lookup
+	// WriteTimeout bounds each write to the client (30 s).
+	WriteTimeout time.Duration
+	Logger       *slog.Logger // nil: slog.Default()
+}
+
+// ParsePath extracts the key of "/{app}/{name}{ext}" with vhost from the
+// query (or the default one).
+func ParsePath(r *http.Request, ext string) (streamkey.Key, error) {
+	p, ok := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/"), ext)
+	if !ok {
+		return streamkey.Key{}, fmt.Errorf("path %q does not end in %s", r.URL.Path, ext)
+	}
+	app, name, ok := strings.Cut(p, "/")
+	if !ok {
+		return streamkey.Key{}, fmt.Errorf("path %q: want /app/name%s", r.URL.Path, ext)
+	}
+	return streamkey.New(r.URL.Query().Get("vhost"), app, name)
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Access-Control-Allow-Origin", "*")
+	hd.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+	hd.Set("Access-Control-Allow-Headers", "*")
+	switch r.Method {
+	case http.MethodOptions:
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case http.MethodGet, http.MethodHead:
+	default:
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	key, err := ParsePath(r, ".flv")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	hb, err := h.Lookup(r.Context(), key)
+	if err != nil || hb == nil {
+		if err == nil || errors.Is(err, ErrNotFound) {
+			http.Error(w, "stream "+key.String()+" not found", http.StatusNotFound)
+			return
+		}
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	rd, err := hb.NewReader()
+	if err != nil {
+		http.Error(w, "stream "+key.String()+" not found", http.StatusNotFound)
+		return
+	}
+	defer rd.Close()
+	hd.Set("Content-Type", "video/x-flv")
+	hd.Set("Cache-Control", "no-cache, no-store")
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	err = h.stream(r.Context(), w, rd)
+	log := h.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Debug("http-flv player left", "stream", key.String(), "remote", r.RemoteAddr, "err", err)
+}
+
+func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, rd *hub.Reader) error {
+	rc := http.NewResponseController(w)
+	timeout := h.WriteTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	buf := make([]byte, flvio.FileHeaderLength+4, 64<<10)
+	flvio.FillFileHeader(buf, flvio.FILE_HAS_AUDIO|flvio.FILE_HAS_VIDEO)
+	for {
+		_ = rc.SetWriteDeadline(time.Now().Add(timeout))
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		if err := rc.Flush(); err != nil {
+			return err
+		}
+		if cap(buf) > 4<<20 {
+			buf = make([]byte, 0, 64<<10) // do not keep a keyframe burst's buffer
+		}
+		tags, err := rd.Next(ctx)
+		if err != nil {
+			return err
+		}
+		// One write per batch: the tags are copied into one buffer.
+		buf = buf[:0]
+		for _, t := range tags {
+			buf = append(buf, t...)
+		}
+	}
+}
+
+// Conn reads an HTTP-FLV stream.
+type Conn struct {
+	body  io.ReadCloser
+	br    *bufio.Reader
+	demux *flvx.Demuxer
+	hdr   [flvio.TagHeaderLength]byte
+	stop  func() bool
+}
+
+// Dial GETs url and reads the FLV file header. ctx bounds the whole
+// stream: when it ends the body is closed. client nil: http.DefaultClient.
+func Dial(ctx context.Context, url string, client *http.Client) (*Conn, error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("http-flv %s: %w", url, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("http-flv %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		err := fmt.Errorf("http-flv %s: %s: %s", url, resp.Status, strings.TrimSpace(string(msg)))
+		if resp.StatusCode == http.StatusNotFound {
+			err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		return nil, err
+	}
+	c := &Conn{body: resp.Body, br: bufio.NewReaderSize(resp.Body, 64<<10), demux: flvx.NewDemuxer()}
+	c.stop = context.AfterFunc(ctx, func() { resp.Body.Close() })
+	var fh [flvio.FileHeaderLength + 4]byte
+	if _, err := io.ReadFull(c.br, fh[:]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("http-flv %s: read header: %w", url, err)
+	}
+	if _, skip, err := flvio.ParseFileHeader(fh[:]); err != nil || skip != 4 {
+		c.Close()
+		return nil, fmt.Errorf("http-flv %s: not an FLV stream", url)
+	}
+	return c, nil
+}
+
+// Close ends the stream.
+func (c *Conn) Close() error {
+	c.stop()
+	return c.body.Close()
+}
+
+// Metadata returns the last onMetaData (may be nil).
+func (c *Conn) Metadata() flvio.AMFMap { return c.demux.Metadata() }
+
+// Streams reads until the codecs are known.
+func (c *Conn) Streams() ([]av.CodecData, error) {
+	for !c.demux.Probed() {
+		if err := c.readTag(); err != nil {
+			return nil, err
+		}
+	}
+	return c.demux.Streams(), nil
+}
+
+// ReadPacket returns the next packet; ErrCodecChanged (from rtmp's
+// demuxer) when new codec headers arrived: call Streams and keep reading.
+func (c *Conn) ReadPacket() (av.Packet, error) {
+	for {
+		if c.demux.Probed() {
+			if pkt, ok := c.demux.Packet(); ok {
+				return pkt, nil
+			}
+		}
+		if err := c.readTag(); err != nil {
+			return av.Packet{}, err
+		}
+	}
+}
+
+// ErrCodecChanged is returned by ReadPacket when codec headers changed.
+var ErrCodecChanged = flvx.ErrCodecChanged
+
+func (c *Conn) readTag() error {
+	if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
+		return err
+	}
+	typ := c.hdr[0]
+	n := int(c.hdr[1])<<16 | int(c.hdr[2])<<8 | int(c.hdr[3])
+	ts := int32(uint32(c.hdr[4])<<16 | uint32(c.hdr[5])<<8 | uint32(c.hdr[6]) | uint32(c.hdr[7])<<24)
+	body := make([]byte, n+4) // the 24-bit size bounds this at 16 MiB
+	if _, err := io.ReadFull(c.br, body); err != nil {
+		return err
+	}
+	return c.demux.Push(typ, ts, body[:n])
+}

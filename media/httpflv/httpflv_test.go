@@ -1,0 +1,318 @@
+package httpflv_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nareix/joy4/av"
+	"github.com/nareix/joy4/format/flv/flvio"
+
+	"github.com/livecluster/livecluster/media/httpflv"
+	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/internal/mediatest"
+	"github.com/livecluster/livecluster/media/streamkey"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	mediatest.Cleanup()
+	os.Exit(code)
+}
+
+type fixture struct {
+	reg *hub.Registry
+	srv *httptest.Server
+}
+
+func newFixture(t *testing.T, cfg hub.Config) *fixture {
+	reg := hub.NewRegistry(cfg)
+	h := &httpflv.Handler{Lookup: func(ctx context.Context, k streamkey.Key) (*hub.Hub, error) {
+		if hb := reg.Get(k.String()); hb != nil {
+			return hb, nil
+		}
+		return nil, httpflv.ErrNotFound
+	}}
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() {
+		reg.Close()
+		srv.Close()
+	})
+	return &fixture{reg: reg, srv: srv}
+}
+
+// publish feeds the test FLV into hub key in real time until the test ends.
+func (f *fixture) publish(t *testing.T, key string) (*hub.Hub, []av.Packet) {
+	t.Helper()
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	hb, _, err := f.reg.GetOrCreate(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := hb.Publish(streams, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		mediatest.Feed(ctx, src, pkts, 1, 0)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return hb, pkts
+}
+
+func TestFFmpegAndProbe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("ffmpeg test")
+	}
+	f := newFixture(t, hub.Config{})
+	f.publish(t, "default/live/s")
+	time.Sleep(1200 * time.Millisecond) // join in the middle of the second GOP
+	url := f.srv.URL + "/live/s.flv"
+
+	ffprobe := mediatest.Tool(t, "ffprobe")
+	pr := mediatest.Start(t, "sh", "-c", ffprobe+" -v error -show_entries stream=codec_name -of csv=p=0 '"+url+"' >&2")
+	if err := pr.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffprobe: %v %s", err, pr.Stderr.String())
+	}
+	if got := strings.Fields(pr.Stderr.String()); strings.Join(got, ",") != "h264,aac" {
+		t.Fatalf("ffprobe streams %q, want h264,aac", got)
+	}
+
+	ffmpeg := mediatest.Tool(t, "ffmpeg")
+	play := mediatest.Start(t, ffmpeg, "-v", "error", "-i", url, "-t", "3", "-enc_time_base:v", "-1", "-f", "null", "-")
+	if err := play.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v %s", err, play.Stderr.String())
+	}
+	if s := play.Stderr.String(); s != "" {
+		t.Fatalf("ffmpeg stderr: %s", s)
+	}
+}
+
+// TestTagOrder checks the wire: FLV header, metadata, both sequence headers,
+// then a keyframe as the first video frame, for players joining mid-GOP.
+func TestTagOrder(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	f.publish(t, "default/live/s")
+	for _, wait := range []time.Duration{200 * time.Millisecond, 450 * time.Millisecond, 700 * time.Millisecond} {
+		time.Sleep(wait)
+		resp, err := http.Get(f.srv.URL + "/live/s.flv")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "*" || resp.Header.Get("Content-Type") != "video/x-flv" {
+			t.Fatalf("status %d headers %v", resp.StatusCode, resp.Header)
+		}
+		br := bufio.NewReader(resp.Body)
+		hdr := make([]byte, 13)
+		if _, err := io.ReadFull(br, hdr); err != nil {
+			t.Fatal(err)
+		}
+		if string(hdr[:3]) != "FLV" {
+			t.Fatalf("no FLV header: %q", hdr)
+		}
+		buf := make([]byte, 256)
+		var order []string
+		for len(order) < 6 {
+			tag, _, err := flvio.ReadTag(br, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tag.Type == flvio.TAG_SCRIPTDATA:
+				order = append(order, "meta")
+			case tag.Type == flvio.TAG_VIDEO && tag.AVCPacketType == flvio.AVC_SEQHDR:
+				order = append(order, "vseq")
+			case tag.Type == flvio.TAG_AUDIO && tag.AACPacketType == flvio.AAC_SEQHDR:
+				order = append(order, "aseq")
+			case tag.Type == flvio.TAG_VIDEO && tag.FrameType == flvio.FRAME_KEY:
+				order = append(order, "key")
+			case tag.Type == flvio.TAG_VIDEO:
+				order = append(order, "inter")
+			default:
+				order = append(order, "audio")
+			}
+		}
+		resp.Body.Close()
+		got := strings.Join(order, ",")
+		firstVideo := ""
+		for _, o := range order[3:] {
+			if o == "key" || o == "inter" {
+				firstVideo = o
+				break
+			}
+		}
+		if !strings.HasPrefix(got, "meta,vseq,aseq,") || firstVideo != "key" {
+			t.Fatalf("tag order %s: want meta, sequence headers, then a keyframe first", got)
+		}
+	}
+}
+
+func TestDialReader(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	hb, _ := f.publish(t, "default/live/s")
+	time.Sleep(300 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := httpflv.Dial(ctx, f.srv.URL+"/live/s.flv", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	streams, err := c.Streams()
+	if err != nil || len(streams) != 2 {
+		t.Fatalf("streams %v %v", streams, err)
+	}
+	video := 0
+	for video < 20 {
+		pkt, err := c.ReadPacket()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if streams[pkt.Idx].Type() == av.H264 {
+			if video == 0 && !pkt.IsKeyFrame {
+				t.Fatal("first video packet is not a keyframe")
+			}
+			video++
+		}
+	}
+	// The stream ending ends the response.
+	hb.Close()
+	for {
+		if _, err = c.ReadPacket(); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("after hub close: %v, want EOF", err)
+	}
+}
+
+func TestNotFoundAndBadNames(t *testing.T) {
+	f := newFixture(t, hub.Config{})
+	for path, want := range map[string]int{
+		"/live/none.flv":       404,
+		"/live/a%2F..%2Fb.flv": 400,
+		"/live/..flv":          404, // name "." is refused below; ".." with ".flv" is name "."
+		"/live/a%00b.flv":      400,
+		"/live/s.mp4":          400,
+		"/" + strings.Repeat("a", 200) + "/s.flv": 400,
+	} {
+		resp, err := http.Get(f.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if path == "/live/..flv" {
+			want = 400
+		}
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	_, err := httpflv.Dial(context.Background(), f.srv.URL+"/live/none.flv", nil)
+	if !errors.Is(err, httpflv.ErrNotFound) {
+		t.Errorf("Dial of missing stream: %v", err)
+	}
+}
+
+// TestStalledReader attaches a client that never reads its socket next to a
+// healthy one, publishes as fast as possible, and checks that the healthy
+// reader got every packet promptly while the stalled one was skipped or
+// dropped by the hub.
+func TestStalledReader(t *testing.T) {
+	f := newFixture(t, hub.Config{QueueBytes: 512 << 10, QueuePackets: 512, MergeWindow: 20 * time.Millisecond})
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	hb, _, _ := f.reg.GetOrCreate("default/live/s")
+	src, err := hb.Publish(streams, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stalled: a tiny receive buffer, request sent, nothing ever read.
+	d := net.Dialer{Control: nil}
+	stalled, err := d.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	stalled.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(stalled, "GET /live/s.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	healthy, err := httpflv.Dial(ctx, f.srv.URL+"/live/s.flv", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer healthy.Close()
+	mediatest.Eventually(t, 5*time.Second, "two readers", func() bool { return hb.NumReaders() == 2 })
+
+	const loops = 8
+	type recv struct {
+		n   int
+		err error
+	}
+	got := make(chan recv, 1)
+	var lastArrival time.Time
+	go func() {
+		if _, err := healthy.Streams(); err != nil {
+			got <- recv{0, err}
+			return
+		}
+		n := 0
+		for {
+			_, err := healthy.ReadPacket()
+			if err != nil {
+				got <- recv{n, err}
+				return
+			}
+			n++
+			lastArrival = time.Now()
+			if n == loops*len(pkts) {
+				got <- recv{n, nil}
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	// 8 copies of the 12 s stream at 48x real time: ~2 s of wall time,
+	// about 3.5 MB/s, far more than the stalled socket can absorb.
+	sent, err := mediatest.Feed(ctx, src, pkts, 48, loops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubDone := time.Now()
+	var r recv
+	select {
+	case r = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("healthy reader did not receive everything; stats %+v", hb.Stats())
+	}
+	if r.err != nil || r.n != sent {
+		t.Fatalf("healthy reader got %d of %d packets: %v (stats %+v)", r.n, sent, r.err, hb.Stats())
+	}
+	lag := lastArrival.Sub(pubDone)
+	st := hb.Stats()
+	t.Logf("published %d packets in %v; healthy reader done %v after the last write; stats %+v",
+		sent, pubDone.Sub(start).Round(time.Millisecond), lag.Round(time.Millisecond), st)
+	if lag > 500*time.Millisecond {
+		t.Errorf("healthy reader lagged %v behind the publisher", lag)
+	}
+	if st.Skipped == 0 && st.Dropped == 0 {
+		t.Errorf("stalled reader was neither skipped nor dropped: %+v", st)
+	}
+}

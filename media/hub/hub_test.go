@@ -1,0 +1,257 @@
+package hub_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nareix/joy4/format/flv/flvio"
+
+	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/internal/mediatest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	mediatest.Cleanup()
+	os.Exit(code)
+}
+
+type seen struct {
+	typ uint8
+	ts  uint32
+	seq bool // sequence header
+	key bool
+}
+
+func parse(t testing.TB, tags [][]byte) []seen {
+	var out []seen
+	for _, b := range tags {
+		tag, ts, n, err := flvio.ParseTagHeader(b)
+		if err != nil || len(b) != flvio.TagHeaderLength+n+4 {
+			t.Fatalf("bad tag: %v", err)
+		}
+		body := b[flvio.TagHeaderLength : flvio.TagHeaderLength+n]
+		s := seen{typ: tag.Type, ts: uint32(ts)}
+		switch tag.Type {
+		case flvio.TAG_VIDEO:
+			s.seq = body[1] == 0
+			s.key = body[0]>>4 == 1
+		case flvio.TAG_AUDIO:
+			s.seq = body[1] == 0
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func readN(t *testing.T, r *hub.Reader, n int) []seen {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out []seen
+	for len(out) < n {
+		tags, err := r.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %d tags: %v", len(out), err)
+		}
+		out = append(out, parse(t, tags)...)
+	}
+	return out
+}
+
+func TestGOPStartAndSplice(t *testing.T) {
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	h := hub.New("k", hub.Config{MergeWindow: -1})
+	src, err := h.Publish(streams, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Publish(streams, nil); !errors.Is(err, hub.ErrBusy) {
+		t.Fatalf("second Publish: %v", err)
+	}
+	// 1.5 s of stream: the reader must start at the keyframe at 1 s.
+	var n int
+	for _, p := range pkts {
+		if p.Time >= 1500*time.Millisecond {
+			break
+		}
+		src.WritePacket(p)
+		n++
+	}
+	r, err := h.NewReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readN(t, r, 4)
+	if got[0].typ != flvio.TAG_SCRIPTDATA || !got[1].seq || !got[2].seq {
+		t.Fatalf("reader start %+v: want metadata and sequence headers", got[:3])
+	}
+	if got[3].typ != flvio.TAG_VIDEO || !got[3].key || got[3].ts != 1000 {
+		t.Fatalf("first media tag %+v: want the keyframe at 1000 ms", got[3])
+	}
+	// Drain, then splice a new source whose clock restarts at 0.
+	var last uint32
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		tags, err := r.Next(ctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		for _, s := range parse(t, tags) {
+			last = max(last, s.ts)
+		}
+	}
+	src2, err := h.Splice(streams, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.WritePacket(pkts[0]); !errors.Is(err, hub.ErrSourceReplaced) {
+		t.Fatalf("old source write after splice: %v", err)
+	}
+	for _, p := range pkts[:100] {
+		if err := src2.WritePacket(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got = readN(t, r, 10)
+	if got[0].typ != flvio.TAG_SCRIPTDATA || !got[1].seq || !got[2].seq {
+		t.Fatalf("after splice %+v: want headers resent", got[:3])
+	}
+	var lastVideo uint32
+	for i, s := range got[3:] {
+		if s.ts < last {
+			t.Fatalf("tag %d after splice at %d ms, before %d ms seen earlier", i, s.ts, last)
+		}
+		if s.typ == flvio.TAG_VIDEO {
+			if lastVideo == 0 && !s.key {
+				t.Fatalf("first video after splice is not a keyframe")
+			}
+			lastVideo = s.ts
+		}
+	}
+	src2.Close()
+	h.Close()
+	if _, err := r.Next(context.Background()); !errors.Is(err, io.EOF) {
+		t.Fatalf("after close: %v", err)
+	}
+}
+
+func TestRegistryLifecycle(t *testing.T) {
+	reg := hub.NewRegistry(hub.Config{})
+	h, created, err := reg.GetOrCreate("a")
+	if err != nil || !created {
+		t.Fatal(created, err)
+	}
+	if h2, created, _ := reg.GetOrCreate("a"); h2 != h || created {
+		t.Fatal("second GetOrCreate made a new hub")
+	}
+	h.Close()
+	if reg.Get("a") != nil || reg.Len() != 0 {
+		t.Fatal("closed hub still registered")
+	}
+	reg.GetOrCreate("b")
+	reg.Close()
+	if _, _, err := reg.GetOrCreate("c"); !errors.Is(err, hub.ErrClosed) {
+		t.Fatalf("GetOrCreate after Close: %v", err)
+	}
+}
+
+func TestSlowReaderSkippedThenDropped(t *testing.T) {
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	h := hub.New("k", hub.Config{QueuePackets: 100, MaxOverflows: 2, MergeWindow: -1})
+	src, _ := h.Publish(streams, nil)
+	slow, _ := h.NewReader()
+	fast, _ := h.NewReader()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var got int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			tags, err := fast.Next(ctx)
+			if err != nil {
+				return
+			}
+			got += len(tags)
+		}
+	}()
+	for _, p := range pkts {
+		if err := src.WritePacket(p); err != nil {
+			t.Fatal(err)
+		}
+		if p.IsKeyFrame {
+			time.Sleep(5 * time.Millisecond) // let the fast reader drain
+		}
+	}
+	st := h.Stats()
+	if st.Skipped != 2 || st.Dropped != 1 || slow.Skipped() != 2 {
+		t.Fatalf("stats %+v, slow skipped %d: want 2 skips then a drop", st, slow.Skipped())
+	}
+	if _, err := slow.Next(context.Background()); !errors.Is(err, hub.ErrTooSlow) {
+		t.Fatalf("slow reader: %v", err)
+	}
+	mediatest.Eventually(t, 5*time.Second, "fast reader to drain", func() bool { return h.Stats().BytesOut >= st.BytesIn-1 })
+	cancel()
+	<-done
+	if want := len(pkts) + 3; got != want {
+		t.Fatalf("fast reader got %d tags, want %d", got, want)
+	}
+}
+
+// BenchmarkFanout measures serialize-once fan-out to 100 readers.
+func BenchmarkFanout(b *testing.B) {
+	streams, pkts := mediatest.ReadFLV(b, mediatest.TestFLV(b))
+	for _, readers := range []int{1, 100} {
+		b.Run(fmt.Sprintf("readers=%d", readers), func(b *testing.B) {
+			h := hub.New("k", hub.Config{MergeWindow: -1, QueuePackets: 1 << 16, QueueBytes: 1 << 30})
+			src, _ := h.Publish(streams, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			var bytesPer int64
+			for i := 0; i < readers; i++ {
+				r, _ := h.NewReader()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						if _, err := r.Next(ctx); err != nil {
+							return
+						}
+					}
+				}()
+			}
+			for _, p := range pkts {
+				bytesPer += int64(len(p.Data))
+			}
+			b.ResetTimer()
+			var base time.Duration
+			for i := 0; i < b.N; i++ {
+				p := pkts[i%len(pkts)]
+				if i%len(pkts) == 0 && i > 0 {
+					base += pkts[len(pkts)-1].Time
+				}
+				p.Time += base
+				if err := src.WritePacket(p); err != nil {
+					b.Fatal(err)
+				}
+			}
+			st := h.Stats()
+			b.StopTimer()
+			cancel()
+			wg.Wait()
+			el := b.Elapsed().Seconds()
+			b.ReportMetric(float64(b.N)/el, "pkts/s")
+			b.ReportMetric(float64(st.BytesIn)/el/1e6*float64(readers), "MB/s-fanout")
+			b.ReportMetric(float64(st.Dropped), "dropped")
+			h.Close()
+		})
+	}
+}

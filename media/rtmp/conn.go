@@ -1,0 +1,530 @@
+package rtmp
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nareix/joy4/av"
+	"github.com/nareix/joy4/format/flv/flvio"
+
+	"github.com/livecluster/livecluster/media/internal/flvx"
+	"github.com/livecluster/livecluster/media/streamkey"
+)
+
+// ErrCodecChanged is returned by ReadPacket when the peer sent new codec
+// sequence headers; call Streams for the new codecs and keep reading.
+var ErrCodecChanged = flvx.ErrCodecChanged
+
+var errBadHandshake = errors.New("rtmp: bad handshake")
+
+// Config holds limits and timeouts. Zero fields take the defaults.
+type Config struct {
+	HandshakeTimeout time.Duration // 10 s
+	// ReadTimeout bounds the wait for each chunk; WriteTimeout each flush (30 s).
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// MaxChunkSize is the largest Set Chunk Size accepted from a peer (1 MiB).
+	MaxChunkSize uint32
+	// MaxMessageSize is the largest message accepted (16 MiB).
+	MaxMessageSize uint32
+	// ChunkSize is announced for outgoing messages (4096; nginx-rtmp and SRS
+	// refuse very large values).
+	ChunkSize uint32
+	// WindowAckSize is announced to peers (2500000).
+	WindowAckSize uint32
+}
+
+func (c Config) withDefaults() Config {
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	if c.MaxChunkSize == 0 {
+		c.MaxChunkSize = 1 << 20
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = 16 << 20
+	}
+	if c.ChunkSize == 0 {
+		c.ChunkSize = 4096
+	}
+	if c.WindowAckSize == 0 {
+		c.WindowAckSize = 2500000
+	}
+	return c
+}
+
+// Request describes what a client asked for.
+type Request struct {
+	Publish     bool   // publish (true) or play (false)
+	App         string // application, without query
+	Name        string // stream name, without query
+	Query       string // raw query of the stream name (and of the app, joined by &)
+	PublishType string // "live", "record" or "append" for a publish
+	TcURL       string
+	Vhost       string // query parameter vhost, else streamkey.DefaultVhost
+	RemoteAddr  net.Addr
+}
+
+// Key returns the validated stream key of the request.
+func (r Request) Key() (streamkey.Key, error) { return streamkey.New(r.Vhost, r.App, r.Name) }
+
+// StatusError lets a Handler choose the onStatus code sent to the client
+// when it refuses a request; Description is what ffmpeg prints.
+type StatusError struct {
+	Code        string // e.g. "NetStream.Publish.BadName"
+	Description string
+}
+
+func (e *StatusError) Error() string { return e.Code + ": " + e.Description }
+
+// countingReader counts bytes read for Acknowledgement messages.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// Conn is one RTMP connection, server or client side. Reading (Streams,
+// ReadPacket) is for one goroutine; writing (WriteHeader, WritePacket,
+// WriteTags) is safe alongside it.
+type Conn struct {
+	nc     net.Conn
+	cfg    Config
+	log    *slog.Logger
+	br     *bufio.Reader
+	rx, tx atomic.Int64
+
+	// read side
+	chunks      map[uint32]*chunkStream
+	inChunkSize uint32
+	ackWindow   uint32
+	lastAck     int64
+	demux       *flvx.Demuxer
+	eof         bool // peer ended the stream (FCUnpublish, deleteStream)
+
+	// write side
+	wmu          sync.Mutex
+	bw           *bufio.Writer
+	outChunkSize uint32
+	werr         error
+	outStreams   []av.CodecData
+
+	server   bool
+	req      Request
+	streamID uint32
+	accepted atomic.Bool
+	acceptFn func() error
+
+	// client side
+	txn     float64
+	peerErr error // onStatus error received while playing or publishing
+
+	closeOnce sync.Once
+	stopAfter func() bool
+}
+
+func newConn(nc net.Conn, cfg Config, log *slog.Logger, server bool) *Conn {
+	c := &Conn{
+		nc: nc, cfg: cfg, log: log, server: server,
+		chunks: map[uint32]*chunkStream{}, inChunkSize: 128, outChunkSize: 128,
+		demux: flvx.NewDemuxer(),
+	}
+	c.br = bufio.NewReaderSize(countingReader{nc, &c.rx}, 16<<10)
+	c.bw = bufio.NewWriterSize(countingWriter{nc, &c.tx}, 64<<10)
+	return c
+}
+
+// Request returns what the client asked for (server side) or dialed (client side).
+func (c *Conn) Request() Request { return c.req }
+
+// RemoteAddr returns the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// BytesRead and BytesWritten count the bytes on the wire.
+func (c *Conn) BytesRead() int64    { return c.rx.Load() }
+func (c *Conn) BytesWritten() int64 { return c.tx.Load() }
+
+// Close closes the connection.
+func (c *Conn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		if c.stopAfter != nil {
+			c.stopAfter()
+		}
+		err = c.nc.Close()
+	})
+	return err
+}
+
+// Accept tells the client its publish or play started (onStatus
+// NetStream.Publish.Start or NetStream.Play.Start). A handler calls it once it
+// decided to serve; reading or writing media accepts implicitly. Only for
+// server-side connections.
+func (c *Conn) Accept() error {
+	if !c.server || c.accepted.Swap(true) {
+		return nil
+	}
+	return c.acceptFn()
+}
+
+// readMessage returns the next non-control message, handling protocol
+// control messages on the way.
+func (c *Conn) readMessage() (*message, error) {
+	for {
+		m, err := c.readChunk()
+		if err != nil {
+			return nil, err
+		}
+		if c.ackWindow > 0 {
+			if rx := c.rx.Load(); rx-c.lastAck >= int64(c.ackWindow) {
+				c.lastAck = rx
+				if err := c.writeControl(msgAck, u32(uint32(rx))); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if m == nil {
+			continue
+		}
+		switch m.typ {
+		case msgSetChunkSize:
+			if len(m.data) < 4 {
+				return nil, errors.New("short Set Chunk Size")
+			}
+			v := be32(m.data)
+			if v == 0 || v&0x80000000 != 0 || v > c.cfg.MaxChunkSize {
+				return nil, fmt.Errorf("peer chunk size %d outside 1..%d", v, c.cfg.MaxChunkSize)
+			}
+			c.inChunkSize = v
+		case msgAbort:
+			if len(m.data) >= 4 {
+				if cs := c.chunks[be32(m.data)]; cs != nil {
+					cs.buf, cs.inMsg = nil, false
+				}
+			}
+		case msgAck, msgSetPeerBandwidth:
+		case msgWindowAckSize:
+			if len(m.data) >= 4 {
+				c.ackWindow = be32(m.data)
+			}
+		case msgUserControl:
+			if len(m.data) >= 6 && be16(m.data) == ucPingRequest {
+				if err := c.writeControl(msgUserControl, userControl(ucPingResponse, be32(m.data[2:]))); err != nil {
+					return nil, err
+				}
+			}
+		default:
+			return m, nil
+		}
+	}
+}
+
+func be32(b []byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+func be16(b []byte) uint16 { return uint16(b[0])<<8 | uint16(b[1]) }
+
+// command is a decoded AMF command message.
+type command struct {
+	name     string
+	txn      float64
+	obj      flvio.AMFMap // command object, may be nil
+	args     []interface{}
+	streamID uint32
+}
+
+func parseCommand(m *message) (*command, error) {
+	data := m.data
+	if m.typ == msgCommandAMF3 && len(data) > 0 {
+		data = data[1:] // AMF3 command messages start with a format byte, then AMF0
+	}
+	vals, err := flvx.ParseAMF(data)
+	if err != nil && len(vals) < 2 {
+		return nil, fmt.Errorf("decode command: %w", err)
+	}
+	if len(vals) < 2 {
+		return nil, errors.New("decode command: too few values")
+	}
+	name, ok := vals[0].(string)
+	if !ok {
+		return nil, errors.New("decode command: name is not a string")
+	}
+	txn, _ := vals[1].(float64)
+	cmd := &command{name: name, txn: txn, streamID: m.streamID}
+	if len(vals) > 2 {
+		switch o := vals[2].(type) {
+		case flvio.AMFMap:
+			cmd.obj = o
+		case flvio.AMFECMAArray:
+			cmd.obj = flvio.AMFMap(o)
+		}
+		cmd.args = vals[3:]
+	}
+	return cmd, nil
+}
+
+func (cmd *command) argString(i int) string {
+	if i < len(cmd.args) {
+		if s, ok := cmd.args[i].(string); ok {
+			return s
+		}
+	}
+	return ""
+}
+
+// writeCommand sends an AMF0 command and flushes.
+func (c *Conn) writeCommand(csid, sid uint32, vals ...interface{}) error {
+	body := flvx.AMFBody(vals...)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.writeMessageLocked(csid, msgCommandAMF0, sid, 0, body); err != nil {
+		return err
+	}
+	return c.flushLocked()
+}
+
+func (c *Conn) writeStatus(level, code, desc string) error {
+	return c.writeCommand(csCommand, c.streamID, "onStatus", 0.0, nil,
+		flvio.AMFMap{"level": level, "code": code, "description": desc})
+}
+
+// setChunkSize announces and applies our outgoing chunk size.
+func (c *Conn) setChunkSize() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.writeMessageLocked(csControl, msgSetChunkSize, 0, 0, u32(c.cfg.ChunkSize)); err != nil {
+		return err
+	}
+	c.outChunkSize = c.cfg.ChunkSize
+	return c.flushLocked()
+}
+
+// pushMedia feeds an audio, video or data message to the demuxer.
+func (c *Conn) pushMedia(m *message) error {
+	switch m.typ {
+	case msgAudio:
+		return c.demux.Push(flvio.TAG_AUDIO, int32(m.ts), m.data)
+	case msgVideo:
+		return c.demux.Push(flvio.TAG_VIDEO, int32(m.ts), m.data)
+	case msgDataAMF0, msgDataAMF3:
+		data := m.data
+		if m.typ == msgDataAMF3 && len(data) > 0 {
+			data = data[1:]
+		}
+		return c.demux.Push(flvio.TAG_SCRIPTDATA, int32(m.ts), data)
+	}
+	return nil
+}
+
+// Streams reads until the codecs are known (metadata and sequence headers).
+func (c *Conn) Streams() ([]av.CodecData, error) {
+	if err := c.Accept(); err != nil {
+		return nil, err
+	}
+	for !c.demux.Probed() {
+		if err := c.readOne(); err != nil {
+			return nil, err
+		}
+	}
+	return c.demux.Streams(), nil
+}
+
+// Metadata returns the last onMetaData received (may be nil).
+func (c *Conn) Metadata() flvio.AMFMap { return c.demux.Metadata() }
+
+// ReadPacket returns the next media packet. It returns io.EOF when the peer
+// ended the stream and ErrCodecChanged when new codec headers arrived.
+func (c *Conn) ReadPacket() (av.Packet, error) {
+	if err := c.Accept(); err != nil {
+		return av.Packet{}, err
+	}
+	for {
+		if c.demux.Probed() {
+			if pkt, ok := c.demux.Packet(); ok {
+				return pkt, nil
+			}
+		}
+		if err := c.readOne(); err != nil {
+			return av.Packet{}, err
+		}
+	}
+}
+
+// readOne reads and dispatches one message on a media-receiving connection.
+func (c *Conn) readOne() error {
+	if c.eof {
+		return io.EOF
+	}
+	m, err := c.readMessage()
+	if err != nil {
+		return err
+	}
+	switch m.typ {
+	case msgAudio, msgVideo, msgDataAMF0, msgDataAMF3:
+		return c.pushMedia(m)
+	case msgCommandAMF0, msgCommandAMF3:
+		cmd, err := parseCommand(m)
+		if err != nil {
+			return err
+		}
+		return c.handleSessionCommand(cmd)
+	}
+	return nil
+}
+
+// handleSessionCommand handles commands after publish/play started.
+func (c *Conn) handleSessionCommand(cmd *command) error {
+	switch cmd.name {
+	case "FCUnpublish", "deleteStream", "closeStream":
+		c.eof = true
+		return io.EOF
+	case "onStatus":
+		code, level, desc := statusFields(cmd)
+		if level == "error" {
+			c.peerErr = fmt.Errorf("rtmp: %s: %s", code, desc)
+			return c.peerErr
+		}
+		if code == "NetStream.Play.Stop" || code == "NetStream.Play.UnpublishNotify" || code == "NetStream.Play.Complete" {
+			c.eof = true
+			return io.EOF
+		}
+	default:
+		if c.server && cmd.txn != 0 {
+			return c.writeCommand(csCommand, cmd.streamID, "_result", cmd.txn, nil)
+		}
+	}
+	return nil
+}
+
+func statusFields(cmd *command) (code, level, desc string) {
+	var info flvio.AMFMap
+	for _, a := range cmd.args {
+		switch v := a.(type) {
+		case flvio.AMFMap:
+			info = v
+		case flvio.AMFECMAArray:
+			info = flvio.AMFMap(v)
+		}
+	}
+	if info == nil {
+		info = cmd.obj
+	}
+	code, _ = info["code"].(string)
+	level, _ = info["level"].(string)
+	desc, _ = info["description"].(string)
+	return
+}
+
+// WriteHeader sends metadata (nil: derived from streams) and codec headers
+// and sets the codecs WritePacket uses.
+func (c *Conn) WriteHeader(streams []av.CodecData, meta flvio.AMFMap) error {
+	if err := c.Accept(); err != nil {
+		return err
+	}
+	tags, err := flvx.EncodeHeaders(streams, meta, 0)
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	c.outStreams = streams
+	c.wmu.Unlock()
+	return c.WriteTags(tags)
+}
+
+// WritePacket sends one packet of the codecs given to WriteHeader, unflushed
+// writes are flushed at once.
+func (c *Conn) WritePacket(pkt av.Packet) error {
+	c.wmu.Lock()
+	streams := c.outStreams
+	c.wmu.Unlock()
+	if int(pkt.Idx) < 0 || int(pkt.Idx) >= len(streams) {
+		return fmt.Errorf("rtmp: packet for stream %d, %d streams announced", pkt.Idx, len(streams))
+	}
+	return c.WriteTags([][]byte{flvx.EncodePacket(pkt, streams[pkt.Idx])})
+}
+
+// WriteTags sends complete FLV tags (as hub.Reader.Next returns them) as
+// RTMP messages and flushes once.
+func (c *Conn) WriteTags(tags [][]byte) error {
+	if err := c.Accept(); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for _, t := range tags {
+		typ, ts, body, err := flvx.TagInfo(t)
+		if err != nil {
+			return err
+		}
+		var csid uint32
+		switch typ {
+		case flvio.TAG_AUDIO:
+			csid = csAudio
+		case flvio.TAG_VIDEO:
+			csid = csVideo
+		case flvio.TAG_SCRIPTDATA:
+			csid = csData
+			if !c.server {
+				// Publishers wrap metadata in @setDataFrame so the server stores it.
+				body = append(flvx.AMFBody("@setDataFrame"), body...)
+			}
+		default:
+			continue
+		}
+		if err := c.writeMessageLocked(csid, typ, c.streamID, ts, body); err != nil {
+			return err
+		}
+	}
+	return c.flushLocked()
+}
+
+// parseStreamName splits "name?query" and app "app?query".
+func parseRequest(app, name, tcURL string) Request {
+	r := Request{TcURL: tcURL}
+	var qs []string
+	if i := strings.IndexByte(app, '?'); i >= 0 {
+		qs = append(qs, app[i+1:])
+		app = app[:i]
+	}
+	if i := strings.IndexByte(name, '?'); i >= 0 {
+		qs = append(qs, name[i+1:])
+		name = name[:i]
+	}
+	r.App, r.Name, r.Query = strings.TrimSuffix(app, "/"), name, strings.Join(qs, "&")
+	r.Vhost = streamkey.DefaultVhost
+	if q, err := url.ParseQuery(r.Query); err == nil && q.Get("vhost") != "" {
+		r.Vhost = q.Get("vhost")
+	}
+	return r
+}

@@ -1,0 +1,101 @@
+// Package streamkey validates stream keys (vhost/app/name) before they reach
+// etcd, a file path or a log line. Each part is 1-128 characters of
+// [A-Za-z0-9._~-] and is neither "." nor "..".
+package streamkey
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// DefaultVhost is the vhost used when a client names none.
+const DefaultVhost = "default"
+
+// MaxPartLen bounds each part of a key.
+const MaxPartLen = 128
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid stream key")
+
+// Key identifies a stream.
+type Key struct {
+	Vhost, App, Name string
+}
+
+// New validates the parts and returns the key; an empty vhost means DefaultVhost.
+func New(vhost, app, name string) (Key, error) {
+	if vhost == "" {
+		vhost = DefaultVhost
+	}
+	k := Key{Vhost: vhost, App: app, Name: name}
+	if err := k.Validate(); err != nil {
+		return Key{}, err
+	}
+	return k, nil
+}
+
+// Parse accepts "vhost/app/name" or "app/name" (default vhost).
+func Parse(s string) (Key, error) {
+	parts := strings.Split(s, "/")
+	switch len(parts) {
+	case 2:
+		return New("", parts[0], parts[1])
+	case 3:
+		return New(parts[0], parts[1], parts[2])
+	default:
+		return Key{}, fmt.Errorf("%w %q: want vhost/app/name or app/name", ErrInvalid, truncate(s))
+	}
+}
+
+// Validate checks every part.
+func (k Key) Validate() error {
+	if err := ValidatePart("vhost", k.Vhost); err != nil {
+		return err
+	}
+	if err := ValidatePart("app", k.App); err != nil {
+		return err
+	}
+	return ValidatePart("name", k.Name)
+}
+
+// String returns "vhost/app/name".
+func (k Key) String() string { return k.Vhost + "/" + k.App + "/" + k.Name }
+
+// ValidatePart checks one part; what names the part in the error ("app", "name", ...).
+func ValidatePart(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)
+	}
+	if len(s) > MaxPartLen {
+		return fmt.Errorf("%w: %s is %d bytes long, at most %d allowed", ErrInvalid, what, len(s), MaxPartLen)
+	}
+	if s == "." || s == ".." {
+		return fmt.Errorf("%w: %s %q is not allowed", ErrInvalid, what, s)
+	}
+	for i := 0; i < len(s); i++ {
+		if !allowed(s[i]) {
+			return fmt.Errorf("%w: %s %q has a forbidden character %q at offset %d (allowed: A-Z a-z 0-9 . _ ~ -)",
+				ErrInvalid, what, truncate(s), s[i], i)
+		}
+	}
+	return nil
+}
+
+func allowed(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	case c == '.', c == '_', c == '~', c == '-':
+		return true
+	}
+	return false
+}
+
+// truncate keeps hostile input from flooding error messages and logs.
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
