@@ -1,0 +1,289 @@
+// Command ocm-bench loads a running OCM over gRPC and prints figures: time to
+// claim many streams, LookupStream and AssignOrigin throughput and latency,
+// the OCM's RSS (with --pid) and the time from a node's last heartbeat until
+// all its streams are gone.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+)
+
+type opts struct {
+	addr          string
+	origins       int
+	streams       int
+	workers       int
+	conns         int
+	lookupFor     time.Duration
+	lookupWorkers int
+	assignFor     time.Duration
+	pid           int
+	expiry        bool
+	cleanup       bool
+	idPrefix      string
+}
+
+func main() {
+	var o opts
+	flag.StringVar(&o.addr, "addr", "127.0.0.1:7000", "OCM gRPC address")
+	flag.IntVar(&o.origins, "origins", 200, "origins to register")
+	flag.IntVar(&o.streams, "streams", 100000, "streams to claim")
+	flag.IntVar(&o.workers, "workers", 128, "concurrent claim workers")
+	flag.IntVar(&o.conns, "conns", 4, "gRPC connections to spread the load over")
+	flag.DurationVar(&o.lookupFor, "lookup-duration", 10*time.Second, "how long to run lookups")
+	flag.IntVar(&o.lookupWorkers, "lookup-workers", 64, "concurrent lookup and assign workers")
+	flag.DurationVar(&o.assignFor, "assign-duration", 5*time.Second, "how long to run AssignOrigin")
+	flag.IntVar(&o.pid, "pid", 0, "OCM process id, to report its RSS (Linux)")
+	flag.BoolVar(&o.expiry, "expiry", true, "measure lease expiry of one origin")
+	flag.BoolVar(&o.cleanup, "cleanup", true, "deregister the origins at the end")
+	flag.StringVar(&o.idPrefix, "id-prefix", "bench-origin-", "node id prefix")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "ocm-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type session struct {
+	id       string
+	lease    int64
+	interval time.Duration
+	ttl      time.Duration
+	lastHB   atomic.Int64 // unix nanos of the last successful heartbeat
+	stop     chan struct{}
+}
+
+func run(ctx context.Context, o opts) error {
+	var clients []ocmv1.OCMServiceClient
+	for range max(o.conns, 1) {
+		cc, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		clients = append(clients, ocmv1.NewOCMServiceClient(cc))
+	}
+	cl := func(i int) ocmv1.OCMServiceClient { return clients[i%len(clients)] }
+
+	// 1. Register origins and keep them heartbeating.
+	t0 := time.Now()
+	sess := make([]*session, o.origins)
+	for i := range sess {
+		id := fmt.Sprintf("%s%d", o.idPrefix, i)
+		r, err := cl(i).Register(ctx, &ocmv1.RegisterRequest{Node: &ocmv1.Node{
+			Id: id, Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN, Zone: fmt.Sprintf("z%d", i%3),
+			Addresses: &ocmv1.NodeAddresses{Rtmp: id + ":1935", Http: id + ":8080"},
+		}})
+		if err != nil {
+			return fmt.Errorf("register %s: %w", id, err)
+		}
+		s := &session{id: id, lease: r.LeaseId, interval: time.Duration(r.HeartbeatIntervalMs) * time.Millisecond, ttl: time.Duration(r.LeaseTtlSeconds) * time.Second, stop: make(chan struct{})}
+		s.lastHB.Store(time.Now().UnixNano())
+		sess[i] = s
+	}
+	fmt.Printf("registered %d origins in %s\n", o.origins, time.Since(t0).Round(time.Millisecond))
+	var hbWG sync.WaitGroup
+	hbCtx, stopHB := context.WithCancel(ctx)
+	defer func() { stopHB(); hbWG.Wait() }()
+	var hbErrs atomic.Int64
+	for i, s := range sess {
+		hbWG.Add(1)
+		go func() {
+			defer hbWG.Done()
+			t := time.NewTicker(s.interval)
+			defer t.Stop()
+			for {
+				select {
+				case <-hbCtx.Done():
+					return
+				case <-s.stop:
+					return
+				case <-t.C:
+					if _, err := cl(i).Heartbeat(hbCtx, &ocmv1.HeartbeatRequest{NodeId: s.id, LeaseId: s.lease, Load: &ocmv1.Load{Streams: uint32(o.streams / o.origins)}}); err != nil {
+						if hbCtx.Err() == nil {
+							hbErrs.Add(1)
+						}
+					} else {
+						s.lastHB.Store(time.Now().UnixNano())
+					}
+				}
+			}
+		}()
+	}
+
+	// 2. Claim.
+	keyOf := func(i int) *ocmv1.StreamKey { return &ocmv1.StreamKey{App: "bench", Name: fmt.Sprintf("s%07d", i)} }
+	var next atomic.Int64
+	var claimErrs atomic.Int64
+	var firstErr atomic.Value
+	t0 = time.Now()
+	var wg sync.WaitGroup
+	for w := range o.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := cl(w)
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= o.streams {
+					return
+				}
+				s := sess[i%len(sess)]
+				if _, err := c.ClaimStream(ctx, &ocmv1.ClaimStreamRequest{NodeId: s.id, LeaseId: s.lease, Key: keyOf(i)}); err != nil {
+					claimErrs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	claimDur := time.Since(t0)
+	fmt.Printf("claimed %d streams with %d workers in %s (%.0f claims/s), errors %d",
+		o.streams, o.workers, claimDur.Round(time.Millisecond), float64(o.streams)/claimDur.Seconds(), claimErrs.Load())
+	if e := firstErr.Load(); e != nil {
+		fmt.Printf(" (first: %s)", e)
+	}
+	fmt.Println()
+
+	// 3. Lookups.
+	lookup := func(c ocmv1.OCMServiceClient) error {
+		_, err := c.LookupStream(ctx, &ocmv1.LookupStreamRequest{Key: keyOf(rand.IntN(o.streams))})
+		return err
+	}
+	load(ctx, "LookupStream", o.lookupFor, o.lookupWorkers, cl, lookup)
+
+	// 4. Placement of streams nobody owns.
+	assign := func(c ocmv1.OCMServiceClient) error {
+		_, err := c.AssignOrigin(ctx, &ocmv1.AssignOriginRequest{Key: keyOf(o.streams + rand.IntN(1<<30)), Zone: "z1"})
+		return err
+	}
+	load(ctx, "AssignOrigin", o.assignFor, o.lookupWorkers, cl, assign)
+
+	if o.pid > 0 {
+		if rss, err := rssOf(o.pid); err == nil {
+			fmt.Printf("OCM RSS: %s\n", rss)
+		} else {
+			fmt.Printf("OCM RSS: %v\n", err)
+		}
+	}
+
+	// 5. Lease expiry: stop one origin's heartbeats and time until all its
+	// streams are deleted.
+	if o.expiry && ctx.Err() == nil {
+		victim := sess[0]
+		want := 0
+		for i := 0; i < o.streams; i += len(sess) {
+			want++
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		w, err := cl(0).WatchStreams(wctx, &ocmv1.WatchStreamsRequest{})
+		if err != nil {
+			cancel()
+			return err
+		}
+		close(victim.stop)
+		deleted := 0
+		var lastDel time.Time
+		for deleted < want {
+			ev, err := w.Recv()
+			if err != nil {
+				cancel()
+				return fmt.Errorf("watch: %w", err)
+			}
+			if ev.Type == ocmv1.WatchStreamsResponse_EVENT_TYPE_DELETE && ev.Stream.OwnerNodeId == victim.id {
+				deleted++
+				lastDel = time.Now()
+			}
+		}
+		cancel()
+		last := time.Unix(0, victim.lastHB.Load())
+		fmt.Printf("lease expiry: %d streams of %s gone %s after its last heartbeat (heartbeat interval %s, TTL %s)\n",
+			deleted, victim.id, lastDel.Sub(last).Round(time.Millisecond), victim.interval, victim.ttl)
+	}
+	fmt.Printf("heartbeat errors: %d\n", hbErrs.Load())
+
+	if o.cleanup {
+		stopHB()
+		hbWG.Wait()
+		for i, s := range sess[1:] {
+			if _, err := cl(i).Deregister(context.WithoutCancel(ctx), &ocmv1.DeregisterRequest{NodeId: s.id, LeaseId: s.lease}); err != nil && status.Code(err) != codes.NotFound {
+				return fmt.Errorf("deregister %s: %w", s.id, err)
+			}
+		}
+	}
+	return nil
+}
+
+// load runs fn from workers goroutines for d and prints throughput and
+// latency percentiles.
+func load(ctx context.Context, name string, d time.Duration, workers int, cl func(int) ocmv1.OCMServiceClient, fn func(ocmv1.OCMServiceClient) error) {
+	lctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	lat := make([][]time.Duration, workers)
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := cl(w)
+			for lctx.Err() == nil {
+				s := time.Now()
+				if err := fn(c); err != nil {
+					errs.Add(1)
+					continue
+				}
+				lat[w] = append(lat[w], time.Since(s))
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(t0)
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	pct := func(p float64) time.Duration {
+		if len(all) == 0 {
+			return 0
+		}
+		return all[min(len(all)-1, int(p*float64(len(all))))]
+	}
+	fmt.Printf("%s: %d ok in %s with %d workers: %.0f/s, p50 %s, p99 %s, max %s, errors %d\n",
+		name, len(all), el.Round(time.Millisecond), workers, float64(len(all))/el.Seconds(),
+		pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), pct(1).Round(time.Microsecond), errs.Load())
+}
+
+func rssOf(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", err
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}

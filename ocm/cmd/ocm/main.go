@@ -1,0 +1,146 @@
+// Command ocm is the Origin Cluster Master: node membership and stream
+// ownership in etcd (embedded when no endpoints are given), served over gRPC
+// (--grpc-listen, default :7000) and a read-only JSON API on the admin port.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/livecluster/livecluster/node/cli"
+	"github.com/livecluster/livecluster/node/config"
+
+	"github.com/livecluster/livecluster/ocm/internal/ocm"
+)
+
+var version = "dev"
+
+// Config is the ocm configuration file.
+type Config struct {
+	config.Common `yaml:",inline"`
+	GRPC          struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"grpc"`
+	Etcd struct {
+		// Endpoints of an external cluster; empty runs an embedded member.
+		Endpoints []string `yaml:"endpoints"`
+		// Prefix of every key.
+		Prefix string `yaml:"prefix"`
+		// DataDir of the embedded member.
+		DataDir string `yaml:"dataDir"`
+		// ClientURL and PeerURL of the embedded member (loopback by default).
+		ClientURL string `yaml:"clientURL"`
+		PeerURL   string `yaml:"peerURL"`
+		// TLS to an external cluster.
+		CAFile   string `yaml:"caFile"`
+		CertFile string `yaml:"certFile"`
+		KeyFile  string `yaml:"keyFile"`
+		// OpTimeout bounds each etcd request of a write.
+		OpTimeout config.Duration `yaml:"opTimeout"`
+	} `yaml:"etcd"`
+	// LeaseTTL of node sessions.
+	LeaseTTL config.Duration `yaml:"leaseTTL"`
+	Watch    struct {
+		// Buffer of changes per WatchStreams subscriber.
+		Buffer int `yaml:"buffer"`
+	} `yaml:"watch"`
+}
+
+func defaults() Config {
+	c := Config{Common: config.DefaultCommon()}
+	c.GRPC.Listen = ":7000"
+	c.Etcd.Prefix = "/livecluster/"
+	c.Etcd.DataDir = "ocm-data"
+	c.Etcd.ClientURL = "http://127.0.0.1:2379"
+	c.Etcd.PeerURL = "http://127.0.0.1:2380"
+	c.Etcd.OpTimeout = config.Duration(5 * time.Second)
+	c.LeaseTTL = config.Duration(10 * time.Second)
+	c.Watch.Buffer = 4096
+	return c
+}
+
+func validate(c *Config) error {
+	if err := config.ValidListen(c.GRPC.Listen); err != nil {
+		return fmt.Errorf("grpc.listen: %w", err)
+	}
+	if c.LeaseTTL.D() < 2*time.Second {
+		return fmt.Errorf("leaseTTL: must be at least 2s, got %s", c.LeaseTTL)
+	}
+	if c.Etcd.OpTimeout.D() <= 0 {
+		return fmt.Errorf("etcd.opTimeout: must be > 0")
+	}
+	if c.Etcd.Prefix == "" || c.Etcd.Prefix[len(c.Etcd.Prefix)-1] != '/' {
+		return fmt.Errorf("etcd.prefix: must end with /")
+	}
+	if len(c.Etcd.Endpoints) == 0 && c.Etcd.DataDir == "" {
+		return fmt.Errorf("etcd.dataDir: required for the embedded etcd")
+	}
+	if (c.Etcd.CertFile == "") != (c.Etcd.KeyFile == "") {
+		return fmt.Errorf("etcd.certFile, etcd.keyFile: give both or neither")
+	}
+	if c.Watch.Buffer <= 0 {
+		return fmt.Errorf("watch.buffer: must be > 0")
+	}
+	return nil
+}
+
+func run(ctx context.Context, rt *cli.Runtime[Config]) error {
+	c := rt.Config()
+	o, err := ocm.Start(ctx, ocm.Config{
+		GRPCListen:        c.GRPC.Listen,
+		EtcdEndpoints:     c.Etcd.Endpoints,
+		EtcdCAFile:        c.Etcd.CAFile,
+		EtcdCertFile:      c.Etcd.CertFile,
+		EtcdKeyFile:       c.Etcd.KeyFile,
+		DataDir:           c.Etcd.DataDir,
+		EmbeddedClientURL: c.Etcd.ClientURL,
+		EmbeddedPeerURL:   c.Etcd.PeerURL,
+		Prefix:            c.Etcd.Prefix,
+		LeaseTTL:          c.LeaseTTL.D(),
+		EtcdOpTimeout:     c.Etcd.OpTimeout.D(),
+		WatchBuffer:       c.Watch.Buffer,
+		Logger:            rt.Logger,
+		Registerer:        rt.Metrics,
+	})
+	if err != nil {
+		return err
+	}
+	rt.Lifecycle.AddCheck("ocm", o.Ready)
+	api := o.HTTPHandler()
+	for _, p := range []string{"GET /api/v1/nodes", "GET /api/v1/streams", "GET /api/v1/streams/{vhost}/{app}/{name}"} {
+		rt.Admin.Mux.Handle(p, api)
+	}
+	// The gRPC server owns its listener, so it is stopped by the drain hook
+	// rather than closed as a lifecycle listener (which gRPC would report as
+	// a serve failure).
+	rt.Lifecycle.OnDrain("ocm", func(ctx context.Context) error {
+		o.Shutdown(ctx)
+		return nil
+	})
+	go func() {
+		select {
+		case <-o.Done():
+			rt.Lifecycle.Fatal(o.Err())
+		case <-ctx.Done():
+			o.Stop()
+		}
+	}()
+	return nil
+}
+
+func main() {
+	os.Exit(cli.Main(cli.Binary[Config]{
+		Name:    "ocm",
+		Version: version,
+		Config:  config.Loader[Config]{Defaults: defaults, Validate: validate},
+		Flags: []cli.Flag{
+			{Name: "grpc-listen", Key: "grpc.listen", Usage: "gRPC address"},
+			{Name: "etcd-endpoints", Key: "etcd.endpoints", Usage: "etcd endpoints, comma-separated (empty: embedded etcd)"},
+			{Name: "data-dir", Key: "etcd.dataDir", Usage: "data directory of the embedded etcd"},
+			{Name: "lease-ttl", Key: "leaseTTL", Usage: "node session lease TTL, e.g. 10s"},
+		},
+		Run: run,
+	}, os.Args[1:]))
+}

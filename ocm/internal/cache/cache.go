@@ -1,0 +1,550 @@
+// Package cache keeps an OCM replica's in-memory copy of nodes and streams,
+// fed by one etcd watch over the prefix, and fans stream changes out to
+// subscribers. Lookups, listings and placement read only this copy.
+//
+// Records handed out by the cache are shared and must not be modified.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/livecluster/livecluster/ocm/internal/store"
+	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+)
+
+// Event types, as in the API.
+const (
+	EventPut    = ocmv1.WatchStreamsResponse_EVENT_TYPE_PUT
+	EventDelete = ocmv1.WatchStreamsResponse_EVENT_TYPE_DELETE
+)
+
+// Event is one stream change.
+type Event struct {
+	Type     ocmv1.WatchStreamsResponse_EventType
+	Stream   *ocmv1.Stream // for DELETE the last known record
+	Owner    *ocmv1.Node   // for PUT the owner's record when known
+	Revision int64
+}
+
+// ErrSlowSubscriber ends a subscription whose buffer filled up.
+var ErrSlowSubscriber = errors.New("watch subscriber fell behind: its buffer of changes is full")
+
+// Options configure a Cache.
+type Options struct {
+	Logger *slog.Logger
+	// OnResync, if set, is called after every full re-read (not the first).
+	OnResync func(reason string)
+}
+
+// Cache is the in-memory copy. Run feeds it.
+type Cache struct {
+	cli      *clientv3.Client
+	schema   store.Schema
+	log      *slog.Logger
+	onResync func(string)
+
+	mu      sync.RWMutex
+	nodes   map[string]*ocmv1.Node
+	streams map[string]*ocmv1.Stream // by "vhost/app/name"
+	counts  map[string]int           // owner id -> owned streams
+	rev     int64
+	synced  bool
+	revCh   chan struct{} // closed and replaced whenever rev advances or synced changes
+	subs    map[*Subscription]struct{}
+
+	// sorted holds every stream key in order, possibly with keys deleted
+	// since (skipped on read); new keys set dirty and the next listing
+	// rebuilds it, so a burst of claims costs one sort, not one insert each.
+	sortMu sync.Mutex
+	sorted []string
+	dirty  atomic.Bool
+}
+
+// New returns an empty cache for the schema's prefix.
+func New(cli *clientv3.Client, schema store.Schema, o Options) *Cache {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.OnResync == nil {
+		o.OnResync = func(string) {}
+	}
+	return &Cache{
+		cli: cli, schema: schema, log: o.Logger, onResync: o.OnResync,
+		nodes: map[string]*ocmv1.Node{}, streams: map[string]*ocmv1.Stream{}, counts: map[string]int{},
+		revCh: make(chan struct{}), subs: map[*Subscription]struct{}{},
+	}
+}
+
+// Run reads the prefix, then follows it with one watch until ctx ends. On a
+// compaction or a broken watch it re-reads and emits the difference. It
+// returns ctx.Err().
+func (c *Cache) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	first := true
+	reason := ""
+	for ctx.Err() == nil {
+		rev, err := c.resync(ctx)
+		if err != nil {
+			c.log.Warn("ocm cache: read failed", "err", err, "retry_in", backoff)
+			c.setSynced(false)
+			if !sleep(ctx, backoff) {
+				break
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		if !first {
+			c.log.Info("ocm cache: resynced", "reason", reason, "revision", rev)
+			c.onResync(reason)
+		}
+		first = false
+		backoff = 100 * time.Millisecond
+		reason = c.follow(ctx, rev)
+	}
+	return ctx.Err()
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// follow applies watch events after rev until the watch breaks, and says why.
+func (c *Cache) follow(ctx context.Context, rev int64) string {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := c.cli.Watch(clientv3.WithRequireLeader(wctx), c.schema.Prefix, clientv3.WithPrefix(),
+		clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	for wr := range wch {
+		if wr.CompactRevision != 0 {
+			return fmt.Sprintf("compacted at revision %d", wr.CompactRevision)
+		}
+		if err := wr.Err(); err != nil {
+			return "watch error: " + err.Error()
+		}
+		if wr.Canceled {
+			return "watch canceled"
+		}
+		c.apply(wr.Events, wr.IsProgressNotify(), wr.Header.Revision)
+	}
+	if ctx.Err() != nil {
+		return "stopped"
+	}
+	return "watch closed"
+}
+
+func (c *Cache) apply(evs []*clientv3.Event, progress bool, headerRev int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	newRev := c.rev
+	for _, ev := range evs {
+		kv := ev.Kv
+		kind, id := c.schema.Classify(string(kv.Key))
+		switch kind {
+		case store.KindNode:
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(c.nodes, id)
+			} else if n, err := store.DecodeNode(kv); err == nil {
+				c.nodes[id] = n
+			} else {
+				c.log.Warn("ocm cache: bad node record", "key", string(kv.Key), "err", err)
+			}
+		case store.KindStream:
+			if ev.Type == clientv3.EventTypeDelete {
+				c.delStreamLocked(id, kv.ModRevision)
+			} else if st, err := store.DecodeStream(kv); err == nil {
+				c.putStreamLocked(id, st, kv.ModRevision)
+			} else {
+				c.log.Warn("ocm cache: bad stream record", "key", string(kv.Key), "err", err)
+			}
+		}
+		newRev = max(newRev, kv.ModRevision)
+	}
+	if progress {
+		newRev = max(newRev, headerRev)
+	}
+	c.advanceLocked(newRev, true)
+}
+
+func (c *Cache) advanceLocked(rev int64, synced bool) {
+	if rev != c.rev || synced != c.synced {
+		c.rev = rev
+		c.synced = synced
+		close(c.revCh)
+		c.revCh = make(chan struct{})
+	}
+}
+
+func (c *Cache) setSynced(v bool) {
+	c.mu.Lock()
+	c.advanceLocked(c.rev, v)
+	c.mu.Unlock()
+}
+
+func (c *Cache) putStreamLocked(id string, st *ocmv1.Stream, rev int64) {
+	old, ok := c.streams[id]
+	if ok {
+		c.counts[old.OwnerNodeId]--
+		if c.counts[old.OwnerNodeId] <= 0 {
+			delete(c.counts, old.OwnerNodeId)
+		}
+	} else {
+		c.dirty.Store(true)
+	}
+	c.streams[id] = st
+	c.counts[st.OwnerNodeId]++
+	c.publishLocked(Event{Type: EventPut, Stream: st, Owner: c.nodes[st.OwnerNodeId], Revision: rev}, id)
+}
+
+func (c *Cache) delStreamLocked(id string, rev int64) {
+	old, ok := c.streams[id]
+	if !ok {
+		return
+	}
+	delete(c.streams, id)
+	c.counts[old.OwnerNodeId]--
+	if c.counts[old.OwnerNodeId] <= 0 {
+		delete(c.counts, old.OwnerNodeId)
+	}
+	c.publishLocked(Event{Type: EventDelete, Stream: old, Revision: rev}, id)
+}
+
+// resync reads everything under the prefix and replaces the copy, emitting
+// PUT for new or changed streams and DELETE for vanished ones (on the first
+// read there is no subscriber yet). It returns the read revision.
+func (c *Cache) resync(ctx context.Context) (int64, error) {
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := c.cli.Get(rctx, c.schema.Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", c.schema.Prefix, err)
+	}
+	nodes := map[string]*ocmv1.Node{}
+	streams := map[string]*ocmv1.Stream{}
+	for _, kv := range resp.Kvs {
+		kind, id := c.schema.Classify(string(kv.Key))
+		switch kind {
+		case store.KindNode:
+			if n, err := store.DecodeNode(kv); err == nil {
+				nodes[id] = n
+			}
+		case store.KindStream:
+			if st, err := store.DecodeStream(kv); err == nil {
+				streams[id] = st
+			}
+		}
+	}
+	rev := resp.Header.Revision
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes = nodes
+	for id := range c.streams {
+		if _, ok := streams[id]; !ok {
+			c.delStreamLocked(id, rev)
+		}
+	}
+	for id, st := range streams {
+		if old, ok := c.streams[id]; ok && old.Epoch == st.Epoch && proto.Equal(old, st) {
+			continue
+		}
+		c.putStreamLocked(id, st, rev)
+	}
+	c.advanceLocked(rev, true)
+	return rev, nil
+}
+
+// Synced reports whether the copy has been read and is being followed.
+func (c *Cache) Synced() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.synced
+}
+
+// Revision is the etcd revision the copy reflects.
+func (c *Cache) Revision() int64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.rev
+}
+
+// WaitRevision waits until the copy reflects rev (so a replica reads its own
+// writes) or ctx ends.
+func (c *Cache) WaitRevision(ctx context.Context, rev int64) error {
+	for {
+		c.mu.RLock()
+		ok, ch := c.rev >= rev, c.revCh
+		c.mu.RUnlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// WaitSynced waits until the first read is done or ctx ends.
+func (c *Cache) WaitSynced(ctx context.Context) error {
+	for {
+		c.mu.RLock()
+		ok, ch := c.synced, c.revCh
+		c.mu.RUnlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Stream returns a stream's record and its owner's node record (nil when
+// unknown).
+func (c *Cache) Stream(key string) (*ocmv1.Stream, *ocmv1.Node, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	st, ok := c.streams[key]
+	if !ok {
+		return nil, nil, false
+	}
+	return st, c.nodes[st.OwnerNodeId], true
+}
+
+// Node returns a node record.
+func (c *Cache) Node(id string) (*ocmv1.Node, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n, ok := c.nodes[id]
+	return n, ok
+}
+
+// Nodes returns the nodes accepted by keep (nil keeps all), ordered by id.
+func (c *Cache) Nodes(keep func(*ocmv1.Node) bool) []*ocmv1.Node {
+	c.mu.RLock()
+	out := make([]*ocmv1.Node, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		if keep == nil || keep(n) {
+			out = append(out, n)
+		}
+	}
+	c.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Id < out[j].Id })
+	return out
+}
+
+// NodeLoad is a node with the number of streams it owns right now.
+type NodeLoad struct {
+	Node  *ocmv1.Node
+	Owned int
+}
+
+// Origins returns every origin node with its owned stream count.
+func (c *Cache) Origins() []NodeLoad {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]NodeLoad, 0, len(c.nodes))
+	for id, n := range c.nodes {
+		if n.Role == ocmv1.NodeRole_NODE_ROLE_ORIGIN {
+			out = append(out, NodeLoad{Node: n, Owned: c.counts[id]})
+		}
+	}
+	return out
+}
+
+// Counts summarizes the copy for metrics.
+type Counts struct {
+	Streams int
+	// Nodes by role and state.
+	Nodes map[[2]int32]int
+}
+
+// Counts returns the number of streams and of nodes by role and state.
+func (c *Cache) Counts() Counts {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := Counts{Streams: len(c.streams), Nodes: map[[2]int32]int{}}
+	for _, n := range c.nodes {
+		out.Nodes[[2]int32{int32(n.Role), int32(n.State)}]++
+	}
+	return out
+}
+
+// Filter selects streams in a listing; empty fields match everything.
+type Filter struct {
+	Owner, App, Vhost string
+}
+
+func (f Filter) match(st *ocmv1.Stream) bool {
+	return (f.Owner == "" || st.OwnerNodeId == f.Owner) &&
+		(f.App == "" || st.Key.GetApp() == f.App) &&
+		(f.Vhost == "" || st.Key.GetVhost() == f.Vhost)
+}
+
+// List returns up to limit streams matching f whose key sorts after `after`
+// (empty: from the start), the key to continue after ("" on the last page)
+// and the number of matching streams in all pages.
+func (c *Cache) List(after string, limit int, f Filter) ([]*ocmv1.Stream, string, int) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	c.sortMu.Lock()
+	defer c.sortMu.Unlock()
+	if c.dirty.Swap(false) || len(c.sorted) > 2*len(c.streams)+1024 {
+		c.sorted = c.sorted[:0]
+		for k := range c.streams {
+			c.sorted = append(c.sorted, k)
+		}
+		sort.Strings(c.sorted)
+	}
+	total := 0
+	switch {
+	case f == Filter{}:
+		total = len(c.streams)
+	case f.Owner != "" && f.App == "" && f.Vhost == "":
+		total = c.counts[f.Owner]
+	default:
+		for _, st := range c.streams {
+			if f.match(st) {
+				total++
+			}
+		}
+	}
+	i := 0
+	if after != "" {
+		i = sort.SearchStrings(c.sorted, after)
+		if i < len(c.sorted) && c.sorted[i] == after {
+			i++
+		}
+	}
+	var out []*ocmv1.Stream
+	next := ""
+	for ; i < len(c.sorted); i++ {
+		st, ok := c.streams[c.sorted[i]]
+		if !ok || !f.match(st) {
+			continue
+		}
+		if len(out) == limit {
+			next = keyOf(out[len(out)-1])
+			break
+		}
+		out = append(out, st)
+	}
+	return out, next, total
+}
+
+func keyOf(st *ocmv1.Stream) string {
+	k := st.GetKey()
+	return k.GetVhost() + "/" + k.GetApp() + "/" + k.GetName()
+}
+
+// Subscription receives stream changes.
+type Subscription struct {
+	c    *Cache
+	ch   chan Event
+	keys map[string]struct{}
+	done chan struct{}
+	err  error
+}
+
+// Subscribe registers a subscriber for the given keys ("vhost/app/name"; none
+// means all) with a buffer of buf events. When initial is set it also returns
+// the current records of the watched streams, consistent with the changes
+// that follow, and the revision they reflect.
+func (c *Cache) Subscribe(keys []string, initial bool, buf int) (*Subscription, []Event, int64) {
+	if buf <= 0 {
+		buf = 1024
+	}
+	s := &Subscription{c: c, ch: make(chan Event, buf), done: make(chan struct{})}
+	if len(keys) > 0 {
+		s.keys = make(map[string]struct{}, len(keys))
+		for _, k := range keys {
+			s.keys[k] = struct{}{}
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var init []Event
+	if initial {
+		add := func(st *ocmv1.Stream) {
+			init = append(init, Event{Type: EventPut, Stream: st, Owner: c.nodes[st.OwnerNodeId], Revision: st.Epoch})
+		}
+		if s.keys != nil {
+			for k := range s.keys {
+				if st, ok := c.streams[k]; ok {
+					add(st)
+				}
+			}
+		} else {
+			for _, st := range c.streams {
+				add(st)
+			}
+		}
+		sort.Slice(init, func(i, j int) bool { return keyOf(init[i].Stream) < keyOf(init[j].Stream) })
+	}
+	c.subs[s] = struct{}{}
+	return s, init, c.rev
+}
+
+// publishLocked never blocks: a subscriber whose buffer is full is dropped.
+func (c *Cache) publishLocked(ev Event, key string) {
+	for s := range c.subs {
+		if s.keys != nil {
+			if _, ok := s.keys[key]; !ok {
+				continue
+			}
+		}
+		select {
+		case s.ch <- ev:
+		default:
+			s.err = ErrSlowSubscriber
+			delete(c.subs, s)
+			close(s.done)
+		}
+	}
+}
+
+// Events delivers the changes.
+func (s *Subscription) Events() <-chan Event { return s.ch }
+
+// Done is closed when the subscription was dropped; Err says why.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Err is ErrSlowSubscriber after Done is closed.
+func (s *Subscription) Err() error {
+	s.c.mu.RLock()
+	defer s.c.mu.RUnlock()
+	return s.err
+}
+
+// Close unregisters the subscription.
+func (s *Subscription) Close() {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	delete(s.c.subs, s)
+}
+
+// Subscribers returns the number of live subscriptions.
+func (c *Cache) Subscribers() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.subs)
+}

@@ -1,0 +1,176 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/livecluster/livecluster/ocm/internal/etcdtest"
+	"github.com/livecluster/livecluster/ocm/internal/store"
+	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+)
+
+var cli *clientv3.Client
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ocm-cache-etcd-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	mem, err := etcdtest.Start(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cli, err = mem.Client()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = cli.Close()
+	mem.Stop()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func putStream(t *testing.T, sc store.Schema, name, owner string) int64 {
+	t.Helper()
+	k := store.Key{Vhost: "default", App: "live", Name: name}
+	b, _ := proto.Marshal(&ocmv1.Stream{Key: k.Proto(), OwnerNodeId: owner})
+	r, err := cli.Put(context.Background(), sc.StreamKey(k), string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Header.Revision
+}
+
+func TestCompactionTriggersResync(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sc := store.Schema{Prefix: "/compact/"}
+	putStream(t, sc, "gone", "n1")
+	putStream(t, sc, "kept", "n1")
+	c := New(cli, sc, Options{})
+	rev, err := c.resync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, _, _ := c.Subscribe(nil, false, 16)
+	defer sub.Close()
+	// Change things while no watch runs, then compact that history away:
+	// the watch from rev+1 must fail and the re-read must produce the diff.
+	if _, err := cli.Delete(ctx, sc.StreamKey(store.Key{Vhost: "default", App: "live", Name: "gone"})); err != nil {
+		t.Fatal(err)
+	}
+	last := putStream(t, sc, "new", "n2")
+	if _, err := cli.Compact(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	reason := c.follow(ctx, rev)
+	if want := fmt.Sprintf("compacted at revision %d", last); reason != want {
+		t.Fatalf("follow ended with %q, want %q", reason, want)
+	}
+	if _, err := c.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]ocmv1.WatchStreamsResponse_EventType{}
+	for len(got) < 2 {
+		select {
+		case ev := <-sub.Events():
+			got[ev.Stream.Key.Name] = ev.Type
+		case <-ctx.Done():
+			t.Fatalf("events after resync: %v", got)
+		}
+	}
+	if got["gone"] != EventDelete || got["new"] != EventPut {
+		t.Fatalf("resync events %v, want DELETE gone and PUT new", got)
+	}
+	select {
+	case ev := <-sub.Events():
+		t.Fatalf("unchanged stream re-announced: %v", ev)
+	default:
+	}
+	if _, _, ok := c.Stream("default/live/gone"); ok {
+		t.Fatal("deleted stream still cached")
+	}
+	if st, _, ok := c.Stream("default/live/new"); !ok || st.OwnerNodeId != "n2" {
+		t.Fatal("new stream not cached")
+	}
+
+	// And Run itself recovers from a compaction under a live watch: it
+	// follows, sees later writes and its revision keeps up.
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	if err := c.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r2 := putStream(t, sc, "later", "n3")
+	if err := c.WaitRevision(ctx, r2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := c.Stream("default/live/later"); !ok {
+		t.Fatal("write after resync not seen")
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+func TestSlowSubscriberIsDropped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sc := store.Schema{Prefix: "/slow/"}
+	c := New(cli, sc, Options{})
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = c.Run(runCtx) }()
+	if err := c.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	slow, _, _ := c.Subscribe(nil, false, 2)
+	defer slow.Close()
+	fast, _, _ := c.Subscribe([]string{"default/live/s9"}, false, 2)
+	defer fast.Close()
+	var last int64
+	for i := range 10 {
+		last = putStream(t, sc, fmt.Sprintf("s%d", i), "n1")
+	}
+	if err := c.WaitRevision(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-slow.Done():
+	case <-ctx.Done():
+		t.Fatal("slow subscriber not dropped")
+	}
+	if !errors.Is(slow.Err(), ErrSlowSubscriber) {
+		t.Fatalf("err %v", slow.Err())
+	}
+	// A subscriber filtered to one key is not affected by the others' churn.
+	select {
+	case ev := <-fast.Events():
+		if ev.Stream.Key.Name != "s9" {
+			t.Fatalf("filtered subscriber got %v", ev)
+		}
+	case <-fast.Done():
+		t.Fatal("filtered subscriber dropped")
+	}
+	if c.Subscribers() != 1 {
+		t.Fatalf("%d subscribers, want 1", c.Subscribers())
+	}
+	_, _, total := c.List("", 3, Filter{})
+	page, next, _ := c.List("", 3, Filter{})
+	if total != 10 || len(page) != 3 || next != "default/live/s2" {
+		t.Fatalf("list: total %d page %d next %q", total, len(page), next)
+	}
+}

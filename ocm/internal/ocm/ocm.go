@@ -1,0 +1,309 @@
+// Package ocm wires an OCM replica together: etcd (embedded or external),
+// the store, the watch cache, placement and the gRPC server.
+package ocm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/livecluster/livecluster/ocm/internal/cache"
+	"github.com/livecluster/livecluster/ocm/internal/etcdserver"
+	"github.com/livecluster/livecluster/ocm/internal/server"
+	"github.com/livecluster/livecluster/ocm/internal/store"
+	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+)
+
+// Config configures a replica.
+type Config struct {
+	// GRPCListen is the gRPC address; default ":7000". Ignored when Listener
+	// is set.
+	GRPCListen string
+	Listener   net.Listener
+
+	// EtcdEndpoints of an external cluster; empty starts an embedded member
+	// in DataDir.
+	EtcdEndpoints                         []string
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+	EtcdUsername, EtcdPassword            string
+
+	// DataDir of the embedded member; default "ocm-data".
+	DataDir string
+	// Embedded member URLs; defaults http://127.0.0.1:2379 and :2380.
+	EmbeddedClientURL, EmbeddedPeerURL string
+	// EmbeddedLogLevel of etcd's logger; default "error".
+	EmbeddedLogLevel string
+
+	// Prefix of every etcd key; default "/livecluster/".
+	Prefix string
+	// LeaseTTL of node sessions; default 10s.
+	LeaseTTL time.Duration
+	// EtcdOpTimeout bounds each etcd request of a write; default 5s. A dead
+	// etcd turns into UNAVAILABLE after this long.
+	EtcdOpTimeout time.Duration
+	// ShutdownTimeout bounds the graceful stop of the gRPC server; default 10s.
+	ShutdownTimeout time.Duration
+	// WatchBuffer per WatchStreams subscriber; default 4096.
+	WatchBuffer int
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // default: a private registry
+}
+
+// OCM is a running replica.
+type OCM struct {
+	cfg     Config
+	log     *slog.Logger
+	etcd    *etcdserver.Server // nil with an external cluster
+	cli     *clientv3.Client
+	store   *store.Store
+	cache   *cache.Cache
+	srv     *server.Server
+	grpc    *grpc.Server
+	health  *health.Server
+	lis     net.Listener
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	etcdOK  atomic.Bool
+	errOnce sync.Once
+	err     error
+	done    chan struct{}
+	stop    sync.Once
+}
+
+// Start starts a replica and returns once it serves gRPC; readiness (etcd
+// reachable and cache synced) follows asynchronously, see Ready.
+func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
+	if cfg.GRPCListen == "" {
+		cfg.GRPCListen = ":7000"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "ocm-data"
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	o = &OCM{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			o.closeResources()
+		}
+	}()
+
+	endpoints := cfg.EtcdEndpoints
+	if len(endpoints) == 0 {
+		o.etcd, err = etcdserver.Start(ctx, etcdserver.Config{Dir: cfg.DataDir, ClientURL: cfg.EmbeddedClientURL,
+			PeerURL: cfg.EmbeddedPeerURL, LogLevel: cfg.EmbeddedLogLevel})
+		if err != nil {
+			return nil, fmt.Errorf("ocm: embedded etcd: %w", err)
+		}
+		endpoints = o.etcd.Endpoints()
+		o.log.Info("embedded etcd started", "dir", cfg.DataDir, "endpoints", endpoints)
+	}
+	o.cli, err = etcdserver.Dial(etcdserver.ClientConfig{Endpoints: endpoints, CAFile: cfg.EtcdCAFile,
+		CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile, Username: cfg.EtcdUsername, Password: cfg.EtcdPassword})
+	if err != nil {
+		return nil, fmt.Errorf("ocm: %w", err)
+	}
+	m, err := server.NewMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("ocm: metrics: %w", err)
+	}
+	o.store = store.New(o.cli, store.Options{Prefix: cfg.Prefix, LeaseTTL: cfg.LeaseTTL, OpTimeout: cfg.EtcdOpTimeout, OnEtcdError: m.EtcdError})
+	o.cache = cache.New(o.cli, o.store.Schema(), cache.Options{Logger: o.log, OnResync: m.Resync})
+	if err := m.RegisterCache(o.cache); err != nil {
+		return nil, fmt.Errorf("ocm: metrics: %w", err)
+	}
+	o.srv = server.New(server.Options{Store: o.store, Cache: o.cache, Metrics: m, Logger: o.log, WatchBuffer: cfg.WatchBuffer})
+	o.grpc, o.health = server.NewGRPCServer(o.srv)
+
+	o.lis = cfg.Listener
+	if o.lis == nil {
+		o.lis, err = net.Listen("tcp", cfg.GRPCListen)
+		if err != nil {
+			return nil, fmt.Errorf("ocm: listen %s: %w", cfg.GRPCListen, err)
+		}
+	}
+
+	rctx, cancel := context.WithCancel(context.Background())
+	o.cancel = cancel
+	o.wg.Add(3)
+	go func() {
+		defer o.wg.Done()
+		_ = o.cache.Run(rctx)
+	}()
+	go func() {
+		defer o.wg.Done()
+		o.probe(rctx)
+	}()
+	go func() {
+		defer o.wg.Done()
+		if err := o.grpc.Serve(o.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			o.fail(fmt.Errorf("ocm: grpc serve: %w", err))
+		}
+	}()
+	if o.etcd != nil {
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			select {
+			case err := <-o.etcd.Err():
+				if err != nil {
+					o.fail(fmt.Errorf("ocm: embedded etcd: %w", err))
+				}
+			case <-rctx.Done():
+			}
+		}()
+	}
+	o.log.Info("ocm serving gRPC", "addr", o.lis.Addr().String(), "prefix", o.store.Schema().Prefix, "lease_ttl_s", o.store.LeaseTTL())
+	return o, nil
+}
+
+func (o *OCM) fail(err error) {
+	o.errOnce.Do(func() {
+		o.err = err
+		o.log.Error("ocm failed", "err", err)
+		close(o.done)
+	})
+}
+
+// Done is closed when the replica fails on its own (Err says why).
+func (o *OCM) Done() <-chan struct{} { return o.done }
+
+// Err is the failure that closed Done.
+func (o *OCM) Err() error {
+	select {
+	case <-o.done:
+		return o.err
+	default:
+		return nil
+	}
+}
+
+// probe checks etcd every second and keeps grpc.health.v1 in line with
+// readiness.
+func (o *OCM) probe(ctx context.Context) {
+	key := o.store.Schema().Prefix + "health"
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := o.cli.Get(pctx, key, clientv3.WithCountOnly())
+		cancel()
+		o.etcdOK.Store(err == nil)
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if o.Ready() == nil {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		o.health.SetServingStatus("", st)
+		o.health.SetServingStatus(ocmv1.OCMService_ServiceDesc.ServiceName, st)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Ready returns nil when etcd answered the last probe and the cache is synced.
+func (o *OCM) Ready() error {
+	if !o.etcdOK.Load() {
+		return errors.New("etcd unreachable")
+	}
+	if !o.cache.Synced() {
+		return errors.New("cache not synced")
+	}
+	return nil
+}
+
+// WaitReady waits until Ready or ctx ends.
+func (o *OCM) WaitReady(ctx context.Context) error {
+	if err := o.cache.WaitSynced(ctx); err != nil {
+		return err
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for o.Ready() != nil {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ocm not ready: %w (%v)", ctx.Err(), o.Ready())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Addr is the gRPC listen address.
+func (o *OCM) Addr() net.Addr { return o.lis.Addr() }
+
+// HTTPHandler serves the JSON API (/api/v1/...).
+func (o *OCM) HTTPHandler() http.Handler { return o.srv.HTTPHandler() }
+
+// Server is the gRPC service implementation.
+func (o *OCM) Server() *server.Server { return o.srv }
+
+// Cache is the replica's cache.
+func (o *OCM) Cache() *cache.Cache { return o.cache }
+
+// EtcdClient is the replica's etcd client.
+func (o *OCM) EtcdClient() *clientv3.Client { return o.cli }
+
+// Stop is Shutdown bounded by Config.ShutdownTimeout.
+func (o *OCM) Stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), o.cfg.ShutdownTimeout)
+	defer cancel()
+	o.Shutdown(ctx)
+}
+
+// Shutdown stops serving: health goes NOT_SERVING, watches end with
+// UNAVAILABLE, the gRPC server stops gracefully until ctx ends (then
+// connections are closed), and the cache, the etcd client and the embedded
+// etcd are closed. Only the first call does anything.
+func (o *OCM) Shutdown(ctx context.Context) {
+	o.stop.Do(func() {
+		o.health.Shutdown()
+		o.srv.Shutdown()
+		stopped := make(chan struct{})
+		go func() {
+			o.grpc.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			o.log.Warn("ocm: graceful stop timed out; closing connections")
+			o.grpc.Stop()
+			<-stopped
+		}
+		o.cancel()
+		o.wg.Wait()
+		o.closeResources()
+	})
+}
+
+func (o *OCM) closeResources() {
+	if o.cli != nil {
+		_ = o.cli.Close()
+	}
+	if o.etcd != nil {
+		o.etcd.Close()
+	}
+}
