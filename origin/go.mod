@@ -1,0 +1,9 @@
+module github.com/livecluster/livecluster/origin
+
+go 1.26.0
+
+replace (
+	github.com/livecluster/livecluster/media => ../media
+	github.com/livecluster/livecluster/node => ../node
+	github.com/livecluster/livecluster/proto => ../proto
+)
