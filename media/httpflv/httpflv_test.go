@@ -235,7 +235,7 @@ func TestNotFoundAndBadNames(t *testing.T) {
 // reader got every packet promptly while the stalled one was skipped or
 // dropped by the hub.
 func TestStalledReader(t *testing.T) {
-	f := newFixture(t, hub.Config{QueueBytes: 512 << 10, QueuePackets: 512, MergeWindow: 20 * time.Millisecond})
+	f := newFixture(t, hub.Config{QueueBytes: 1 << 20, QueuePackets: 2048, MergeWindow: 20 * time.Millisecond})
 	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
 	hb, _, _ := f.reg.GetOrCreate("default/live/s")
 	src, err := hb.Publish(streams, nil)
@@ -289,9 +289,11 @@ func TestStalledReader(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	// 8 copies of the 12 s stream at 48x real time: ~2 s of wall time,
-	// about 3.5 MB/s, far more than the stalled socket can absorb.
-	sent, err := mediatest.Feed(ctx, src, pkts, 48, loops)
+	// 8 copies of the 12 s stream at 16x real time: ~6 s of wall time,
+	// about 1.1 MB/s, 6.8 MB in all: more than the stalled socket's kernel
+	// buffers and its 1 MiB queue can absorb, while a healthy reader under
+	// -race on a busy 2-core machine still keeps up with ~1 s of slack.
+	sent, err := mediatest.Feed(ctx, src, pkts, 16, loops)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +301,7 @@ func TestStalledReader(t *testing.T) {
 	var r recv
 	select {
 	case r = <-got:
-	case <-time.After(10 * time.Second):
+	case <-time.After(20 * time.Second):
 		t.Fatalf("healthy reader did not receive everything; stats %+v", hb.Stats())
 	}
 	if r.err != nil || r.n != sent {
@@ -309,7 +311,7 @@ func TestStalledReader(t *testing.T) {
 	st := hb.Stats()
 	t.Logf("published %d packets in %v; healthy reader done %v after the last write; stats %+v",
 		sent, pubDone.Sub(start).Round(time.Millisecond), lag.Round(time.Millisecond), st)
-	if lag > 500*time.Millisecond {
+	if lag > time.Second {
 		t.Errorf("healthy reader lagged %v behind the publisher", lag)
 	}
 	if st.Skipped == 0 && st.Dropped == 0 {
