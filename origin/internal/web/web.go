@@ -1,0 +1,269 @@
+// Package web is the origin's HTTP port: HTTP-FLV (GET /{app}/{name}.flv),
+// HLS from the HLS directory (GET /{app}/{name}.m3u8 and
+// /{app}/{name}-{seq}.ts), the HTTP API (/api/v1/...), and index.html and
+// crossdomain.xml from the HTTP root. Every response carries permissive
+// CORS headers (players run on other origins). Stream names are validated
+// on every path before anything touches the file system; nothing else of
+// the directories is served.
+package web
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livecluster/livecluster/media/streamkey"
+)
+
+// Options configure the handler.
+type Options struct {
+	// HLSDir holds <app>/<name>.m3u8 and <app>/<name>-<seq>.ts.
+	HLSDir string
+	// Root holds index.html and crossdomain.xml.
+	Root string
+	// FLV serves GET /{app}/{name}.flv.
+	FLV http.Handler
+	// API serves /api/...; nil: 404.
+	API http.Handler
+	// SegmentMaxAge is the Cache-Control max-age of segments.
+	SegmentMaxAge time.Duration
+	// HLSRequests counts HLS requests by kind (playlist, segment).
+	HLSRequests *prometheus.CounterVec
+	// BytesOut is told the bytes of each HLS or static response.
+	BytesOut func(n int64)
+}
+
+// PlaylistCacheControl lets a cache hold a live playlist for one second:
+// players poll it about once per segment duration and must see new
+// segments quickly.
+const PlaylistCacheControl = "public, max-age=1"
+
+// ValidPart checks an app or stream name as the origin accepts it: the
+// stream key rules, and no ".." anywhere (the HLS segmenter refuses those
+// too).
+func ValidPart(what, s string) error {
+	if err := streamkey.ValidatePart(what, s); err != nil {
+		return err
+	}
+	if strings.Contains(s, "..") {
+		return fmt.Errorf("%w: %s %q may not contain \"..\"", streamkey.ErrInvalid, what, s)
+	}
+	return nil
+}
+
+// New returns the HTTP handler.
+func New(o Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { o.static(w, r, "index.html") })
+	mux.HandleFunc("GET /index.html", func(w http.ResponseWriter, r *http.Request) { o.static(w, r, "index.html") })
+	mux.HandleFunc("GET /crossdomain.xml", func(w http.ResponseWriter, r *http.Request) { o.static(w, r, "crossdomain.xml") })
+	mux.HandleFunc("GET /{app}/{file}", o.media)
+	return cors(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The API has its own routes; a stream app may not be called "api".
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			if o.API == nil {
+				http.NotFound(w, r)
+				return
+			}
+			o.API.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+}
+
+func cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, HEAD, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "*")
+		h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (o *Options) media(w http.ResponseWriter, r *http.Request) {
+	app, file := r.PathValue("app"), r.PathValue("file")
+	if err := ValidPart("app", app); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	switch {
+	case strings.HasSuffix(file, ".flv"):
+		if err := ValidPart("name", strings.TrimSuffix(file, ".flv")); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		o.FLV.ServeHTTP(w, r)
+	case strings.HasSuffix(file, ".m3u8"):
+		if err := ValidPart("name", strings.TrimSuffix(file, ".m3u8")); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		o.count("playlist")
+		w.Header().Set("Cache-Control", PlaylistCacheControl)
+		o.serveFile(w, r, filepath.Join(o.HLSDir, app, file), "application/vnd.apple.mpegurl")
+	case strings.HasSuffix(file, ".ts"):
+		base := strings.TrimSuffix(file, ".ts")
+		i := strings.LastIndexByte(base, '-')
+		if i < 0 || !digits(base[i+1:]) {
+			http.Error(w, "not a segment name: want {name}-{seq}.ts", http.StatusBadRequest)
+			return
+		}
+		if err := ValidPart("name", base[:i]); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		o.count("segment")
+		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(o.SegmentMaxAge.Seconds())))
+		o.serveFile(w, r, filepath.Join(o.HLSDir, app, file), "video/mp2t")
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func digits(s string) bool {
+	if s == "" || len(s) > 18 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func (o *Options) count(kind string) {
+	if o.HLSRequests != nil {
+		o.HLSRequests.WithLabelValues(kind).Inc()
+	}
+}
+
+func (o *Options) static(w http.ResponseWriter, r *http.Request, name string) {
+	ct := "text/html; charset=utf-8"
+	if strings.HasSuffix(name, ".xml") {
+		ct = "text/xml; charset=utf-8"
+	}
+	o.serveFile(w, r, filepath.Join(o.Root, name), ct)
+}
+
+// serveFile serves one regular file (Range, HEAD and conditional requests
+// included); the path was built from validated parts only.
+func (o *Options) serveFile(w http.ResponseWriter, r *http.Request, path, contentType string) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			w.Header().Del("Cache-Control") // a 404 of a live file must not stick
+			http.NotFound(w, r)
+			return
+		}
+		http.Error(w, "cannot read file", http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		w.Header().Del("Cache-Control")
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", contentType)
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", st.ModTime(), f)
+	if o.BytesOut != nil {
+		o.BytesOut(cw.n)
+	}
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// DefaultFiles are written into the HTTP root when missing.
+var DefaultFiles = map[string]string{
+	"index.html": `<!DOCTYPE html>
+<html>
+<head><meta charset="utf-8"><title>livecluster origin</title></head>
+<body>
+<h1>livecluster origin</h1>
+<p>This directory is served by a livecluster origin. Live streams:</p>
+<ul>
+<li>HTTP-FLV: <code>/{app}/{name}.flv</code></li>
+<li>HLS: <code>/{app}/{name}.m3u8</code></li>
+<li>RTMP: <code>rtmp://{host}/{app}/{name}</code></li>
+<li>API: <a href="/api/v1/versions">/api/v1/versions</a>, <a href="/api/v1/summaries">/api/v1/summaries</a>,
+<a href="/api/v1/streams">/api/v1/streams</a>, <a href="/api/v1/clients">/api/v1/clients</a></li>
+</ul>
+</body>
+</html>
+`,
+	"crossdomain.xml": `<?xml version="1.0"?>
+<cross-domain-policy>
+    <allow-access-from domain="*" />
+    <allow-http-request-headers-from domain="*" headers="*" />
+</cross-domain-policy>
+`,
+}
+
+// WriteDefaults writes each of DefaultFiles into root when it is missing and
+// returns the names written. An existing file is never replaced, even one
+// created concurrently by another origin sharing the volume: the content
+// goes to a temporary file that is then hard-linked into place, which fails
+// if the name exists (and readers never see a partial file).
+func WriteDefaults(root string) ([]string, error) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("create http root %s: %w", root, err)
+	}
+	var written []string
+	for _, name := range []string{"index.html", "crossdomain.xml"} {
+		dst := filepath.Join(root, name)
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		tmp, err := os.CreateTemp(root, "."+name+".*.tmp")
+		if err != nil {
+			return written, fmt.Errorf("write %s: %w", dst, err)
+		}
+		_, werr := io.WriteString(tmp, DefaultFiles[name])
+		if cerr := tmp.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr == nil {
+			_ = os.Chmod(tmp.Name(), 0o644)
+			werr = os.Link(tmp.Name(), dst)
+		}
+		os.Remove(tmp.Name())
+		switch {
+		case werr == nil:
+			written = append(written, name)
+		case errors.Is(werr, fs.ErrExist):
+		default:
+			return written, fmt.Errorf("write %s: %w", dst, werr)
+		}
+	}
+	return written, nil
+}
