@@ -7,6 +7,7 @@
 #
 # Ports (override with the environment variables in brackets):
 #   OCM     gRPC 127.0.0.1:7000 [OCM_GRPC]    admin :1985 [OCM_ADMIN]
+#           embedded etcd 127.0.0.1:2379 [ETCD_CLIENT] and :2380 [ETCD_PEER]
 #   origin  RTMP 127.0.0.1:1935 [ORIGIN_RTMP] HTTP :8080 [ORIGIN_HTTP] admin :1986 [ORIGIN_ADMIN]
 #   edge    RTMP 127.0.0.1:1936 [EDGE_RTMP]   HTTP :8081 [EDGE_HTTP]   admin :1987 [EDGE_ADMIN]
 set -euo pipefail
@@ -21,6 +22,8 @@ ORIGIN_ADMIN=${ORIGIN_ADMIN:-127.0.0.1:1986}
 EDGE_RTMP=${EDGE_RTMP:-127.0.0.1:1936}
 EDGE_HTTP=${EDGE_HTTP:-127.0.0.1:8081}
 EDGE_ADMIN=${EDGE_ADMIN:-127.0.0.1:1987}
+ETCD_CLIENT=${ETCD_CLIENT:-127.0.0.1:2379}
+ETCD_PEER=${ETCD_PEER:-127.0.0.1:2380}
 STATE=${STATE:-$ROOT/.cache/local-cluster}
 
 echo "building into $ROOT/bin" >&2
@@ -61,7 +64,8 @@ wait_ready() { # name url
   stop
 }
 
-setsid ./bin/ocm --node-id ocm-local --grpc-listen "$OCM_GRPC" --admin-listen "$OCM_ADMIN" \
+LIVECLUSTER_ETCD_CLIENT_URL=http://$ETCD_CLIENT LIVECLUSTER_ETCD_PEER_URL=http://$ETCD_PEER \
+  setsid ./bin/ocm --node-id ocm-local --grpc-listen "$OCM_GRPC" --admin-listen "$OCM_ADMIN" \
   --data-dir "$STATE/etcd" >"$STATE/ocm.log" 2>&1 &
 pids+=($!)
 wait_ready ocm "http://$OCM_ADMIN/readyz"

@@ -21,7 +21,7 @@ step() { echo; echo "=== $* ($(( $(date +%s) - start ))s)"; }
 
 step "installing tools"
 tools_install
-debian_install ffmpeg ca-certificates
+debian_install ffmpeg ca-certificates curl tmux
 export LIVECLUSTER_GRPCURL=$(command -v grpcurl)
 export LIVECLUSTER_FFMPEG=$(command -v ffmpeg)
 export LIVECLUSTER_FFPROBE=$(command -v ffprobe)
@@ -59,5 +59,10 @@ step "go test -race"
 for m in "${MODULES[@]}"; do
   (cd "$m" && go test -race -count=1 -timeout 15m "${short[@]}" ./...)
 done
+
+if [ -z "${SHORT:-}" ]; then
+  step "the README's local cluster, end to end"
+  scripts/e2e-local-cluster.sh
+fi
 
 step "all checks passed"
