@@ -1,6 +1,8 @@
 // Package streamkey validates stream keys (vhost/app/name) before they reach
 // etcd, a file path or a log line. Each part is 1-128 characters of
-// [A-Za-z0-9._~-] and is neither "." nor "..".
+// [A-Za-z0-9._~-], is not "." and contains no "..": a name that could
+// mean "the parent" to any path handling is refused outright, the same rule
+// the OCM applies, so a key valid on one node is valid on every node.
 package streamkey
 
 import (
@@ -70,8 +72,8 @@ func ValidatePart(what, s string) error {
 	if len(s) > MaxPartLen {
 		return fmt.Errorf("%w: %s is %d bytes long, at most %d allowed", ErrInvalid, what, len(s), MaxPartLen)
 	}
-	if s == "." || s == ".." {
-		return fmt.Errorf("%w: %s %q is not allowed", ErrInvalid, what, s)
+	if s == "." || strings.Contains(s, "..") {
+		return fmt.Errorf("%w: %s %q is not allowed (\".\" alone or \"..\" anywhere)", ErrInvalid, what, truncate(s))
 	}
 	for i := 0; i < len(s); i++ {
 		if !allowed(s[i]) {

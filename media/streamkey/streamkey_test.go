@@ -29,6 +29,8 @@ func TestInvalid(t *testing.T) {
 		{"", "s", "app is empty"},
 		{"live", "..", `name ".." is not allowed`},
 		{"live", ".", `name "." is not allowed`},
+		{"live", "a..b", `name "a..b" is not allowed`},
+		{"..x", "s", `app "..x" is not allowed`},
 		{"live", "a/b", "forbidden character '/'"},
 		{"live", "a\x00b", `forbidden character '\x00'`},
 		{"live", "a b", "forbidden character ' '"},

@@ -286,6 +286,8 @@ func TestBadRequests(t *testing.T) {
 		{App: "live", Name: "a\x00"},
 		{Vhost: "a/b", App: "live", Name: "x"},
 		{App: "live", Name: "sp ace"},
+		{App: "live", Name: "..x"},
+		{App: "live", Name: "a..b"},
 		nil,
 	}
 	for _, k := range bad {
@@ -297,10 +299,10 @@ func TestBadRequests(t *testing.T) {
 	if _, err := claim(ctx, r.c, a, &ocmv1.StreamKey{App: "live", Name: strings.Repeat("a", 128) + ""}); err != nil {
 		t.Fatalf("128-character name refused: %v", err)
 	}
-	if _, err := claim(ctx, r.c, a, &ocmv1.StreamKey{App: "li.v-e_~", Name: "..x"}); err != nil {
+	if _, err := claim(ctx, r.c, a, &ocmv1.StreamKey{App: "li.v-e_~", Name: ".x.y"}); err != nil {
 		t.Fatalf("valid odd name refused: %v", err)
 	}
-	lk, err := r.c.LookupStream(ctx, &ocmv1.LookupStreamRequest{Key: &ocmv1.StreamKey{Vhost: "default", App: "li.v-e_~", Name: "..x"}})
+	lk, err := r.c.LookupStream(ctx, &ocmv1.LookupStreamRequest{Key: &ocmv1.StreamKey{Vhost: "default", App: "li.v-e_~", Name: ".x.y"}})
 	if err != nil || lk.Stream.Key.Vhost != "default" {
 		t.Fatalf("empty vhost is not default: %v, %v", lk, err)
 	}

@@ -64,8 +64,8 @@ func validatePart(s string) error {
 	if len(s) > maxPartLen {
 		return fmt.Errorf("longer than %d characters", maxPartLen)
 	}
-	if s == "." || s == ".." {
-		return fmt.Errorf("not allowed")
+	if s == "." || strings.Contains(s, "..") {
+		return fmt.Errorf("\".\" alone or \"..\" anywhere is not allowed")
 	}
 	for i := 0; i < len(s); i++ {
 		if !keyChar(s[i]) {

@@ -573,8 +573,8 @@ func (x *Node) GetVersion() string {
 }
 
 // StreamKey names a stream: vhost/app/name. Each part is 1-128 characters
-// of [A-Za-z0-9._~-] (no slashes, no "." or ".." alone, no control
-// characters), so a key is always safe as an etcd key and a file path.
+// of [A-Za-z0-9._~-] (no slashes, no control characters), is not "." and
+// contains no "..", so a key is always safe as an etcd key and a file path.
 type StreamKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Virtual host; empty means "default".
