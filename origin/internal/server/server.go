@@ -71,6 +71,11 @@ type Server struct {
 	hlsBytes atomic.Int64
 	// counters of hubs already closed
 	goneSkipped, goneDropped atomic.Int64
+	// hlsDropped counts packets the HLS writer could not keep up with (a
+	// slow volume); they are dropped so the publisher is never slowed.
+	hlsDropped atomic.Int64
+	// hlsClosing tracks HLS writers finishing after their publish ended.
+	hlsClosing sync.WaitGroup
 
 	mu   sync.Mutex
 	pubs map[string]*publish
@@ -235,6 +240,15 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		<-ctx.Done()
 		_ = httpSrv.Close()
 		s.hubs.Close()
+		// Give the last segments a moment to land; a hung volume must not
+		// hold the exit.
+		closed := make(chan struct{})
+		go func() { s.hlsClosing.Wait(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			s.log.Warn("hls: last segments still being written at exit")
+		}
 		s.hls.Close()
 	}()
 	s.oc.Start(ctx)
@@ -347,12 +361,28 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		h.Close() // players end; they reconnect to wherever the stream goes
 	}()
 	seg := s.openHLS(key, streams, log)
-	defer func() {
-		if seg != nil {
-			if err := seg.Close(); err != nil {
-				log.Warn("hls close", "err", err.Error())
-			}
+	closeHLS := func() {
+		if seg == nil {
+			return
 		}
+		if err := seg.Close(); err != nil {
+			log.Warn("hls close", "err", err.Error())
+		}
+		if n := seg.Dropped(); n > 0 {
+			log.Warn("hls writer fell behind the publisher; packets dropped", "dropped", n)
+			s.hlsDropped.Add(n)
+		}
+		seg = nil
+	}
+	// At the end of a publish the last segment is written in the
+	// background: a stalled volume must not hold up the release of the
+	// stream in the OCM (deferred earlier, so it runs after this).
+	defer func() {
+		s.hlsClosing.Add(1)
+		go func() {
+			defer s.hlsClosing.Done()
+			closeHLS()
+		}()
 	}()
 	log.Info("publish started", "epoch", claim.Epoch(), "path", path.String(), "forwarded_by", fwd, "client", cl.ID())
 
@@ -368,9 +398,7 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 			p.mu.Lock()
 			p.streams = streams
 			p.mu.Unlock()
-			if seg != nil {
-				_ = seg.Close()
-			}
+			closeHLS()
 			seg = s.openHLS(key, streams, log)
 			continue
 		}
@@ -385,12 +413,9 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		if err := src.WritePacket(pkt); err != nil {
 			return fmt.Errorf("publish %s: %w", key, err)
 		}
-		if seg != nil {
-			if err := seg.WritePacket(pkt); err != nil {
-				log.Warn("hls write failed; HLS stopped for this publish", "err", err.Error())
-				_ = seg.Close()
-				seg = nil
-			}
+		if seg != nil && !seg.WritePacket(pkt) {
+			log.Warn("hls write failed; HLS stopped for this publish")
+			closeHLS()
 		}
 	}
 }
@@ -407,7 +432,9 @@ func (s *Server) ended(ctx context.Context, err error) error {
 	return err
 }
 
-func (s *Server) openHLS(key streamkey.Key, streams []av.CodecData, log *slog.Logger) *hls.Stream {
+// openHLS starts the segmenter of a publish on its own goroutine (see
+// hls.Async): a stalled volume drops HLS packets, never ingest.
+func (s *Server) openHLS(key streamkey.Key, streams []av.CodecData, log *slog.Logger) *hls.Async {
 	if !s.rt.Config().HLS.Enabled {
 		return nil
 	}
@@ -421,7 +448,7 @@ func (s *Server) openHLS(key streamkey.Key, streams []av.CodecData, log *slog.Lo
 		log.Warn("no HLS for this publish", "err", err.Error())
 		return nil
 	}
-	return seg
+	return hls.NewAsync(seg, 0)
 }
 
 // ServePlay implements rtmp.Handler: fan out from the hub.
@@ -583,6 +610,9 @@ func (s *Server) registerMetrics(claims, hlsRequests *prometheus.CounterVec) {
 		counter("livecluster_origin_slow_readers_skipped_total", "Times a slow player was moved to the next keyframe.", func() float64 {
 			sk, _ := s.slowReaders()
 			return float64(sk)
+		}),
+		counter("livecluster_origin_hls_dropped_packets_total", "Packets the HLS writer dropped because the volume was too slow (ended publishes).", func() float64 {
+			return float64(s.hlsDropped.Load())
 		}),
 		counter("livecluster_origin_slow_readers_dropped_total", "Slow players dropped after repeated overflows.", func() float64 {
 			_, dr := s.slowReaders()
