@@ -1,0 +1,323 @@
+// Package app wires the edge: listeners, the OCM session, the owner
+// directory, the relay (players), the forwarder (publishers), the HLS proxy,
+// metrics, the admin API and the drain.
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livecluster/livecluster/media/httpflv"
+	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/rtmp"
+	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/cli"
+	"github.com/livecluster/livecluster/node/ocmclient"
+	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+
+	"github.com/livecluster/livecluster/edge/internal/directory"
+	"github.com/livecluster/livecluster/edge/internal/forward"
+	"github.com/livecluster/livecluster/edge/internal/hlsproxy"
+	"github.com/livecluster/livecluster/edge/internal/relay"
+)
+
+// Protocols of the players metric.
+const (
+	protoRTMP = "rtmp"
+	protoFLV  = "flv"
+)
+
+type edge struct {
+	rt      *cli.Runtime[Config]
+	log     *slog.Logger
+	relay   *relay.Manager
+	fwd     *forward.Forwarder
+	hls     *hlsproxy.Proxy
+	dir     *directory.Directory
+	players *prometheus.GaugeVec
+	nPlay   atomic.Int64
+}
+
+// Run starts the edge; it implements cli.Binary.Run.
+func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
+	cfg := rt.Config()
+	rtmpLn, err := net.Listen("tcp", cfg.RTMP.Listen)
+	if err != nil {
+		return fmt.Errorf("rtmp listen: %w", err)
+	}
+	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		rtmpLn.Close()
+		return fmt.Errorf("http listen: %w", err)
+	}
+	host := cfg.Advertise.Host
+	if host == "" {
+		host = cfg.NodeID
+	}
+	node := &ocmv1.Node{
+		Id: cfg.NodeID, Role: ocmv1.NodeRole_NODE_ROLE_EDGE, Zone: cfg.Zone, Version: rt.Version,
+		Addresses: &ocmv1.NodeAddresses{
+			Rtmp:  net.JoinHostPort(host, port(rtmpLn.Addr())),
+			Http:  net.JoinHostPort(host, port(httpLn.Addr())),
+			Admin: net.JoinHostPort(host, port(rt.Admin.Addr())),
+		},
+	}
+	e := &edge{rt: rt, log: rt.Logger}
+	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load})
+	if err != nil {
+		rtmpLn.Close()
+		httpLn.Close()
+		return err
+	}
+
+	reg := rt.Metrics
+	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "livecluster_edge_owner_lookups_total",
+		Help: "Owner lookups by result (cache, ok, not_found, error, stale: OCM unreachable, cached owner used).",
+	}, []string{"result"})
+	watchUp := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "livecluster_edge_stream_watch_up", Help: "1 while the WatchStreams stream to the OCM is established.",
+	})
+	e.players = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "livecluster_edge_players", Help: "Connected players by protocol (rtmp, flv).",
+	}, []string{"protocol"})
+	e.players.WithLabelValues(protoRTMP)
+	e.players.WithLabelValues(protoFLV)
+	reg.MustRegister(lookups, watchUp, e.players)
+
+	e.dir = directory.New(directory.Options{
+		API: oc.API(), Logger: rt.Logger,
+		OnLookup: func(r string) { lookups.WithLabelValues(r).Inc() },
+		OnWatchState: func(up bool) {
+			if up {
+				watchUp.Set(1)
+			} else {
+				watchUp.Set(0)
+			}
+		},
+	})
+	e.relay = relay.New(relay.Options{
+		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg),
+		Settings: func() relay.Settings {
+			c := rt.Config().Edge
+			return relay.Settings{
+				IdleTimeout: c.IdleTimeout.D(), WaitTimeout: c.WaitTimeout.D(),
+				Protocol: c.Upstream.Protocol, DialTimeout: c.Upstream.DialTimeout.D(),
+			}
+		},
+	})
+	e.fwd = forward.New(forward.Options{
+		API: oc.API(), NodeID: cfg.NodeID, Zone: cfg.Zone, Logger: rt.Logger, Metrics: forward.NewMetrics(reg),
+		// The forward buffer must absorb a move to a new origin.
+		Hub: hub.Config{QueueBytes: 32 << 20, QueuePackets: 8192},
+		Settings: func() forward.Settings {
+			c := rt.Config().Edge
+			return forward.Settings{
+				WaitTimeout: c.WaitTimeout.D(), PollInterval: c.Forward.PollInterval.D(),
+				RetryTimeout: c.Forward.RetryTimeout.D(),
+			}
+		},
+	})
+	h := cfg.Edge.HLS
+	e.hls = hlsproxy.New(hlsproxy.Options{
+		Resolve: func(ctx context.Context, key streamkey.Key) (*directory.Owner, error) {
+			ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			return e.dir.Lookup(ctx, key)
+		},
+		CacheBytes: h.CacheBytes, MaxObjectBytes: h.MaxObjectBytes, SegmentTTL: h.SegmentTTL.D(),
+		MaxPlaylistTTL: h.MaxPlaylistTTL.D(), UpstreamTimeout: h.UpstreamTimeout.D(),
+		Logger: rt.Logger, Metrics: hlsproxy.NewMetrics(reg),
+	})
+
+	flv := &httpflv.Handler{Lookup: e.lookupFLV, Logger: rt.Logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, ".flv"):
+			e.serveFLV(flv, w, r)
+		case hlsproxy.IsHLS(r.URL.Path):
+			e.hls.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	httpSrv := &http.Server{
+		Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: admin.QuietErrorLog(rt.Logger),
+	}
+	rtmpSrv := &rtmp.Server{Handler: e, Logger: rt.Logger.With("component", "rtmp")}
+
+	lc := rt.Lifecycle
+	lc.AddListener("rtmp", rtmpLn)
+	lc.AddListener("http", httpLn)
+	oc.Bind(lc)
+	lc.OnDraining("http-keepalive", func(context.Context) error {
+		// HLS players reconnect, on their next request, to another edge.
+		httpSrv.SetKeepAlivesEnabled(false)
+		return nil
+	})
+	lc.OnDrain("clients", e.waitClients)
+
+	go e.dir.Run(ctx)
+	go e.fwd.Run(ctx)
+	go func() {
+		if err := rtmpSrv.Serve(ctx, rtmpLn); err != nil {
+			lc.Fatal(fmt.Errorf("rtmp server: %w", err))
+		}
+	}()
+	go func() {
+		if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			lc.Fatal(fmt.Errorf("http server: %w", err))
+		}
+	}()
+	context.AfterFunc(ctx, func() {
+		e.relay.Close()
+		_ = httpSrv.Close()
+	})
+	oc.Start(ctx)
+
+	rt.Admin.Mux.HandleFunc("GET /api/v1/streams", e.apiStreams)
+	rt.Logger.Info("edge listening", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(),
+		"advertise", node.Addresses.Rtmp, "ocm", cfg.OCM.Address)
+	return nil
+}
+
+func port(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return strconv.Itoa(t.Port)
+	}
+	_, p, _ := net.SplitHostPort(a.String())
+	return p
+}
+
+func (e *edge) load() *ocmv1.Load {
+	return &ocmv1.Load{
+		Streams:    uint32(e.relay.Upstreams()),
+		Publishers: uint32(e.fwd.Active()),
+		Players:    uint32(e.nPlay.Load()),
+	}
+}
+
+// waitClients is the drain hook: players and publishers leave (or move to
+// other edges) until ctx ends at shutdown.drainTimeout.
+func (e *edge) waitClients(ctx context.Context) error {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		p, f := e.nPlay.Load(), e.fwd.Active()
+		if p == 0 && f == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d players and %d publishers still connected", p, f)
+		case <-t.C:
+		}
+	}
+}
+
+func (e *edge) waitTimeout() time.Duration { return e.rt.Config().Edge.WaitTimeout.D() }
+
+func (e *edge) playerJoined(proto string) func() {
+	e.nPlay.Add(1)
+	g := e.players.WithLabelValues(proto)
+	g.Inc()
+	return func() {
+		g.Dec()
+		e.nPlay.Add(-1)
+	}
+}
+
+// ServePublish implements rtmp.Handler: publishes are forwarded.
+func (e *edge) ServePublish(ctx context.Context, c *rtmp.Conn) error {
+	return e.fwd.ServePublish(ctx, c)
+}
+
+// ServePlay implements rtmp.Handler.
+func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
+	key, err := c.Request().Key()
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, e.waitTimeout()+time.Second)
+	hb, err := e.relay.Acquire(wctx, key)
+	cancel()
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: err.Error()}
+	}
+	rd, err := hb.NewReader()
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: "stream " + key.String() + " ended"}
+	}
+	defer rd.Close()
+	defer e.playerJoined(protoRTMP)()
+	if err := c.Accept(); err != nil {
+		return err
+	}
+	for {
+		tags, err := rd.Next(ctx)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := c.WriteTags(tags); err != nil {
+			return err
+		}
+	}
+}
+
+type flvJoinKey struct{}
+
+// serveFLV counts an HTTP-FLV player from the moment its stream is found
+// until the response ends.
+func (e *edge) serveFLV(h *httpflv.Handler, w http.ResponseWriter, r *http.Request) {
+	var joined atomic.Bool
+	h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), flvJoinKey{}, &joined)))
+	if joined.Load() {
+		e.players.WithLabelValues(protoFLV).Dec()
+		e.nPlay.Add(-1)
+	}
+}
+
+func (e *edge) lookupFLV(ctx context.Context, key streamkey.Key) (*hub.Hub, error) {
+	wctx, cancel := context.WithTimeout(ctx, e.waitTimeout()+time.Second)
+	hb, err := e.relay.Acquire(wctx, key)
+	cancel()
+	if err != nil {
+		if errors.Is(err, relay.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %v", httpflv.ErrNotFound, err)
+		}
+		return nil, err
+	}
+	if j, ok := ctx.Value(flvJoinKey{}).(*atomic.Bool); ok && !j.Swap(true) {
+		e.nPlay.Add(1)
+		e.players.WithLabelValues(protoFLV).Inc()
+	}
+	return hb, nil
+}
+
+func (e *edge) apiStreams(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"pulls":    e.relay.Streams(),
+		"forwards": e.fwd.List(),
+		"hls":      e.hls.Stats(),
+		"players":  e.nPlay.Load(),
+	})
+}

@@ -1,0 +1,166 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/livecluster/livecluster/node/cli"
+	"github.com/livecluster/livecluster/node/config"
+
+	"github.com/livecluster/livecluster/edge/internal/relay"
+)
+
+// Config is the edge's configuration file (docs/configuration.md, "edge").
+type Config struct {
+	config.Common `yaml:",inline"`
+	OCM           struct {
+		// Address is the OCM's "host:port" (a Kubernetes Service name).
+		Address string `yaml:"address"`
+	} `yaml:"ocm"`
+	RTMP struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"rtmp"`
+	HTTP struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"http"`
+	Advertise struct {
+		// Host other nodes dial (the pod's DNS name or IP); the ports are
+		// those of the listeners. Empty: the node id.
+		Host string `yaml:"host"`
+	} `yaml:"advertise"`
+	// Zone is the failure zone, sent to AssignOrigin for placement.
+	Zone string `yaml:"zone"`
+	Edge Edge   `yaml:"edge"`
+}
+
+// Edge holds the edge's own keys.
+type Edge struct {
+	// IdleTimeout closes an upstream this long after its last player left.
+	IdleTimeout config.Duration `yaml:"idleTimeout"`
+	// WaitTimeout is how long a player waits for a stream to be published
+	// (and an interrupted stream for its owner to come back) before 404 /
+	// NetStream.Play.StreamNotFound; it also bounds finding an origin for a
+	// publish.
+	WaitTimeout config.Duration `yaml:"waitTimeout"`
+	Upstream    struct {
+		// Protocol of the pull from the owner: rtmp or flv.
+		Protocol string `yaml:"protocol"`
+		// DialTimeout bounds opening an upstream until its codecs arrive.
+		DialTimeout config.Duration `yaml:"dialTimeout"`
+	} `yaml:"upstream"`
+	Forward struct {
+		// PollInterval is how often the origins' states are checked for
+		// forwarded publishes (a DRAINING origin's publishes move).
+		PollInterval config.Duration `yaml:"pollInterval"`
+		// RetryTimeout keeps a publisher whose origin vanished while
+		// another origin is sought.
+		RetryTimeout config.Duration `yaml:"retryTimeout"`
+	} `yaml:"forward"`
+	HLS struct {
+		// CacheBytes bounds the segment cache.
+		CacheBytes int64 `yaml:"cacheBytes"`
+		// MaxObjectBytes bounds one playlist or segment.
+		MaxObjectBytes int64 `yaml:"maxObjectBytes"`
+		// SegmentTTL drops cached segments after this long.
+		SegmentTTL config.Duration `yaml:"segmentTTL"`
+		// MaxPlaylistTTL caps how long a playlist is cached (it is at most
+		// half the target duration anyway).
+		MaxPlaylistTTL config.Duration `yaml:"maxPlaylistTTL"`
+		// UpstreamTimeout bounds one request to an origin.
+		UpstreamTimeout config.Duration `yaml:"upstreamTimeout"`
+	} `yaml:"hls"`
+}
+
+// Defaults returns the edge's defaults.
+func Defaults() Config {
+	c := Config{Common: config.DefaultCommon()}
+	c.OCM.Address = "ocm:7000"
+	c.RTMP.Listen = ":1935"
+	c.HTTP.Listen = ":8080"
+	e := &c.Edge
+	e.IdleTimeout = config.Duration(10 * time.Second)
+	e.WaitTimeout = config.Duration(5 * time.Second)
+	e.Upstream.Protocol = relay.ProtocolRTMP
+	e.Upstream.DialTimeout = config.Duration(10 * time.Second)
+	e.Forward.PollInterval = config.Duration(time.Second)
+	e.Forward.RetryTimeout = config.Duration(30 * time.Second)
+	e.HLS.CacheBytes = 256 << 20
+	e.HLS.MaxObjectBytes = 32 << 20
+	e.HLS.SegmentTTL = config.Duration(2 * time.Minute)
+	e.HLS.MaxPlaylistTTL = config.Duration(time.Second)
+	e.HLS.UpstreamTimeout = config.Duration(10 * time.Second)
+	return c
+}
+
+// Validate checks the edge's keys; each error names its key.
+func Validate(c *Config) error {
+	var errs []error
+	if c.OCM.Address == "" {
+		errs = append(errs, errors.New("ocm.address: must not be empty"))
+	}
+	if err := config.ValidListen(c.RTMP.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("rtmp.listen: %w", err))
+	}
+	if err := config.ValidListen(c.HTTP.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("http.listen: %w", err))
+	}
+	e := &c.Edge
+	for _, d := range []struct {
+		key string
+		v   config.Duration
+	}{
+		{"edge.idleTimeout", e.IdleTimeout},
+		{"edge.waitTimeout", e.WaitTimeout},
+		{"edge.upstream.dialTimeout", e.Upstream.DialTimeout},
+		{"edge.forward.pollInterval", e.Forward.PollInterval},
+		{"edge.forward.retryTimeout", e.Forward.RetryTimeout},
+		{"edge.hls.segmentTTL", e.HLS.SegmentTTL},
+		{"edge.hls.maxPlaylistTTL", e.HLS.MaxPlaylistTTL},
+		{"edge.hls.upstreamTimeout", e.HLS.UpstreamTimeout},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", d.key, d.v))
+		}
+	}
+	switch e.Upstream.Protocol {
+	case relay.ProtocolRTMP, relay.ProtocolFLV:
+	default:
+		errs = append(errs, fmt.Errorf("edge.upstream.protocol: must be %q or %q, got %q",
+			relay.ProtocolRTMP, relay.ProtocolFLV, e.Upstream.Protocol))
+	}
+	if e.HLS.CacheBytes <= 0 {
+		errs = append(errs, fmt.Errorf("edge.hls.cacheBytes: must be > 0, got %d", e.HLS.CacheBytes))
+	}
+	if e.HLS.MaxObjectBytes <= 0 {
+		errs = append(errs, fmt.Errorf("edge.hls.maxObjectBytes: must be > 0, got %d", e.HLS.MaxObjectBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// Loader is the edge's configuration loader. Live keys are read for every
+// new player, upstream and forward.
+func Loader() config.Loader[Config] {
+	return config.Loader[Config]{
+		Defaults: Defaults,
+		Validate: Validate,
+		Live: []string{
+			"edge.idleTimeout", "edge.waitTimeout", "edge.upstream.*", "edge.forward.*",
+		},
+	}
+}
+
+// Flags are the edge's own flags.
+var Flags = []cli.Flag{
+	{Name: "ocm", Key: "ocm.address", Usage: "OCM address (host:port)"},
+	{Name: "rtmp-listen", Key: "rtmp.listen", Usage: "RTMP address (players and publishers)"},
+	{Name: "http-listen", Key: "http.listen", Usage: "HTTP address (HTTP-FLV, HLS)"},
+	{Name: "advertise-host", Key: "advertise.host", Usage: "host other nodes dial (default: the node id)"},
+}
+
+// Binary describes the edge for cli.Main.
+func Binary(version string) cli.Binary[Config] {
+	return cli.Binary[Config]{
+		Name: "edge", Version: version, Config: Loader(), Flags: Flags, Run: Run,
+	}
+}

@@ -1,0 +1,42 @@
+package app
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/livecluster/livecluster/node/config"
+)
+
+func TestDefaultsValid(t *testing.T) {
+	l := Loader()
+	c, err := l.Load(config.Source{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Edge.IdleTimeout.D().String() != "10s" || c.Edge.Upstream.Protocol != "rtmp" || c.RTMP.Listen != ":1935" {
+		t.Fatalf("defaults: %+v", c.Edge)
+	}
+	for _, f := range Flags {
+		if !l.HasKey(f.Key) {
+			t.Errorf("flag --%s maps to unknown key %s", f.Name, f.Key)
+		}
+	}
+}
+
+func TestValidateNamesKeys(t *testing.T) {
+	l := Loader()
+	_, err := l.Load(config.Source{Env: []string{
+		"LIVECLUSTER_EDGE_UPSTREAM_PROTOCOL=hls", "LIVECLUSTER_EDGE_IDLE_TIMEOUT=0s", "LIVECLUSTER_EDGE_HLS_CACHE_BYTES=-1",
+	}})
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, k := range []string{"edge.upstream.protocol", "edge.idleTimeout", "edge.hls.cacheBytes"} {
+		if !strings.Contains(err.Error(), k) {
+			t.Errorf("error does not name %s: %v", k, err)
+		}
+	}
+	if !l.IsLive("edge.waitTimeout") || l.IsLive("edge.hls.cacheBytes") {
+		t.Error("live keys")
+	}
+}

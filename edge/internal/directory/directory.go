@@ -1,0 +1,564 @@
+// Package directory is the edge's view of stream ownership: who owns a
+// stream and where to pull it from. It answers from a local cache, asks the
+// OCM (LookupStream) on a miss, and keeps the streams the edge serves fresh
+// with one WatchStreams call per edge over exactly the keys being served,
+// re-established with backoff (and whenever that key set changes).
+//
+// When the OCM is unreachable, cached owners keep answering; a stream the
+// cache has never seen fails with ErrUnavailable once the caller's context
+// ends, after retries with backoff.
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/livecluster/livecluster/media/streamkey"
+	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+)
+
+var (
+	// ErrNotFound: the OCM says nobody owns the stream.
+	ErrNotFound = errors.New("stream is not published")
+	// ErrUnavailable: the OCM could not be reached and nothing is cached.
+	ErrUnavailable = errors.New("OCM unreachable and the stream's owner is not cached")
+)
+
+// Owner is where a stream is served from.
+type Owner struct {
+	NodeID string
+	Epoch  int64
+	// RTMP and HTTP are the owner's advertised "host:port" addresses; empty
+	// when an event came without the node record.
+	RTMP, HTTP  string
+	State       ocmv1.NodeState
+	PublishPath ocmv1.PublishPath
+	ForwardedBy string
+}
+
+// Same reports whether o and p are the same ownership (node and epoch).
+func (o *Owner) Same(p *Owner) bool {
+	if o == nil || p == nil {
+		return o == p
+	}
+	return o.NodeID == p.NodeID && o.Epoch == p.Epoch
+}
+
+func (o *Owner) complete() bool { return o != nil && o.RTMP != "" && o.HTTP != "" }
+
+func (o *Owner) String() string {
+	if o == nil {
+		return "<none>"
+	}
+	return fmt.Sprintf("%s@%d", o.NodeID, o.Epoch)
+}
+
+func ownerOf(st *ocmv1.Stream, n *ocmv1.Node) *Owner {
+	o := &Owner{
+		NodeID: st.GetOwnerNodeId(), Epoch: st.GetEpoch(),
+		PublishPath: st.GetPublishPath(), ForwardedBy: st.GetForwardedBy(),
+	}
+	if n != nil && n.GetId() == o.NodeID {
+		o.RTMP, o.HTTP, o.State = n.GetAddresses().GetRtmp(), n.GetAddresses().GetHttp(), n.GetState()
+	}
+	return o
+}
+
+// PB converts a key for the API.
+func PB(k streamkey.Key) *ocmv1.StreamKey {
+	return &ocmv1.StreamKey{Vhost: k.Vhost, App: k.App, Name: k.Name}
+}
+
+// Options configure a Directory.
+type Options struct {
+	API    ocmv1.OCMServiceClient
+	Logger *slog.Logger
+	// FreshFor is how long an owner looked up for a key nobody watches is
+	// trusted without asking again (2 s).
+	FreshFor time.Duration
+	// MaxEntries bounds the cache of unwatched keys (10000).
+	MaxEntries int
+	// CallTimeout bounds each OCM call (3 s).
+	CallTimeout time.Duration
+	// MinBackoff, MaxBackoff bound retries (100 ms, 5 s).
+	MinBackoff, MaxBackoff time.Duration
+	// Debounce delays a watch restart after the key set changed (50 ms).
+	Debounce time.Duration
+	// OnWatchState, if set, is told when the watch goes up (true) or down.
+	OnWatchState func(up bool)
+	// OnLookup, if set, counts LookupStream results ("ok", "not_found",
+	// "error", "cache", "stale").
+	OnLookup func(result string)
+}
+
+// Directory caches stream owners. Run must be running for watches.
+type Directory struct {
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	entries map[string]*entry
+	wake    chan struct{}
+	watchUp bool
+}
+
+type entry struct {
+	key     streamkey.Key
+	owner   *Owner // nil: not owned (when known)
+	known   bool   // owner reflects the OCM at fetched, or the live watch
+	fetched time.Time
+	subs    map[*Sub]struct{}
+	// synced: the live watch covers this key (events keep owner current).
+	synced bool
+}
+
+// New returns a Directory.
+func New(opts Options) *Directory {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.FreshFor <= 0 {
+		opts.FreshFor = 2 * time.Second
+	}
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = 10000
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = 3 * time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(5*time.Second, opts.MinBackoff)
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 50 * time.Millisecond
+	}
+	return &Directory{
+		opts: opts, log: opts.Logger.With("component", "directory"),
+		entries: map[string]*entry{}, wake: make(chan struct{}, 1),
+	}
+}
+
+// Sub is a subscription to one key's owner changes. Subscribing adds the key
+// to the edge's watch.
+type Sub struct {
+	d   *Directory
+	key string
+	c   chan struct{}
+}
+
+// Changed receives (coalesced) when the key's owner changed; read the new
+// one with Owner.
+func (s *Sub) Changed() <-chan struct{} { return s.c }
+
+// Owner returns the cached owner; ok is false when the cache does not know
+// (never looked up, or the stream is not owned).
+func (s *Sub) Owner() (*Owner, bool) {
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	e := s.d.entries[s.key]
+	if e == nil || e.owner == nil {
+		return nil, false
+	}
+	return e.owner, true
+}
+
+// Close ends the subscription; the key leaves the watch when its last
+// subscriber leaves.
+func (s *Sub) Close() {
+	d := s.d
+	d.mu.Lock()
+	e := d.entries[s.key]
+	if e != nil {
+		delete(e.subs, s)
+		if len(e.subs) == 0 {
+			e.synced = false
+			d.kick()
+		}
+	}
+	d.mu.Unlock()
+}
+
+// Subscribe watches key.
+func (d *Directory) Subscribe(key streamkey.Key) *Sub {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.entryLocked(key)
+	s := &Sub{d: d, key: key.String(), c: make(chan struct{}, 1)}
+	if len(e.subs) == 0 {
+		d.kick()
+	}
+	e.subs[s] = struct{}{}
+	return s
+}
+
+func (d *Directory) entryLocked(key streamkey.Key) *entry {
+	k := key.String()
+	e := d.entries[k]
+	if e == nil {
+		d.evictLocked()
+		e = &entry{key: key, subs: map[*Sub]struct{}{}}
+		d.entries[k] = e
+	}
+	return e
+}
+
+// evictLocked keeps the unwatched part of the cache bounded, dropping the
+// oldest lookups first.
+func (d *Directory) evictLocked() {
+	if len(d.entries) < d.opts.MaxEntries {
+		return
+	}
+	var oldest string
+	var at time.Time
+	for k, e := range d.entries {
+		if len(e.subs) > 0 {
+			continue
+		}
+		if oldest == "" || e.fetched.Before(at) {
+			oldest, at = k, e.fetched
+		}
+	}
+	if oldest != "" {
+		delete(d.entries, oldest)
+	}
+}
+
+func (d *Directory) kick() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// setLocked records a new owner for e and notifies subscribers on change.
+func (d *Directory) setLocked(e *entry, o *Owner) {
+	changed := !e.known || !e.owner.Same(o)
+	if o != nil && e.owner != nil && e.owner.Same(o) && !o.complete() {
+		// An event without the node record must not forget known addresses.
+		o.RTMP, o.HTTP, o.State = e.owner.RTMP, e.owner.HTTP, e.owner.State
+	}
+	e.owner, e.known, e.fetched = o, true, time.Now()
+	if changed {
+		for s := range e.subs {
+			select {
+			case s.c <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (d *Directory) count(result string) {
+	if d.opts.OnLookup != nil {
+		d.opts.OnLookup(result)
+	}
+}
+
+// Cached returns the cached owner of key without asking the OCM.
+func (d *Directory) Cached(key streamkey.Key) (*Owner, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.entries[key.String()]
+	if e == nil || e.owner == nil {
+		return nil, false
+	}
+	return e.owner, true
+}
+
+// Lookup returns the owner of key: from the cache when the watch keeps it
+// current (or it was looked up within FreshFor), else from the OCM,
+// retrying transient failures with backoff until ctx ends. ErrNotFound when
+// nobody owns the stream; ErrUnavailable when the OCM cannot be reached and
+// the cache has no owner.
+func (d *Directory) Lookup(ctx context.Context, key streamkey.Key) (*Owner, error) {
+	d.mu.Lock()
+	if e := d.entries[key.String()]; e != nil && e.owner.complete() &&
+		(e.synced || time.Since(e.fetched) < d.opts.FreshFor) {
+		o := e.owner
+		d.mu.Unlock()
+		d.count("cache")
+		return o, nil
+	}
+	d.mu.Unlock()
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		o, err := d.lookupOnce(ctx, key)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return o, err
+		}
+		lastErr = err
+		// The OCM is unreachable: a cached owner, even an old one, beats
+		// failing a player; a wrong one is corrected by the next event or
+		// by the origin refusing the pull.
+		if o, ok := d.Cached(key); ok && o.complete() {
+			d.count("stale")
+			d.log.Warn("OCM lookup failed; using the cached owner", "stream", key.String(),
+				"owner", o.String(), "err", err.Error())
+			return o, nil
+		}
+		if !sleep(ctx, d.backoff(attempt)) {
+			return nil, fmt.Errorf("look up owner of %s: %w (%v)", key, ErrUnavailable, lastErr)
+		}
+	}
+}
+
+func (d *Directory) lookupOnce(ctx context.Context, key streamkey.Key) (*Owner, error) {
+	cctx, cancel := context.WithTimeout(ctx, d.opts.CallTimeout)
+	resp, err := d.opts.API.LookupStream(cctx, &ocmv1.LookupStreamRequest{Key: PB(key)})
+	cancel()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case err == nil:
+		d.count("ok")
+		o := ownerOf(resp.GetStream(), resp.GetOwner())
+		e := d.entryLocked(key)
+		if e.synced && e.known && e.owner != nil && e.owner.Epoch > o.Epoch {
+			return e.owner, nil // the watch already knows better
+		}
+		d.setLocked(e, o)
+		return o, nil
+	case status.Code(err) == codes.NotFound:
+		d.count("not_found")
+		e := d.entryLocked(key)
+		if !e.synced {
+			d.setLocked(e, nil)
+		}
+		return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
+	case status.Code(err) == codes.InvalidArgument:
+		d.count("error")
+		return nil, fmt.Errorf("look up owner of %s: %w", key, err)
+	default:
+		d.count("error")
+		return nil, fmt.Errorf("look up owner of %s: %w", key, err)
+	}
+}
+
+// WaitOwner returns the owner of key, waiting until ctx ends for the stream
+// to be published (watched with sub, which must be subscribed to key).
+func (d *Directory) WaitOwner(ctx context.Context, sub *Sub, key streamkey.Key) (*Owner, error) {
+	for {
+		o, err := d.Lookup(ctx, key)
+		if err == nil {
+			return o, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-sub.Changed():
+		}
+	}
+}
+
+// WatchUp reports whether the watch stream is established.
+func (d *Directory) WatchUp() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.watchUp
+}
+
+func (d *Directory) watchedKeys() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var keys []string
+	for k, e := range d.entries {
+		if len(e.subs) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// Run keeps the watch over the subscribed keys until ctx ends.
+func (d *Directory) Run(ctx context.Context) {
+	failures := 0
+	for ctx.Err() == nil {
+		keys := d.watchedKeys()
+		if len(keys) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.wake:
+			}
+			continue
+		}
+		restart, err := d.watch(ctx, keys)
+		if ctx.Err() != nil {
+			return
+		}
+		if restart {
+			failures = 0
+			continue
+		}
+		failures++
+		delay := d.backoff(failures - 1)
+		lvl := slog.LevelWarn
+		if failures == 1 {
+			lvl = slog.LevelInfo
+		}
+		d.log.Log(ctx, lvl, "stream watch ended; re-establishing", "err", errString(err),
+			"keys", len(keys), "retry_in", delay.String(), "failures", failures)
+		if !sleep(ctx, delay) {
+			return
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// watch runs one WatchStreams call for keys. It returns restart=true when it
+// ended because the key set changed.
+func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req := &ocmv1.WatchStreamsRequest{InitialState: true}
+	byKey := map[string]streamkey.Key{}
+	d.mu.Lock()
+	for _, k := range keys {
+		if e := d.entries[k]; e != nil {
+			req.Keys = append(req.Keys, PB(e.key))
+			byKey[k] = e.key
+		}
+	}
+	d.mu.Unlock()
+	stream, err := d.opts.API.WatchStreams(wctx, req)
+	if err != nil {
+		return false, fmt.Errorf("watch streams: %w", err)
+	}
+	defer func() {
+		d.mu.Lock()
+		d.watchUp = false
+		for _, k := range keys {
+			if e := d.entries[k]; e != nil {
+				e.synced = false
+			}
+		}
+		d.mu.Unlock()
+		if d.opts.OnWatchState != nil {
+			d.opts.OnWatchState(false)
+		}
+	}()
+
+	// Restart when the set of watched keys changes (after a short debounce,
+	// so a burst of new players costs one restart).
+	changed := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-d.wake:
+			}
+			if !sleep(wctx, d.opts.Debounce) {
+				return
+			}
+			if !slices.Equal(d.watchedKeys(), keys) {
+				close(changed)
+				cancel()
+				return
+			}
+		}
+	}()
+
+	seen := map[string]bool{}
+	synced := false
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			select {
+			case <-changed:
+				return true, nil
+			default:
+			}
+			return false, fmt.Errorf("watch streams: %w", err)
+		}
+		switch ev.GetType() {
+		case ocmv1.WatchStreamsResponse_EVENT_TYPE_SYNCED:
+			d.mu.Lock()
+			for _, k := range keys {
+				e := d.entries[k]
+				if e == nil {
+					continue
+				}
+				if !seen[k] {
+					d.setLocked(e, nil) // gone while we were not watching
+				}
+				e.synced = len(e.subs) > 0
+			}
+			d.watchUp = true
+			d.mu.Unlock()
+			synced = true
+			if d.opts.OnWatchState != nil {
+				d.opts.OnWatchState(true)
+			}
+			d.log.Debug("stream watch established", "keys", len(keys))
+		case ocmv1.WatchStreamsResponse_EVENT_TYPE_PUT, ocmv1.WatchStreamsResponse_EVENT_TYPE_DELETE:
+			st := ev.GetStream()
+			k, kerr := streamkey.New(st.GetKey().GetVhost(), st.GetKey().GetApp(), st.GetKey().GetName())
+			if kerr != nil {
+				continue
+			}
+			ks := k.String()
+			if _, ok := byKey[ks]; !ok {
+				continue
+			}
+			if !synced {
+				seen[ks] = true
+			}
+			d.mu.Lock()
+			if e := d.entries[ks]; e != nil {
+				if ev.GetType() == ocmv1.WatchStreamsResponse_EVENT_TYPE_PUT {
+					o := ownerOf(st, ev.GetOwner())
+					if !(e.known && e.owner != nil && e.owner.Epoch > o.Epoch) {
+						d.setLocked(e, o)
+					}
+				} else if e.owner == nil || e.owner.Epoch <= st.GetEpoch() {
+					d.setLocked(e, nil)
+				}
+			}
+			d.mu.Unlock()
+		}
+	}
+}
+
+// backoff is capped exponential with equal jitter.
+func (d *Directory) backoff(attempt int) time.Duration {
+	b := d.opts.MinBackoff
+	for i := 0; i < attempt && b < d.opts.MaxBackoff; i++ {
+		b *= 2
+	}
+	b = min(b, d.opts.MaxBackoff)
+	return b/2 + rand.N(b/2+1)
+}
+
+func sleep(ctx context.Context, dur time.Duration) bool {
+	t := time.NewTimer(dur)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,104 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/livecluster/livecluster/media/streamkey"
+	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+)
+
+// fakeOCM answers LookupStream from a function; other calls are not used.
+type fakeOCM struct {
+	ocmv1.OCMServiceClient
+	lookup func() (*ocmv1.LookupStreamResponse, error)
+	calls  atomic.Int64
+}
+
+func (f *fakeOCM) LookupStream(context.Context, *ocmv1.LookupStreamRequest, ...grpc.CallOption) (*ocmv1.LookupStreamResponse, error) {
+	f.calls.Add(1)
+	return f.lookup()
+}
+
+func owned(node string, epoch int64) (*ocmv1.LookupStreamResponse, error) {
+	return &ocmv1.LookupStreamResponse{
+		Stream: &ocmv1.Stream{Key: &ocmv1.StreamKey{Vhost: "default", App: "live", Name: "s"}, OwnerNodeId: node, Epoch: epoch},
+		Owner:  &ocmv1.Node{Id: node, Addresses: &ocmv1.NodeAddresses{Rtmp: node + ":1935", Http: node + ":8080"}},
+	}, nil
+}
+
+func TestLookupCacheAndStaleFallback(t *testing.T) {
+	f := &fakeOCM{lookup: func() (*ocmv1.LookupStreamResponse, error) { return owned("o1", 5) }}
+	d := New(Options{API: f, FreshFor: 50 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	k, _ := streamkey.New("", "live", "s")
+	ctx := context.Background()
+	o, err := d.Lookup(ctx, k)
+	if err != nil || o.NodeID != "o1" || o.RTMP != "o1:1935" || o.Epoch != 5 {
+		t.Fatalf("lookup: %+v %v", o, err)
+	}
+	if _, err := d.Lookup(ctx, k); err != nil || f.calls.Load() != 1 {
+		t.Fatalf("fresh entry not served from the cache: %d calls, %v", f.calls.Load(), err)
+	}
+	time.Sleep(60 * time.Millisecond)
+	f.lookup = func() (*ocmv1.LookupStreamResponse, error) { return nil, status.Error(codes.Unavailable, "down") }
+	o, err = d.Lookup(ctx, k)
+	if err != nil || o.NodeID != "o1" {
+		t.Fatalf("OCM down: want the cached owner, got %+v %v", o, err)
+	}
+
+	other, _ := streamkey.New("", "live", "other")
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := d.Lookup(cctx, other); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("uncached stream with the OCM down: %v, want ErrUnavailable", err)
+	}
+	if f.calls.Load() < 3 {
+		t.Fatalf("no retries: %d calls", f.calls.Load())
+	}
+
+	f.lookup = func() (*ocmv1.LookupStreamResponse, error) { return nil, status.Error(codes.NotFound, "no") }
+	if _, err := d.Lookup(ctx, other); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unowned stream: %v", err)
+	}
+}
+
+func TestSubscribeNotifiesOnOwnerChange(t *testing.T) {
+	epoch := atomic.Int64{}
+	epoch.Store(1)
+	f := &fakeOCM{lookup: func() (*ocmv1.LookupStreamResponse, error) { return owned("o1", epoch.Load()) }}
+	d := New(Options{API: f, FreshFor: time.Nanosecond})
+	k, _ := streamkey.New("", "live", "s")
+	sub := d.Subscribe(k)
+	defer sub.Close()
+	if _, err := d.Lookup(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	<-sub.Changed() // first known owner
+	epoch.Store(2)
+	if _, err := d.Lookup(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.Changed():
+	default:
+		t.Fatal("no notification for a new epoch")
+	}
+	if o, ok := sub.Owner(); !ok || o.Epoch != 2 {
+		t.Fatalf("owner %+v", o)
+	}
+	if _, err := d.Lookup(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.Changed():
+		t.Fatal("notified without a change")
+	default:
+	}
+}

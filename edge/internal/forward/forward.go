@@ -1,0 +1,598 @@
+// Package forward forwards publishes made to the edge to an origin.
+//
+// The origin comes from the OCM (AssignOrigin); the forward is an RTMP
+// publish to it with lc_forwarded_by=<edge node id> on the URL, so the origin
+// records the stream as FORWARDED. The publisher is accepted only once the
+// origin accepted, so an origin's refusal (the stream is owned elsewhere)
+// reaches the publisher as the origin's own onStatus error, and the
+// publisher never learns which origin it reached.
+//
+// The publisher's packets go into a private hub; each origin connection (a
+// "leg") is a reader of it. When the origin starts DRAINING (seen by
+// polling ListNodes) or its connection breaks, the forward moves make-
+// before-break: it opens a leg to a new origin first (which takes the stream
+// over with TransferStream and starts from the hub's GOP cache), then closes
+// the old leg. The publisher notices nothing.
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/livecluster/livecluster/edge/internal/directory"
+	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/rtmp"
+	"github.com/livecluster/livecluster/media/streamkey"
+	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+)
+
+// QueryForwardedBy is the RTMP URL query parameter naming the forwarding
+// edge; the origin claims the stream as FORWARDED by that node.
+const QueryForwardedBy = "lc_forwarded_by"
+
+// Settings are read per use, so they reload live.
+type Settings struct {
+	// WaitTimeout bounds finding an origin for a new publish.
+	WaitTimeout time.Duration
+	// PollInterval is how often the origins' states are checked.
+	PollInterval time.Duration
+	// RetryTimeout is how long a publisher whose origin connection broke is
+	// kept while a new origin is sought.
+	RetryTimeout time.Duration
+}
+
+// Metrics of the forwarder.
+type Metrics struct {
+	Active prometheus.Gauge
+	Total  *prometheus.CounterVec // result
+	Moves  *prometheus.CounterVec // reason, result
+}
+
+// NewMetrics registers the forwarder's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "livecluster_edge_forwarded_publishes", Help: "Publishes being forwarded to an origin.",
+		}),
+		Total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livecluster_edge_forwarded_publishes_total", Help: "Publishes forwarded, by result.",
+		}, []string{"result"}),
+		Moves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livecluster_edge_forward_moves_total", Help: "Forwarded publishes moved to another origin.",
+		}, []string{"reason", "result"}),
+	}
+	reg.MustRegister(m.Active, m.Total, m.Moves)
+	return m
+}
+
+// Options configure a Forwarder.
+type Options struct {
+	API      ocmv1.OCMServiceClient
+	NodeID   string // this edge, sent as lc_forwarded_by
+	Zone     string
+	Settings func() Settings
+	RTMP     rtmp.Config
+	// Hub bounds the per-publish buffer each origin leg reads from.
+	Hub     hub.Config
+	Logger  *slog.Logger
+	Metrics *Metrics
+}
+
+// Forwarder serves publishes.
+type Forwarder struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	forwards map[*forward]struct{}
+}
+
+// New returns a Forwarder; Run must run to follow origin drains.
+func New(opts Options) *Forwarder {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Forwarder{opts: opts, log: opts.Logger.With("component", "forward"), forwards: map[*forward]struct{}{}}
+}
+
+func (f *Forwarder) settings() Settings {
+	s := f.opts.Settings()
+	if s.WaitTimeout <= 0 {
+		s.WaitTimeout = 5 * time.Second
+	}
+	if s.PollInterval <= 0 {
+		s.PollInterval = time.Second
+	}
+	if s.RetryTimeout <= 0 {
+		s.RetryTimeout = 30 * time.Second
+	}
+	return s
+}
+
+// Active returns the number of publishes being forwarded.
+func (f *Forwarder) Active() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.forwards)
+}
+
+// Info describes one forward for the API.
+type Info struct {
+	Key    string    `json:"key"`
+	Origin string    `json:"origin"`
+	Moves  int       `json:"moves"`
+	Since  time.Time `json:"since"`
+}
+
+// List describes the forwards.
+func (f *Forwarder) List() []Info {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Info, 0, len(f.forwards))
+	for fw := range f.forwards {
+		fw.mu.Lock()
+		out = append(out, Info{Key: fw.key.String(), Origin: fw.leg.origin.GetId(), Moves: fw.moves, Since: fw.since})
+		fw.mu.Unlock()
+	}
+	return out
+}
+
+// Run polls the origins' states while publishes are forwarded and moves
+// those whose origin is DRAINING or gone. It returns when ctx ends.
+func (f *Forwarder) Run(ctx context.Context) {
+	for {
+		if !sleep(ctx, f.settings().PollInterval) {
+			return
+		}
+		if f.Active() == 0 {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		resp, err := f.opts.API.ListNodes(cctx, &ocmv1.ListNodesRequest{Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN})
+		cancel()
+		if err != nil {
+			// The OCM is unreachable: keep forwarding where we are.
+			f.log.Debug("list origins failed", "err", err.Error())
+			continue
+		}
+		states := map[string]ocmv1.NodeState{}
+		for _, n := range resp.GetNodes() {
+			states[n.GetId()] = n.GetState()
+		}
+		f.mu.Lock()
+		for fw := range f.forwards {
+			id := fw.originID()
+			st, ok := states[id]
+			switch {
+			case !ok:
+				fw.requestMove("origin " + id + " left the cluster")
+			case st == ocmv1.NodeState_NODE_STATE_DRAINING:
+				fw.requestMove("origin " + id + " is draining")
+			}
+		}
+		f.mu.Unlock()
+	}
+}
+
+// ServePublish forwards one publish; it implements half of rtmp.Handler.
+func (f *Forwarder) ServePublish(ctx context.Context, c *rtmp.Conn) error {
+	key, err := c.Request().Key()
+	if err != nil {
+		return err
+	}
+	log := f.log.With("stream", key.String(), "remote", c.RemoteAddr().String())
+	st := f.settings()
+
+	// Find an origin and have it accept the publish before the publisher
+	// is accepted, so a refusal reaches the publisher.
+	actx, cancel := context.WithTimeout(ctx, st.WaitTimeout)
+	origin, err := f.assign(actx, key, nil)
+	cancel()
+	if err != nil {
+		f.total("no_origin")
+		log.Warn("publish refused: no origin", "err", err.Error())
+		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: "no origin available for " + key.String() + ": " + err.Error()}
+	}
+	conn, err := f.dialOrigin(ctx, key, origin)
+	if err != nil {
+		f.total("refused")
+		var se *rtmp.StatusError
+		if errors.As(err, &se) {
+			log.Info("publish refused by the origin", "origin", origin.GetId(), "code", se.Code, "err", se.Description)
+			return &rtmp.StatusError{Code: se.Code, Description: se.Description}
+		}
+		log.Warn("publish refused: origin unreachable", "origin", origin.GetId(), "err", err.Error())
+		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: "origin unreachable for " + key.String()}
+	}
+
+	streams, err := c.Streams() // accepts the publisher
+	if err != nil {
+		conn.Close()
+		f.total("publisher_failed")
+		return fmt.Errorf("forward %s: read publisher codecs: %w", key, err)
+	}
+	h := hub.New(key.String(), f.opts.Hub)
+	defer h.Close()
+	src, err := h.Publish(streams, c.Metadata())
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("forward %s: %w", key, err)
+	}
+	fctx, fcancel := context.WithCancelCause(ctx)
+	defer fcancel(nil)
+	fw := &forward{
+		f: f, key: key, h: h, log: log, since: time.Now(),
+		moveReq: make(chan string, 1), ctx: fctx, fail: fcancel,
+	}
+	leg, err := fw.startLeg(origin, conn)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("forward %s: %w", key, err)
+	}
+	fw.leg = leg
+	f.mu.Lock()
+	f.forwards[fw] = struct{}{}
+	f.mu.Unlock()
+	f.gauge(1)
+	f.total("ok")
+	log.Info("forwarding publish", "origin", origin.GetId())
+	defer func() {
+		f.mu.Lock()
+		delete(f.forwards, fw)
+		f.mu.Unlock()
+		f.gauge(-1)
+	}()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fw.supervise()
+	}()
+	defer func() {
+		fcancel(nil)
+		wg.Wait()
+		fw.mu.Lock()
+		l := fw.leg
+		fw.mu.Unlock()
+		l.stop()
+	}()
+
+	for {
+		pkt, err := c.ReadPacket()
+		if errors.Is(err, rtmp.ErrCodecChanged) {
+			streams, err = c.Streams()
+			if err == nil {
+				src, err = h.Splice(streams, c.Metadata())
+			}
+			if err != nil {
+				return fmt.Errorf("forward %s: codec change: %w", key, err)
+			}
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				log.Info("publisher finished")
+				return nil
+			}
+			if cause := context.Cause(fctx); cause != nil && !errors.Is(cause, context.Canceled) {
+				return cause
+			}
+			return err
+		}
+		if err := src.WritePacket(pkt); err != nil {
+			return fmt.Errorf("forward %s: %w", key, err)
+		}
+		if fctx.Err() != nil {
+			return context.Cause(fctx)
+		}
+	}
+}
+
+func (f *Forwarder) gauge(d float64) {
+	if f.opts.Metrics != nil {
+		f.opts.Metrics.Active.Add(d)
+	}
+}
+
+func (f *Forwarder) total(result string) {
+	if f.opts.Metrics != nil {
+		f.opts.Metrics.Total.WithLabelValues(result).Inc()
+	}
+}
+
+func (f *Forwarder) moved(reason, result string) {
+	if f.opts.Metrics != nil {
+		f.opts.Metrics.Moves.WithLabelValues(reason, result).Inc()
+	}
+}
+
+// assign asks the OCM where key should go, retrying transient failures
+// until ctx ends. exclude lists origins not to use (the draining one).
+//
+// AssignOrigin returns the current owner of an owned stream whatever
+// exclude says, so when it names an excluded or DRAINING origin the choice
+// is made here from the READY origins (ListNodes).
+func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []string) (*ocmv1.Node, error) {
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		resp, err := f.opts.API.AssignOrigin(cctx, &ocmv1.AssignOriginRequest{
+			Key: directory.PB(key), Zone: f.opts.Zone, ExcludeNodeIds: exclude,
+		})
+		cancel()
+		if err == nil {
+			o := resp.GetOrigin()
+			if o.GetAddresses().GetRtmp() != "" && !slices.Contains(exclude, o.GetId()) &&
+				o.GetState() != ocmv1.NodeState_NODE_STATE_DRAINING {
+				return o, nil
+			}
+			if n, perr := f.pickReady(ctx, exclude); perr == nil {
+				return n, nil
+			} else {
+				err = perr
+			}
+		}
+		lastErr = err
+		switch status.Code(err) {
+		case codes.InvalidArgument, codes.PermissionDenied:
+			return nil, err
+		}
+		if !sleep(ctx, backoff(attempt)) {
+			return nil, fmt.Errorf("assign origin for %s: %w", key, lastErr)
+		}
+	}
+}
+
+// pickReady chooses the least loaded READY origin not in exclude,
+// preferring this edge's zone.
+func (f *Forwarder) pickReady(ctx context.Context, exclude []string) (*ocmv1.Node, error) {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	resp, err := f.opts.API.ListNodes(cctx, &ocmv1.ListNodesRequest{
+		Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN, State: ocmv1.NodeState_NODE_STATE_READY,
+	})
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	var best *ocmv1.Node
+	score := func(n *ocmv1.Node) (int, uint32) {
+		z := 1
+		if f.opts.Zone != "" && n.GetZone() == f.opts.Zone {
+			z = 0
+		}
+		return z, n.GetLoad().GetStreams() + n.GetLoad().GetPublishers()
+	}
+	for _, n := range resp.GetNodes() {
+		if slices.Contains(exclude, n.GetId()) || n.GetAddresses().GetRtmp() == "" {
+			continue
+		}
+		if best == nil {
+			best = n
+			continue
+		}
+		z1, l1 := score(n)
+		z2, l2 := score(best)
+		if z1 < z2 || z1 == z2 && l1 < l2 {
+			best = n
+		}
+	}
+	if best == nil {
+		return nil, status.Error(codes.Unavailable, "no READY origin")
+	}
+	return best, nil
+}
+
+// dialOrigin opens the forward publish to origin and waits for its accept.
+func (f *Forwarder) dialOrigin(ctx context.Context, key streamkey.Key, origin *ocmv1.Node) (*rtmp.Conn, error) {
+	q := url.Values{QueryForwardedBy: {f.opts.NodeID}}
+	if key.Vhost != streamkey.DefaultVhost {
+		q.Set("vhost", key.Vhost)
+	}
+	u := "rtmp://" + origin.GetAddresses().GetRtmp() + "/" + key.App + "/" + key.Name + "?" + q.Encode()
+	// ctx is the publish's lifetime; the set-up is bounded by the RTMP
+	// handshake and read timeouts.
+	c, err := rtmp.Dial(ctx, u, f.opts.RTMP)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Publish(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// forward is one publish being forwarded.
+type forward struct {
+	f     *Forwarder
+	key   streamkey.Key
+	h     *hub.Hub
+	log   *slog.Logger
+	since time.Time
+	ctx   context.Context
+	fail  context.CancelCauseFunc
+
+	moveReq chan string
+
+	mu    sync.Mutex
+	leg   *leg
+	moves int
+}
+
+func (fw *forward) originID() string {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return fw.leg.origin.GetId()
+}
+
+func (fw *forward) requestMove(reason string) {
+	select {
+	case fw.moveReq <- reason:
+	default:
+	}
+}
+
+// leg is one connection to an origin, fed by a hub reader.
+type leg struct {
+	origin *ocmv1.Node
+	conn   *rtmp.Conn
+	rd     *hub.Reader
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+func (fw *forward) startLeg(origin *ocmv1.Node, conn *rtmp.Conn) (*leg, error) {
+	rd, err := fw.h.NewReader()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(fw.ctx)
+	l := &leg{origin: origin, conn: conn, rd: rd, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for {
+			tags, err := rd.Next(ctx)
+			if err != nil {
+				l.err = err
+				return
+			}
+			if err := conn.WriteTags(tags); err != nil {
+				l.err = err
+				return
+			}
+		}
+	}()
+	return l, nil
+}
+
+func (l *leg) stop() {
+	l.cancel()
+	l.rd.Close()
+	_ = l.conn.Close()
+	<-l.done
+}
+
+// supervise moves the forward when asked (origin draining) or when the
+// current leg breaks; it returns when the forward ends.
+func (fw *forward) supervise() {
+	f := fw.f
+	var brokenSince time.Time
+	for {
+		fw.mu.Lock()
+		cur := fw.leg
+		fw.mu.Unlock()
+		var reason string
+		select {
+		case <-fw.ctx.Done():
+			return
+		case reason = <-fw.moveReq:
+		case <-cur.done:
+			if fw.ctx.Err() != nil {
+				return
+			}
+			reason = "connection to origin " + cur.origin.GetId() + " lost"
+			if cur.err != nil {
+				reason += ": " + cur.err.Error()
+			}
+			if brokenSince.IsZero() {
+				brokenSince = time.Now()
+			}
+		}
+		broken := isDone(cur.done)
+		fw.log.Info("moving forwarded publish", "from", cur.origin.GetId(), "reason", reason)
+		start := time.Now()
+		next, conn, err := fw.connectNew(cur.origin.GetId())
+		if err == nil {
+			var l *leg
+			l, err = fw.startLeg(next, conn)
+			if err == nil {
+				fw.mu.Lock()
+				fw.leg = l
+				fw.moves++
+				fw.mu.Unlock()
+				cur.stop() // break only after make
+				brokenSince = time.Time{}
+				f.moved(kind(broken), "ok")
+				fw.log.Info("forwarded publish moved", "from", cur.origin.GetId(), "to", next.GetId(),
+					"move_ms", time.Since(start).Milliseconds())
+				continue
+			}
+			conn.Close()
+		}
+		f.moved(kind(broken), "error")
+		if !broken {
+			fw.log.Warn("moving forwarded publish failed; staying", "from", cur.origin.GetId(), "err", err.Error())
+			continue // the poller asks again
+		}
+		if time.Since(brokenSince) > f.settings().RetryTimeout {
+			fw.log.Warn("no origin for the forwarded publish; closing the publisher", "err", err.Error())
+			fw.fail(fmt.Errorf("forward %s: origin lost and no other origin: %w", fw.key, err))
+			return
+		}
+		fw.log.Info("no origin for the forwarded publish yet; retrying", "err", err.Error())
+		if !sleep(fw.ctx, 500*time.Millisecond) {
+			return
+		}
+		// Loop: cur.done is closed, so the next round retries at once.
+	}
+}
+
+func kind(broken bool) string {
+	if broken {
+		return "connection_lost"
+	}
+	return "origin_draining"
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// connectNew finds an origin other than from and opens a forward to it.
+func (fw *forward) connectNew(from string) (*ocmv1.Node, *rtmp.Conn, error) {
+	f := fw.f
+	ctx, cancel := context.WithTimeout(fw.ctx, f.settings().WaitTimeout)
+	defer cancel()
+	next, err := f.assign(ctx, fw.key, []string{from})
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := f.dialOrigin(fw.ctx, fw.key, next)
+	if err != nil {
+		return nil, nil, fmt.Errorf("forward %s to %s: %w", fw.key, next.GetId(), err)
+	}
+	return next, conn, nil
+}
+
+func backoff(attempt int) time.Duration {
+	return min(100*time.Millisecond<<min(attempt, 4), time.Second)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,666 @@
+// Package relay pulls streams from their owners for the edge's players:
+// one upstream per stream however many players watch it, fanned out
+// through a media hub.
+//
+// A session starts with its first player. It finds the owner (waiting up to
+// the wait timeout for the stream to be published), opens the upstream (RTMP
+// or HTTP-FLV at the owner's advertised address) and splices it into the
+// hub. When the owner changes (the directory's watch says so) it opens the
+// new upstream first and splices it under the running players, then closes
+// the old one, so players keep their connection: the hub resends codec
+// headers and keeps timestamps monotonic. When an upstream ends without a
+// new owner in sight, players stay attached while the session looks for the
+// stream again, for up to the wait timeout. A session with no player for the
+// idle timeout closes its upstream.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/nareix/joy4/av"
+	"github.com/nareix/joy4/format/flv/flvio"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livecluster/livecluster/edge/internal/directory"
+	"github.com/livecluster/livecluster/media/httpflv"
+	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/rtmp"
+	"github.com/livecluster/livecluster/media/streamkey"
+)
+
+// Upstream protocols.
+const (
+	ProtocolRTMP = "rtmp"
+	ProtocolFLV  = "flv"
+)
+
+// ErrNotFound is returned to a player of a stream that did not appear
+// within the wait timeout.
+var ErrNotFound = errors.New("stream not found")
+
+// Settings are read for every new session or upstream, so they reload live.
+type Settings struct {
+	IdleTimeout time.Duration
+	WaitTimeout time.Duration
+	Protocol    string // ProtocolRTMP or ProtocolFLV
+	// DialTimeout bounds opening an upstream until its codecs are known.
+	DialTimeout time.Duration
+}
+
+// Metrics of the relay; NewMetrics registers them.
+type Metrics struct {
+	Upstreams   prometheus.Gauge
+	Switches    *prometheus.CounterVec // reason
+	Starts      *prometheus.CounterVec // protocol, result
+	SwitchDelay prometheus.Histogram
+}
+
+// NewMetrics registers the relay's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Upstreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "livecluster_edge_upstreams", Help: "Open upstream pulls (one per stream served).",
+		}),
+		Switches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livecluster_edge_upstream_switches_total",
+			Help: "Upstreams replaced under running players (owner_changed: make-before-break; reconnect: after the old one ended).",
+		}, []string{"reason"}),
+		Starts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "livecluster_edge_upstream_dials_total", Help: "Upstream connection attempts.",
+		}, []string{"protocol", "result"}),
+		SwitchDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "livecluster_edge_upstream_switch_seconds",
+			Help:    "Time from noticing an owner change or upstream loss to splicing the new upstream.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10},
+		}),
+	}
+	reg.MustRegister(m.Upstreams, m.Switches, m.Starts, m.SwitchDelay)
+	return m
+}
+
+// Options configure a Manager.
+type Options struct {
+	Dir      *directory.Directory
+	Settings func() Settings
+	// Hub bounds the per-stream buffers.
+	Hub        hub.Config
+	RTMP       rtmp.Config
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+	Metrics    *Metrics
+}
+
+// Manager owns the pull sessions.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+	ctx  context.Context
+	stop context.CancelFunc
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	wg       sync.WaitGroup
+}
+
+// New returns a Manager; Close stops every session.
+func New(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{
+		opts: opts, log: opts.Logger.With("component", "relay"),
+		ctx: ctx, stop: cancel, sessions: map[string]*session{},
+	}
+}
+
+// Close ends every session (players get EOF) and waits for them.
+func (m *Manager) Close() {
+	m.stop()
+	m.wg.Wait()
+}
+
+// Acquire returns the hub of key for a new player, starting the upstream if
+// this is the stream's first player. It waits until the upstream delivers
+// codecs, at most the wait timeout (and ctx). The player attaches with
+// hub.NewReader; the session closes when the hub has had no reader for the
+// idle timeout.
+func (m *Manager) Acquire(ctx context.Context, key streamkey.Key) (*hub.Hub, error) {
+	m.mu.Lock()
+	if m.ctx.Err() != nil {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("%s: %w (edge shutting down)", key, ErrNotFound)
+	}
+	s := m.sessions[key.String()]
+	if s == nil {
+		s = m.newSession(key)
+		m.sessions[key.String()] = s
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			s.run()
+		}()
+	}
+	s.touch()
+	m.mu.Unlock()
+	select {
+	case <-s.ready:
+		return s.hub, nil
+	case <-s.failed:
+		return nil, s.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for %s: %w", key, ctx.Err())
+	}
+}
+
+// StreamInfo describes one session for the API.
+type StreamInfo struct {
+	Key       string    `json:"key"`
+	Owner     string    `json:"owner,omitempty"`
+	Upstream  string    `json:"upstream,omitempty"`
+	Players   int       `json:"players"`
+	Switches  int       `json:"switches"`
+	Since     time.Time `json:"since"`
+	Connected bool      `json:"connected"`
+}
+
+// Streams lists the sessions.
+func (m *Manager) Streams() []StreamInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]StreamInfo, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		out = append(out, s.info())
+	}
+	return out
+}
+
+// Upstreams returns the number of open upstreams.
+func (m *Manager) Upstreams() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, s := range m.sessions {
+		s.mu.Lock()
+		if s.cur != nil {
+			n++
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
+func (m *Manager) newSession(key streamkey.Key) *session {
+	return &session{
+		m: m, key: key, hub: hub.New(key.String(), m.opts.Hub),
+		ready: make(chan struct{}), failed: make(chan struct{}),
+		log: m.log.With("stream", key.String()), since: time.Now(),
+	}
+}
+
+// session is one stream's upstream and hub.
+type session struct {
+	m     *Manager
+	key   streamkey.Key
+	hub   *hub.Hub
+	log   *slog.Logger
+	since time.Time
+
+	ready, failed chan struct{}
+	readyOnce     sync.Once
+	failOnce      sync.Once
+	err           error // set before failed is closed
+
+	mu          sync.Mutex
+	lastAcquire time.Time
+	cur         *upstream
+	switches    int
+}
+
+func (s *session) touch() {
+	s.mu.Lock()
+	s.lastAcquire = time.Now()
+	s.mu.Unlock()
+}
+
+func (s *session) info() StreamInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := StreamInfo{Key: s.key.String(), Players: s.hub.NumReaders(), Switches: s.switches, Since: s.since}
+	if s.cur != nil {
+		in.Owner, in.Upstream, in.Connected = s.cur.owner.String(), s.cur.url, true
+	}
+	return in
+}
+
+// upstream is one open pull.
+type upstream struct {
+	owner  *directory.Owner
+	url    string
+	hub    *hub.Hub
+	conn   source
+	cancel context.CancelFunc
+	src    *hub.Source
+	done   chan struct{}
+	err    error
+	dialed time.Duration // dial until codecs known
+}
+
+// source is what both the RTMP and the HTTP-FLV client give.
+type source interface {
+	Streams() ([]av.CodecData, error)
+	Metadata() flvio.AMFMap
+	ReadPacket() (av.Packet, error)
+	Close() error
+}
+
+type dialResult struct {
+	up  *upstream
+	err error
+	gen int
+}
+
+func (s *session) settings() Settings {
+	st := s.m.opts.Settings()
+	if st.DialTimeout <= 0 {
+		st.DialTimeout = 10 * time.Second
+	}
+	if st.WaitTimeout <= 0 {
+		st.WaitTimeout = 5 * time.Second
+	}
+	return st
+}
+
+// run is the session's owner goroutine: it decides when to dial, splices
+// what was dialed, and ends the session.
+func (s *session) run() {
+	m := s.m
+	ctx, cancel := context.WithCancel(m.ctx)
+	defer cancel()
+	sub := m.opts.Dir.Subscribe(s.key)
+	defer sub.Close()
+
+	var (
+		cur       *upstream
+		dialing   context.CancelFunc // non-nil while a dial runs
+		dialGen   int
+		dialCh    = make(chan dialResult, 1)
+		dialFor   *directory.Owner // owner being dialed (nil: unknown, look up)
+		lostSince = time.Now()     // when we last had no upstream (zero while we have one)
+		changeAt  time.Time        // when the current switch was triggered
+		retry     *time.Timer
+		attempt   int
+		idleSince time.Time
+	)
+	defer func() {
+		if dialing != nil {
+			dialing()
+		}
+		if retry != nil {
+			retry.Stop()
+		}
+		m.mu.Lock()
+		if m.sessions[s.key.String()] == s {
+			delete(m.sessions, s.key.String())
+		}
+		m.mu.Unlock()
+		if cur != nil {
+			cur.stop()
+			m.gauge(-1)
+		}
+		s.mu.Lock()
+		s.cur = nil
+		s.mu.Unlock()
+		s.hub.Close()
+	}()
+
+	startDial := func(o *directory.Owner) {
+		if dialing != nil {
+			dialing()
+		}
+		dialGen++
+		gen := dialGen
+		dctx, dcancel := context.WithCancel(ctx)
+		dialing, dialFor = dcancel, o
+		go func() {
+			up, err := s.dial(dctx, o)
+			if err != nil {
+				dcancel()
+			}
+			select {
+			case dialCh <- dialResult{up: up, err: err, gen: gen}:
+			case <-ctx.Done():
+				if up != nil {
+					up.stop()
+				}
+			}
+		}()
+	}
+	var retryC <-chan time.Time
+	scheduleRetry := func() {
+		attempt++
+		d := min(100*time.Millisecond<<min(attempt-1, 4), time.Second)
+		if retry == nil {
+			retry = time.NewTimer(d)
+		} else {
+			retry.Reset(d)
+		}
+		retryC = retry.C
+	}
+	fail := func(err error) {
+		s.failOnce.Do(func() {
+			s.err = err
+			close(s.failed)
+		})
+	}
+	defer fail(fmt.Errorf("%s: %w", s.key, ErrNotFound)) // no-op once ready or failed
+
+	startDial(nil)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var curDone <-chan struct{}
+	for {
+		select {
+		case <-ctx.Done():
+			fail(fmt.Errorf("%s: %w (edge shutting down)", s.key, ErrNotFound))
+			return
+
+		case <-sub.Changed():
+			o, ok := sub.Owner()
+			if !ok {
+				continue // unpublished: the running upstream ends by itself
+			}
+			if cur != nil && cur.owner.Same(o) || dialing != nil && dialFor.Same(o) {
+				continue
+			}
+			s.log.Info("stream owner changed; opening the new upstream", "from", ownerName(cur), "to", o.String())
+			changeAt = time.Now()
+			attempt = 0
+			startDial(o)
+
+		case r := <-dialCh:
+			if r.gen != dialGen {
+				if r.up != nil {
+					r.up.stop()
+				}
+				continue
+			}
+			dialing, dialFor = nil, nil
+			if r.err != nil {
+				m.count(r.err)
+				if lostSince.IsZero() {
+					// The running upstream still plays; try the new owner again.
+					s.log.Info("new upstream not ready yet; keeping the current one", "err", r.err.Error())
+				} else if time.Since(lostSince) > s.settings().WaitTimeout {
+					s.log.Info("stream not available; closing its players", "err", r.err.Error())
+					fail(notFound(s.key, r.err, s.settings().WaitTimeout))
+					return
+				}
+				scheduleRetry()
+				continue
+			}
+			m.count(nil)
+			up := r.up
+			src, err := s.hub.Splice(up.streams())
+			if err != nil {
+				up.stop()
+				return
+			}
+			up.src = src
+			go up.pump()
+			reason := "owner_changed"
+			if cur != nil {
+				cur.stop()
+			} else {
+				m.gauge(1)
+				reason = "reconnect"
+			}
+			first := false
+			s.readyOnce.Do(func() {
+				s.failOnce.Do(func() {}) // ready wins: later failures close players instead
+				close(s.ready)
+				first = true
+			})
+			trigger := changeAt
+			if trigger.IsZero() || !lostSince.IsZero() && lostSince.After(trigger) {
+				trigger = lostSince
+			}
+			if first {
+				s.log.Info("upstream opened", "owner", up.owner.String(), "url", up.url, "dial_ms", up.dialed.Milliseconds())
+			} else {
+				delay := time.Since(trigger)
+				m.switched(reason, delay)
+				s.mu.Lock()
+				s.switches++
+				s.mu.Unlock()
+				s.log.Info("upstream switched", "reason", reason, "from", ownerName(cur), "to", up.owner.String(),
+					"url", up.url, "dial_ms", up.dialed.Milliseconds(), "switch_ms", delay.Milliseconds())
+			}
+			cur, curDone = up, up.done
+			s.mu.Lock()
+			s.cur = up
+			s.mu.Unlock()
+			lostSince, changeAt, attempt = time.Time{}, time.Time{}, 0
+
+		case <-curDone:
+			s.log.Info("upstream ended", "owner", cur.owner.String(), "err", errString(cur.err))
+			cur.stop()
+			cur, curDone = nil, nil
+			m.gauge(-1)
+			s.mu.Lock()
+			s.cur = nil
+			s.mu.Unlock()
+			lostSince = time.Now()
+			attempt = 0
+			if dialing == nil {
+				// Look the owner up again; if it is the same one, the
+				// origin just dropped us and a new pull fixes it.
+				startDial(nil)
+			}
+
+		case <-retryC:
+			retryC = nil
+			if dialing == nil {
+				o, ok := sub.Owner()
+				if !ok || cur != nil && cur.owner.Same(o) {
+					o = nil
+				}
+				if cur != nil && o == nil {
+					continue // nothing new to switch to
+				}
+				startDial(o)
+			}
+
+		case <-tick.C:
+			if cur == nil {
+				if dialing == nil && retryC == nil && time.Since(lostSince) > s.settings().WaitTimeout {
+					return
+				}
+				continue
+			}
+			if s.hub.NumReaders() > 0 {
+				idleSince = time.Time{}
+				continue
+			}
+			s.mu.Lock()
+			last := s.lastAcquire
+			s.mu.Unlock()
+			if idleSince.IsZero() {
+				idleSince = time.Now()
+			}
+			from := idleSince
+			if last.After(from) {
+				from = last
+			}
+			if idle := s.settings().IdleTimeout; time.Since(from) >= idle {
+				s.log.Info("no players; closing the upstream", "idle", idle.String())
+				return
+			}
+		}
+	}
+}
+
+func notFound(key streamkey.Key, cause error, waited time.Duration) error {
+	switch {
+	case errors.Is(cause, directory.ErrUnavailable):
+		return fmt.Errorf("stream %s: %w", key, cause)
+	case errors.Is(cause, directory.ErrNotFound):
+		return fmt.Errorf("%s: %w: not published within %s", key, ErrNotFound, waited.Round(time.Millisecond))
+	}
+	return fmt.Errorf("%s: %w: %v", key, ErrNotFound, cause)
+}
+
+func ownerName(u *upstream) string {
+	if u == nil {
+		return "<none>"
+	}
+	return u.owner.String()
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}
+
+func (m *Manager) gauge(d float64) {
+	if m.opts.Metrics != nil {
+		m.opts.Metrics.Upstreams.Add(d)
+	}
+}
+
+func (m *Manager) count(err error) {
+	if m.opts.Metrics == nil {
+		return
+	}
+	res := "ok"
+	if err != nil {
+		res = "error"
+	}
+	m.opts.Metrics.Starts.WithLabelValues(m.opts.Settings().Protocol, res).Inc()
+}
+
+func (m *Manager) switched(reason string, d time.Duration) {
+	if m.opts.Metrics == nil {
+		return
+	}
+	m.opts.Metrics.Switches.WithLabelValues(reason).Inc()
+	m.opts.Metrics.SwitchDelay.Observe(d.Seconds())
+}
+
+// dial resolves the owner (when o is nil or lacks addresses) and opens the
+// upstream until its codecs are known.
+func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, error) {
+	st := s.settings()
+	if o == nil || o.RTMP == "" || o.HTTP == "" {
+		lctx, cancel := context.WithTimeout(ctx, st.WaitTimeout)
+		owner, err := s.m.opts.Dir.Lookup(lctx, s.key)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		o = owner
+	}
+	start := time.Now()
+	uctx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(st.DialTimeout, cancel)
+	defer timer.Stop()
+	var (
+		conn source
+		u    string
+		err  error
+	)
+	q := ""
+	if s.key.Vhost != streamkey.DefaultVhost {
+		q = "?vhost=" + url.QueryEscape(s.key.Vhost)
+	}
+	switch st.Protocol {
+	case ProtocolFLV:
+		u = "http://" + o.HTTP + "/" + s.key.App + "/" + s.key.Name + ".flv" + q
+		var c *httpflv.Conn
+		c, err = httpflv.Dial(uctx, u, s.m.opts.HTTPClient)
+		if err == nil {
+			conn = c
+		}
+	default:
+		u = "rtmp://" + o.RTMP + "/" + s.key.App + "/" + s.key.Name + q
+		var c *rtmp.Conn
+		c, err = rtmp.Dial(uctx, u, s.m.opts.RTMP)
+		if err == nil {
+			if err = c.Play(); err != nil {
+				c.Close()
+			} else {
+				conn = c
+			}
+		}
+	}
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("pull %s from %s: %w", s.key, o.NodeID, err)
+	}
+	up := &upstream{owner: o, url: u, hub: s.hub, conn: conn, cancel: cancel, done: make(chan struct{})}
+	if _, err := conn.Streams(); err != nil {
+		up.stop()
+		return nil, fmt.Errorf("pull %s from %s: read codecs: %w", s.key, o.NodeID, err)
+	}
+	up.dialed = time.Since(start)
+	return up, nil
+}
+
+func (u *upstream) streams() ([]av.CodecData, flvio.AMFMap) {
+	st, _ := u.conn.Streams() // already known: no read
+	return st, u.conn.Metadata()
+}
+
+// pump copies packets into the hub until the upstream ends or is replaced.
+func (u *upstream) pump() {
+	defer close(u.done)
+	defer func() { u.src.Close() }() // a no-op once replaced
+	for {
+		pkt, err := u.conn.ReadPacket()
+		if errors.Is(err, rtmp.ErrCodecChanged) {
+			streams, serr := u.conn.Streams()
+			if serr != nil {
+				u.err = serr
+				return
+			}
+			src, serr := u.hub.Splice(streams, u.conn.Metadata())
+			if serr != nil {
+				u.err = serr
+				return
+			}
+			u.src = src
+			continue
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				u.err = err
+			}
+			return
+		}
+		if err := u.src.WritePacket(pkt); err != nil {
+			if !errors.Is(err, hub.ErrSourceReplaced) && !errors.Is(err, hub.ErrClosed) {
+				u.err = err
+			}
+			return
+		}
+	}
+}
+
+// stop closes the upstream; its pump ends.
+func (u *upstream) stop() {
+	u.cancel()
+	_ = u.conn.Close()
+}
