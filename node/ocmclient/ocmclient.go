@@ -21,15 +21,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/livecluster/livecluster/node/backoff"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -133,7 +133,7 @@ func New(opts Options) (*Client, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{
+			Backoff: grpcbackoff.Config{
 				BaseDelay: opts.MinBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: opts.MaxBackoff,
 			},
 			MinConnectTimeout: opts.CallTimeout,
@@ -315,14 +315,14 @@ func (c *Client) register(ctx context.Context) (Session, error) {
 		if ctx.Err() != nil {
 			return Session{}, ctx.Err()
 		}
-		d := c.backoff(attempt)
+		d := backoff.Policy{Min: c.opts.MinBackoff, Max: c.opts.MaxBackoff}.Delay(attempt)
 		lvl := slog.LevelWarn
 		if attempt == 0 {
 			lvl = slog.LevelInfo // the OCM may simply not be up yet
 		}
 		c.log.Log(ctx, lvl, "register with the OCM failed; retrying", "err", err.Error(),
 			"attempt", attempt+1, "retry_in", d.String())
-		if !sleep(ctx, d) {
+		if !backoff.Sleep(ctx, d) {
 			return Session{}, ctx.Err()
 		}
 	}
@@ -373,28 +373,6 @@ func (c *Client) heartbeat(ctx context.Context, s Session) bool {
 			// Readiness is unaffected on purpose (see the package doc).
 			c.log.Warn("heartbeat to the OCM failed; still serving", "err", err.Error(), "consecutive_failures", failures)
 		}
-	}
-}
-
-// backoff is capped exponential with equal jitter: half fixed, half random,
-// so a fleet restarted together does not retry in lockstep.
-func (c *Client) backoff(attempt int) time.Duration {
-	d := c.opts.MinBackoff
-	for i := 0; i < attempt && d < c.opts.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, c.opts.MaxBackoff)
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

@@ -249,25 +249,6 @@ func TestDrainBeforeRegistrationStopsRegistering(t *testing.T) {
 	}
 }
 
-func TestBackoffCappedWithJitter(t *testing.T) {
-	c := &Client{opts: Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}}
-	seen := map[time.Duration]bool{}
-	for attempt := 0; attempt < 20; attempt++ {
-		d := c.backoff(attempt)
-		ceiling := min(100*time.Millisecond<<attempt, time.Second)
-		if attempt > 10 {
-			ceiling = time.Second
-		}
-		if d < ceiling/2 || d > ceiling {
-			t.Errorf("attempt %d: %s outside [%s, %s]", attempt, d, ceiling/2, ceiling)
-		}
-		seen[d] = true
-	}
-	if len(seen) < 10 {
-		t.Errorf("no jitter: %d distinct delays", len(seen))
-	}
-}
-
 func TestNewValidates(t *testing.T) {
 	if _, err := New(Options{Node: &ocmv1.Node{Id: "x"}}); err == nil {
 		t.Error("no address accepted")

@@ -13,8 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/livecluster/livecluster/node/backoff"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -102,8 +102,9 @@ type Options struct {
 
 // Directory caches stream owners. Run must be running for watches.
 type Directory struct {
-	opts Options
-	log  *slog.Logger
+	opts  Options
+	log   *slog.Logger
+	retry backoff.Policy
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -146,6 +147,7 @@ func New(opts Options) *Directory {
 	}
 	return &Directory{
 		opts: opts, log: opts.Logger.With("component", "directory"),
+		retry:   backoff.Policy{Min: opts.MinBackoff, Max: opts.MaxBackoff},
 		entries: map[string]*entry{}, wake: make(chan struct{}, 1),
 	}
 }
@@ -308,7 +310,7 @@ func (d *Directory) Lookup(ctx context.Context, key streamkey.Key) (*Owner, erro
 				"owner", o.String(), "err", err.Error())
 			return o, nil
 		}
-		if !sleep(ctx, d.backoff(attempt)) {
+		if !backoff.Sleep(ctx, d.retry.Delay(attempt)) {
 			return nil, fmt.Errorf("look up owner of %s: %w (%v)", key, ErrUnavailable, lastErr)
 		}
 	}
@@ -407,14 +409,14 @@ func (d *Directory) Run(ctx context.Context) {
 			continue
 		}
 		failures++
-		delay := d.backoff(failures - 1)
+		delay := d.retry.Delay(failures - 1)
 		lvl := slog.LevelWarn
 		if failures == 1 {
 			lvl = slog.LevelInfo
 		}
 		d.log.Log(ctx, lvl, "stream watch ended; re-establishing", "err", errString(err),
 			"keys", len(keys), "retry_in", delay.String(), "failures", failures)
-		if !sleep(ctx, delay) {
+		if !backoff.Sleep(ctx, delay) {
 			return
 		}
 	}
@@ -470,7 +472,7 @@ func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err
 				return
 			case <-d.wake:
 			}
-			if !sleep(wctx, d.opts.Debounce) {
+			if !backoff.Sleep(wctx, d.opts.Debounce) {
 				return
 			}
 			if !slices.Equal(d.watchedKeys(), keys) {
@@ -539,26 +541,5 @@ func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err
 			}
 			d.mu.Unlock()
 		}
-	}
-}
-
-// backoff is capped exponential with equal jitter.
-func (d *Directory) backoff(attempt int) time.Duration {
-	b := d.opts.MinBackoff
-	for i := 0; i < attempt && b < d.opts.MaxBackoff; i++ {
-		b *= 2
-	}
-	b = min(b, d.opts.MaxBackoff)
-	return b/2 + rand.N(b/2+1)
-}
-
-func sleep(ctx context.Context, dur time.Duration) bool {
-	t := time.NewTimer(dur)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

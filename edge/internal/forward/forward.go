@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/livecluster/livecluster/node/backoff"
 	"io"
 	"log/slog"
 	"net/url"
@@ -36,6 +37,10 @@ import (
 	"github.com/livecluster/livecluster/media/streamkey"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
+
+// redial paces reconnecting a forward to an origin: short, because the
+// publisher is live and waiting.
+var redial = backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second}
 
 // QueryForwardedBy is the RTMP URL query parameter naming the forwarding
 // edge; the origin claims the stream as FORWARDED by that node.
@@ -152,7 +157,7 @@ func (f *Forwarder) List() []Info {
 // those whose origin is DRAINING or gone. It returns when ctx ends.
 func (f *Forwarder) Run(ctx context.Context) {
 	for {
-		if !sleep(ctx, f.settings().PollInterval) {
+		if !backoff.Sleep(ctx, f.settings().PollInterval) {
 			return
 		}
 		if f.Active() == 0 {
@@ -349,7 +354,7 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 		case codes.InvalidArgument, codes.PermissionDenied:
 			return nil, err
 		}
-		if !sleep(ctx, backoff(attempt)) {
+		if !backoff.Sleep(ctx, redial.Delay(attempt)) {
 			return nil, fmt.Errorf("assign origin for %s: %w", key, lastErr)
 		}
 	}
@@ -543,7 +548,7 @@ func (fw *forward) supervise() {
 			return
 		}
 		fw.log.Info("no origin for the forwarded publish yet; retrying", "err", err.Error())
-		if !sleep(fw.ctx, 500*time.Millisecond) {
+		if !backoff.Sleep(fw.ctx, 500*time.Millisecond) {
 			return
 		}
 		// Loop: cur.done is closed, so the next round retries at once.
@@ -580,19 +585,4 @@ func (fw *forward) connectNew(from string) (*ocmv1.Node, *rtmp.Conn, error) {
 		return nil, nil, fmt.Errorf("forward %s to %s: %w", fw.key, next.GetId(), err)
 	}
 	return next, conn, nil
-}
-
-func backoff(attempt int) time.Duration {
-	return min(100*time.Millisecond<<min(attempt, 4), time.Second)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

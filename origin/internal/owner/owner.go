@@ -15,8 +15,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/livecluster/livecluster/node/backoff"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -28,6 +28,9 @@ import (
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
+
+// retry paces OCM calls that must eventually succeed (release, re-claim).
+var retry = backoff.Policy{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 
 // Results counted by livecluster_origin_claims_total{result}.
 const (
@@ -359,9 +362,9 @@ func (m *Manager) Release(ctx context.Context, c *Claim) {
 				forget()
 				return
 			}
-			d := backoff(attempt)
+			d := retry.Delay(attempt)
 			m.log.Warn("release stream failed; retrying", "stream", ks, "epoch", epoch, "err", err.Error(), "retry_in", d.String())
-			if !sleep(rctx, d) {
+			if !backoff.Sleep(rctx, d) {
 				return
 			}
 		}
@@ -466,9 +469,9 @@ func (m *Manager) reclaim(ctx context.Context, c *Claim, s ocmclient.Session) {
 		case code == codes.NotFound:
 			return // this session is gone too; the next re-registration retries
 		}
-		d := backoff(attempt)
+		d := retry.Delay(attempt)
 		m.log.Warn("re-claim failed; retrying", "stream", ks, "err", err.Error(), "retry_in", d.String())
-		if !sleep(ctx, d) {
+		if !backoff.Sleep(ctx, d) {
 			return
 		}
 	}
@@ -494,9 +497,9 @@ func (m *Manager) WatchTransfers(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		d := backoff(attempt)
+		d := retry.Delay(attempt)
 		m.log.Warn("watch of owned streams ended; retrying", "err", fmt.Sprint(err), "retry_in", d.String())
-		if !sleep(ctx, d) {
+		if !backoff.Sleep(ctx, d) {
 			return
 		}
 	}
@@ -531,25 +534,5 @@ func (m *Manager) watch(ctx context.Context, req *ocmv1.WatchStreamsRequest, byK
 		m.log.Info("stream transferred to another origin; letting the old publisher go",
 			"stream", c.Key.String(), "to", st.GetOwnerNodeId(), "epoch", st.GetEpoch())
 		c.lose(fmt.Errorf("stream %s was handed over to origin %s", c.Key, st.GetOwnerNodeId()))
-	}
-}
-
-func backoff(attempt int) time.Duration {
-	d := 200 * time.Millisecond
-	for i := 0; i < attempt && d < 10*time.Second; i++ {
-		d *= 2
-	}
-	d = min(d, 10*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
