@@ -11,7 +11,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,12 +34,13 @@ type opts struct {
 	workers       int
 	conns         int
 	lookupFor     time.Duration
-	lookupWorkers int
+	lookupWorkers []int
 	assignFor     time.Duration
 	pid           int
 	expiry        bool
 	cleanup       bool
 	idPrefix      string
+	cpuProfile    string
 }
 
 func main() {
@@ -48,13 +51,22 @@ func main() {
 	flag.IntVar(&o.workers, "workers", 128, "concurrent claim workers")
 	flag.IntVar(&o.conns, "conns", 4, "gRPC connections to spread the load over")
 	flag.DurationVar(&o.lookupFor, "lookup-duration", 10*time.Second, "how long to run lookups")
-	flag.IntVar(&o.lookupWorkers, "lookup-workers", 64, "concurrent lookup and assign workers")
+	workers := flag.String("lookup-workers", "16", "concurrent lookup and assign workers; a comma-separated list runs LookupStream once per count (AssignOrigin uses the first)")
 	flag.DurationVar(&o.assignFor, "assign-duration", 5*time.Second, "how long to run AssignOrigin")
 	flag.IntVar(&o.pid, "pid", 0, "OCM process id, to report its RSS (Linux)")
 	flag.BoolVar(&o.expiry, "expiry", true, "measure lease expiry of one origin")
 	flag.BoolVar(&o.cleanup, "cleanup", true, "deregister the origins at the end")
 	flag.StringVar(&o.idPrefix, "id-prefix", "bench-origin-", "node id prefix")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write this client's CPU profile of the lookup phase to a file")
 	flag.Parse()
+	for f := range strings.SplitSeq(*workers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "ocm-bench: --lookup-workers %q: want positive counts\n", *workers)
+			os.Exit(2)
+		}
+		o.lookupWorkers = append(o.lookupWorkers, n)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, o); err != nil {
@@ -164,19 +176,40 @@ func run(ctx context.Context, o opts) error {
 	}
 	fmt.Println()
 
-	// 3. Lookups.
+	// 3. Lookups. Requests are built beforehand (marshalling a shared message
+	// concurrently is safe) so the client spends its CPU on gRPC, not on
+	// formatting keys: client and OCM share the same cores here.
+	reqs := make([]*ocmv1.LookupStreamRequest, o.streams)
+	for i := range reqs {
+		reqs[i] = &ocmv1.LookupStreamRequest{Key: keyOf(i)}
+	}
 	lookup := func(c ocmv1.OCMServiceClient) error {
-		_, err := c.LookupStream(ctx, &ocmv1.LookupStreamRequest{Key: keyOf(rand.IntN(o.streams))})
+		_, err := c.LookupStream(ctx, reqs[rand.IntN(len(reqs))])
 		return err
 	}
-	load(ctx, "LookupStream", o.lookupFor, o.lookupWorkers, cl, lookup)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	for _, w := range o.lookupWorkers {
+		load(ctx, "LookupStream", o.lookupFor, w, o.pid, cl, lookup)
+	}
+	if o.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 
 	// 4. Placement of streams nobody owns.
 	assign := func(c ocmv1.OCMServiceClient) error {
 		_, err := c.AssignOrigin(ctx, &ocmv1.AssignOriginRequest{Key: keyOf(o.streams + rand.IntN(1<<30)), Zone: "z1"})
 		return err
 	}
-	load(ctx, "AssignOrigin", o.assignFor, o.lookupWorkers, cl, assign)
+	load(ctx, "AssignOrigin", o.assignFor, o.lookupWorkers[0], o.pid, cl, assign)
 
 	if o.pid > 0 {
 		if rss, err := rssOf(o.pid); err == nil {
@@ -234,13 +267,16 @@ func run(ctx context.Context, o opts) error {
 }
 
 // load runs fn from workers goroutines for d and prints throughput and
-// latency percentiles.
-func load(ctx context.Context, name string, d time.Duration, workers int, cl func(int) ocmv1.OCMServiceClient, fn func(ocmv1.OCMServiceClient) error) {
+// latency percentiles, and the CPU time the OCM (pid > 0) and this client
+// spent per call: unlike calls/s, that does not depend on what else is
+// running on the machine.
+func load(ctx context.Context, name string, d time.Duration, workers, pid int, cl func(int) ocmv1.OCMServiceClient, fn func(ocmv1.OCMServiceClient) error) {
 	lctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	lat := make([][]time.Duration, workers)
 	var errs atomic.Int64
 	var wg sync.WaitGroup
+	srv0, self0 := cpuOf(pid), cpuOf(os.Getpid())
 	t0 := time.Now()
 	for w := range workers {
 		wg.Add(1)
@@ -259,6 +295,7 @@ func load(ctx context.Context, name string, d time.Duration, workers int, cl fun
 	}
 	wg.Wait()
 	el := time.Since(t0)
+	srvCPU, selfCPU := cpuOf(pid)-srv0, cpuOf(os.Getpid())-self0
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
@@ -273,6 +310,40 @@ func load(ctx context.Context, name string, d time.Duration, workers int, cl fun
 	fmt.Printf("%s: %d ok in %s with %d workers: %.0f/s, p50 %s, p99 %s, max %s, errors %d\n",
 		name, len(all), el.Round(time.Millisecond), workers, float64(len(all))/el.Seconds(),
 		pct(0.50).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), pct(1).Round(time.Microsecond), errs.Load())
+	if n := len(all) + int(errs.Load()); n > 0 {
+		per := func(cpu time.Duration) time.Duration { return (cpu / time.Duration(n)).Round(100 * time.Nanosecond) }
+		if pid > 0 {
+			fmt.Printf("  CPU per call: OCM %s, client %s (OCM used %.2f cores)\n", per(srvCPU), per(selfCPU), srvCPU.Seconds()/el.Seconds())
+		} else {
+			fmt.Printf("  CPU per call: client %s\n", per(selfCPU))
+		}
+	}
+}
+
+// cpuOf returns the user+system CPU time of a process (Linux), 0 when
+// unknown.
+func cpuOf(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: utime and stime are the 12th and 13th of them, in clock ticks.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const hz = 100 // USER_HZ, 100 on every Linux this runs on
+	return time.Duration(ut+st) * time.Second / hz
 }
 
 func rssOf(pid int) (string, error) {

@@ -11,12 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/livecluster/livecluster/ocm/internal/store"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
@@ -55,8 +56,8 @@ type Cache struct {
 
 	mu      sync.RWMutex
 	nodes   map[string]*ocmv1.Node
-	streams map[string]*ocmv1.Stream // by "vhost/app/name"
-	counts  map[string]int           // owner id -> owned streams
+	streams map[string]*streamRec // by "vhost/app/name"
+	counts  map[string]int        // owner id -> owned streams
 	rev     int64
 	synced  bool
 	revCh   chan struct{} // closed and replaced whenever rev advances or synced changes
@@ -80,7 +81,7 @@ func New(cli *clientv3.Client, schema store.Schema, o Options) *Cache {
 	}
 	return &Cache{
 		cli: cli, schema: schema, log: o.Logger, onResync: o.OnResync,
-		nodes: map[string]*ocmv1.Node{}, streams: map[string]*ocmv1.Stream{}, counts: map[string]int{},
+		nodes: map[string]*ocmv1.Node{}, streams: map[string]*streamRec{}, counts: map[string]int{},
 		revCh: make(chan struct{}), subs: map[*Subscription]struct{}{},
 	}
 }
@@ -169,7 +170,7 @@ func (c *Cache) apply(evs []*clientv3.Event, progress bool, headerRev int64) {
 			if ev.Type == clientv3.EventTypeDelete {
 				c.delStreamLocked(id, kv.ModRevision)
 			} else if st, err := store.DecodeStream(kv); err == nil {
-				c.putStreamLocked(id, st, kv.ModRevision)
+				c.putStreamLocked(c.compact(id, st), kv.ModRevision)
 			} else {
 				c.log.Warn("ocm cache: bad stream record", "key", string(kv.Key), "err", err)
 			}
@@ -197,19 +198,21 @@ func (c *Cache) setSynced(v bool) {
 	c.mu.Unlock()
 }
 
-func (c *Cache) putStreamLocked(id string, st *ocmv1.Stream, rev int64) {
-	old, ok := c.streams[id]
+func (c *Cache) putStreamLocked(r *streamRec, rev int64) {
+	old, ok := c.streams[r.key]
 	if ok {
-		c.counts[old.OwnerNodeId]--
-		if c.counts[old.OwnerNodeId] <= 0 {
-			delete(c.counts, old.OwnerNodeId)
+		c.counts[old.owner]--
+		if c.counts[old.owner] <= 0 {
+			delete(c.counts, old.owner)
 		}
 	} else {
 		c.dirty.Store(true)
 	}
-	c.streams[id] = st
-	c.counts[st.OwnerNodeId]++
-	c.publishLocked(Event{Type: EventPut, Stream: st, Owner: c.nodes[st.OwnerNodeId], Revision: rev}, id)
+	c.streams[r.key] = r
+	c.counts[r.owner]++
+	if c.wanted(r.key) {
+		c.publishLocked(Event{Type: EventPut, Stream: r.proto(), Owner: c.nodes[r.owner], Revision: rev}, r.key)
+	}
 }
 
 func (c *Cache) delStreamLocked(id string, rev int64) {
@@ -218,11 +221,27 @@ func (c *Cache) delStreamLocked(id string, rev int64) {
 		return
 	}
 	delete(c.streams, id)
-	c.counts[old.OwnerNodeId]--
-	if c.counts[old.OwnerNodeId] <= 0 {
-		delete(c.counts, old.OwnerNodeId)
+	c.counts[old.owner]--
+	if c.counts[old.owner] <= 0 {
+		delete(c.counts, old.owner)
 	}
-	c.publishLocked(Event{Type: EventDelete, Stream: old, Revision: rev}, id)
+	if c.wanted(id) {
+		c.publishLocked(Event{Type: EventDelete, Stream: old.proto(), Revision: rev}, id)
+	}
+}
+
+// wanted reports whether any subscriber watches key, so that changes nobody
+// watches do not build a message.
+func (c *Cache) wanted(key string) bool {
+	for s := range c.subs {
+		if s.keys == nil {
+			return true
+		}
+		if _, ok := s.keys[key]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // resync reads everything under the prefix and replaces the copy, emitting
@@ -236,7 +255,8 @@ func (c *Cache) resync(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("read %s: %w", c.schema.Prefix, err)
 	}
 	nodes := map[string]*ocmv1.Node{}
-	streams := map[string]*ocmv1.Stream{}
+	var decoded []*ocmv1.Stream
+	var ids []string
 	for _, kv := range resp.Kvs {
 		kind, id := c.schema.Classify(string(kv.Key))
 		switch kind {
@@ -246,7 +266,8 @@ func (c *Cache) resync(ctx context.Context) (int64, error) {
 			}
 		case store.KindStream:
 			if st, err := store.DecodeStream(kv); err == nil {
-				streams[id] = st
+				decoded = append(decoded, st)
+				ids = append(ids, id)
 			}
 		}
 	}
@@ -254,16 +275,21 @@ func (c *Cache) resync(ctx context.Context) (int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nodes = nodes
+	// Compact after the node records are in place so owner ids share them.
+	streams := make(map[string]*streamRec, len(decoded))
+	for i, st := range decoded {
+		streams[ids[i]] = c.compact(ids[i], st)
+	}
 	for id := range c.streams {
 		if _, ok := streams[id]; !ok {
 			c.delStreamLocked(id, rev)
 		}
 	}
-	for id, st := range streams {
-		if old, ok := c.streams[id]; ok && old.Epoch == st.Epoch && proto.Equal(old, st) {
+	for id, r := range streams {
+		if old, ok := c.streams[id]; ok && *old == *r {
 			continue
 		}
-		c.putStreamLocked(id, st, rev)
+		c.putStreamLocked(r, rev)
 	}
 	c.advanceLocked(rev, true)
 	return rev, nil
@@ -323,11 +349,25 @@ func (c *Cache) WaitSynced(ctx context.Context) error {
 func (c *Cache) Stream(key string) (*ocmv1.Stream, *ocmv1.Node, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	st, ok := c.streams[key]
+	r, ok := c.streams[key]
 	if !ok {
 		return nil, nil, false
 	}
-	return st, c.nodes[st.OwnerNodeId], true
+	return r.proto(), c.nodes[r.owner], true
+}
+
+// StreamOf is Stream for a validated key, without building the key string
+// (one allocation less on the lookup path).
+func (c *Cache) StreamOf(k store.Key) (*ocmv1.Stream, *ocmv1.Node, bool) {
+	var buf [256]byte
+	b := append(append(append(append(append(buf[:0], k.Vhost...), '/'), k.App...), '/'), k.Name...)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	r, ok := c.streams[string(b)] // no allocation: the conversion is only a map index
+	if !ok {
+		return nil, nil, false
+	}
+	return r.proto(), c.nodes[r.owner], true
 }
 
 // Node returns a node record.
@@ -394,10 +434,10 @@ type Filter struct {
 	Owner, App, Vhost string
 }
 
-func (f Filter) match(st *ocmv1.Stream) bool {
-	return (f.Owner == "" || st.OwnerNodeId == f.Owner) &&
-		(f.App == "" || st.Key.GetApp() == f.App) &&
-		(f.Vhost == "" || st.Key.GetVhost() == f.Vhost)
+func (f Filter) match(r *streamRec) bool {
+	return (f.Owner == "" || r.owner == f.Owner) &&
+		(f.App == "" || r.app == f.App) &&
+		(f.Vhost == "" || r.vhost == f.Vhost)
 }
 
 // List returns up to limit streams matching f whose key sorts after `after`
@@ -422,8 +462,8 @@ func (c *Cache) List(after string, limit int, f Filter) ([]*ocmv1.Stream, string
 	case f.Owner != "" && f.App == "" && f.Vhost == "":
 		total = c.counts[f.Owner]
 	default:
-		for _, st := range c.streams {
-			if f.match(st) {
+		for _, r := range c.streams {
+			if f.match(r) {
 				total++
 			}
 		}
@@ -438,15 +478,15 @@ func (c *Cache) List(after string, limit int, f Filter) ([]*ocmv1.Stream, string
 	var out []*ocmv1.Stream
 	next := ""
 	for ; i < len(c.sorted); i++ {
-		st, ok := c.streams[c.sorted[i]]
-		if !ok || !f.match(st) {
+		r, ok := c.streams[c.sorted[i]]
+		if !ok || !f.match(r) {
 			continue
 		}
 		if len(out) == limit {
 			next = keyOf(out[len(out)-1])
 			break
 		}
-		out = append(out, st)
+		out = append(out, r.proto())
 	}
 	return out, next, total
 }
@@ -484,18 +524,19 @@ func (c *Cache) Subscribe(keys []string, initial bool, buf int) (*Subscription, 
 	defer c.mu.Unlock()
 	var init []Event
 	if initial {
-		add := func(st *ocmv1.Stream) {
-			init = append(init, Event{Type: EventPut, Stream: st, Owner: c.nodes[st.OwnerNodeId], Revision: st.Epoch})
+		add := func(r *streamRec) {
+			init = append(init, Event{Type: EventPut, Stream: r.proto(), Owner: c.nodes[r.owner], Revision: r.epoch})
 		}
 		if s.keys != nil {
 			for k := range s.keys {
-				if st, ok := c.streams[k]; ok {
-					add(st)
+				if r, ok := c.streams[k]; ok {
+					add(r)
 				}
 			}
 		} else {
-			for _, st := range c.streams {
-				add(st)
+			init = make([]Event, 0, len(c.streams))
+			for _, r := range c.streams {
+				add(r)
 			}
 		}
 		sort.Slice(init, func(i, j int) bool { return keyOf(init[i].Stream) < keyOf(init[j].Stream) })
@@ -547,4 +588,66 @@ func (c *Cache) Subscribers() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.subs)
+}
+
+// streamRec is the cache's compact form of a stream record. Holding 100k
+// streams as *ocmv1.Stream costs three messages and four or five strings
+// each (about 460 bytes with the map entry); this is one object whose key
+// parts are substrings of the map key and whose owner id shares the node
+// record's string, about a third of that. Messages are built when asked for:
+// three small allocations per lookup, which are cheaper for the garbage
+// collector than scanning the larger live heap on every cycle.
+type streamRec struct {
+	key              string // "vhost/app/name"
+	vhost, app, name string
+	owner            string
+	forwardedBy      string
+	epoch            int64
+	claimedSec       int64
+	claimedNanos     int32
+	hasClaimedAt     bool
+	path             ocmv1.PublishPath
+}
+
+// compact turns a decoded record into a streamRec. c.mu must be held (it
+// reads the node records to share owner ids).
+func (c *Cache) compact(id string, st *ocmv1.Stream) *streamRec {
+	id = strings.Clone(id) // do not keep the whole etcd key alive
+	r := &streamRec{key: id, owner: st.OwnerNodeId, forwardedBy: st.ForwardedBy, epoch: st.Epoch, path: st.PublishPath}
+	k := st.GetKey()
+	v, a, n := k.GetVhost(), k.GetApp(), k.GetName()
+	if len(id) == len(v)+len(a)+len(n)+2 && id[:len(v)] == v && id[len(v)+1:len(v)+1+len(a)] == a && id[len(v)+len(a)+2:] == n {
+		r.vhost, r.app, r.name = id[:len(v)], id[len(v)+1:len(v)+1+len(a)], id[len(v)+len(a)+2:]
+	} else {
+		r.vhost, r.app, r.name = v, a, n
+	}
+	if node, ok := c.nodes[r.owner]; ok && node.Id == r.owner {
+		r.owner = node.Id
+	}
+	if ts := st.GetClaimedAt(); ts != nil {
+		r.hasClaimedAt, r.claimedSec, r.claimedNanos = true, ts.GetSeconds(), ts.GetNanos()
+	}
+	return r
+}
+
+// streamMsg lets proto build a Stream and its two sub-messages in one
+// allocation instead of three.
+type streamMsg struct {
+	st  ocmv1.Stream
+	key ocmv1.StreamKey
+	ts  timestamppb.Timestamp
+}
+
+// proto builds a fresh message; callers may keep it but must not modify it
+// (records handed out by the cache are treated as shared).
+func (r *streamRec) proto() *ocmv1.Stream {
+	m := &streamMsg{}
+	m.key.Vhost, m.key.App, m.key.Name = r.vhost, r.app, r.name
+	m.st.Key = &m.key
+	m.st.OwnerNodeId, m.st.Epoch, m.st.PublishPath, m.st.ForwardedBy = r.owner, r.epoch, r.path, r.forwardedBy
+	if r.hasClaimedAt {
+		m.ts.Seconds, m.ts.Nanos = r.claimedSec, r.claimedNanos
+		m.st.ClaimedAt = &m.ts
+	}
+	return &m.st
 }

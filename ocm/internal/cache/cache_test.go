@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/livecluster/livecluster/ocm/internal/etcdtest"
 	"github.com/livecluster/livecluster/ocm/internal/store"
@@ -172,5 +173,44 @@ func TestSlowSubscriberIsDropped(t *testing.T) {
 	page, next, _ := c.List("", 3, Filter{})
 	if total != 10 || len(page) != 3 || next != "default/live/s2" {
 		t.Fatalf("list: total %d page %d next %q", total, len(page), next)
+	}
+}
+
+// The cache keeps a compact form of each record and rebuilds messages on
+// demand: every field must survive, whichever way the record is read.
+func TestCompactRecordRoundTrip(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sc := store.Schema{Prefix: "/roundtrip/"}
+	k := store.Key{Vhost: "v1", App: "live", Name: "cam-1"}
+	want := &ocmv1.Stream{Key: k.Proto(), OwnerNodeId: "o7", PublishPath: ocmv1.PublishPath_PUBLISH_PATH_FORWARDED,
+		ForwardedBy: "e3", ClaimedAt: &timestamppb.Timestamp{Seconds: 1795000000, Nanos: 123456789}}
+	b, _ := proto.Marshal(want)
+	r, err := cli.Put(ctx, sc.StreamKey(k), string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Epoch = r.Header.Revision
+	c := New(cli, sc, Options{})
+	sub, _, _ := c.Subscribe(nil, false, 4)
+	defer sub.Close()
+	if _, err := c.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	byString, _, ok1 := c.Stream(k.String())
+	byKey, _, ok2 := c.StreamOf(k)
+	page, _, _ := c.List("", 10, Filter{Owner: "o7", App: "live", Vhost: "v1"})
+	_, initial, _ := c.Subscribe([]string{k.String()}, true, 4)
+	ev := <-sub.Events()
+	if !ok1 || !ok2 || len(page) != 1 || len(initial) != 1 {
+		t.Fatalf("stream not found: Stream %v, StreamOf %v, List %d, initial %d", ok1, ok2, len(page), len(initial))
+	}
+	for what, got := range map[string]*ocmv1.Stream{"Stream": byString, "StreamOf": byKey, "List": page[0], "initial": initial[0].Stream, "event": ev.Stream} {
+		if !proto.Equal(got, want) {
+			t.Errorf("%s = %v, want %v", what, got, want)
+		}
+	}
+	if _, _, ok := c.StreamOf(store.Key{Vhost: "v1", App: "live", Name: "cam-2"}); ok {
+		t.Error("StreamOf found a stream that does not exist")
 	}
 }

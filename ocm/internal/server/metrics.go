@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/ocm/internal/cache"
@@ -21,6 +23,10 @@ type Metrics struct {
 	resyncs    prometheus.Counter
 	dropped    prometheus.Counter
 	reg        prometheus.Registerer
+	// okObs caches the OK-code histogram of each full method name: resolving
+	// labels (hashing, a locked map) on every call was a visible share of a
+	// cheap lookup's cost. It is bounded by the registered methods.
+	okObs sync.Map // string -> prometheus.Observer
 }
 
 // NewMetrics creates and registers the metrics that do not need the cache.
@@ -109,11 +115,24 @@ func shortMethod(full string) string {
 	return full
 }
 
+func (m *Metrics) observe(fullMethod string, err error, d time.Duration) {
+	code := status.Code(err)
+	if code != codes.OK {
+		m.rpc.WithLabelValues(shortMethod(fullMethod), code.String()).Observe(d.Seconds())
+		return
+	}
+	o, ok := m.okObs.Load(fullMethod)
+	if !ok {
+		o, _ = m.okObs.LoadOrStore(fullMethod, m.rpc.WithLabelValues(shortMethod(fullMethod), codes.OK.String()))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
+}
+
 // UnaryInterceptor records request latency by method and code.
 func (m *Metrics) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	t := time.Now()
 	resp, err := h(ctx, req)
-	m.rpc.WithLabelValues(shortMethod(info.FullMethod), status.Code(err).String()).Observe(time.Since(t).Seconds())
+	m.observe(info.FullMethod, err, time.Since(t))
 	return resp, err
 }
 
@@ -121,6 +140,6 @@ func (m *Metrics) UnaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 func (m *Metrics) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	t := time.Now()
 	err := h(srv, ss)
-	m.rpc.WithLabelValues(shortMethod(info.FullMethod), status.Code(err).String()).Observe(time.Since(t).Seconds())
+	m.observe(info.FullMethod, err, time.Since(t))
 	return err
 }

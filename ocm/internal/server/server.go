@@ -203,7 +203,7 @@ func (s *Server) LookupStream(_ context.Context, r *ocmv1.LookupStreamRequest) (
 	if err != nil {
 		return nil, err
 	}
-	st, owner, ok := s.c.Stream(k.String())
+	st, owner, ok := s.c.StreamOf(k)
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "stream %s is not owned by anyone", k)
 	}
@@ -216,7 +216,7 @@ func (s *Server) AssignOrigin(_ context.Context, r *ocmv1.AssignOriginRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if st, owner, ok := s.c.Stream(k.String()); ok {
+	if st, owner, ok := s.c.StreamOf(k); ok {
 		if owner == nil {
 			return nil, status.Errorf(codes.Unavailable, "stream %s is owned by %s, whose node record is not known yet; retry", k, st.OwnerNodeId)
 		}
