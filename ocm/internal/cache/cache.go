@@ -162,7 +162,11 @@ func (c *Cache) apply(evs []*clientv3.Event, progress bool, headerRev int64) {
 			if ev.Type == clientv3.EventTypeDelete {
 				delete(c.nodes, id)
 			} else if n, err := store.DecodeNode(kv); err == nil {
+				old, had := c.nodes[id]
 				c.nodes[id] = n
+				if had && old.State != n.State {
+					c.ownerStateLocked(n, kv.ModRevision)
+				}
 			} else {
 				c.log.Warn("ocm cache: bad node record", "key", string(kv.Key), "err", err)
 			}
@@ -230,6 +234,65 @@ func (c *Cache) delStreamLocked(id string, rev int64) {
 	}
 }
 
+// ownerStateLocked tells subscribers that the owner of some of their
+// streams changed state: one PUT per owned stream they watch, with the
+// unchanged stream record and the new node record. It runs only when a
+// node's state changes (a drain, not a heartbeat). The cost is one lookup
+// per key of each keyed subscriber, plus one pass over the streams when
+// someone watches all of them; each event is built once and shared, and a
+// subscriber whose buffer fills up is dropped as for any other change.
+func (c *Cache) ownerStateLocked(n *ocmv1.Node, rev int64) {
+	owned := c.counts[n.Id]
+	if owned == 0 || len(c.subs) == 0 {
+		return
+	}
+	built := map[string]Event{}
+	evOf := func(k string, r *streamRec) Event {
+		ev, ok := built[k]
+		if !ok {
+			ev = Event{Type: EventPut, Stream: r.proto(), Owner: n, Revision: rev}
+			built[k] = ev
+		}
+		return ev
+	}
+	var all []Event // every stream of n, in key order, for subscribers to all
+	allDone := false
+	for s := range c.subs {
+		if s.keys != nil {
+			for k := range s.keys {
+				if r, ok := c.streams[k]; ok && r.owner == n.Id {
+					if !c.sendLocked(s, evOf(k, r)) {
+						break
+					}
+				}
+			}
+			continue
+		}
+		if !allDone {
+			allDone = true
+			keys := make([]string, 0, owned)
+			for k, r := range c.streams {
+				if r.owner == n.Id {
+					keys = append(keys, k)
+					if len(keys) == owned {
+						break
+					}
+				}
+			}
+			sort.Strings(keys)
+			all = make([]Event, 0, len(keys))
+			for _, k := range keys {
+				all = append(all, evOf(k, c.streams[k]))
+			}
+		}
+		for _, ev := range all {
+			if !c.sendLocked(s, ev) {
+				break
+			}
+		}
+	}
+}
+
 // wanted reports whether any subscriber watches key, so that changes nobody
 // watches do not build a message.
 func (c *Cache) wanted(key string) bool {
@@ -274,6 +337,12 @@ func (c *Cache) resync(ctx context.Context) (int64, error) {
 	rev := resp.Header.Revision
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var restated []*ocmv1.Node
+	for id, n := range nodes {
+		if old, ok := c.nodes[id]; ok && old.State != n.State {
+			restated = append(restated, n)
+		}
+	}
 	c.nodes = nodes
 	// Compact after the node records are in place so owner ids share them.
 	streams := make(map[string]*streamRec, len(decoded))
@@ -290,6 +359,11 @@ func (c *Cache) resync(ctx context.Context) (int64, error) {
 			continue
 		}
 		c.putStreamLocked(r, rev)
+	}
+	// A drain missed while the watch was broken is told like a live one.
+	// (A stream that also changed above is sent twice; both are current.)
+	for _, n := range restated {
+		c.ownerStateLocked(n, rev)
 	}
 	c.advanceLocked(rev, true)
 	return rev, nil
@@ -553,13 +627,21 @@ func (c *Cache) publishLocked(ev Event, key string) {
 				continue
 			}
 		}
-		select {
-		case s.ch <- ev:
-		default:
-			s.err = ErrSlowSubscriber
-			delete(c.subs, s)
-			close(s.done)
-		}
+		c.sendLocked(s, ev)
+	}
+}
+
+// sendLocked delivers ev to s without blocking; when s's buffer is full it
+// drops s and returns false.
+func (c *Cache) sendLocked(s *Subscription, ev Event) bool {
+	select {
+	case s.ch <- ev:
+		return true
+	default:
+		s.err = ErrSlowSubscriber
+		delete(c.subs, s)
+		close(s.done)
+		return false
 	}
 }
 

@@ -214,3 +214,53 @@ func TestCompactRecordRoundTrip(t *testing.T) {
 		t.Error("StreamOf found a stream that does not exist")
 	}
 }
+
+func putNode(t *testing.T, sc store.Schema, id string, state ocmv1.NodeState, streams uint32) int64 {
+	t.Helper()
+	b, _ := proto.Marshal(&ocmv1.Node{Id: id, Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN, State: state, Load: &ocmv1.Load{Streams: streams}})
+	r, err := cli.Put(context.Background(), sc.NodeKey(id), string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Header.Revision
+}
+
+// A drain that happened while the watch was broken is announced by the
+// re-read like a live one; a load-only change is not.
+func TestResyncAnnouncesOwnerStateChange(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sc := store.Schema{Prefix: "/restate/"}
+	putNode(t, sc, "n1", ocmv1.NodeState_NODE_STATE_READY, 0)
+	putNode(t, sc, "n2", ocmv1.NodeState_NODE_STATE_READY, 0)
+	putStream(t, sc, "a", "n1")
+	putStream(t, sc, "b", "n2")
+	c := New(cli, sc, Options{})
+	if _, err := c.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	all, _, _ := c.Subscribe(nil, false, 16)
+	defer all.Close()
+	keyed, _, _ := c.Subscribe([]string{"default/live/b"}, false, 16)
+	defer keyed.Close()
+	putNode(t, sc, "n1", ocmv1.NodeState_NODE_STATE_DRAINING, 1)
+	rev := putNode(t, sc, "n2", ocmv1.NodeState_NODE_STATE_READY, 5) // load only
+	if got, err := c.resync(ctx); err != nil || got < rev {
+		t.Fatalf("resync = %d, %v", got, err)
+	}
+	select {
+	case ev := <-all.Events():
+		if ev.Type != EventPut || ev.Stream.Key.Name != "a" || ev.Owner.GetState() != ocmv1.NodeState_NODE_STATE_DRAINING {
+			t.Fatalf("event %v, want PUT a with a DRAINING owner", ev)
+		}
+	default:
+		t.Fatal("no event for the drained owner's stream")
+	}
+	for what, s := range map[string]*Subscription{"all": all, "keyed": keyed} {
+		select {
+		case ev := <-s.Events():
+			t.Fatalf("%s: unexpected event %v", what, ev)
+		default:
+		}
+	}
+}

@@ -118,6 +118,23 @@ func (p *Placer) Choose(cands []cache.NodeLoad, req Request) (*ocmv1.Node, error
 	return a.Node, nil
 }
 
+// Assign decides where a publish of an owned stream goes. The owner keeps
+// it when it is a READY origin not in req.Exclude (moved is false);
+// otherwise the stream is placed among the other origins as a new one would
+// be, and moved is true: the chosen origin has to take the stream over from
+// the owner (TransferStream, make-before-break).
+func (p *Placer) Assign(owner *ocmv1.Node, cands []cache.NodeLoad, req Request) (n *ocmv1.Node, moved bool, err error) {
+	if owner.GetState() == ocmv1.NodeState_NODE_STATE_READY && !slices.Contains(req.Exclude, owner.GetId()) {
+		return owner, false, nil
+	}
+	req.Exclude = append(slices.Clip(req.Exclude), owner.GetId())
+	n, err = p.Choose(cands, req)
+	if err != nil {
+		return nil, false, err
+	}
+	return n, true, nil
+}
+
 func countOrigins(c []cache.NodeLoad) int {
 	n := 0
 	for _, x := range c {

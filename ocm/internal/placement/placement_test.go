@@ -73,3 +73,30 @@ func TestChoose(t *testing.T) {
 		}
 	}
 }
+
+func TestAssignOwned(t *testing.T) {
+	p := &Placer{}
+	cands := []cache.NodeLoad{node("owner", "", ready, 0, 1), node("other", "", ready, 0, 50)}
+	owner := cands[0].Node
+	exclude := []string{"x"}
+	n, moved, err := p.Assign(owner, cands, Request{Exclude: exclude})
+	if err != nil || moved || n.Id != "owner" {
+		t.Fatalf("READY owner: %v, moved %v, %v", n, moved, err)
+	}
+	n, moved, err = p.Assign(owner, cands, Request{Exclude: []string{"owner"}})
+	if err != nil || !moved || n.Id != "other" {
+		t.Fatalf("excluded owner: %v, moved %v, %v", n, moved, err)
+	}
+	drained := node("owner", "", draining, 0, 1)
+	n, moved, err = p.Assign(drained.Node, []cache.NodeLoad{drained, cands[1]}, Request{Exclude: exclude})
+	if err != nil || !moved || n.Id != "other" {
+		t.Fatalf("DRAINING owner: %v, moved %v, %v", n, moved, err)
+	}
+	if len(exclude) != 1 {
+		t.Fatalf("Assign changed the caller's exclude list: %v", exclude)
+	}
+	_, _, err = p.Assign(drained.Node, []cache.NodeLoad{drained}, Request{})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("no other origin: %v", err)
+	}
+}

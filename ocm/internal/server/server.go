@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/base64"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -210,23 +212,40 @@ func (s *Server) LookupStream(_ context.Context, r *ocmv1.LookupStreamRequest) (
 	return &ocmv1.LookupStreamResponse{Stream: st, Owner: owner}, nil
 }
 
-// AssignOrigin implements OCMService.
+// AssignOrigin implements OCMService. An owned stream stays with a READY,
+// non-excluded owner; a DRAINING or excluded owner's stream is placed on
+// another origin, and the response keeps the owner's record in stream so the
+// caller knows a take-over is due.
 func (s *Server) AssignOrigin(_ context.Context, r *ocmv1.AssignOriginRequest) (*ocmv1.AssignOriginResponse, error) {
 	k, err := store.ValidateKey(r.GetKey())
 	if err != nil {
 		return nil, err
 	}
+	req := placement.Request{Zone: r.GetZone(), Exclude: r.GetExcludeNodeIds()}
 	if st, owner, ok := s.c.StreamOf(k); ok {
 		if owner == nil {
 			return nil, status.Errorf(codes.Unavailable, "stream %s is owned by %s, whose node record is not known yet; retry", k, st.OwnerNodeId)
 		}
-		return &ocmv1.AssignOriginResponse{Origin: owner, Stream: st}, nil
+		n, _, err := s.placer.Assign(owner, s.c.Origins(), req)
+		if err != nil {
+			return nil, status.Errorf(status.Code(err), "assign %s (owned by %s, %s): %s",
+				k, owner.Id, ownerWhy(owner, req.Exclude), status.Convert(err).Message())
+		}
+		return &ocmv1.AssignOriginResponse{Origin: n, Stream: st}, nil
 	}
-	n, err := s.placer.Choose(s.c.Origins(), placement.Request{Zone: r.GetZone(), Exclude: r.GetExcludeNodeIds()})
+	n, err := s.placer.Choose(s.c.Origins(), req)
 	if err != nil {
 		return nil, err
 	}
 	return &ocmv1.AssignOriginResponse{Origin: n}, nil
+}
+
+// ownerWhy says why an owner is not kept, for error messages.
+func ownerWhy(owner *ocmv1.Node, exclude []string) string {
+	if slices.Contains(exclude, owner.Id) {
+		return "excluded"
+	}
+	return strings.ToLower(strings.TrimPrefix(owner.State.String(), "NODE_STATE_"))
 }
 
 // WatchStreams implements OCMService.

@@ -207,6 +207,8 @@ const (
 	// Not set.
 	WatchStreamsResponse_EVENT_TYPE_UNSPECIFIED WatchStreamsResponse_EventType = 0
 	// The stream was claimed or its record changed (a new owner or epoch).
+	// Also sent when the owner's node record changes state (READY to
+	// DRAINING), with the unchanged stream record and the new owner record.
 	WatchStreamsResponse_EVENT_TYPE_PUT WatchStreamsResponse_EventType = 1
 	// The stream has no owner any more (released, or the owner's lease
 	// expired).
@@ -1717,10 +1719,12 @@ func (x *AssignOriginRequest) GetExcludeNodeIds() []string {
 // AssignOriginResponse names the origin.
 type AssignOriginResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The origin to publish to.
+	// The origin to publish to: READY and not excluded.
 	Origin *Node `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
-	// The current ownership record when the stream is already owned (origin is
-	// then its owner); unset for a new placement.
+	// The current ownership record when the stream is already owned; unset
+	// for a new placement. When stream.owner_node_id is origin.id the stream
+	// stays where it is; otherwise the owner is DRAINING or excluded and
+	// origin must take the stream over (TransferStream, make-before-break).
 	Stream        *Stream `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1833,7 +1837,8 @@ type WatchStreamsResponse struct {
 	Type WatchStreamsResponse_EventType `protobuf:"varint,1,opt,name=type,proto3,enum=livecluster.ocm.v1.WatchStreamsResponse_EventType" json:"type,omitempty"`
 	// For PUT, the new record; for DELETE, the last known record.
 	Stream *Stream `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
-	// For PUT, the owner's node record, when known.
+	// For PUT, the owner's node record, when known (its state is current as
+	// of revision).
 	Owner *Node `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
 	// The etcd revision of the change.
 	Revision      int64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`

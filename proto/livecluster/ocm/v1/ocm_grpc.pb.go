@@ -85,11 +85,26 @@ type OCMServiceClient interface {
 	TransferStream(ctx context.Context, in *TransferStreamRequest, opts ...grpc.CallOption) (*TransferStreamResponse, error)
 	// LookupStream returns the owner of a stream and its node record.
 	LookupStream(ctx context.Context, in *LookupStreamRequest, opts ...grpc.CallOption) (*LookupStreamResponse, error)
-	// AssignOrigin names the origin a new publish should go to: the current
-	// owner if the stream is owned, otherwise the least-loaded READY origin.
+	// AssignOrigin names the origin a publish should go to:
+	//   - the stream is not owned: the least-loaded READY origin not in
+	//     exclude_node_ids;
+	//   - the stream is owned by a READY origin not in exclude_node_ids: that
+	//     owner;
+	//   - the stream is owned by a DRAINING origin, or by one in
+	//     exclude_node_ids: the least-loaded READY origin other than the owner
+	//     and the excluded ones. The response's stream is then the current
+	//     ownership record (still naming the old owner), so the caller knows
+	//     the new origin must take the stream over with TransferStream
+	//     (make-before-break).
+	//
+	// FAILED_PRECONDITION when no origin qualifies.
 	AssignOrigin(ctx context.Context, in *AssignOriginRequest, opts ...grpc.CallOption) (*AssignOriginResponse, error)
 	// WatchStreams streams ownership changes, optionally preceded by the
-	// current state of the watched streams.
+	// current state of the watched streams. A PUT is also sent for every
+	// watched stream whose owner's node record changes state (READY to
+	// DRAINING), carrying the new owner record, so watchers learn of a drain
+	// without polling ListNodes. Load-only updates of a node record (every
+	// heartbeat) send nothing.
 	WatchStreams(ctx context.Context, in *WatchStreamsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStreamsResponse], error)
 	// ListNodes returns the registered nodes.
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
@@ -267,11 +282,26 @@ type OCMServiceServer interface {
 	TransferStream(context.Context, *TransferStreamRequest) (*TransferStreamResponse, error)
 	// LookupStream returns the owner of a stream and its node record.
 	LookupStream(context.Context, *LookupStreamRequest) (*LookupStreamResponse, error)
-	// AssignOrigin names the origin a new publish should go to: the current
-	// owner if the stream is owned, otherwise the least-loaded READY origin.
+	// AssignOrigin names the origin a publish should go to:
+	//   - the stream is not owned: the least-loaded READY origin not in
+	//     exclude_node_ids;
+	//   - the stream is owned by a READY origin not in exclude_node_ids: that
+	//     owner;
+	//   - the stream is owned by a DRAINING origin, or by one in
+	//     exclude_node_ids: the least-loaded READY origin other than the owner
+	//     and the excluded ones. The response's stream is then the current
+	//     ownership record (still naming the old owner), so the caller knows
+	//     the new origin must take the stream over with TransferStream
+	//     (make-before-break).
+	//
+	// FAILED_PRECONDITION when no origin qualifies.
 	AssignOrigin(context.Context, *AssignOriginRequest) (*AssignOriginResponse, error)
 	// WatchStreams streams ownership changes, optionally preceded by the
-	// current state of the watched streams.
+	// current state of the watched streams. A PUT is also sent for every
+	// watched stream whose owner's node record changes state (READY to
+	// DRAINING), carrying the new owner record, so watchers learn of a drain
+	// without polling ListNodes. Load-only updates of a node record (every
+	// heartbeat) send nothing.
 	WatchStreams(*WatchStreamsRequest, grpc.ServerStreamingServer[WatchStreamsResponse]) error
 	// ListNodes returns the registered nodes.
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
