@@ -166,13 +166,13 @@ shutdown:
 }
 
 // edgeConfig is the YAML the test edges run with: short timeouts so the
-// tests see idle closes and not-found answers quickly.
+// tests see idle closes and not-found answers quickly. The forward's
+// safety-net poll is left at its default (10 s), so a forward that moves
+// within a second of a drain was moved by the watch event.
 const edgeConfig = `
 edge:
   idleTimeout: 1500ms
   waitTimeout: 2s
-  forward:
-    pollInterval: 200ms
 shutdown:
   startWait: 200ms
   drainTimeout: 5s

@@ -399,6 +399,27 @@ func TestForwardAndDrain(t *testing.T) {
 	for _, l := range logLines(ePub.Proc, "forwarded publish moved") {
 		t.Logf("edge-pub: forwarded publish moved %v -> %v in %v ms", l["from"], l["to"], l["move_ms"])
 	}
+	// The move was triggered by the watch event (the owner's DRAINING PUT),
+	// not by the poll or a broken connection, within well under a second
+	// of the origin's Drain at the OCM.
+	drained := logLines(owner.Proc, "marked DRAINING at the OCM")
+	moving := logLines(ePub.Proc, "moving forwarded publish")
+	if len(drained) != 1 || len(moving) != 1 {
+		t.Fatalf("%d drain log lines on %s, %d move log lines on edge-pub; want 1 and 1", len(drained), owner.id, len(moving))
+	}
+	if r := moving[0]["reason"]; r != "owner draining" {
+		t.Errorf("forward moved for reason %q, want \"owner draining\"", r)
+	}
+	drainedAt, err1 := time.Parse(time.RFC3339Nano, fmt.Sprint(drained[0]["time"]))
+	movingAt, err2 := time.Parse(time.RFC3339Nano, fmt.Sprint(moving[0]["time"]))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("log times: %v, %v", err1, err2)
+	}
+	react := movingAt.Sub(drainedAt)
+	t.Logf("edge-pub started moving the forward %v after %s was marked DRAINING at the OCM", react, owner.id)
+	if react > 500*time.Millisecond {
+		t.Errorf("forward move started %v after the drain, want well under a second (< 500ms)", react)
+	}
 	sw := logLines(ePlay.Proc, "upstream switched")[0]
 	dialMS, _ := sw["dial_ms"].(float64)
 	switchMS, _ := sw["switch_ms"].(float64)

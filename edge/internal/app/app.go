@@ -120,7 +120,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		},
 	})
 	e.fwd = forward.New(forward.Options{
-		API: oc.API(), NodeID: cfg.NodeID, Zone: cfg.Zone, Logger: rt.Logger, Metrics: forward.NewMetrics(reg),
+		API: oc.API(), Dir: e.dir, NodeID: cfg.NodeID, Zone: cfg.Zone, Logger: rt.Logger, Metrics: forward.NewMetrics(reg),
 		// The forward buffer must absorb a move to a new origin.
 		Hub: hub.Config{QueueBytes: 32 << 20, QueuePackets: 8192},
 		Settings: func() forward.Settings {

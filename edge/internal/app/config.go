@@ -50,8 +50,9 @@ type Edge struct {
 		DialTimeout config.Duration `yaml:"dialTimeout"`
 	} `yaml:"upstream"`
 	Forward struct {
-		// PollInterval is how often the origins' states are checked for
-		// forwarded publishes (a DRAINING origin's publishes move).
+		// PollInterval is how often the origins' states are polled
+		// (ListNodes) while publishes are forwarded: a safety net only, as
+		// the stream watch reports an origin's drain as it happens.
 		PollInterval config.Duration `yaml:"pollInterval"`
 		// RetryTimeout keeps a publisher whose origin vanished while
 		// another origin is sought.
@@ -83,7 +84,7 @@ func Defaults() Config {
 	e.WaitTimeout = config.Duration(5 * time.Second)
 	e.Upstream.Protocol = relay.ProtocolRTMP
 	e.Upstream.DialTimeout = config.Duration(10 * time.Second)
-	e.Forward.PollInterval = config.Duration(time.Second)
+	e.Forward.PollInterval = config.Duration(10 * time.Second)
 	e.Forward.RetryTimeout = config.Duration(30 * time.Second)
 	e.HLS.CacheBytes = 256 << 20
 	e.HLS.MaxObjectBytes = 32 << 20

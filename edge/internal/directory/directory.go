@@ -160,8 +160,8 @@ type Sub struct {
 	c   chan struct{}
 }
 
-// Changed receives (coalesced) when the key's owner changed; read the new
-// one with Owner.
+// Changed receives (coalesced) when the key's owner changed (node, epoch
+// or the owner's state); read the new one with Owner.
 func (s *Sub) Changed() <-chan struct{} { return s.c }
 
 // Owner returns the cached owner; ok is false when the cache does not know
@@ -244,12 +244,18 @@ func (d *Directory) kick() {
 	}
 }
 
-// setLocked records a new owner for e and notifies subscribers on change.
+// setLocked records a new owner for e and notifies subscribers on change:
+// a new owner or epoch, or the same owner changing state (the OCM sends a
+// PUT when the owner starts DRAINING, so a forward can move off it).
 func (d *Directory) setLocked(e *entry, o *Owner) {
 	changed := !e.known || !e.owner.Same(o)
-	if o != nil && e.owner != nil && e.owner.Same(o) && !o.complete() {
-		// An event without the node record must not forget known addresses.
-		o.RTMP, o.HTTP, o.State = e.owner.RTMP, e.owner.HTTP, e.owner.State
+	if o != nil && e.owner != nil && e.owner.Same(o) {
+		if !o.complete() {
+			// An event without the node record must not forget known addresses.
+			o.RTMP, o.HTTP, o.State = e.owner.RTMP, e.owner.HTTP, e.owner.State
+		} else if o.State != e.owner.State {
+			changed = true
+		}
 	}
 	e.owner, e.known, e.fetched = o, true, time.Now()
 	if changed {

@@ -102,3 +102,41 @@ func TestSubscribeNotifiesOnOwnerChange(t *testing.T) {
 	default:
 	}
 }
+
+func TestSubscribeNotifiesOnOwnerStateChange(t *testing.T) {
+	state := atomic.Int32{}
+	state.Store(int32(ocmv1.NodeState_NODE_STATE_READY))
+	f := &fakeOCM{lookup: func() (*ocmv1.LookupStreamResponse, error) {
+		r, err := owned("o1", 3)
+		r.Owner.State = ocmv1.NodeState(state.Load())
+		return r, err
+	}}
+	d := New(Options{API: f, FreshFor: time.Nanosecond})
+	k, _ := streamkey.New("", "live", "s")
+	sub := d.Subscribe(k)
+	defer sub.Close()
+	if _, err := d.Lookup(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	<-sub.Changed() // first known owner
+	state.Store(int32(ocmv1.NodeState_NODE_STATE_DRAINING))
+	if _, err := d.Lookup(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.Changed():
+	default:
+		t.Fatal("no notification when the owner started DRAINING")
+	}
+	if o, ok := sub.Owner(); !ok || o.NodeID != "o1" || o.Epoch != 3 || o.State != ocmv1.NodeState_NODE_STATE_DRAINING {
+		t.Fatalf("owner %+v, want o1@3 DRAINING", o)
+	}
+	if _, err := d.Lookup(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.Changed():
+		t.Fatal("notified without a change")
+	default:
+	}
+}

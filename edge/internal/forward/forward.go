@@ -8,11 +8,20 @@
 // publisher never learns which origin it reached.
 //
 // The publisher's packets go into a private hub; each origin connection (a
-// "leg") is a reader of it. When the origin starts DRAINING (seen by
-// polling ListNodes) or its connection breaks, the forward moves make-
-// before-break: it opens a leg to a new origin first (which takes the stream
-// over with TransferStream and starts from the hub's GOP cache), then closes
-// the old leg. The publisher notices nothing.
+// "leg") is a reader of it. When the origin starts DRAINING or its
+// connection breaks, the forward moves make-before-break: it asks
+// AssignOrigin for another origin (the OCM skips a DRAINING or excluded
+// owner), opens a leg to it first (the new origin takes the stream over with
+// TransferStream and starts from the hub's GOP cache), then closes the old
+// leg. The publisher notices nothing.
+//
+// The drain is learnt from the edge's one WatchStreams (the directory): each
+// forwarded key is subscribed there, and the OCM sends a PUT carrying the
+// DRAINING owner when the owner's state changes. A re-established watch
+// resends the current owner, so a drain missed while it was down is seen
+// then. A slow ListNodes poll (Settings.PollInterval, 10 s by default) is
+// kept only as a safety net; it also catches an origin that left the
+// cluster while its connection stayed up.
 package forward
 
 import (
@@ -50,7 +59,8 @@ const QueryForwardedBy = "lc_forwarded_by"
 type Settings struct {
 	// WaitTimeout bounds finding an origin for a new publish.
 	WaitTimeout time.Duration
-	// PollInterval is how often the origins' states are checked.
+	// PollInterval is how often the origins' states are polled (ListNodes)
+	// as a safety net behind the watch.
 	PollInterval time.Duration
 	// RetryTimeout is how long a publisher whose origin connection broke is
 	// kept while a new origin is sought.
@@ -81,9 +91,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Watcher is the edge's stream watch (a *directory.Directory): subscribing
+// a key puts it in the edge's WatchStreams key set.
+type Watcher interface {
+	Subscribe(key streamkey.Key) *directory.Sub
+}
+
 // Options configure a Forwarder.
 type Options struct {
-	API      ocmv1.OCMServiceClient
+	API ocmv1.OCMServiceClient
+	// Dir tells the forward when its origin starts DRAINING.
+	Dir      Watcher
 	NodeID   string // this edge, sent as lc_forwarded_by
 	Zone     string
 	Settings func() Settings
@@ -117,7 +135,7 @@ func (f *Forwarder) settings() Settings {
 		s.WaitTimeout = 5 * time.Second
 	}
 	if s.PollInterval <= 0 {
-		s.PollInterval = time.Second
+		s.PollInterval = 10 * time.Second
 	}
 	if s.RetryTimeout <= 0 {
 		s.RetryTimeout = 30 * time.Second
@@ -154,7 +172,8 @@ func (f *Forwarder) List() []Info {
 }
 
 // Run polls the origins' states while publishes are forwarded and moves
-// those whose origin is DRAINING or gone. It returns when ctx ends.
+// those whose origin is DRAINING or gone. The watch normally moves them
+// first; this is the safety net. It returns when ctx ends.
 func (f *Forwarder) Run(ctx context.Context) {
 	for {
 		if !backoff.Sleep(ctx, f.settings().PollInterval) {
@@ -181,9 +200,9 @@ func (f *Forwarder) Run(ctx context.Context) {
 			st, ok := states[id]
 			switch {
 			case !ok:
-				fw.requestMove("origin " + id + " left the cluster")
+				fw.requestMove("origin " + id + " left the cluster (poll)")
 			case st == ocmv1.NodeState_NODE_STATE_DRAINING:
-				fw.requestMove("origin " + id + " is draining")
+				fw.requestMove("origin " + id + " is draining (poll)")
 			}
 		}
 		f.mu.Unlock()
@@ -234,11 +253,18 @@ func (f *Forwarder) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		conn.Close()
 		return fmt.Errorf("forward %s: %w", key, err)
 	}
+	// Watch the key before the forward runs, so a drain from here on is
+	// seen (a new watch starts with the current owner, DRAINING or not).
+	var sub *directory.Sub
+	if f.opts.Dir != nil {
+		sub = f.opts.Dir.Subscribe(key)
+		defer sub.Close()
+	}
 	fctx, fcancel := context.WithCancelCause(ctx)
 	defer fcancel(nil)
 	fw := &forward{
 		f: f, key: key, h: h, log: log, since: time.Now(),
-		moveReq: make(chan string, 1), ctx: fctx, fail: fcancel,
+		moveReq: make(chan string, 1), sub: sub, ctx: fctx, fail: fcancel,
 	}
 	leg, err := fw.startLeg(origin, conn)
 	if err != nil {
@@ -324,11 +350,10 @@ func (f *Forwarder) moved(reason, result string) {
 }
 
 // assign asks the OCM where key should go, retrying transient failures
-// until ctx ends. exclude lists origins not to use (the draining one).
-//
-// AssignOrigin returns the current owner of an owned stream whatever
-// exclude says, so when it names an excluded or DRAINING origin the choice
-// is made here from the READY origins (ListNodes).
+// until ctx ends. exclude lists origins not to use (the one being left).
+// The OCM never names a DRAINING or excluded origin (for an owned stream it
+// then places the stream elsewhere and the new origin takes it over); an
+// answer that does anyway (an OCM older than that contract) is retried.
 func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []string) (*ocmv1.Node, error) {
 	var lastErr error
 	for attempt := 0; ; attempt++ {
@@ -339,14 +364,13 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 		cancel()
 		if err == nil {
 			o := resp.GetOrigin()
-			if o.GetAddresses().GetRtmp() != "" && !slices.Contains(exclude, o.GetId()) &&
-				o.GetState() != ocmv1.NodeState_NODE_STATE_DRAINING {
+			switch {
+			case o.GetAddresses().GetRtmp() == "":
+				err = status.Errorf(codes.Unavailable, "assigned origin %q has no RTMP address", o.GetId())
+			case slices.Contains(exclude, o.GetId()) || o.GetState() == ocmv1.NodeState_NODE_STATE_DRAINING:
+				err = status.Errorf(codes.Unavailable, "assigned origin %q is excluded or DRAINING", o.GetId())
+			default:
 				return o, nil
-			}
-			if n, perr := f.pickReady(ctx, exclude); perr == nil {
-				return n, nil
-			} else {
-				err = perr
 			}
 		}
 		lastErr = err
@@ -358,45 +382,6 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 			return nil, fmt.Errorf("assign origin for %s: %w", key, lastErr)
 		}
 	}
-}
-
-// pickReady chooses the least loaded READY origin not in exclude,
-// preferring this edge's zone.
-func (f *Forwarder) pickReady(ctx context.Context, exclude []string) (*ocmv1.Node, error) {
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	resp, err := f.opts.API.ListNodes(cctx, &ocmv1.ListNodesRequest{
-		Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN, State: ocmv1.NodeState_NODE_STATE_READY,
-	})
-	cancel()
-	if err != nil {
-		return nil, err
-	}
-	var best *ocmv1.Node
-	score := func(n *ocmv1.Node) (int, uint32) {
-		z := 1
-		if f.opts.Zone != "" && n.GetZone() == f.opts.Zone {
-			z = 0
-		}
-		return z, n.GetLoad().GetStreams() + n.GetLoad().GetPublishers()
-	}
-	for _, n := range resp.GetNodes() {
-		if slices.Contains(exclude, n.GetId()) || n.GetAddresses().GetRtmp() == "" {
-			continue
-		}
-		if best == nil {
-			best = n
-			continue
-		}
-		z1, l1 := score(n)
-		z2, l2 := score(best)
-		if z1 < z2 || z1 == z2 && l1 < l2 {
-			best = n
-		}
-	}
-	if best == nil {
-		return nil, status.Error(codes.Unavailable, "no READY origin")
-	}
-	return best, nil
 }
 
 // dialOrigin opens the forward publish to origin and waits for its accept.
@@ -430,6 +415,7 @@ type forward struct {
 	fail  context.CancelCauseFunc
 
 	moveReq chan string
+	sub     *directory.Sub // nil without a Watcher
 
 	mu    sync.Mutex
 	leg   *leg
@@ -490,11 +476,38 @@ func (l *leg) stop() {
 	<-l.done
 }
 
-// supervise moves the forward when asked (origin draining) or when the
-// current leg breaks; it returns when the forward ends.
+// ownerDraining reports whether the watch says origin, the forward's
+// current origin, owns the stream and is DRAINING.
+func (fw *forward) ownerDraining(origin string) bool {
+	if fw.sub == nil {
+		return false
+	}
+	o, ok := fw.sub.Owner()
+	return ok && o.NodeID == origin && o.State == ocmv1.NodeState_NODE_STATE_DRAINING
+}
+
+// reasonOwnerDraining is the move reason logged when the watch reported the
+// drain.
+const reasonOwnerDraining = "owner draining"
+
+// supervise moves the forward when the watch says the origin is DRAINING,
+// when asked (the poll), or when the current leg breaks; it returns when the
+// forward ends.
 func (fw *forward) supervise() {
 	f := fw.f
 	var brokenSince time.Time
+	var changed <-chan struct{}
+	if fw.sub != nil {
+		changed = fw.sub.Changed()
+	}
+	// retry re-checks a drain whose move failed while the leg still works.
+	var retry *time.Timer
+	var retryC <-chan time.Time
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
 	for {
 		fw.mu.Lock()
 		cur := fw.leg
@@ -504,6 +517,17 @@ func (fw *forward) supervise() {
 		case <-fw.ctx.Done():
 			return
 		case reason = <-fw.moveReq:
+		case <-changed:
+			if !fw.ownerDraining(cur.origin.GetId()) {
+				continue
+			}
+			reason = reasonOwnerDraining
+		case <-retryC:
+			retryC = nil
+			if !fw.ownerDraining(cur.origin.GetId()) {
+				continue
+			}
+			reason = reasonOwnerDraining + " (retry)"
 		case <-cur.done:
 			if fw.ctx.Err() != nil {
 				return
@@ -540,7 +564,15 @@ func (fw *forward) supervise() {
 		f.moved(kind(broken), "error")
 		if !broken {
 			fw.log.Warn("moving forwarded publish failed; staying", "from", cur.origin.GetId(), "err", err.Error())
-			continue // the poller asks again
+			// Try again while the watch still says the origin drains (the
+			// poll, or the leg breaking, also lead here).
+			if retry == nil {
+				retry = time.NewTimer(time.Second)
+			} else {
+				retry.Reset(time.Second)
+			}
+			retryC = retry.C
+			continue
 		}
 		if time.Since(brokenSince) > f.settings().RetryTimeout {
 			fw.log.Warn("no origin for the forwarded publish; closing the publisher", "err", err.Error())
