@@ -21,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/livecluster/livecluster/node/backoff"
 	"log/slog"
 	"strings"
 	"sync"
@@ -34,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/livecluster/livecluster/node/backoff"
 	"github.com/livecluster/livecluster/node/lifecycle"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )

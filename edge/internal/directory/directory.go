@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/livecluster/livecluster/node/backoff"
 	"log/slog"
 	"slices"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/node/backoff"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
 

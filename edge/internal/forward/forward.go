@@ -28,7 +28,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/livecluster/livecluster/node/backoff"
 	"io"
 	"log/slog"
 	"net/url"
@@ -44,6 +43,7 @@ import (
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/node/backoff"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
 

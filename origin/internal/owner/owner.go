@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/livecluster/livecluster/node/backoff"
 	"log/slog"
 	"sync"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/node/backoff"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
