@@ -38,7 +38,7 @@ done
 # reaches only this script, which then drains them one by one: a Ctrl-C
 # delivered to them as well would count as a second signal and skip the drain.
 pids=()
-stop() {
+stop() { # [exit code]
   trap - INT TERM
   echo >&2
   echo "draining: SIGTERM to ${pids[*]}" >&2
@@ -50,39 +50,44 @@ stop() {
     wait "$p" 2>/dev/null || true
   done
   echo "stopped" >&2
-  exit 0
+  exit "${1:-0}"
 }
 trap stop INT TERM
 
-wait_ready() { # name url
-  local i
-  for i in $(seq 1 100); do
+wait_ready() { # name url log: the last process started must answer, not another one on the port
+  local i pid=${pids[-1]}
+  for i in $(seq 1 300); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$1 exited at start; the end of $3:" >&2
+      tail -5 "$3" >&2
+      stop 1
+    fi
     if curl -fsS -o /dev/null "$2" 2>/dev/null; then return 0; fi
     sleep 0.1
   done
-  echo "$1 did not become ready at $2" >&2
-  stop
+  echo "$1 did not become ready at $2 within 30 s (log: $3)" >&2
+  stop 1
 }
 
 LIVECLUSTER_ETCD_CLIENT_URL=http://$ETCD_CLIENT LIVECLUSTER_ETCD_PEER_URL=http://$ETCD_PEER \
   setsid ./bin/ocm --node-id ocm-local --grpc-listen "$OCM_GRPC" --admin-listen "$OCM_ADMIN" \
   --data-dir "$STATE/etcd" >"$STATE/ocm.log" 2>&1 &
 pids+=($!)
-wait_ready ocm "http://$OCM_ADMIN/readyz"
+wait_ready ocm "http://$OCM_ADMIN/readyz" "$STATE/ocm.log"
 
 if [ -x bin/origin ]; then
   setsid ./bin/origin --node-id origin-local --ocm "$OCM_GRPC" --rtmp-listen "$ORIGIN_RTMP" \
     --http-listen "$ORIGIN_HTTP" --admin-listen "$ORIGIN_ADMIN" --advertise-host 127.0.0.1 \
     --hls-dir "$STATE/hls" >"$STATE/origin.log" 2>&1 &
   pids+=($!)
-  wait_ready origin "http://$ORIGIN_ADMIN/readyz"
+  wait_ready origin "http://$ORIGIN_ADMIN/readyz" "$STATE/origin.log"
 fi
 if [ -x bin/edge ]; then
   setsid ./bin/edge --node-id edge-local --ocm "$OCM_GRPC" --rtmp-listen "$EDGE_RTMP" \
     --http-listen "$EDGE_HTTP" --admin-listen "$EDGE_ADMIN" --advertise-host 127.0.0.1 \
     >"$STATE/edge.log" 2>&1 &
   pids+=($!)
-  wait_ready edge "http://$EDGE_ADMIN/readyz"
+  wait_ready edge "http://$EDGE_ADMIN/readyz" "$STATE/edge.log"
 fi
 
 cat <<MSG
@@ -111,7 +116,7 @@ while :; do
   for p in "${pids[@]}"; do
     if ! kill -0 "$p" 2>/dev/null; then
       echo "process $p exited; stopping the cluster" >&2
-      stop
+      stop 1
     fi
   done
   sleep 1 &
