@@ -104,23 +104,16 @@ func TagInfo(b []byte) (typ uint8, ts uint32, body []byte, err error) {
 }
 
 // ParseAMF decodes AMF0 values back to back; a malformed value ends the list
-// with an error rather than a panic.
+// with an error (the values before it are returned). Allocation and nesting
+// are bounded by the input's length, whatever a peer claims.
 func ParseAMF(b []byte) (vals []interface{}, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("malformed AMF0: %v", r)
-		}
-	}()
-	for len(b) > 0 {
-		v, n, err := flvio.ParseAMF0Val(b)
+	for off := 0; off < len(b); {
+		v, n, err := parseAMF0(b[off:], 0)
 		if err != nil {
-			return vals, fmt.Errorf("parse AMF0: %w", err)
-		}
-		if n <= 0 {
-			break
+			return vals, fmt.Errorf("parse AMF0 at byte %d: %w", off, err)
 		}
 		vals = append(vals, v)
-		b = b[n:]
+		off += n
 	}
 	return vals, nil
 }
@@ -168,7 +161,14 @@ func (d *Demuxer) Metadata() flvio.AMFMap { return d.meta }
 
 // Push feeds one tag body of the given FLV tag type. It returns
 // ErrCodecChanged when a sequence header replaced a probed codec.
-func (d *Demuxer) Push(typ uint8, ts int32, body []byte) error {
+func (d *Demuxer) Push(typ uint8, ts int32, body []byte) (err error) {
+	// joy4's codec parsers (2018) index into peer-supplied sequence headers;
+	// a panic there must cost one connection, not the process.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed FLV tag (type %d): %v", typ, r)
+		}
+	}()
 	switch typ {
 	case flvio.TAG_SCRIPTDATA:
 		if m, ok := MetadataFromScript(body); ok {
