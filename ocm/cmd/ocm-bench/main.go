@@ -49,7 +49,7 @@ func main() {
 	flag.IntVar(&o.origins, "origins", 200, "origins to register")
 	flag.IntVar(&o.streams, "streams", 100000, "streams to claim")
 	flag.IntVar(&o.workers, "workers", 128, "concurrent claim workers")
-	flag.IntVar(&o.conns, "conns", 4, "gRPC connections to spread the load over")
+	flag.IntVar(&o.conns, "conns", 1, "gRPC connections to spread the load over (an edge or origin has one ClientConn, so one connection to each OCM replica)")
 	flag.DurationVar(&o.lookupFor, "lookup-duration", 10*time.Second, "how long to run lookups")
 	workers := flag.String("lookup-workers", "16", "concurrent lookup and assign workers; a comma-separated list runs LookupStream once per count (AssignOrigin uses the first)")
 	flag.DurationVar(&o.assignFor, "assign-duration", 5*time.Second, "how long to run AssignOrigin")
@@ -87,7 +87,11 @@ type session struct {
 func run(ctx context.Context, o opts) error {
 	var clients []ocmv1.OCMServiceClient
 	for range max(o.conns, 1) {
-		cc, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// As on the OCM: static windows turn off the BDP estimator's
+			// PING per burst of received data, which small responses never
+			// need.
+			grpc.WithStaticStreamWindowSize(1<<20), grpc.WithStaticConnWindowSize(1<<20))
 		if err != nil {
 			return err
 		}

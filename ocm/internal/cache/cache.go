@@ -433,15 +433,32 @@ func (c *Cache) Stream(key string) (*ocmv1.Stream, *ocmv1.Node, bool) {
 // StreamOf is Stream for a validated key, without building the key string
 // (one allocation less on the lookup path).
 func (c *Cache) StreamOf(k store.Key) (*ocmv1.Stream, *ocmv1.Node, bool) {
+	return c.StreamInto(k, nil)
+}
+
+// StreamInto is StreamOf building the stream message in m (nil: a new one),
+// so that a caller can allocate it together with its response. The owner's
+// node record is the cache's own, shared by every response until the node
+// record changes (then it is replaced, never modified).
+func (c *Cache) StreamInto(k store.Key, m *StreamMsg) (*ocmv1.Stream, *ocmv1.Node, bool) {
 	var buf [256]byte
 	b := append(append(append(append(append(buf[:0], k.Vhost...), '/'), k.App...), '/'), k.Name...)
 	c.mu.RLock()
-	defer c.mu.RUnlock()
 	r, ok := c.streams[string(b)] // no allocation: the conversion is only a map index
+	var owner *ocmv1.Node
+	if ok {
+		owner = c.nodes[r.owner]
+	}
+	c.mu.RUnlock()
 	if !ok {
 		return nil, nil, false
 	}
-	return r.proto(), c.nodes[r.owner], true
+	// r is immutable once in the map (a change replaces it), so the message
+	// can be built outside the lock.
+	if m == nil {
+		m = &StreamMsg{}
+	}
+	return r.into(m), owner, true
 }
 
 // Node returns a node record.
@@ -712,9 +729,11 @@ func (c *Cache) compact(id string, st *ocmv1.Stream) *streamRec {
 	return r
 }
 
-// streamMsg lets proto build a Stream and its two sub-messages in one
-// allocation instead of three.
-type streamMsg struct {
+// StreamMsg holds a Stream message and its two sub-messages, so that they
+// are built in one allocation instead of three (or inside a caller's own).
+// Its zero value is ready to use; it must not be reused while the message
+// built in it is still referenced.
+type StreamMsg struct {
 	st  ocmv1.Stream
 	key ocmv1.StreamKey
 	ts  timestamppb.Timestamp
@@ -722,8 +741,10 @@ type streamMsg struct {
 
 // proto builds a fresh message; callers may keep it but must not modify it
 // (records handed out by the cache are treated as shared).
-func (r *streamRec) proto() *ocmv1.Stream {
-	m := &streamMsg{}
+func (r *streamRec) proto() *ocmv1.Stream { return r.into(&StreamMsg{}) }
+
+// into builds the message in m.
+func (r *streamRec) into(m *StreamMsg) *ocmv1.Stream {
 	m.key.Vhost, m.key.App, m.key.Name = r.vhost, r.app, r.name
 	m.st.Key = &m.key
 	m.st.OwnerNodeId, m.st.Epoch, m.st.PublishPath, m.st.ForwardedBy = r.owner, r.epoch, r.path, r.forwardedBy

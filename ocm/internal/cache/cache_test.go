@@ -199,13 +199,15 @@ func TestCompactRecordRoundTrip(t *testing.T) {
 	}
 	byString, _, ok1 := c.Stream(k.String())
 	byKey, _, ok2 := c.StreamOf(k)
+	var m StreamMsg
+	into, _, ok3 := c.StreamInto(k, &m)
 	page, _, _ := c.List("", 10, Filter{Owner: "o7", App: "live", Vhost: "v1"})
 	_, initial, _ := c.Subscribe([]string{k.String()}, true, 4)
 	ev := <-sub.Events()
-	if !ok1 || !ok2 || len(page) != 1 || len(initial) != 1 {
-		t.Fatalf("stream not found: Stream %v, StreamOf %v, List %d, initial %d", ok1, ok2, len(page), len(initial))
+	if !ok1 || !ok2 || !ok3 || len(page) != 1 || len(initial) != 1 {
+		t.Fatalf("stream not found: Stream %v, StreamOf %v, StreamInto %v, List %d, initial %d", ok1, ok2, ok3, len(page), len(initial))
 	}
-	for what, got := range map[string]*ocmv1.Stream{"Stream": byString, "StreamOf": byKey, "List": page[0], "initial": initial[0].Stream, "event": ev.Stream} {
+	for what, got := range map[string]*ocmv1.Stream{"Stream": byString, "StreamOf": byKey, "StreamInto": into, "List": page[0], "initial": initial[0].Stream, "event": ev.Stream} {
 		if !proto.Equal(got, want) {
 			t.Errorf("%s = %v, want %v", what, got, want)
 		}

@@ -140,7 +140,15 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 		// the CPU of a LookupStream-bound replica).
 		// One worker per core was too few (most RPCs still got a fresh
 		// goroutine while both were busy); idle workers cost a few KiB each.
-		grpc.NumStreamWorkers(uint32(max(32, 8*runtime.GOMAXPROCS(0)))))
+		grpc.NumStreamWorkers(uint32(max(32, 8*runtime.GOMAXPROCS(0)))),
+		// Static flow-control windows turn off gRPC's bandwidth-delay
+		// estimator, which answers every burst of request data with a PING
+		// (and the client's, every burst of responses): extra frames and
+		// write syscalls for calls whose messages are a hundred bytes. The
+		// OCM receives only small requests; 1 MiB per stream and per
+		// connection is more than BDP estimation would grow to for them.
+		grpc.StaticStreamWindowSize(1<<20),
+		grpc.StaticConnWindowSize(1<<20))
 
 	o.lis = cfg.Listener
 	if o.lis == nil {

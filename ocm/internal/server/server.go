@@ -205,11 +205,20 @@ func (s *Server) LookupStream(_ context.Context, r *ocmv1.LookupStreamRequest) (
 	if err != nil {
 		return nil, err
 	}
-	st, owner, ok := s.c.StreamOf(k)
+	// The response and the stream message in it are one allocation; the
+	// owner's node message is the cache's, shared read-only, not a copy.
+	resp := &lookupResponse{}
+	st, owner, ok := s.c.StreamInto(k, &resp.st)
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "stream %s is not owned by anyone", k)
 	}
-	return &ocmv1.LookupStreamResponse{Stream: st, Owner: owner}, nil
+	resp.r.Stream, resp.r.Owner = st, owner
+	return &resp.r, nil
+}
+
+type lookupResponse struct {
+	r  ocmv1.LookupStreamResponse
+	st cache.StreamMsg
 }
 
 // AssignOrigin implements OCMService. An owned stream stays with a READY,
