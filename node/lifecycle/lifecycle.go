@@ -42,6 +42,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/livecluster/livecluster/node/backoff"
 )
 
 // Exit codes returned by Run.
@@ -322,7 +324,7 @@ func (l *Lifecycle) runDrain(ctx context.Context, reason string) {
 	drainingDone := l.runHooks(drainingCtx, "draining", draining)
 
 	step(2, "start wait: still accepting connections", "start_wait", opts.StartWait.String())
-	if !sleep(ctx, opts.StartWait) {
+	if !backoff.Sleep(ctx, opts.StartWait) {
 		return
 	}
 
@@ -355,7 +357,7 @@ func (l *Lifecycle) runDrain(ctx context.Context, reason string) {
 	}()
 	l.wait(finalCtx, "final", finalDone)
 	cancelFinal()
-	if !sleep(ctx, opts.FinalWait) {
+	if !backoff.Sleep(ctx, opts.FinalWait) {
 		return
 	}
 	l.log.Info("drain complete, exiting", "elapsed_ms", time.Since(begin).Milliseconds(), "exit_code", ExitGraceful)
@@ -408,20 +410,6 @@ func (l *Lifecycle) wait(ctx context.Context, kind string, done <-chan struct{})
 	case <-done:
 	case <-t.C:
 		l.log.Warn("hooks still running after their deadline; moving on", "kind", kind)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 
