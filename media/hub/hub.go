@@ -438,6 +438,24 @@ func (r *Reader) finish(err error) {
 // Skipped returns how often this reader was moved to a later keyframe.
 func (r *Reader) Skipped() int64 { return r.skipped.Load() }
 
+// CopyTo feeds every batch of tags to write (an RTMP connection's WriteTags,
+// a forward to an origin) until the hub closes, which returns nil, or until
+// write, the reader or ctx fails, which returns that error.
+func (r *Reader) CopyTo(ctx context.Context, write func(tags [][]byte) error) error {
+	for {
+		tags, err := r.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := write(tags); err != nil {
+			return err
+		}
+	}
+}
+
 // Next blocks until tags are queued, waits the merge window to collect more,
 // and returns them as complete FLV tags (header, body, previous-tag-size).
 // The slices are shared and must not be modified. It returns io.EOF when the

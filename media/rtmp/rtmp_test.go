@@ -90,18 +90,7 @@ func (h *hubHandler) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
-	for {
-		tags, err := rd.Next(ctx)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		if err := c.WriteTags(tags); err != nil {
-			return err
-		}
-	}
+	return rd.CopyTo(ctx, c.WriteTags)
 }
 
 type testServer struct {

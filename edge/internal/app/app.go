@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -268,18 +267,7 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
-	for {
-		tags, err := rd.Next(ctx)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		if err := c.WriteTags(tags); err != nil {
-			return err
-		}
-	}
+	return rd.CopyTo(ctx, c.WriteTags)
 }
 
 type flvJoinKey struct{}

@@ -454,17 +454,7 @@ func (fw *forward) startLeg(origin *ocmv1.Node, conn *rtmp.Conn) (*leg, error) {
 	l := &leg{origin: origin, conn: conn, rd: rd, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
-		for {
-			tags, err := rd.Next(ctx)
-			if err != nil {
-				l.err = err
-				return
-			}
-			if err := conn.WriteTags(tags); err != nil {
-				l.err = err
-				return
-			}
-		}
+		l.err = rd.CopyTo(ctx, conn.WriteTags)
 	}()
 	return l, nil
 }

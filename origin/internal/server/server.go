@@ -482,18 +482,10 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return s.ended(ctx, err)
 	}
-	for {
-		tags, err := rd.Next(ctx)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil // the stream ended
-			}
-			return s.ended(ctx, err)
-		}
-		if err := c.WriteTags(tags); err != nil {
-			return s.ended(ctx, err)
-		}
+	if err := rd.CopyTo(ctx, c.WriteTags); err != nil {
+		return s.ended(ctx, err)
 	}
+	return nil // the stream ended
 }
 
 // flvHandler wraps httpflv with client registration (API, kick, counters).
