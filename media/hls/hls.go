@@ -379,20 +379,26 @@ func (s *Stream) Close() error {
 	return err
 }
 
-// dispose removes the files of an unpublished stream.
+// dispose removes the files of an unpublished stream. The removals run
+// outside m.mu: on a hung volume they may block, and Open (on the publish
+// path of every stream) takes m.mu.
 func (m *Manager) dispose(key string, st *state) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed || st.open || m.streams[key] != st {
+		m.mu.Unlock()
 		return
 	}
 	delete(m.streams, key)
+	paths := []string{filepath.Join(st.dir, st.name+".m3u8")}
 	for _, sg := range st.segs {
-		os.Remove(st.segPath(sg.seq))
+		paths = append(paths, st.segPath(sg.seq))
 	}
 	for _, seq := range st.gone {
-		os.Remove(st.segPath(seq))
+		paths = append(paths, st.segPath(seq))
 	}
-	os.Remove(filepath.Join(st.dir, st.name+".m3u8"))
+	m.mu.Unlock()
+	for _, p := range paths {
+		os.Remove(p)
+	}
 	m.log.Debug("hls: disposed", "stream", key)
 }

@@ -215,13 +215,11 @@ func (h *Hub) start(streams []av.CodecData, meta flvio.AMFMap, replace bool) (*S
 	// The cached GOP belongs to the old codecs.
 	h.gop, h.gopBytes, h.gopOK = nil, 0, false
 	h.sources.Add(1)
+	// Every reader gets the new headers with the new source's first
+	// keyframe, not before: a source may start mid-GOP, and frames that
+	// depend on a picture the decoder never saw are garbage on screen.
 	for r := range h.readers {
-		if r.needHeaders {
-			continue // they are sent with the next keyframe
-		}
-		if !r.pushAll(h.headers) {
-			h.overflow(r)
-		}
+		r.needHeaders = true
 	}
 	return s, nil
 }

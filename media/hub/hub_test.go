@@ -115,7 +115,19 @@ func TestGOPStartAndSplice(t *testing.T) {
 	if err := src.WritePacket(pkts[0]); !errors.Is(err, hub.ErrSourceReplaced) {
 		t.Fatalf("old source write after splice: %v", err)
 	}
-	for _, p := range pkts[:100] {
+	// The new source starts mid-GOP, as an upstream joined at any moment
+	// may: nothing of it may reach the reader before its first keyframe.
+	mid := -1
+	for i, p := range pkts {
+		if i > 0 && streams[p.Idx].Type().IsVideo() && !p.IsKeyFrame {
+			mid = i
+			break
+		}
+	}
+	if mid < 0 {
+		t.Fatal("test stream has no non-key video frame")
+	}
+	for _, p := range pkts[mid : mid+400] {
 		if err := src2.WritePacket(p); err != nil {
 			t.Fatal(err)
 		}

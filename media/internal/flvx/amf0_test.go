@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nareix/joy4/av"
 	"github.com/nareix/joy4/format/flv/flvio"
 )
 
@@ -66,5 +67,23 @@ func TestParseAMFHostile(t *testing.T) {
 		if len(vals) != 1 || vals[0] != "x" {
 			t.Errorf("%s: values before the bad one lost: %#v", name, vals)
 		}
+	}
+}
+
+// TestDemuxerSteadyStateAllocs guards the ingest path: once probed, pushing
+// and popping one packet at a time must not allocate for the queue.
+func TestDemuxerSteadyStateAllocs(t *testing.T) {
+	d := NewDemuxer()
+	d.probed = true
+	d.ready = make([]av.Packet, 0, 4)
+	pkt := av.Packet{Data: []byte{1}}
+	allocs := testing.AllocsPerRun(1000, func() {
+		d.ready = append(d.ready, pkt)
+		if _, ok := d.Packet(); !ok {
+			t.Fatal("no packet")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per push/pop", allocs)
 	}
 }

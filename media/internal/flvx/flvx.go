@@ -263,6 +263,14 @@ func (d *Demuxer) Packet() (av.Packet, bool) {
 		return av.Packet{}, false
 	}
 	p := d.ready[0]
-	d.ready = d.ready[1:]
+	if len(d.ready) == 1 {
+		// Reuse the backing array: usually one packet is pushed and popped
+		// at a time, and re-slicing from the front would allocate anew for
+		// every packet.
+		d.ready[0] = av.Packet{}
+		d.ready = d.ready[:0]
+	} else {
+		d.ready = d.ready[1:]
+	}
 	return p, true
 }
