@@ -26,7 +26,6 @@ const (
 // User control event types.
 const (
 	ucStreamBegin  = 0
-	ucStreamEOF    = 1
 	ucPingRequest  = 6
 	ucPingResponse = 7
 )

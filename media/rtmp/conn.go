@@ -147,8 +147,7 @@ type Conn struct {
 	acceptFn func() error
 
 	// client side
-	txn     float64
-	peerErr error // onStatus error received while playing or publishing
+	txn float64
 
 	closeOnce sync.Once
 	stopAfter func() bool
@@ -412,8 +411,7 @@ func (c *Conn) handleSessionCommand(cmd *command) error {
 	case "onStatus":
 		code, level, desc := statusFields(cmd)
 		if level == "error" {
-			c.peerErr = fmt.Errorf("rtmp: %s: %s", code, desc)
-			return c.peerErr
+			return fmt.Errorf("rtmp: %s: %s", code, desc)
 		}
 		if code == "NetStream.Play.Stop" || code == "NetStream.Play.UnpublishNotify" || code == "NetStream.Play.Complete" {
 			c.eof = true

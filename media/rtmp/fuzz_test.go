@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nareix/joy4/format/flv/flvio"
+
+	"github.com/livecluster/livecluster/media/internal/flvx"
 )
 
 // memConn is the edge of this unit test: the bytes of a hostile peer in,
@@ -38,12 +40,12 @@ func chunk0(typ uint8, body []byte) []byte {
 // allocation beyond the configured bounds.
 func FuzzReadMessages(f *testing.F) {
 	f.Add(chunk0(msgSetChunkSize, []byte{0x7f, 0xff, 0xff, 0xff}))
-	f.Add(chunk0(msgCommandAMF0, amf("connect", 1.0, flvio.AMFMap{"app": "live"})))
+	f.Add(chunk0(msgCommandAMF0, flvx.AMFBody("connect", 1.0, flvio.AMFMap{"app": "live"})))
 	f.Add(chunk0(msgVideo, []byte{0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x40}))
 	f.Add(chunk0(msgVideo, []byte{0x17, 0x00, 0, 0, 0, 0x01}))
 	f.Add(chunk0(msgAudio, []byte{0xaf, 0x00, 0x12}))
 	f.Add(chunk0(msgAudio, []byte{0xaf, 0x00}))
-	f.Add(chunk0(msgDataAMF0, amf("@setDataFrame", "onMetaData", flvio.AMFMap{"width": 1280.0})))
+	f.Add(chunk0(msgDataAMF0, flvx.AMFBody("@setDataFrame", "onMetaData", flvio.AMFMap{"width": 1280.0})))
 	f.Add([]byte{0xc3, 0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0x3f, 0xff, 0xff, 0xff, 0x00})
 	f.Fuzz(func(t *testing.T, data []byte) {

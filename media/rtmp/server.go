@@ -24,6 +24,7 @@ import (
 
 	"github.com/nareix/joy4/format/flv/flvio"
 
+	"github.com/livecluster/livecluster/media/internal/flvx"
 	"github.com/livecluster/livecluster/media/streamkey"
 )
 
@@ -220,7 +221,7 @@ func (s *Server) serve(ctx context.Context, c *Conn, log *slog.Logger) error {
 		}
 		c.wmu.Lock()
 		defer c.wmu.Unlock()
-		if err := c.writeMessageLocked(csData, msgDataAMF0, c.streamID, 0, amf("|RtmpSampleAccess", true, true)); err != nil {
+		if err := c.writeMessageLocked(csData, msgDataAMF0, c.streamID, 0, flvx.AMFBody("|RtmpSampleAccess", true, true)); err != nil {
 			return err
 		}
 		return c.flushLocked()
@@ -277,17 +278,4 @@ func (s *Server) finish(c *Conn, err error, code string, log *slog.Logger) error
 	_ = c.writeStatus("error", code, desc)
 	log.Info("rtmp request refused", "code", code, "err", err)
 	return nil
-}
-
-func amf(vals ...interface{}) []byte {
-	n := 0
-	for _, v := range vals {
-		n += flvio.LenAMF0Val(v)
-	}
-	b := make([]byte, n)
-	off := 0
-	for _, v := range vals {
-		off += flvio.FillAMF0Val(b[off:], v)
-	}
-	return b
 }
