@@ -281,25 +281,12 @@ func port(a net.Addr) string {
 	return p
 }
 
-// validKey checks every part of a key the way every path of the origin does.
-func validKey(k streamkey.Key) error {
-	for _, p := range []struct{ what, v string }{{"vhost", k.Vhost}, {"app", k.App}, {"name", k.Name}} {
-		if err := web.ValidPart(p.what, p.v); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // ServePublish implements rtmp.Handler: claim, then accept, then pump
 // packets into the hub and the HLS segmenter until the publisher leaves,
 // is kicked, or loses the ownership.
 func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 	req := c.Request()
 	key, err := req.Key()
-	if err == nil {
-		err = validKey(key)
-	}
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
 	}
@@ -455,9 +442,6 @@ func (s *Server) openHLS(key streamkey.Key, streams []av.CodecData, log *slog.Lo
 func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	req := c.Request()
 	key, err := req.Key()
-	if err == nil {
-		err = validKey(key)
-	}
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: err.Error()}
 	}

@@ -47,19 +47,6 @@ type Options struct {
 // segments quickly.
 const PlaylistCacheControl = "public, max-age=1"
 
-// ValidPart checks an app or stream name as the origin accepts it: the
-// stream key rules, and no ".." anywhere (the HLS segmenter refuses those
-// too).
-func ValidPart(what, s string) error {
-	if err := streamkey.ValidatePart(what, s); err != nil {
-		return err
-	}
-	if strings.Contains(s, "..") {
-		return fmt.Errorf("%w: %s %q may not contain \"..\"", streamkey.ErrInvalid, what, s)
-	}
-	return nil
-}
-
 // New returns the HTTP handler.
 func New(o Options) http.Handler {
 	mux := http.NewServeMux()
@@ -98,19 +85,19 @@ func cors(next http.Handler) http.Handler {
 
 func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 	app, file := r.PathValue("app"), r.PathValue("file")
-	if err := ValidPart("app", app); err != nil {
+	if err := streamkey.ValidatePart("app", app); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	switch {
 	case strings.HasSuffix(file, ".flv"):
-		if err := ValidPart("name", strings.TrimSuffix(file, ".flv")); err != nil {
+		if err := streamkey.ValidatePart("name", strings.TrimSuffix(file, ".flv")); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		o.FLV.ServeHTTP(w, r)
 	case strings.HasSuffix(file, ".m3u8"):
-		if err := ValidPart("name", strings.TrimSuffix(file, ".m3u8")); err != nil {
+		if err := streamkey.ValidatePart("name", strings.TrimSuffix(file, ".m3u8")); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
@@ -124,7 +111,7 @@ func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "not a segment name: want {name}-{seq}.ts", http.StatusBadRequest)
 			return
 		}
-		if err := ValidPart("name", base[:i]); err != nil {
+		if err := streamkey.ValidatePart("name", base[:i]); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
