@@ -121,8 +121,10 @@ func TestHostileInput(t *testing.T) {
 	// Many chunk streams.
 	nc = dial()
 	plainHandshake(t, nc)
+	// One complete 1-byte message on each of 100 chunk stream ids (two-byte
+	// basic header: csid 64+i), so only the chunk-stream bound can stop it.
 	for i := 0; i < 100; i++ {
-		nc.Write([]byte{0, byte(i), 0, 0, 0, 0, 0, 200, 20, 0, 0, 0, 0})
+		nc.Write([]byte{0, byte(i), 0, 0, 0, 0, 0, 1, 8, 0, 0, 0, 0, 0xaf})
 	}
 	expectClosed(t, nc, "many chunk streams")
 
@@ -154,6 +156,9 @@ func TestHostileInput(t *testing.T) {
 		if strings.Contains(logs, bad) {
 			t.Errorf("server logged %s:\n%s", bad, logs)
 		}
+	}
+	if !strings.Contains(logs, "more than 64 chunk streams") {
+		t.Errorf("chunk stream bound not what closed the connection:\n%s", logs)
 	}
 	if !strings.Contains(logs, "closed during handshake") {
 		t.Errorf("bare connect not seen in debug log:\n%s", logs)
