@@ -299,6 +299,13 @@ func (d *Directory) Lookup(ctx context.Context, key streamkey.Key) (*Owner, erro
 		d.count("cache")
 		return o, nil
 	}
+	// The live watch covers the key and says nobody owns it: asking the OCM
+	// would only repeat that (players waiting for a publish retry often).
+	if e := d.entries[key.String()]; e != nil && e.synced && e.known && e.owner == nil {
+		d.mu.Unlock()
+		d.count("cache")
+		return nil, ErrNotFound
+	}
 	d.mu.Unlock()
 	var lastErr error
 	for attempt := 0; ; attempt++ {

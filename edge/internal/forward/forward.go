@@ -285,6 +285,11 @@ func (f *Forwarder) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		f.gauge(-1)
 	}()
 
+	// A forward that fails (supervise gave up) ends the publisher's blocked
+	// read at once instead of at its read timeout.
+	stopClose := context.AfterFunc(fctx, func() { c.Close() })
+	defer stopClose()
+
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -324,9 +329,6 @@ func (f *Forwarder) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		}
 		if err := src.WritePacket(pkt); err != nil {
 			return fmt.Errorf("forward %s: %w", key, err)
-		}
-		if fctx.Err() != nil {
-			return context.Cause(fctx)
 		}
 	}
 }

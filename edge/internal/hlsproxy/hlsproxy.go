@@ -224,6 +224,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if key.Vhost != streamkey.DefaultVhost {
 		u += "?vhost=" + url.QueryEscape(key.Vhost)
 	}
+	// The ownership epoch goes into the cache key (as a URL fragment, which
+	// is never sent): an origin restarts segment numbers after a stream's
+	// files are disposed, so name-0.ts of a later publish is another object.
+	u += "#" + strconv.FormatInt(owner.Epoch, 10)
 	obj, err := p.get(r.Context(), u, kind)
 	if err != nil {
 		http.Error(w, "origin: "+err.Error(), http.StatusBadGateway)

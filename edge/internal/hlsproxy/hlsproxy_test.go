@@ -153,3 +153,31 @@ func TestPlaylistTTL(t *testing.T) {
 		t.Fatalf("playlist cached longer than half a target duration")
 	}
 }
+
+// TestNewEpochIsNewObject: after a republish (a new ownership epoch) the
+// origin may reuse segment names, so a cached segment of the old publish
+// must not be served for the new one.
+func TestNewEpochIsNewObject(t *testing.T) {
+	srv, segs, _ := origin(t, 0)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	var epoch atomic.Int64
+	epoch.Store(1)
+	p := New(Options{
+		Resolve: func(context.Context, streamkey.Key) (*directory.Owner, error) {
+			return &directory.Owner{NodeID: "o", Epoch: epoch.Load(), RTMP: host, HTTP: host}, nil
+		},
+		CacheBytes: 1 << 20, Metrics: NewMetrics(prometheus.NewRegistry()),
+	})
+	fetch(t, p, "/live/s1-0.ts")
+	fetch(t, p, "/live/s1-0.ts")
+	if n := segs.Load(); n != 1 {
+		t.Fatalf("same epoch: %d origin requests, want 1", n)
+	}
+	epoch.Store(2)
+	if code, _ := fetch(t, p, "/live/s1-0.ts"); code != 200 {
+		t.Fatalf("new epoch: %d", code)
+	}
+	if n := segs.Load(); n != 2 {
+		t.Fatalf("new epoch served from the old publish's cache: %d origin requests, want 2", n)
+	}
+}

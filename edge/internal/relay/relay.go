@@ -337,6 +337,12 @@ func (s *session) run() {
 			up, err := s.dial(dctx, o)
 			if err != nil {
 				dcancel()
+			} else {
+				// The upstream's context derives from dctx; releasing dctx
+				// with the upstream keeps a long session from piling up one
+				// child context per owner change.
+				cancelUp := up.cancel
+				up.cancel = func() { cancelUp(); dcancel() }
 			}
 			select {
 			case dialCh <- dialResult{up: up, err: err, gen: gen}:
