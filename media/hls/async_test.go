@@ -5,11 +5,9 @@ import (
 	"slices"
 
 	"github.com/nareix/joy4/av"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,8 +16,8 @@ import (
 )
 
 // TestAsyncStalledVolume stalls the volume for real: the first segment's
-// temporary file is a FIFO nobody reads, so the writer blocks in write(2)
-// as it would on a hung NFS mount. The publisher side must not block, must
+// temporary file is a full FIFO nobody reads, so the writer blocks in
+// write(2) as it would on a hung NFS mount. The publisher side must not block, must
 // count what it drops, and once the volume recovers the stream must still
 // close with a valid playlist.
 func TestAsyncStalledVolume(t *testing.T) {
@@ -33,10 +31,7 @@ func TestAsyncStalledVolume(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "live"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fifo := filepath.Join(dir, "live", "s-0.ts.tmp")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	resume := mediatest.StallFile(t, filepath.Join(dir, "live", "s-0.ts.tmp"))
 	s, err := m.Open("live", "s", streams)
 	if err != nil {
 		t.Fatal(err)
@@ -59,14 +54,7 @@ func TestAsyncStalledVolume(t *testing.T) {
 	}
 
 	// The volume recovers: read the FIFO so the writer moves on.
-	go func() {
-		f, err := os.Open(fifo)
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		_, _ = io.Copy(io.Discard, f)
-	}()
+	resume()
 	done := make(chan error, 1)
 	go func() { done <- a.Close() }()
 	select {
@@ -145,10 +133,7 @@ func TestAsyncCodecChangeWhileStalled(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "live"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fifo := filepath.Join(dir, "live", "s-0.ts.tmp")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	resume := mediatest.StallFile(t, filepath.Join(dir, "live", "s-0.ts.tmp"))
 	s, err := m.Open("live", "s", sa)
 	if err != nil {
 		t.Fatal(err)
@@ -180,15 +165,11 @@ func TestAsyncCodecChangeWhileStalled(t *testing.T) {
 		t.Fatalf("publisher side blocked %v across a codec change with the volume stalled", took)
 	}
 
+	if a.Dropped() == 0 {
+		t.Fatal("nothing dropped: the volume did not stall")
+	}
 	// The volume recovers.
-	go func() {
-		f, err := os.Open(fifo)
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		_, _ = io.Copy(io.Discard, f)
-	}()
+	resume()
 	for _, p := range pb[half:] {
 		if sb[p.Idx].Type().IsVideo() && p.IsKeyFrame {
 			// Let the writer catch up before each GOP, so the only drops

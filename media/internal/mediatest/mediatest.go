@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -250,4 +251,55 @@ func Feed(ctx context.Context, src *hub.Source, pkts []av.Packet, speed float64,
 		base += last
 	}
 	return n, nil
+}
+
+// StallFile makes path a file whose writes block, as on a hung NFS mount:
+// a FIFO whose kernel buffer is already full, held open by the test (so
+// opening it for writing does not wait, but the first write(2) does).
+// resume drains it from then on, so blocked writers go on. Both end at test
+// cleanup.
+func StallFile(t testing.TB, path string) (resume func()) {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0) // a FIFO opened read-write never waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := int(f.Fd())
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := syscall.Write(fd, buf); err != nil {
+			break // EAGAIN: the pipe is full
+		}
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() {
+		close(stop)
+		once.Do(func() { close(done) })
+		<-done
+		f.Close()
+	})
+	return func() {
+		once.Do(func() {
+			go func() {
+				defer close(done)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := syscall.Read(fd, buf); err != nil {
+						time.Sleep(2 * time.Millisecond) // EAGAIN: drained for now
+					}
+				}
+			}()
+		})
+	}
 }
