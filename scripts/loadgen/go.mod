@@ -10,5 +10,6 @@ replace (
 
 require (
 	github.com/livecluster/livecluster/media v0.0.0-00010101000000-000000000000
+	github.com/livecluster/livecluster/node v0.0.0-00010101000000-000000000000
 	github.com/nareix/joy4 v0.0.0-20200507095837-05a4ffbb5369
 )
