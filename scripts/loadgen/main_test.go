@@ -150,7 +150,7 @@ func summary(t *testing.T, p *proctest.Proc, path string, timeout time.Duration,
 		t.Fatal(err)
 	}
 	for _, f := range []string{"mode", "url", "protocol", "duration_s", "requested", "launched", "connected",
-		"max_concurrent", "connected_end", "bytes", "mbps", "errors", "errors_total", "late_max",
+		"max_concurrent", "connected_end", "bytes", "mbps", "errors", "errors_total", "first_errors", "late_max",
 		"late_clients", "late_after_s", "startup_ms", "latency_ms", "server", "loadgen"} {
 		if _, ok := raw[f]; !ok {
 			t.Errorf("%s: summary lacks %q", p.Name, f)

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/livecluster/livecluster/scripts/loadgen/internal/flvtag"
-	"github.com/livecluster/livecluster/scripts/loadgen/internal/stamp"
 	"github.com/livecluster/livecluster/scripts/loadgen/internal/stats"
 )
 
@@ -37,9 +35,8 @@ func playFLV(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 		}
 		return fail("parse", err)
 	}
-	lenSize := 4
+	m := media{lenSize: 4}
 	for {
-		var stamped time.Time
 		t, err := r.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -47,27 +44,6 @@ func playFLV(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 			}
 			return fail("read", err)
 		}
-		switch t.Type {
-		case flvtag.Video:
-			if n := t.NALLengthSize(); n > 0 {
-				lenSize = n
-				continue
-			}
-			if nalus := t.AVCNALUs(); nalus != nil {
-				if s, ok := stamp.Find(nalus, lenSize); ok {
-					stamped = s.Sent
-				}
-			}
-		case flvtag.Audio:
-			if t.SeqHeader() {
-				continue
-			}
-		default:
-			continue
-		}
-		c.Media(time.Duration(t.TS)*time.Millisecond, t.Keyframe())
-		if !stamped.IsZero() {
-			c.Stamped(stamped)
-		}
+		m.tag(t, c)
 	}
 }

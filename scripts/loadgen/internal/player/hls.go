@@ -69,7 +69,7 @@ func playHLS(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 			next = max(pl.MediaSequence, end-liveEdgeSegments)
 		}
 		if next < pl.MediaSequence {
-			run.Error(HLS, "hls_behind")
+			run.Error(HLS, "hls_behind", fmt.Errorf("segment %d left the playlist (now %d..%d) before it was fetched", next, pl.MediaSequence, end-1))
 			next = pl.MediaSequence
 		}
 		for _, s := range pl.Segments {

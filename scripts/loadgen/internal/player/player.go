@@ -127,7 +127,8 @@ func httpClient(n *atomic.Int64, stall, timeout time.Duration) *http.Client {
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
-// countingConn counts bytes read and bounds each read's wait.
+// countingConn counts bytes read and bounds each read's wait by stall
+// (0: the caller sets deadlines).
 type countingConn struct {
 	net.Conn
 	n     *atomic.Int64
@@ -135,8 +136,10 @@ type countingConn struct {
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
-	if err := c.SetReadDeadline(time.Now().Add(c.stall)); err != nil {
-		return 0, err
+	if c.stall > 0 {
+		if err := c.SetReadDeadline(time.Now().Add(c.stall)); err != nil {
+			return 0, err
+		}
 	}
 	n, err := c.Conn.Read(p)
 	c.n.Add(int64(n))

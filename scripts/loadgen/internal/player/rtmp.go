@@ -3,77 +3,70 @@ package player
 import (
 	"context"
 	"errors"
-	"io"
+	"net"
 	"time"
 
-	"github.com/nareix/joy4/av"
-	"github.com/nareix/joy4/codec/h264parser"
-
-	"github.com/livecluster/livecluster/media/rtmp"
+	"github.com/livecluster/livecluster/scripts/loadgen/internal/flvtag"
+	"github.com/livecluster/livecluster/scripts/loadgen/internal/rtmpplay"
 	"github.com/livecluster/livecluster/scripts/loadgen/internal/stamp"
 	"github.com/livecluster/livecluster/scripts/loadgen/internal/stats"
 )
 
-// playRTMP plays with media/rtmp's client: handshake, connect,
-// createStream, play, then media until ctx ends.
+// playRTMP plays with the load generator's own RTMP client (package
+// rtmpplay): handshake, connect, createStream, play, then media until ctx
+// ends.
 func playRTMP(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *stats.Client) error {
-	conn, err := rtmp.Dial(ctx, rawURL, rtmp.Config{HandshakeTimeout: cfg.Stall, ReadTimeout: cfg.Stall})
+	wrap := func(nc net.Conn) net.Conn { return &countingConn{Conn: nc, n: &run.Bytes} }
+	conn, err := rtmpplay.Dial(ctx, rawURL, cfg.Stall, wrap)
 	if err != nil {
-		return fail("connect", err)
-	}
-	defer conn.Close()
-	var counted int64
-	count := func() {
-		n := conn.BytesRead()
-		run.Bytes.Add(n - counted)
-		counted = n
-	}
-	defer count()
-	if err := conn.Play(); err != nil {
-		var se *rtmp.StatusError
+		var se *rtmpplay.StatusError
 		if errors.As(err, &se) {
 			return fail("refused", err)
 		}
 		return fail("connect", err)
 	}
+	defer conn.Close()
 	c.Connected()
-	streams, err := conn.Streams()
-	if err != nil {
-		return readErr(err)
-	}
-	for {
-		pkt, err := conn.ReadPacket()
-		if errors.Is(err, rtmp.ErrCodecChanged) {
-			if streams, err = conn.Streams(); err != nil {
-				return readErr(err)
-			}
-			continue
-		}
-		if err != nil {
-			return readErr(err)
-		}
-		count()
-		video, stamped := false, time.Time{}
-		if int(pkt.Idx) < len(streams) && streams[pkt.Idx].Type() == av.H264 {
-			video = true
-			lenSize := 4
-			if cd, ok := streams[pkt.Idx].(h264parser.CodecData); ok {
-				lenSize = int(cd.RecordInfo.LengthSizeMinusOne) + 1
-			}
-			if s, ok := stamp.Find(pkt.Data, lenSize); ok {
-				stamped = s.Sent
-			}
-		}
-		c.Media(pkt.Time, video && pkt.IsKeyFrame)
-		if !stamped.IsZero() {
-			c.Stamped(stamped)
-		}
-	}
-}
-
-func readErr(err error) *Error {
-	if errors.Is(err, io.EOF) {
+	m := media{lenSize: 4}
+	err = conn.Tags(func(t flvtag.Tag) error { m.tag(t, c); return nil })
+	var se *rtmpplay.StatusError
+	switch {
+	case errors.As(err, &se):
+		return fail("refused", err)
+	case errors.Is(err, rtmpplay.ErrEnded):
 		return fail("ended", err)
 	}
 	return fail("read", err)
+}
+
+// media follows one player's FLV tags: media progress, keyframes and the
+// embedded send-time stamps.
+type media struct {
+	lenSize int // H.264 NAL length size from the sequence header
+}
+
+func (m *media) tag(t flvtag.Tag, c *stats.Client) {
+	var stamped time.Time
+	switch t.Type {
+	case flvtag.Video:
+		if n := t.NALLengthSize(); n > 0 {
+			m.lenSize = n
+			return
+		}
+		if nalus := t.AVCNALUs(); nalus != nil {
+			if s, ok := stamp.Find(nalus, m.lenSize); ok {
+				stamped = s.Sent
+			}
+		}
+	case flvtag.Audio:
+		if t.SeqHeader() {
+			return
+		}
+	default:
+		return
+	}
+	c.Media(time.Duration(t.TS)*time.Millisecond, t.Keyframe())
+	if !stamped.IsZero() {
+		c.Stamped(stamped)
+	}
 }

@@ -30,6 +30,7 @@ type Run struct {
 
 	mu          sync.Mutex
 	errs        map[string]map[string]int64
+	firstErrs   map[string]string // "proto/kind" → the first error's text
 	clients     map[*Client]struct{}
 	lateMax     int
 	lateClients int64
@@ -56,7 +57,7 @@ type window struct {
 func New(mode string, lateAfter time.Duration, pids []string) (*Run, error) {
 	r := &Run{
 		mode: mode, lateAfter: lateAfter, start: time.Now(),
-		errs: map[string]map[string]int64{}, clients: map[*Client]struct{}{},
+		errs: map[string]map[string]int64{}, firstErrs: map[string]string{}, clients: map[*Client]struct{}{},
 	}
 	r.lastTick = r.start
 	var err error
@@ -79,10 +80,14 @@ func (r *Run) LaunchDone() {
 	r.mu.Unlock()
 }
 
-// Error counts one error of kind for protocol proto.
-func (r *Run) Error(proto, kind string) {
+// Error counts one error of kind for protocol proto; err (may be nil)
+// is kept as an example when it is the first of its kind.
+func (r *Run) Error(proto, kind string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if k := proto + "/" + kind; err != nil && r.firstErrs[k] == "" {
+		r.firstErrs[k] = err.Error()
+	}
 	m := r.errs[proto]
 	if m == nil {
 		m = map[string]int64{}
@@ -175,7 +180,7 @@ func (c *Client) Done(proto, kind string, err error) {
 	delete(r.clients, c)
 	r.mu.Unlock()
 	if err != nil {
-		r.Error(proto, kind)
+		r.Error(proto, kind, err)
 	}
 }
 
@@ -237,7 +242,7 @@ func (r *Run) Tick(now time.Time) Line {
 	srvCPU, srvErr := r.srv.sample()
 	selfCPU, _ := r.self.sample()
 	if srvErr != nil {
-		r.Error("server", "sample")
+		r.Error("server", "sample", srvErr)
 	}
 	if dt > 0 {
 		l.ServerCPU = srvCPU / dt

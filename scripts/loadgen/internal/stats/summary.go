@@ -73,6 +73,7 @@ type Summary struct {
 
 	Errors      map[string]map[string]int64 `json:"errors"` // protocol → kind → count
 	ErrorsTotal int64                       `json:"errors_total"`
+	FirstErrors map[string]string           `json:"first_errors"` // "protocol/kind" → the first one's message
 
 	LateMax     int     `json:"late_max"`     // most clients late in one second
 	LateClients int64   `json:"late_clients"` // clients late at least once
@@ -110,6 +111,10 @@ type LoadFigures struct {
 func (r *Run) Summary(url, proto string, requested int) Summary {
 	r.mu.Lock()
 	errs := copyErrs(r.errs)
+	first := make(map[string]string, len(r.firstErrs))
+	for k, v := range r.firstErrs {
+		first[k] = v
+	}
 	lateMax, lateClients := r.lateMax, r.lateClients
 	r.mu.Unlock()
 	var total int64
@@ -123,7 +128,7 @@ func (r *Run) Summary(url, proto string, requested int) Summary {
 		Mode: r.mode, URL: url, Protocol: proto, DurationS: dur, Requested: requested,
 		Launched: r.launched.Load(), Connected: r.everConnected.Load(), MaxConcurrent: r.maxConc.Load(),
 		ConnectedEnd: r.connected.Load(), Bytes: r.Bytes.Load(),
-		Errors: errs, ErrorsTotal: total, LateMax: lateMax, LateClients: lateClients,
+		Errors: errs, ErrorsTotal: total, FirstErrors: first, LateMax: lateMax, LateClients: lateClients,
 		LateAfterS: r.lateAfter.Seconds(),
 		StartupMS:  r.Startup.Summary(), LatencyMS: r.Latency.Summary(),
 	}
