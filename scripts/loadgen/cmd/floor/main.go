@@ -165,8 +165,8 @@ func loadStream(o options) (*stream, error) {
 		var base, last uint32
 		first := true
 		for _, t := range tags {
-			if (t.Type != flvtag.Audio && t.Type != flvtag.Video) || t.SeqHeader() {
-				continue
+			if (t.Type != flvtag.Audio && t.Type != flvtag.Video) || t.SeqHeader() || (t.Type == flvtag.Video && t.AVCNALUs() == nil) {
+				continue // headers, AVC end of sequence
 			}
 			if first {
 				base, first = t.TS, false

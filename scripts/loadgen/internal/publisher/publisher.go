@@ -50,6 +50,9 @@ func Load(path string) (*Stream, error) {
 				seenAudioHdr = true
 				s.Headers = append(s.Headers, t)
 			}
+		case t.Type == flvtag.Video && len(t.Body) >= 2 && t.Body[0]&0x0f == 7 && t.Body[1] == 2:
+			// AVC end of sequence (ffmpeg ends a file with one): looping
+			// must not tell players the stream ended.
 		case t.Type == flvtag.Audio || t.Type == flvtag.Video:
 			s.Media = append(s.Media, t)
 		}
