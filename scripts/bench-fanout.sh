@@ -20,7 +20,9 @@
 # Environment: POINTS ("500 1000 2000 4000"), DURATION per run (30s), RAMP
 # players started per second (500), FLOOR_WINDOWS ms ("0 20 50 100"),
 # PORT_BASE (22000: uses PORT_BASE+1 .. +40 on 127.0.0.1), SERVER_CPU (0),
-# LOAD_CPU (1), NGINX=0 to skip nginx, FLOOR=0 to skip the floor.
+# LOAD_CPU (1), NGINX=0 to skip nginx, FLOOR=0 to skip the floor, PROTO
+# (rtmp; httpflv plays the edge over HTTP-FLV, and nginx-rtmp, which has no
+# HTTP-FLV, is then skipped).
 # Every process is started here, stopped by PID, and its state removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,12 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 NGINX=${NGINX:-1}
 FLOOR=${FLOOR:-1}
+PROTO=${PROTO:-rtmp}
+case "$PROTO" in
+  rtmp) ;;
+  httpflv) NGINX=0 ;;
+  *) echo "bench-fanout: PROTO must be rtmp or httpflv" >&2; exit 2 ;;
+esac
 H=127.0.0.1
 OCM_GRPC=$H:$((P + 1)) OCM_ADMIN=$H:$((P + 2)) ETCD_CLIENT=$H:$((P + 3)) ETCD_PEER=$H:$((P + 4))
 ORIGIN_RTMP=$H:$((P + 10)) ORIGIN_HTTP=$H:$((P + 11)) ORIGIN_ADMIN=$H:$((P + 12))
@@ -174,13 +182,17 @@ FIGS='{connected: .max_concurrent, errors: .errors_total, late_max, late_clients
   startup_p50_ms: .startup_ms.p50, loadgen_cpu_s_per_s: .loadgen.cpu_s_per_s}'
 best_edge=0 best_nginx=0
 for n in $POINTS; do
-  play "edge-$n" "rtmp://$EDGE_RTMP/live/bench" "$EDGE_PID" "$n"
+  if [ "$PROTO" = httpflv ]; then
+    play "edge-$n" "http://$EDGE_HTTP/live/bench.flv" "$EDGE_PID" "$n"
+  else
+    play "edge-$n" "rtmp://$EDGE_RTMP/live/bench" "$EDGE_PID" "$n"
+  fi
   nginx_json=null
   if [ "$NGINX" = 1 ]; then
     play "nginx-$n" "rtmp://$NGINX_RTMP/live/bench" "$NGINX_PID" "$n"
     nginx_json=$(jq -c "$FIGS" "$STATE/nginx-$n.json")
   fi
-  line=$(jq -c --argjson n "$n" --argjson nginx "$nginx_json" "$FIGS as \$e | {bench: \"fanout\", players: \$n,
+  line=$(jq -c --argjson n "$n" --argjson nginx "$nginx_json" "$FIGS as \$e | {bench: \"fanout\", protocol: \"$PROTO\", players: \$n,
       edge: \$e, nginx: \$nginx,
       ratio_cpu: (if \$nginx != null and (\$nginx.cpu_per_100 // 0) > 0 then (\$e.cpu_per_100 / \$nginx.cpu_per_100) else null end)}" \
     "$STATE/edge-$n.json")
