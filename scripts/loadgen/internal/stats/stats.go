@@ -150,8 +150,15 @@ func (c *Client) Media(ts time.Duration, key bool) {
 	}
 	if key {
 		c.keyframes++
-		if c.keyframes == 1 {
+		switch c.keyframes {
+		case 1:
 			c.run.Startup.Add(time.Since(c.began))
+		case 2:
+			// Live from here (see Live): measure lateness from this frame,
+			// or the burst of the server's cached GOP, delivered faster than
+			// real time, would hide up to a GOP of stall.
+			c.firstTS.Store(ms)
+			c.firstWall.Store(time.Now().UnixNano())
 		}
 	}
 }
@@ -185,8 +192,8 @@ func (c *Client) Done(proto, kind string, err error) {
 }
 
 // lag returns how far the client's media is behind the wall clock: wall
-// time since its first media minus media time since then (or, before any
-// media, the time since it connected).
+// time since its first media (its second keyframe, once it has one) minus
+// media time since then; before any media, the time since it connected.
 func (c *Client) lag(now time.Time) (time.Duration, bool) {
 	fw := c.firstWall.Load()
 	if fw == 0 {

@@ -79,3 +79,25 @@ func TestNewRefusesMissingPID(t *testing.T) {
 		t.Fatal("New accepted a pid that does not exist")
 	}
 }
+
+// TestLateAfterGOPBurst: a player first gets the server's cached GOP in a
+// burst (2 s of media at once), then goes live; a 3.5 s stall after that
+// is late even though the burst put its media ahead of the wall clock.
+func TestLateAfterGOPBurst(t *testing.T) {
+	r, err := New("play", 3*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.NewClient()
+	c.Connected()
+	c.Media(0, true)                                                       // cached keyframe
+	c.Media(1900*time.Millisecond, false)                                  // rest of the cached GOP, same instant
+	c.Media(2000*time.Millisecond, true)                                   // live keyframe
+	c.firstWall.Store(time.Now().Add(-3500 * time.Millisecond).UnixNano()) // then nothing for 3.5 s
+	if l := r.Tick(time.Now()); l.Late != 1 {
+		t.Fatalf("late = %d after a 3.5 s stall once live, want 1", l.Late)
+	}
+	if !c.Live() {
+		t.Fatal("not live after the second keyframe")
+	}
+}
