@@ -126,7 +126,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 			c := rt.Config().Edge
 			return forward.Settings{
 				WaitTimeout: c.WaitTimeout.D(), PollInterval: c.Forward.PollInterval.D(),
-				RetryTimeout: c.Forward.RetryTimeout.D(),
+				RetryTimeout: c.Forward.RetryTimeout.D(), DialTimeout: c.Forward.DialTimeout.D(),
 			}
 		},
 	})
@@ -241,9 +241,25 @@ func (e *edge) playerJoined(proto string) func() {
 	}
 }
 
-// ServePublish implements rtmp.Handler: publishes are forwarded.
+// ServePublish implements rtmp.Handler: the RTMP ingest adapter of the
+// forward. An origin's refusal reaches the publisher with the origin's
+// own onStatus code and words.
 func (e *edge) ServePublish(ctx context.Context, c *rtmp.Conn) error {
-	return e.fwd.ServePublish(ctx, c)
+	key, err := c.Request().Key()
+	if err != nil {
+		return err
+	}
+	err = e.fwd.Serve(ctx, key, c.RemoteAddr().String(), c)
+	var refused *forward.Refused
+	if errors.As(err, &refused) {
+		code := "NetStream.Publish.BadName"
+		var se *rtmp.StatusError
+		if errors.As(refused.Err, &se) {
+			code = se.Code
+		}
+		return &rtmp.StatusError{Code: code, Description: refused.Msg}
+	}
+	return err
 }
 
 // ServePlay implements rtmp.Handler.
