@@ -58,10 +58,9 @@ func (f *fixture) own(o *edgetest.Origin, epoch int64) {
 
 // player reads a hub as a packet sink and records what a viewer notices.
 type player struct {
-	headers   chan int // number of headers so far, after each
-	packets   chan av.Packet
-	backwards int
-	done      chan error
+	headers chan int // number of headers so far, after each
+	packets chan av.Packet
+	done    chan error
 }
 
 type sink struct{ p *player }
@@ -210,7 +209,7 @@ func TestHungNewOwnerKeepsCurrentUpstream(t *testing.T) {
 	f.ocm.Node(&ocmv1.Node{Id: "origin-hung", Addresses: &ocmv1.NodeAddresses{Rtmp: hung, Http: hung}})
 	f.ocm.Set(key, "origin-hung", 2)
 	// Several dial timeouts pass; the player never stops.
-	last = p.drainFor(t, 1500*time.Millisecond, last)
+	p.drainFor(t, 1500*time.Millisecond, last)
 	if n := testutil.ToFloat64(f.metrics.Starts.WithLabelValues(ProtocolRTMP, "error")); n < 2 {
 		t.Fatalf("%v failed dials of the hung owner in 1.5 s, want the 300 ms dial timeout to end each", n)
 	}
