@@ -2,6 +2,9 @@
 // code itself, only the sub-packages the origin and edge binaries build on.
 //
 //   - streamkey: validation of vhost/app/name stream keys.
+//   - stream: the seam every protocol plugs into: Source (an ingest),
+//     Pump (the one loop feeding a Source into a hub, codec changes
+//     included) and PacketSink/PlayPackets (a playback that needs packets).
 //   - hub: one publisher, many readers; GOP cache, serialize-once fan-out,
 //     slow-reader skipping, source splicing, a registry of hubs.
 //   - rtmp: RTMP server and client connection layer (handshake, chunking,
