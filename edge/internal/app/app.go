@@ -83,30 +83,11 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	}
 
 	reg := rt.Metrics
-	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "livecluster_edge_owner_lookups_total",
-		Help: "Owner lookups by result (cache, ok, not_found, error, stale: OCM unreachable, cached owner used).",
-	}, []string{"result"})
-	watchUp := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "livecluster_edge_stream_watch_up", Help: "1 while the WatchStreams stream to the OCM is established.",
-	})
-	e.players = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "livecluster_edge_players", Help: "Connected players by protocol (rtmp, flv).",
-	}, []string{"protocol"})
-	e.players.WithLabelValues(protoRTMP)
-	e.players.WithLabelValues(protoFLV)
-	reg.MustRegister(lookups, watchUp, e.players)
-
+	m := newMetrics(reg)
+	e.players = m.players
 	e.dir = directory.New(directory.Options{
 		API: oc.API(), Logger: rt.Logger,
-		OnLookup: func(r string) { lookups.WithLabelValues(r).Inc() },
-		OnWatchState: func(up bool) {
-			if up {
-				watchUp.Set(1)
-			} else {
-				watchUp.Set(0)
-			}
-		},
+		OnLookup: m.lookup, OnWatchState: m.watchState,
 	})
 	e.relay = relay.New(relay.Options{
 		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg),
