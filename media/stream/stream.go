@@ -97,7 +97,8 @@ func (p *Pump) Streams() []av.CodecData {
 
 // Run copies packets from the source into the hub until:
 //   - the source ends (io.EOF): nil;
-//   - ctx ends: the source is closed, and Run returns ctx's cause;
+//   - ctx ends: the source is closed (CloseWithCause), and Run returns
+//     ctx's cause;
 //   - the hub replaced or closed this source: hub.ErrSourceReplaced or
 //     hub.ErrClosed;
 //   - a read fails or the new codecs of a codec change are refused: that
@@ -107,7 +108,7 @@ func (p *Pump) Streams() []av.CodecData {
 // readers stay attached to the hub. Run does not close the source on its
 // own ending: the caller owns it.
 func (p *Pump) Run(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { _ = p.src.Close() })
+	stop := context.AfterFunc(ctx, func() { CloseWithCause(p.src, context.Cause(ctx)) })
 	defer stop()
 	defer func() {
 		p.mu.Lock()
@@ -165,6 +166,17 @@ func (p *Pump) restart() (*hub.Source, error) {
 		p.opts.OnCodecs(streams)
 	}
 	return hs, nil
+}
+
+// CloseWithCause closes src; when cause is an error of ours (not a plain
+// cancel) and the protocol can tell its peer why (CloseWithError, as
+// *rtmp.Conn does with an onStatus error), it does.
+func CloseWithCause(src Source, cause error) {
+	if c, ok := src.(interface{ CloseWithError(error) error }); ok && cause != nil && !errors.Is(cause, context.Canceled) {
+		_ = c.CloseWithError(cause)
+		return
+	}
+	_ = src.Close()
 }
 
 // PacketSink is a play adapter for a protocol that needs packets rather

@@ -149,7 +149,7 @@ func (s *Sessions) Serve(ctx context.Context, req Request, src stream.Source) er
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// Stopped before returning, so a refusal can still be written.
-	stop := context.AfterFunc(ctx, func() { closeSource(src, context.Cause(ctx)) })
+	stop := context.AfterFunc(ctx, func() { stream.CloseWithCause(src, context.Cause(ctx)) })
 	defer stop()
 
 	cl, remove := s.opts.Clients.Add(clients.Info{
@@ -210,16 +210,6 @@ func count(f func() int64) int64 {
 		return 0
 	}
 	return f()
-}
-
-// closeSource ends src for cause: with an error status when the protocol
-// can send one and the cause is not a plain cancel.
-func closeSource(src stream.Source, cause error) {
-	if c, ok := src.(interface{ CloseWithError(error) error }); ok && cause != nil && !errors.Is(cause, context.Canceled) {
-		_ = c.CloseWithError(cause)
-		return
-	}
-	_ = src.Close()
 }
 
 // ended turns the error that ended a session into its cause: a kick or a
