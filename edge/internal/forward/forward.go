@@ -277,7 +277,7 @@ func (f *Forwarder) Serve(ctx context.Context, key streamkey.Key, remote string,
 
 // open finds an origin for key and opens the forward to it, waiting for its
 // accept. The error is a *Refused.
-func (f *Forwarder) open(ctx context.Context, key streamkey.Key, log *slog.Logger) (*ocmv1.Node, *rtmp.Conn, error) {
+func (f *Forwarder) open(ctx context.Context, key streamkey.Key, log *slog.Logger) (*ocmv1.Node, *originConn, error) {
 	actx, cancel := context.WithTimeout(ctx, f.settings().WaitTimeout)
 	origin, err := f.assign(actx, key, nil)
 	cancel()
@@ -303,7 +303,7 @@ func (f *Forwarder) open(ctx context.Context, key streamkey.Key, log *slog.Logge
 // start runs the forward of h to origin over conn: its first leg and its
 // supervisor, which moves it when the origin drains or the leg breaks.
 func (f *Forwarder) start(ctx context.Context, fail context.CancelCauseFunc, key streamkey.Key, h *hub.Hub,
-	origin *ocmv1.Node, conn *rtmp.Conn, log *slog.Logger) (*forward, error) {
+	origin *ocmv1.Node, conn *originConn, log *slog.Logger) (*forward, error) {
 	fw := &forward{
 		f: f, key: key, h: h, log: log, since: time.Now(),
 		moveReq: make(chan string, 1), ctx: ctx, fail: fail, supervised: make(chan struct{}),
@@ -407,7 +407,7 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 // for at most Settings.DialTimeout (an origin that accepts the TCP
 // connection and then says nothing must not hold the publisher for the RTMP
 // read timeout). ctx bounds the connection's life.
-func (f *Forwarder) dialOrigin(ctx context.Context, key streamkey.Key, origin *ocmv1.Node) (*rtmp.Conn, error) {
+func (f *Forwarder) dialOrigin(ctx context.Context, key streamkey.Key, origin *ocmv1.Node) (*originConn, error) {
 	q := url.Values{QueryForwardedBy: {f.opts.NodeID}}
 	if key.Vhost != streamkey.DefaultVhost {
 		q.Set("vhost", key.Vhost)
@@ -418,7 +418,7 @@ func (f *Forwarder) dialOrigin(ctx context.Context, key streamkey.Key, origin *o
 	timer := time.AfterFunc(timeout, func() {
 		cancel(fmt.Errorf("origin %s did not accept the publish within %v", origin.GetId(), timeout))
 	})
-	fail := func(err error) (*rtmp.Conn, error) {
+	fail := func(err error) (*originConn, error) {
 		timer.Stop()
 		if cause := context.Cause(cctx); cause != nil && ctx.Err() == nil {
 			err = fmt.Errorf("%w (%v)", cause, err)
@@ -440,8 +440,20 @@ func (f *Forwarder) dialOrigin(ctx context.Context, key streamkey.Key, origin *o
 		c.Close()
 		return fail(errors.New("accepted too late"))
 	}
-	// cctx now lives as long as the connection; it ends with ctx.
-	return c, nil
+	return &originConn{Conn: c, release: cancel}, nil
+}
+
+// originConn is a forward's connection to an origin; Close also releases
+// the context it was dialed with.
+type originConn struct {
+	*rtmp.Conn
+	release context.CancelCauseFunc
+}
+
+func (c *originConn) Close() error {
+	err := c.Conn.Close()
+	c.release(nil)
+	return err
 }
 
 // forward is one publish being forwarded.
@@ -480,14 +492,14 @@ func (fw *forward) requestMove(reason string) {
 // leg is one connection to an origin, fed by a hub reader.
 type leg struct {
 	origin *ocmv1.Node
-	conn   *rtmp.Conn
+	conn   *originConn
 	rd     *hub.Reader
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
 }
 
-func (fw *forward) startLeg(origin *ocmv1.Node, conn *rtmp.Conn) (*leg, error) {
+func (fw *forward) startLeg(origin *ocmv1.Node, conn *originConn) (*leg, error) {
 	rd, err := fw.h.NewReader()
 	if err != nil {
 		return nil, err
@@ -636,7 +648,7 @@ func isDone(c <-chan struct{}) bool {
 }
 
 // connectNew finds an origin other than from and opens a forward to it.
-func (fw *forward) connectNew(from string) (*ocmv1.Node, *rtmp.Conn, error) {
+func (fw *forward) connectNew(from string) (*ocmv1.Node, *originConn, error) {
 	f := fw.f
 	ctx, cancel := context.WithTimeout(fw.ctx, f.settings().WaitTimeout)
 	defer cancel()
