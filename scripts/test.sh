@@ -12,7 +12,7 @@ ROOT=$PWD
 . scripts/tools.sh
 
 MODULES=()
-for m in proto node ocm media origin edge; do
+for m in streamkey proto node ocm media origin edge; do
   # A module with no Go code yet has nothing to vet or test.
   [ -n "$(find "$m" -name '*.go' -print -quit)" ] && MODULES+=("$m")
 done

@@ -21,11 +21,11 @@ import (
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/admin"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
 	"github.com/livecluster/livecluster/edge/internal/forward"

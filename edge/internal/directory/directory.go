@@ -21,9 +21,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/backoff"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 var (
@@ -71,11 +71,6 @@ func ownerOf(st *ocmv1.Stream, n *ocmv1.Node) *Owner {
 		o.RTMP, o.HTTP, o.State = n.GetAddresses().GetRtmp(), n.GetAddresses().GetHttp(), n.GetState()
 	}
 	return o
-}
-
-// PB converts a key for the API.
-func PB(k streamkey.Key) *ocmv1.StreamKey {
-	return &ocmv1.StreamKey{Vhost: k.Vhost, App: k.App, Name: k.Name}
 }
 
 // Options configure a Directory.
@@ -331,7 +326,7 @@ func (d *Directory) Lookup(ctx context.Context, key streamkey.Key) (*Owner, erro
 
 func (d *Directory) lookupOnce(ctx context.Context, key streamkey.Key) (*Owner, error) {
 	cctx, cancel := context.WithTimeout(ctx, d.opts.CallTimeout)
-	resp, err := d.opts.API.LookupStream(cctx, &ocmv1.LookupStreamRequest{Key: PB(key)})
+	resp, err := d.opts.API.LookupStream(cctx, &ocmv1.LookupStreamRequest{Key: ocmv1.NewStreamKey(key)})
 	cancel()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -452,7 +447,7 @@ func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err
 	d.mu.Lock()
 	for _, k := range keys {
 		if e := d.entries[k]; e != nil {
-			req.Keys = append(req.Keys, PB(e.key))
+			req.Keys = append(req.Keys, ocmv1.NewStreamKey(e.key))
 			byKey[k] = e.key
 		}
 	}
@@ -530,7 +525,7 @@ func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err
 			d.log.Debug("stream watch established", "keys", len(keys))
 		case ocmv1.WatchStreamsResponse_EVENT_TYPE_PUT, ocmv1.WatchStreamsResponse_EVENT_TYPE_DELETE:
 			st := ev.GetStream()
-			k, kerr := streamkey.New(st.GetKey().GetVhost(), st.GetKey().GetApp(), st.GetKey().GetName())
+			k, kerr := st.GetKey().Key()
 			if kerr != nil {
 				continue
 			}

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/livecluster/livecluster/media/streamkey"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // fakeOCM answers LookupStream from a function; other calls are not used.

@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -42,18 +41,14 @@ import (
 	"github.com/livecluster/livecluster/edge/internal/directory"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/backoff"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // redial paces reconnecting a forward to an origin: short, because the
 // publisher is live and waiting.
 var redial = backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second}
-
-// QueryForwardedBy is the RTMP URL query parameter naming the forwarding
-// edge; the origin claims the stream as FORWARDED by that node.
-const QueryForwardedBy = "lc_forwarded_by"
 
 // Settings are read per use, so they reload live.
 type Settings struct {
@@ -102,7 +97,7 @@ type Options struct {
 	API ocmv1.OCMServiceClient
 	// Dir tells the forward when its origin starts DRAINING.
 	Dir      Watcher
-	NodeID   string // this edge, sent as lc_forwarded_by
+	NodeID   string // this edge, sent as streamkey.ForwardedByParam
 	Zone     string
 	Settings func() Settings
 	RTMP     rtmp.Config
@@ -361,7 +356,7 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		resp, err := f.opts.API.AssignOrigin(cctx, &ocmv1.AssignOriginRequest{
-			Key: directory.PB(key), Zone: f.opts.Zone, ExcludeNodeIds: exclude,
+			Key: ocmv1.NewStreamKey(key), Zone: f.opts.Zone, ExcludeNodeIds: exclude,
 		})
 		cancel()
 		if err == nil {
@@ -388,10 +383,7 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 
 // dialOrigin opens the forward publish to origin and waits for its accept.
 func (f *Forwarder) dialOrigin(ctx context.Context, key streamkey.Key, origin *ocmv1.Node) (*rtmp.Conn, error) {
-	q := url.Values{QueryForwardedBy: {f.opts.NodeID}}
-	if key.Vhost != streamkey.DefaultVhost {
-		q.Set("vhost", key.Vhost)
-	}
+	q := key.ForwardQuery(f.opts.NodeID)
 	u := "rtmp://" + origin.GetAddresses().GetRtmp() + "/" + key.App + "/" + key.Name + "?" + q.Encode()
 	// ctx is the publish's lifetime; the set-up is bounded by the RTMP
 	// handshake and read timeouts.

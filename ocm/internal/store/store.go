@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // DefaultPrefix is the default etcd key prefix.
@@ -337,7 +338,7 @@ func (s *Store) Deregister(ctx context.Context, id string, lease int64) (int64, 
 type ClaimRequest struct {
 	NodeID      string
 	Lease       int64
-	Key         Key
+	Key         streamkey.Key
 	Path        ocmv1.PublishPath
 	ForwardedBy string
 }
@@ -354,7 +355,7 @@ func normPath(p ocmv1.PublishPath) ocmv1.PublishPath {
 // Stream record itself as details.
 func OwnedError(cur *ocmv1.Stream) error {
 	st := status.Newf(codes.AlreadyExists, "stream %s is owned by node %s (epoch %d)",
-		keyString(cur.GetKey()), cur.GetOwnerNodeId(), cur.GetEpoch())
+		cur.GetKey().KeyString(), cur.GetOwnerNodeId(), cur.GetEpoch())
 	if d, err := st.WithDetails(&errdetails.ErrorInfo{
 		Reason: "STREAM_OWNED",
 		Domain: ErrorDomain,
@@ -366,10 +367,6 @@ func OwnedError(cur *ocmv1.Stream) error {
 		st = d
 	}
 	return st.Err()
-}
-
-func keyString(k *ocmv1.StreamKey) string {
-	return k.GetVhost() + "/" + k.GetApp() + "/" + k.GetName()
 }
 
 // Claim makes the node the owner of an unowned stream, in one transaction:
@@ -387,7 +384,7 @@ func (s *Store) Claim(ctx context.Context, r ClaimRequest) (*ocmv1.Stream, error
 	ctx, cancel := context.WithTimeout(ctx, s.opTO)
 	defer cancel()
 	st := &ocmv1.Stream{
-		Key:         r.Key.Proto(),
+		Key:         ocmv1.NewStreamKey(r.Key),
 		OwnerNodeId: r.NodeID,
 		PublishPath: normPath(r.Path),
 		ForwardedBy: r.ForwardedBy,
@@ -445,18 +442,18 @@ func firstKV(resp *clientv3.TxnResponse, i int) *mvccpb.KeyValue {
 	return kvs[0]
 }
 
-func staleEpoch(k Key, epoch int64, cur *ocmv1.Stream) error {
+func staleEpoch(k streamkey.Key, epoch int64, cur *ocmv1.Stream) error {
 	return status.Errorf(codes.FailedPrecondition, "stream %s: stale epoch %d: current epoch is %d, owned by %s",
 		k, epoch, cur.GetEpoch(), cur.GetOwnerNodeId())
 }
 
-func streamNotFound(k Key) error {
+func streamNotFound(k streamkey.Key) error {
 	return status.Errorf(codes.NotFound, "stream %s is not owned by anyone", k)
 }
 
 // Release deletes the stream key if the epoch is current and the caller's
 // session owns it. It returns the revision of the delete.
-func (s *Store) Release(ctx context.Context, id string, lease int64, k Key, epoch int64) (int64, error) {
+func (s *Store) Release(ctx context.Context, id string, lease int64, k streamkey.Key, epoch int64) (int64, error) {
 	if err := checkSessionArgs(id, lease); err != nil {
 		return 0, err
 	}
@@ -498,7 +495,7 @@ func (s *Store) Release(ctx context.Context, id string, lease int64, k Key, epoc
 type TransferRequest struct {
 	NodeID      string // caller: the current owner, or ToNodeID taking over from a DRAINING owner
 	Lease       int64  // caller's lease
-	Key         Key
+	Key         streamkey.Key
 	Epoch       int64
 	ToNodeID    string
 	Path        ocmv1.PublishPath
@@ -568,7 +565,7 @@ func (s *Store) Transfer(ctx context.Context, r TransferRequest) (*ocmv1.Stream,
 		return nil, status.Errorf(codes.FailedPrecondition, "transfer %s: caller %s is neither the owner (%s) nor the target", r.Key, r.NodeID, cur.OwnerNodeId)
 	}
 	st := &ocmv1.Stream{
-		Key:         r.Key.Proto(),
+		Key:         ocmv1.NewStreamKey(r.Key),
 		OwnerNodeId: r.ToNodeID,
 		PublishPath: normPath(r.Path),
 		ForwardedBy: r.ForwardedBy,

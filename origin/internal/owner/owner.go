@@ -23,10 +23,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/backoff"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // retry paces OCM calls that must eventually succeed (release, re-claim).
@@ -178,10 +178,6 @@ func ownedBy(err error) *ocmv1.Stream {
 	return nil
 }
 
-func protoKey(k streamkey.Key) *ocmv1.StreamKey {
-	return &ocmv1.StreamKey{Vhost: k.Vhost, App: k.App, Name: k.Name}
-}
-
 // Acquire claims key for a publish arriving by path (forwardedBy: the edge
 // of a FORWARDED publish). onLost is called if the ownership is lost later
 // while the claim is active. The error is a *Refused.
@@ -234,7 +230,7 @@ func (m *Manager) claim(ctx context.Context, c *Claim, s ocmclient.Session) (str
 	ctx, cancel := context.WithTimeout(ctx, m.opts.Timeout())
 	defer cancel()
 	resp, err := m.opts.API.ClaimStream(ctx, &ocmv1.ClaimStreamRequest{
-		NodeId: s.NodeID, LeaseId: s.LeaseID, Key: protoKey(c.Key),
+		NodeId: s.NodeID, LeaseId: s.LeaseID, Key: ocmv1.NewStreamKey(c.Key),
 		PublishPath: c.Path, ForwardedBy: c.ForwardedBy,
 	})
 	if err == nil {
@@ -269,7 +265,7 @@ func (m *Manager) claim(ctx context.Context, c *Claim, s ocmclient.Session) (str
 	}
 	// A forwarded publish for a stream whose owner drains: the edge is moving
 	// the stream here (make-before-break).
-	lk, lerr := m.opts.API.LookupStream(ctx, &ocmv1.LookupStreamRequest{Key: protoKey(c.Key)})
+	lk, lerr := m.opts.API.LookupStream(ctx, &ocmv1.LookupStreamRequest{Key: ocmv1.NewStreamKey(c.Key)})
 	if lerr != nil {
 		if status.Code(lerr) == codes.NotFound {
 			// Released meanwhile: claim it plainly, once.
@@ -281,7 +277,7 @@ func (m *Manager) claim(ctx context.Context, c *Claim, s ocmclient.Session) (str
 		return "", owned()
 	}
 	tr, terr := m.opts.API.TransferStream(ctx, &ocmv1.TransferStreamRequest{
-		NodeId: s.NodeID, LeaseId: s.LeaseID, Key: protoKey(c.Key), Epoch: lk.GetStream().GetEpoch(),
+		NodeId: s.NodeID, LeaseId: s.LeaseID, Key: ocmv1.NewStreamKey(c.Key), Epoch: lk.GetStream().GetEpoch(),
 		ToNodeId: m.opts.NodeID, PublishPath: c.Path, ForwardedBy: c.ForwardedBy,
 	})
 	if terr != nil {
@@ -299,7 +295,7 @@ func (m *Manager) claim(ctx context.Context, c *Claim, s ocmclient.Session) (str
 
 func (m *Manager) retryClaimOnce(ctx context.Context, c *Claim, s ocmclient.Session) (string, error) {
 	resp, err := m.opts.API.ClaimStream(ctx, &ocmv1.ClaimStreamRequest{
-		NodeId: s.NodeID, LeaseId: s.LeaseID, Key: protoKey(c.Key), PublishPath: c.Path, ForwardedBy: c.ForwardedBy,
+		NodeId: s.NodeID, LeaseId: s.LeaseID, Key: ocmv1.NewStreamKey(c.Key), PublishPath: c.Path, ForwardedBy: c.ForwardedBy,
 	})
 	if err != nil {
 		msg := status.Convert(err).Message()
@@ -344,7 +340,7 @@ func (m *Manager) Release(ctx context.Context, c *Claim) {
 		for attempt := 0; ; attempt++ {
 			callCtx, ccancel := context.WithTimeout(rctx, m.opts.Timeout())
 			_, err := m.opts.API.ReleaseStream(callCtx, &ocmv1.ReleaseStreamRequest{
-				NodeId: s.NodeID, LeaseId: s.LeaseID, Key: protoKey(c.Key), Epoch: epoch,
+				NodeId: s.NodeID, LeaseId: s.LeaseID, Key: ocmv1.NewStreamKey(c.Key), Epoch: epoch,
 			})
 			ccancel()
 			if rctx.Err() != nil {
@@ -430,7 +426,7 @@ func (m *Manager) reclaim(ctx context.Context, c *Claim, s ocmclient.Session) {
 	for attempt := 0; m.isActive(c); attempt++ {
 		callCtx, cancel := context.WithTimeout(ctx, m.opts.Timeout())
 		resp, err := m.opts.API.ClaimStream(callCtx, &ocmv1.ClaimStreamRequest{
-			NodeId: s.NodeID, LeaseId: s.LeaseID, Key: protoKey(c.Key), PublishPath: c.Path, ForwardedBy: c.ForwardedBy,
+			NodeId: s.NodeID, LeaseId: s.LeaseID, Key: ocmv1.NewStreamKey(c.Key), PublishPath: c.Path, ForwardedBy: c.ForwardedBy,
 		})
 		cancel()
 		if ctx.Err() != nil {
@@ -490,7 +486,7 @@ func (m *Manager) WatchTransfers(ctx context.Context) {
 	req := &ocmv1.WatchStreamsRequest{InitialState: true}
 	for _, c := range claims {
 		byKey[c.Key.String()] = c
-		req.Keys = append(req.Keys, protoKey(c.Key))
+		req.Keys = append(req.Keys, ocmv1.NewStreamKey(c.Key))
 	}
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		err := m.watch(ctx, req, byKey)
@@ -521,12 +517,7 @@ func (m *Manager) watch(ctx context.Context, req *ocmv1.WatchStreamsRequest, byK
 			continue
 		}
 		st := ev.GetStream()
-		k := st.GetKey()
-		vhost := k.GetVhost()
-		if vhost == "" {
-			vhost = streamkey.DefaultVhost
-		}
-		c := byKey[vhost+"/"+k.GetApp()+"/"+k.GetName()]
+		c := byKey[st.GetKey().KeyString()]
 		if c == nil || st.GetOwnerNodeId() == m.opts.NodeID || !m.isActive(c) {
 			continue
 		}
