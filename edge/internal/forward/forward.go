@@ -35,13 +35,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/backoff"
+	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
 )
@@ -94,7 +93,7 @@ type Watcher interface {
 
 // Options configure a Forwarder.
 type Options struct {
-	API ocmv1.OCMServiceClient
+	OCM *ocmclient.Client
 	// Dir tells the forward when its origin starts DRAINING.
 	Dir      Watcher
 	NodeID   string // this edge, sent as streamkey.ForwardedByParam
@@ -178,7 +177,7 @@ func (f *Forwarder) Run(ctx context.Context) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := f.opts.API.ListNodes(cctx, &ocmv1.ListNodesRequest{Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN})
+		nodes, err := f.opts.OCM.Nodes(cctx, ocmv1.NodeRole_NODE_ROLE_ORIGIN)
 		cancel()
 		if err != nil {
 			// The OCM is unreachable: keep forwarding where we are.
@@ -186,7 +185,7 @@ func (f *Forwarder) Run(ctx context.Context) {
 			continue
 		}
 		states := map[string]ocmv1.NodeState{}
-		for _, n := range resp.GetNodes() {
+		for _, n := range nodes {
 			states[n.GetId()] = n.GetState()
 		}
 		f.mu.Lock()
@@ -355,24 +354,20 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := f.opts.API.AssignOrigin(cctx, &ocmv1.AssignOriginRequest{
-			Key: ocmv1.NewStreamKey(key), Zone: f.opts.Zone, ExcludeNodeIds: exclude,
-		})
+		o, _, err := f.opts.OCM.Assign(cctx, key, f.opts.Zone, exclude)
 		cancel()
 		if err == nil {
-			o := resp.GetOrigin()
 			switch {
 			case o.GetAddresses().GetRtmp() == "":
-				err = status.Errorf(codes.Unavailable, "assigned origin %q has no RTMP address", o.GetId())
+				err = fmt.Errorf("assigned origin %q has no RTMP address", o.GetId())
 			case slices.Contains(exclude, o.GetId()) || o.GetState() == ocmv1.NodeState_NODE_STATE_DRAINING:
-				err = status.Errorf(codes.Unavailable, "assigned origin %q is excluded or DRAINING", o.GetId())
+				err = fmt.Errorf("assigned origin %q is excluded or DRAINING", o.GetId())
 			default:
 				return o, nil
 			}
 		}
 		lastErr = err
-		switch status.Code(err) {
-		case codes.InvalidArgument, codes.PermissionDenied:
+		if errors.Is(err, ocmclient.ErrInvalidArgument) || errors.Is(err, ocmclient.ErrRefused) {
 			return nil, err
 		}
 		if !backoff.Sleep(ctx, redial.Delay(attempt)) {

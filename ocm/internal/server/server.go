@@ -157,7 +157,7 @@ func (s *Server) ClaimStream(ctx context.Context, r *ocmv1.ClaimStreamRequest) (
 	// Edges never own streams. The cache may not know a node registered a
 	// moment ago on another replica; the transaction still checks its session.
 	if n, ok := s.c.Node(r.GetNodeId()); ok && n.LeaseId == r.GetLeaseId() && n.Role != ocmv1.NodeRole_NODE_ROLE_ORIGIN {
-		return nil, status.Errorf(codes.FailedPrecondition, "claim %s: node %s is not an origin", k, n.Id)
+		return nil, store.Reasoned(codes.FailedPrecondition, ocmv1.ReasonNotPermitted, "claim %s: node %s is not an origin", k, n.Id)
 	}
 	st, err := s.st.Claim(ctx, store.ClaimRequest{NodeID: r.GetNodeId(), Lease: r.GetLeaseId(), Key: k,
 		Path: r.GetPublishPath(), ForwardedBy: r.GetForwardedBy()})
@@ -211,7 +211,7 @@ func (s *Server) LookupStream(_ context.Context, r *ocmv1.LookupStreamRequest) (
 	resp := &lookupResponse{}
 	st, owner, ok := s.c.StreamInto(k, &resp.st)
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "stream %s is not owned by anyone", k)
+		return nil, store.Reasoned(codes.NotFound, ocmv1.ReasonStreamNotFound, "stream %s is not owned by anyone", k)
 	}
 	resp.r.Stream, resp.r.Owner = st, owner
 	return &resp.r, nil
@@ -238,7 +238,7 @@ func (s *Server) AssignOrigin(_ context.Context, r *ocmv1.AssignOriginRequest) (
 		}
 		n, _, err := s.placer.Assign(owner, s.c.Origins(), req)
 		if err != nil {
-			return nil, status.Errorf(status.Code(err), "assign %s (owned by %s, %s): %s",
+			return nil, store.Reasoned(status.Code(err), ocmv1.ReasonNoOrigin, "assign %s (owned by %s, %s): %s",
 				k, owner.Id, ownerWhy(owner, req.Exclude), status.Convert(err).Message())
 		}
 		return &ocmv1.AssignOriginResponse{Origin: n, Stream: st}, nil

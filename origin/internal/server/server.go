@@ -152,7 +152,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		Help: "Stream ownership claims at the OCM, by result.",
 	}, []string{"result"})
 	s.owner = owner.New(owner.Options{
-		API: s.oc.API(), NodeID: cfg.NodeID, Session: s.oc.Session, Draining: rt.Lifecycle.Draining,
+		OCM: s.oc, NodeID: cfg.NodeID, Session: s.oc.Session, Draining: rt.Lifecycle.Draining,
 		Timeout: func() time.Duration { return rt.Config().OCM.ClaimTimeout.D() },
 		Logger:  rt.Logger, Claims: claims,
 	})
