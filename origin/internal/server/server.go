@@ -28,12 +28,11 @@ import (
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/admin"
 	"github.com/livecluster/livecluster/node/cli"
-	nodeconfig "github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/origin/internal/api"
 	"github.com/livecluster/livecluster/origin/internal/clients"
@@ -42,18 +41,6 @@ import (
 	"github.com/livecluster/livecluster/origin/internal/owner"
 	"github.com/livecluster/livecluster/origin/internal/web"
 )
-
-// ForwardedByParam is the query parameter an edge adds to the RTMP publish
-// URL it forwards to an origin, naming itself:
-//
-//	rtmp://origin-0.origin:1935/live/camera1?lc_forwarded_by=edge-7f9c
-//
-// Its value must be a valid node id. The origin then claims the stream as
-// PUBLISH_PATH_FORWARDED with forwarded_by set to that id, and, if the
-// stream is owned by a DRAINING origin, takes it over with TransferStream
-// (make-before-break) instead of refusing it. The parameter is not part of
-// the stream key.
-const ForwardedByParam = "lc_forwarded_by"
 
 // Server is a running origin.
 type Server struct {
@@ -165,7 +152,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		Help: "Stream ownership claims at the OCM, by result.",
 	}, []string{"result"})
 	s.owner = owner.New(owner.Options{
-		API: s.oc.API(), NodeID: cfg.NodeID, Session: s.oc.Session, Draining: rt.Lifecycle.Draining,
+		OCM: s.oc, NodeID: cfg.NodeID, Session: s.oc.Session, Draining: rt.Lifecycle.Draining,
 		Timeout: func() time.Duration { return rt.Config().OCM.ClaimTimeout.D() },
 		Logger:  rt.Logger, Claims: claims,
 	})
@@ -291,12 +278,16 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
 	}
 	path, fwd := ocmv1.PublishPath_PUBLISH_PATH_DIRECT, ""
-	if q, err := url.ParseQuery(req.Query); err == nil && q.Get(ForwardedByParam) != "" {
-		fwd = q.Get(ForwardedByParam)
-		if err := nodeconfig.ValidNodeID(fwd); err != nil {
-			return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: ForwardedByParam + ": " + err.Error()}
+	// A forwarded publish (streamkey.ForwardedByParam on the URL) is
+	// claimed as FORWARDED by that edge and may take the stream over from a
+	// DRAINING owner (make-before-break) instead of being refused.
+	if q, err := url.ParseQuery(req.Query); err == nil {
+		if fwd, err = streamkey.ForwardedBy(q); err != nil {
+			return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
 		}
-		path = ocmv1.PublishPath_PUBLISH_PATH_FORWARDED
+		if fwd != "" {
+			path = ocmv1.PublishPath_PUBLISH_PATH_FORWARDED
+		}
 	}
 	log := s.log.With("stream", key.String(), "remote", c.RemoteAddr().String())
 
