@@ -5,11 +5,12 @@
 #     at most 40 MB, runs as 65532:65532 with the binary as entrypoint, has
 #     a HEALTHCHECK, the OCI labels, no shell, and its `version` prints
 #     $VERSION.
-#  2. ocm, origin, edge and etcd run hardened (read-only root, a tmpfs on
-#     /data and /tmp, --user 65532, --cap-drop ALL, no-new-privileges) on a
-#     network of their own until Docker reports them healthy through the
-#     healthcheck subcommand; `docker stop` (SIGTERM to PID 1) drains each
-#     in order (drain steps 1-4, "drain complete") and exits 0.
+#  2. etcd, the OCM on that etcd, an origin and an edge run hardened
+#     (read-only root, a tmpfs on /data and /tmp, --user 65532, --cap-drop
+#     ALL, no-new-privileges) on a network of their own until Docker reports
+#     them healthy through the healthcheck subcommand; `docker stop` (SIGTERM
+#     to PID 1) drains each in order (drain steps 1-4, "drain complete") and
+#     exits 0.
 #  3. deploy/compose/docker-compose.yml comes up under a unique project
 #     name on ports 21000-21099; ffmpeg publishes to edge 1; ffprobe decodes
 #     video and audio from edge 2 over RTMP, HTTP-FLV and HLS; `stop` drains
@@ -78,8 +79,9 @@ for n in ocm origin edge etcd; do
   img=livecluster/$n:$TAG
   size=$(docker image inspect -f '{{.Size}}' "$img")
   [ "$size" -le $MAX_BYTES ] || fail "$img is $size bytes, more than $MAX_BYTES"
-  [ "$(docker image inspect -f '{{.Id}}' "$img")" = "$(docker image inspect -f '{{.Id}}' "livecluster/$n:latest")" ] ||
-    fail "livecluster/$n:latest is not $img"
+  # Only that :latest exists: other worktrees on this Docker daemon may
+  # have moved it to their build since (everything below uses $TAG).
+  docker image inspect "livecluster/$n:latest" >/dev/null || fail "no livecluster/$n:latest"
   cfg=$(docker image inspect -f '{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|{{.Config.WorkingDir}}|{{json .Config.Healthcheck.Test}}' "$img")
   want_cmd='["serve"]'
   [ "$n" = etcd ] && want_cmd=null
@@ -121,16 +123,22 @@ wait_healthy() { # container timeout-seconds
   docker inspect -f '{{json .State.Health}}' "$1" >&2
   fail "$1 not healthy within $2 s (status: $st)"
 }
+# The OCM keeps its state in the etcd container here (the compose cluster
+# below uses the embedded etcd).
+ETCD=lcimg-etcd-$ID
+run "$ETCD" "livecluster/etcd:$TAG" --name etcd0 --listen-client-urls http://0.0.0.0:2379 \
+  --advertise-client-urls "http://$ETCD:2379" --listen-peer-urls http://0.0.0.0:2380 \
+  --initial-advertise-peer-urls "http://$ETCD:2380" --initial-cluster "etcd0=http://$ETCD:2380"
+wait_healthy "$ETCD" 90
 OCM=lcimg-ocm-$ID
-run "$OCM" "livecluster/ocm:$TAG" serve --node-id ocm1
+run "$OCM" "livecluster/ocm:$TAG" serve --node-id ocm1 --etcd-endpoints "http://$ETCD:2379"
 wait_healthy "$OCM" 90
 extra=(-p 127.0.0.1:21090:8080)
 run "lcimg-origin-$ID" "livecluster/origin:$TAG" serve --node-id origin1 --ocm "$OCM:7000" --advertise-host "lcimg-origin-$ID"
 extra=()
 run "lcimg-edge-$ID" "livecluster/edge:$TAG" serve --node-id edge1 --ocm "$OCM:7000" --advertise-host "lcimg-edge-$ID"
-run "lcimg-etcd-$ID" "livecluster/etcd:$TAG"
-for c in "lcimg-origin-$ID" "lcimg-edge-$ID" "lcimg-etcd-$ID"; do wait_healthy "$c" 90; done
-ok "ocm, origin, edge, etcd healthy with a read-only root, --user 65532, --cap-drop ALL"
+for c in "lcimg-origin-$ID" "lcimg-edge-$ID"; do wait_healthy "$c" 90; done
+ok "etcd, ocm (on that etcd), origin, edge healthy with a read-only root, --user 65532, --cap-drop ALL"
 
 # The origin wrote its default files into /data/hls on the tmpfs (the root
 # is read-only) and serves them.
@@ -138,8 +146,7 @@ out=$(curl -fsS http://127.0.0.1:21090/crossdomain.xml) && [[ $out == *cross-dom
   fail "hardened origin does not serve the crossdomain.xml it writes at start: $out"
 ok "hardened origin wrote and serves /data/hls/crossdomain.xml"
 
-# Edge, origin and etcd first, then the OCM (a rollout's order): all stop
-# concurrently within a tier.
+# Edge and origin first, then the OCM, then etcd (a rollout's order).
 stop_and_check() { # container
   local c=$1 t0 t1 code
   t0=$(date +%s.%N)
@@ -149,9 +156,10 @@ stop_and_check() { # container
   docker logs "$c" >"$WORK/$c.log" 2>&1
   echo "$code $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" >"$WORK/$c.stop"
 }
-for c in "lcimg-edge-$ID" "lcimg-origin-$ID" "lcimg-etcd-$ID"; do stop_and_check "$c" & done
+for c in "lcimg-edge-$ID" "lcimg-origin-$ID"; do stop_and_check "$c" & done
 wait
 stop_and_check "$OCM"
+stop_and_check "$ETCD"
 check_drain_log() { # container
   local log=$WORK/$1.log prev=0 pat n
   for pat in '"step":1,' '"step":2,' '"step":3,' '"step":4,' '"drain complete, exiting"'; do
@@ -168,10 +176,10 @@ for c in "lcimg-edge-$ID" "lcimg-origin-$ID" "$OCM"; do
   check_drain_log "$c"
   ok "docker stop $c: drain steps 1-4 in order, exit 0 after $secs s"
 done
-read -r code secs <"$WORK/lcimg-etcd-$ID.stop"
-[ "$code" = 0 ] || { tail -20 "$WORK/lcimg-etcd-$ID.log" >&2; fail "etcd exited $code after docker stop"; }
-grep -q 'received signal; shutting down' "$WORK/lcimg-etcd-$ID.log" || fail "etcd did not log its SIGTERM shutdown"
-ok "docker stop lcimg-etcd-$ID: shut down on SIGTERM, exit 0 after $secs s"
+read -r code secs <"$WORK/$ETCD.stop"
+[ "$code" = 0 ] || { tail -20 "$WORK/$ETCD.log" >&2; fail "etcd exited $code after docker stop"; }
+grep -q 'received signal; shutting down' "$WORK/$ETCD.log" || fail "etcd did not log its SIGTERM shutdown"
+ok "docker stop $ETCD: shut down on SIGTERM, exit 0 after $secs s"
 docker rm "${containers[@]}" >/dev/null
 containers=()
 docker network rm "$NET" >/dev/null
