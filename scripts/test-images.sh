@@ -13,9 +13,10 @@
 #     exits 0.
 #  3. deploy/compose/docker-compose.yml comes up under a unique project
 #     name on ports 21000-21099; ffmpeg publishes to edge 1; ffprobe decodes
-#     video and audio from edge 2 over RTMP, HTTP-FLV and HLS; `stop` drains
-#     every container to exit 0 within stop_grace_period; `down -v` leaves
-#     no container, network or volume of the project.
+#     video and audio from edge 2 over RTMP, HTTP-FLV and HLS; `stop`, with
+#     the publisher and a player still attached, drains every container to
+#     exit 0 within stop_grace_period; `down -v` leaves no container,
+#     network or volume of the project.
 #
 # Skips (exit 0, with a message) when Docker is not usable. Removes every
 # container, network and volume it creates; the livecluster/* images stay.
@@ -51,6 +52,7 @@ PROJECT=lcimgtest$ID
 WORK=$(mktemp -d /tmp/lcimg-test.XXXXXX)
 containers=()
 pub_pid=""
+play_pid=""
 compose_up=""
 start=$(date +%s)
 passed=0
@@ -58,6 +60,7 @@ passed=0
 dc() { "${COMPOSE[@]}" -p "$PROJECT" -f deploy/compose/docker-compose.yml "$@"; }
 cleanup() {
   [ -n "$pub_pid" ] && kill "$pub_pid" 2>/dev/null || true
+  [ -n "$play_pid" ] && kill "$play_pid" 2>/dev/null || true
   if [ ${#containers[@]} -gt 0 ]; then docker rm -f "${containers[@]}" >/dev/null 2>&1 || true; fi
   docker network rm "$NET" >/dev/null 2>&1 || true
   [ -n "$compose_up" ] && dc down -v -t 5 >/dev/null 2>&1 || true
@@ -156,25 +159,38 @@ stop_and_check() { # container
   docker logs "$c" >"$WORK/$c.log" 2>&1
   echo "$code $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" >"$WORK/$c.stop"
 }
-for c in "lcimg-edge-$ID" "lcimg-origin-$ID"; do stop_and_check "$c" & done
-wait
+# The edge is drained as a Kubernetes preStop hook does it: `edge drain`
+# run inside the container (no shell needed) until the process has exited.
+EDGE=lcimg-edge-$ID
+docker exec "$EDGE" /edge drain >"$WORK/drain-exec.log" 2>&1 &
+stop_and_check "lcimg-origin-$ID" &
+timeout $STOP_T docker wait "$EDGE" >/dev/null || fail "$EDGE still running $STOP_T s after /edge drain"
+wait # for the origin; the exec ends with the container, its status is moot
+docker logs "$EDGE" >"$WORK/$EDGE.log" 2>&1
+echo "$(docker inspect -f '{{.State.ExitCode}}' "$EDGE") ?" >"$WORK/$EDGE.stop"
+grep -q '"msg":"drain requested".*"by":"admin api' "$WORK/$EDGE.log" ||
+  { cat "$WORK/drain-exec.log" >&2; fail "$EDGE: the drain subcommand did not start the drain"; }
 stop_and_check "$OCM"
 stop_and_check "$ETCD"
-check_drain_log() { # container
+check_drain_log() { # container how-the-drain-was-requested
   local log=$WORK/$1.log prev=0 pat n
   for pat in '"step":1,' '"step":2,' '"step":3,' '"step":4,' '"drain complete, exiting"'; do
     n=$(grep -n -m1 -F "$pat" "$log" | cut -d: -f1)
-    [ -n "$n" ] || { tail -20 "$log" >&2; fail "$1: no log line with $pat after SIGTERM"; }
+    [ -n "$n" ] || { tail -20 "$log" >&2; fail "$1: no log line with $pat after the drain request"; }
     [ "$n" -gt "$prev" ] || { tail -20 "$log" >&2; fail "$1: $pat out of order"; }
     prev=$n
   done
-  grep -q '"msg":"drain requested".*"signal":"terminated"' "$log" || fail "$1: the drain was not started by SIGTERM"
+  grep -q "\"msg\":\"drain requested\".*$2" "$log" || fail "$1: no \"drain requested\" log line with $2"
 }
-for c in "lcimg-edge-$ID" "lcimg-origin-$ID" "$OCM"; do
+read -r code _ <"$WORK/$EDGE.stop"
+[ "$code" = 0 ] || { tail -20 "$WORK/$EDGE.log" >&2; fail "$EDGE exited $code after the drain subcommand"; }
+check_drain_log "$EDGE" '"by":"admin api'
+ok "docker exec $EDGE /edge drain (a preStop hook): drain steps 1-4 in order, exit 0"
+for c in "lcimg-origin-$ID" "$OCM"; do
   read -r code secs <"$WORK/$c.stop"
   [ "$code" = 0 ] || { tail -20 "$WORK/$c.log" >&2; fail "$c exited $code after docker stop"; }
-  check_drain_log "$c"
-  ok "docker stop $c: drain steps 1-4 in order, exit 0 after $secs s"
+  check_drain_log "$c" '"signal":"terminated"'
+  ok "docker stop $c (SIGTERM): drain steps 1-4 in order, exit 0 after $secs s"
 done
 read -r code secs <"$WORK/$ETCD.stop"
 [ "$code" = 0 ] || { tail -20 "$WORK/$ETCD.log" >&2; fail "etcd exited $code after docker stop"; }
@@ -236,20 +252,29 @@ for i in $(seq 1 150); do
 done
 decode HLS "http://127.0.0.1:$EDGE2_HTTP_PORT/live/imgtest.m3u8"
 
-kill "$pub_pid" 2>/dev/null || true
-wait "$pub_pid" 2>/dev/null || true
-pub_pid=""
+# Stop with the publisher still on edge 1 and a player that never leaves
+# on edge 2: that edge's drain runs to drainTimeout, and stop_grace_period
+# must still cover it (exit 0, not SIGKILL's 137).
+ffmpeg -nostdin -v error -i "rtmp://127.0.0.1:$EDGE2_RTMP_PORT/live/imgtest" -f null - >"$WORK/play.log" 2>&1 &
+play_pid=$!
+sleep 2
+kill -0 "$play_pid" 2>/dev/null || { cat "$WORK/play.log" >&2; fail "the RTMP player on edge2 ended early"; }
 
 ids=$(dc ps -q)
+drains=""
 t0=$(date +%s)
 dc stop >"$WORK/stop.log" 2>&1 || { cat "$WORK/stop.log" >&2; fail "compose stop"; }
+for p in "$play_pid" "$pub_pid"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+pub_pid=""
 for c in $ids; do
   name=$(docker inspect -f '{{.Name}}' "$c")
   code=$(docker inspect -f '{{.State.ExitCode}}' "$c")
   [ "$code" = 0 ] || { docker logs "$c" 2>&1 | tail -20 >&2; fail "$name exited $code on compose stop"; }
-  docker logs "$c" 2>&1 | grep -q '"drain complete, exiting"' || fail "$name did not drain on compose stop"
+  ms=$(docker logs "$c" 2>&1 | grep -F '"drain complete, exiting"' | grep -o '"elapsed_ms":[0-9]*' | cut -d: -f2)
+  [ -n "$ms" ] || fail "$name did not drain on compose stop"
+  drains+=" ${name#/${PROJECT}[_-]} $(awk -v m="$ms" 'BEGIN { printf "%.1f", m / 1000 }')s"
 done
-ok "compose stop: every container drained and exited 0 ($(( $(date +%s) - t0 )) s)"
+ok "compose stop with a publisher and a player attached: every container drained and exited 0 in $(( $(date +%s) - t0 )) s; drains:$drains"
 
 dc down -v >"$WORK/down.log" 2>&1 || { cat "$WORK/down.log" >&2; fail "compose down -v"; }
 compose_up=""
