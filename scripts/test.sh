@@ -13,7 +13,7 @@ ROOT=$PWD
 . scripts/tools.sh
 
 MODULES=()
-for m in proto node ocm media origin edge; do
+for m in proto node ocm media origin edge scripts/loadgen; do
   # A module with no Go code yet has nothing to vet or test.
   [ -n "$(find "$m" -name '*.go' -print -quit)" ] && MODULES+=("$m")
 done
