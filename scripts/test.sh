@@ -5,7 +5,8 @@
 # staticcheck and `go test -race` in every module.
 #
 #   scripts/test.sh            everything
-#   SHORT=1 scripts/test.sh    skip the slow multi-process tests (-short)
+#   SHORT=1 scripts/test.sh    skip the slow multi-process tests (-short), the
+#                              local-cluster end-to-end and the image tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -65,6 +66,11 @@ done
 if [ -z "${SHORT:-}" ]; then
   step "the README's local cluster, end to end"
   scripts/e2e-local-cluster.sh
+fi
+
+if [ -z "${SHORT:-}" ]; then
+  step "container images and the compose cluster (skips without Docker)"
+  scripts/test-images.sh
 fi
 
 step "all checks passed"
