@@ -26,7 +26,7 @@ import (
 	"github.com/nareix/joy4/av"
 	"github.com/nareix/joy4/format/ts"
 
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // ErrBusy is returned by Open while the stream is already being written.

@@ -19,7 +19,7 @@ import (
 
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/internal/flvx"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // ErrNotFound makes the handler answer 404; Lookup may wrap it.
@@ -48,7 +48,7 @@ func ParsePath(r *http.Request, ext string) (streamkey.Key, error) {
 	if !ok {
 		return streamkey.Key{}, fmt.Errorf("path %q: want /app/name%s", r.URL.Path, ext)
 	}
-	return streamkey.New(r.URL.Query().Get("vhost"), app, name)
+	return streamkey.FromURL(app, name, r.URL.Query())
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -17,7 +17,7 @@ import (
 	"github.com/nareix/joy4/format/flv/flvio"
 
 	"github.com/livecluster/livecluster/media/internal/flvx"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // ErrCodecChanged is returned by ReadPacket when the peer sent new codec
@@ -553,8 +553,8 @@ func parseRequest(app, name, tcURL string) Request {
 	}
 	r.App, r.Name, r.Query = strings.TrimSuffix(app, "/"), name, strings.Join(qs, "&")
 	r.Vhost = streamkey.DefaultVhost
-	if q, err := url.ParseQuery(r.Query); err == nil && q.Get("vhost") != "" {
-		r.Vhost = q.Get("vhost")
+	if q, err := url.ParseQuery(r.Query); err == nil && q.Get(streamkey.VhostParam) != "" {
+		r.Vhost = q.Get(streamkey.VhostParam)
 	}
 	return r
 }

@@ -13,3 +13,7 @@ require (
 	github.com/livecluster/livecluster/node v0.0.0-00010101000000-000000000000
 	github.com/nareix/joy4 v0.0.0-20200507095837-05a4ffbb5369
 )
+
+require github.com/livecluster/livecluster/streamkey v0.0.0-00010101000000-000000000000 // indirect
+
+replace github.com/livecluster/livecluster/streamkey => ../../streamkey

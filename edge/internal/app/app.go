@@ -21,11 +21,11 @@ import (
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/admin"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
 	"github.com/livecluster/livecluster/edge/internal/forward"
@@ -86,7 +86,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	m := newMetrics(reg)
 	e.players = m.players
 	e.dir = directory.New(directory.Options{
-		API: oc.API(), Logger: rt.Logger,
+		OCM: oc, Logger: rt.Logger,
 		OnLookup: m.lookup, OnWatchState: m.watchState,
 	})
 	e.relay = relay.New(relay.Options{
@@ -100,7 +100,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		},
 	})
 	e.fwd = forward.New(forward.Options{
-		API: oc.API(), Dir: e.dir, NodeID: cfg.NodeID, Zone: cfg.Zone, Logger: rt.Logger, Metrics: forward.NewMetrics(reg),
+		OCM: oc, Dir: e.dir, NodeID: cfg.NodeID, Zone: cfg.Zone, Logger: rt.Logger, Metrics: forward.NewMetrics(reg),
 		// The forward buffer must absorb a move to a new origin.
 		Hub: hub.Config{QueueBytes: 32 << 20, QueuePackets: 8192},
 		Settings: func() forward.Settings {

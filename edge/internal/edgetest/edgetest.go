@@ -23,16 +23,16 @@ import (
 	"github.com/nareix/joy4/format/flv"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/media/stream"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/node/ocmclient"
 	"github.com/livecluster/livecluster/node/proctest"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // OCM answers LookupStream, WatchStreams, AssignOrigin and ListNodes from
@@ -49,8 +49,9 @@ type OCM struct {
 	assigns int
 }
 
-// StartOCM serves an OCM on a loopback port; the client is closed at cleanup.
-func StartOCM(t testing.TB) (*OCM, ocmv1.OCMServiceClient) {
+// StartOCM serves an OCM on a loopback port and returns an edge's typed
+// client of it (not started), closed at cleanup.
+func StartOCM(t testing.TB) (*OCM, *ocmclient.Client) {
 	t.Helper()
 	o := &OCM{streams: map[string]*ocmv1.Stream{}, nodes: map[string]*ocmv1.Node{},
 		watches: map[chan *ocmv1.WatchStreamsResponse]struct{}{}}
@@ -62,12 +63,15 @@ func StartOCM(t testing.TB) (*OCM, ocmv1.OCMServiceClient) {
 	ocmv1.RegisterOCMServiceServer(srv, o)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := ocmclient.New(ocmclient.Options{Address: ln.Addr().String(), Node: &ocmv1.Node{
+		Id: "edge-1", Role: ocmv1.NodeRole_NODE_ROLE_EDGE,
+		Addresses: &ocmv1.NodeAddresses{Rtmp: "edge-1:1935", Http: "edge-1:8080"},
+	}, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cc.Close() })
-	return o, ocmv1.NewOCMServiceClient(cc)
+	t.Cleanup(func() { _ = c.Close() })
+	return o, c
 }
 
 func keyString(k *ocmv1.StreamKey) string { return k.GetVhost() + "/" + k.GetApp() + "/" + k.GetName() }

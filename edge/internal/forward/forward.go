@@ -29,31 +29,25 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/media/stream"
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/backoff"
+	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // redial paces reconnecting a forward to an origin: short, because the
 // publisher is live and waiting.
 var redial = backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second}
-
-// QueryForwardedBy is the RTMP URL query parameter naming the forwarding
-// edge; the origin claims the stream as FORWARDED by that node.
-const QueryForwardedBy = "lc_forwarded_by"
 
 // Settings are read per use, so they reload live.
 type Settings struct {
@@ -102,10 +96,10 @@ type Watcher interface {
 
 // Options configure a Forwarder.
 type Options struct {
-	API ocmv1.OCMServiceClient
+	OCM *ocmclient.Client
 	// Dir tells the forward when its origin starts DRAINING.
 	Dir      Watcher
-	NodeID   string // this edge, sent as lc_forwarded_by
+	NodeID   string // this edge, sent as streamkey.ForwardedByParam
 	Zone     string
 	Settings func() Settings
 	RTMP     rtmp.Config
@@ -189,7 +183,7 @@ func (f *Forwarder) Run(ctx context.Context) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := f.opts.API.ListNodes(cctx, &ocmv1.ListNodesRequest{Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN})
+		nodes, err := f.opts.OCM.Nodes(cctx, ocmv1.NodeRole_NODE_ROLE_ORIGIN)
 		cancel()
 		if err != nil {
 			// The OCM is unreachable: keep forwarding where we are.
@@ -197,7 +191,7 @@ func (f *Forwarder) Run(ctx context.Context) {
 			continue
 		}
 		states := map[string]ocmv1.NodeState{}
-		for _, n := range resp.GetNodes() {
+		for _, n := range nodes {
 			states[n.GetId()] = n.GetState()
 		}
 		f.mu.Lock()
@@ -377,24 +371,20 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := f.opts.API.AssignOrigin(cctx, &ocmv1.AssignOriginRequest{
-			Key: directory.PB(key), Zone: f.opts.Zone, ExcludeNodeIds: exclude,
-		})
+		o, _, err := f.opts.OCM.Assign(cctx, key, f.opts.Zone, exclude)
 		cancel()
 		if err == nil {
-			o := resp.GetOrigin()
 			switch {
 			case o.GetAddresses().GetRtmp() == "":
-				err = status.Errorf(codes.Unavailable, "assigned origin %q has no RTMP address", o.GetId())
+				err = fmt.Errorf("assigned origin %q has no RTMP address", o.GetId())
 			case slices.Contains(exclude, o.GetId()) || o.GetState() == ocmv1.NodeState_NODE_STATE_DRAINING:
-				err = status.Errorf(codes.Unavailable, "assigned origin %q is excluded or DRAINING", o.GetId())
+				err = fmt.Errorf("assigned origin %q is excluded or DRAINING", o.GetId())
 			default:
 				return o, nil
 			}
 		}
 		lastErr = err
-		switch status.Code(err) {
-		case codes.InvalidArgument, codes.PermissionDenied:
+		if errors.Is(err, ocmclient.ErrInvalidArgument) || errors.Is(err, ocmclient.ErrRefused) {
 			return nil, err
 		}
 		if !backoff.Sleep(ctx, redial.Delay(attempt)) {
@@ -408,10 +398,7 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 // connection and then says nothing must not hold the publisher for the RTMP
 // read timeout). ctx bounds the connection's life.
 func (f *Forwarder) dialOrigin(ctx context.Context, key streamkey.Key, origin *ocmv1.Node) (*originConn, error) {
-	q := url.Values{QueryForwardedBy: {f.opts.NodeID}}
-	if key.Vhost != streamkey.DefaultVhost {
-		q.Set("vhost", key.Vhost)
-	}
+	q := key.ForwardQuery(f.opts.NodeID)
 	u := "rtmp://" + origin.GetAddresses().GetRtmp() + "/" + key.App + "/" + key.Name + "?" + q.Encode()
 	timeout := f.settings().DialTimeout
 	cctx, cancel := context.WithCancelCause(ctx)

@@ -15,8 +15,9 @@ import (
 	"github.com/livecluster/livecluster/edge/internal/edgetest"
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/rtmp"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 func TestMain(m *testing.M) {
@@ -27,9 +28,9 @@ func TestMain(m *testing.M) {
 
 var key = streamkey.Key{Vhost: streamkey.DefaultVhost, App: "live", Name: "s"}
 
-func newForwarder(t *testing.T, api ocmv1.OCMServiceClient, st Settings) *Forwarder {
+func newForwarder(t *testing.T, api *ocmclient.Client, st Settings) *Forwarder {
 	t.Helper()
-	f := New(Options{API: api, NodeID: "edge-1", Settings: func() Settings { return st }})
+	f := New(Options{OCM: api, NodeID: "edge-1", Settings: func() Settings { return st }})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); f.Run(ctx) }()

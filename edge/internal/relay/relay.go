@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
@@ -31,7 +30,7 @@ import (
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/media/stream"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // Upstream protocols.
@@ -626,10 +625,7 @@ func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, erro
 		u    string
 		err  error
 	)
-	q := ""
-	if s.key.Vhost != streamkey.DefaultVhost {
-		q = "?vhost=" + url.QueryEscape(s.key.Vhost)
-	}
+	q := s.key.Query()
 	switch st.Protocol {
 	case ProtocolFLV:
 		u = "http://" + o.HTTP + "/" + s.key.App + "/" + s.key.Name + ".flv" + q

@@ -15,8 +15,8 @@ import (
 	"github.com/livecluster/livecluster/edge/internal/edgetest"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/stream"
-	"github.com/livecluster/livecluster/media/streamkey"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 func TestMain(m *testing.M) {
@@ -37,7 +37,7 @@ func newFixture(t *testing.T, st Settings) *fixture {
 	t.Helper()
 	st.Protocol = ProtocolRTMP
 	ocm, api := edgetest.StartOCM(t)
-	dir := directory.New(directory.Options{API: api, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	dir := directory.New(directory.Options{OCM: api, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); dir.Run(ctx) }()

@@ -6,7 +6,7 @@ import (
 	"github.com/nareix/joy4/av"
 
 	"github.com/livecluster/livecluster/media/hls"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // hlsOut is a publish's HLS writer. It lives on the publish goroutine and

@@ -18,9 +18,9 @@ import (
 	"github.com/nareix/joy4/format/flv/flvio"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/livecluster/livecluster/node/ocmclient"
 	"github.com/livecluster/livecluster/node/proctest"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
@@ -88,8 +88,9 @@ func (f *fakeOCM) counts() (claims, releases int, last *ocmv1.ReleaseStreamReque
 	return len(f.claims), len(f.releases), last
 }
 
-// startOCM serves f on a loopback port and returns a client of it.
-func startOCM(t *testing.T, f *fakeOCM) ocmv1.OCMServiceClient {
+// startOCM serves f on a loopback port and returns the node's typed client
+// of it (not started: the tests give the session themselves).
+func startOCM(t *testing.T, f *fakeOCM) *ocmclient.Client {
 	t.Helper()
 	f.owners = map[string]*ocmv1.Stream{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -100,12 +101,15 @@ func startOCM(t *testing.T, f *fakeOCM) ocmv1.OCMServiceClient {
 	ocmv1.RegisterOCMServiceServer(srv, f)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := ocmclient.New(ocmclient.Options{Address: ln.Addr().String(), Node: &ocmv1.Node{
+		Id: "origin-0", Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN,
+		Addresses: &ocmv1.NodeAddresses{Rtmp: "origin-0:1935", Http: "origin-0:8080"},
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cc.Close() })
-	return ocmv1.NewOCMServiceClient(cc)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // Test media: ffmpeg-made FLVs, generated once per test binary.

@@ -23,9 +23,9 @@ import (
 	"github.com/livecluster/livecluster/media/hls"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/stream"
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/admin"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/origin/internal/clients"
 	"github.com/livecluster/livecluster/origin/internal/owner"

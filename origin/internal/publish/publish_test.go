@@ -18,10 +18,10 @@ import (
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/stream"
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	"github.com/livecluster/livecluster/node/proctest"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/origin/internal/clients"
 	"github.com/livecluster/livecluster/origin/internal/owner"
@@ -43,7 +43,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{ocm: &fakeOCM{}, hubs: hub.NewRegistry(hub.Config{}), clients: clients.New(), hlsDir: t.TempDir()}
 	api := startOCM(t, f.ocm)
 	f.owner = owner.New(owner.Options{
-		API: api, NodeID: ocmSession.NodeID, Session: func() (ocmclient.Session, bool) { return ocmSession, true },
+		OCM: api, NodeID: ocmSession.NodeID, Session: func() (ocmclient.Session, bool) { return ocmSession, true },
 		Timeout: func() time.Duration { return 2 * time.Second },
 	})
 	m, err := hls.New(hls.Config{Dir: f.hlsDir, Fragment: time.Second, Window: 20, Dispose: time.Hour})

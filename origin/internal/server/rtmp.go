@@ -7,25 +7,13 @@ import (
 	"net/url"
 
 	"github.com/livecluster/livecluster/media/rtmp"
-	nodeconfig "github.com/livecluster/livecluster/node/config"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/origin/internal/clients"
 	"github.com/livecluster/livecluster/origin/internal/owner"
 	"github.com/livecluster/livecluster/origin/internal/publish"
 )
-
-// ForwardedByParam is the query parameter an edge adds to the RTMP publish
-// URL it forwards to an origin, naming itself:
-//
-//	rtmp://origin-0.origin:1935/live/camera1?lc_forwarded_by=edge-7f9c
-//
-// Its value must be a valid node id. The origin then claims the stream as
-// PUBLISH_PATH_FORWARDED with forwarded_by set to that id, and, if the
-// stream is owned by a DRAINING origin, takes it over with TransferStream
-// (make-before-break) instead of refusing it. The parameter is not part of
-// the stream key.
-const ForwardedByParam = "lc_forwarded_by"
 
 // ServePublish implements rtmp.Handler: the RTMP ingest adapter of the
 // publish session.
@@ -36,12 +24,16 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
 	}
 	path, fwd := ocmv1.PublishPath_PUBLISH_PATH_DIRECT, ""
-	if q, err := url.ParseQuery(req.Query); err == nil && q.Get(ForwardedByParam) != "" {
-		fwd = q.Get(ForwardedByParam)
-		if err := nodeconfig.ValidNodeID(fwd); err != nil {
-			return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: ForwardedByParam + ": " + err.Error()}
+	// A forwarded publish (streamkey.ForwardedByParam on the URL) is
+	// claimed as FORWARDED by that edge and may take the stream over from a
+	// DRAINING owner (make-before-break) instead of being refused.
+	if q, err := url.ParseQuery(req.Query); err == nil {
+		if fwd, err = streamkey.ForwardedBy(q); err != nil {
+			return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
 		}
-		path = ocmv1.PublishPath_PUBLISH_PATH_FORWARDED
+		if fwd != "" {
+			path = ocmv1.PublishPath_PUBLISH_PATH_FORWARDED
+		}
 	}
 	err = s.pubs.Serve(ctx, publish.Request{
 		Key: key, Path: path, ForwardedBy: fwd, Protocol: "rtmp", Remote: c.RemoteAddr().String(), TcURL: req.TcURL,

@@ -116,7 +116,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	}
 	m := newMetrics(rt.Metrics)
 	s.owner = owner.New(owner.Options{
-		API: s.oc.API(), NodeID: cfg.NodeID, Session: s.oc.Session, Draining: rt.Lifecycle.Draining,
+		OCM: s.oc, NodeID: cfg.NodeID, Session: s.oc.Session, Draining: rt.Lifecycle.Draining,
 		Timeout: func() time.Duration { return rt.Config().OCM.ClaimTimeout.D() },
 		Logger:  rt.Logger, Claims: m.claims,
 	})
