@@ -1,7 +1,6 @@
 // Package media is the shared streaming engine of livecluster: it holds no
 // code itself, only the sub-packages the origin and edge binaries build on.
 //
-//   - streamkey: validation of vhost/app/name stream keys.
 //   - stream: the seam every protocol plugs into: Source (an ingest),
 //     Pump (the one loop feeding a Source into a hub, codec changes
 //     included) and PacketSink/PlayPackets (a playback that needs packets).
@@ -12,5 +11,6 @@
 //   - httpflv: HTTP-FLV serving from a hub, and an HTTP-FLV pull client.
 //   - hls: HLS segmenter writing MPEG-TS segments and playlists.
 //
-// media knows nothing of the cluster (OCM, etcd, the node runtime).
+// media knows nothing of the cluster (OCM, etcd, the node runtime); stream
+// keys come from the streamkey leaf module.
 package media
