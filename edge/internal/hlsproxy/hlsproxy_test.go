@@ -194,7 +194,7 @@ func newTestProxy(o *owners, opts Options) (*Proxy, *Metrics) {
 	m := NewMetrics(prometheus.NewRegistry())
 	opts.Resolve, opts.Metrics = o.resolve, m
 	if opts.MaxPlaylistTTL == 0 {
-		opts.MaxPlaylistTTL = time.Millisecond // every request refreshes
+		opts.MaxPlaylistTTL = time.Nanosecond // every request refreshes
 	}
 	return New(opts), m
 }
