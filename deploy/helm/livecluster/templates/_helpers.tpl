@@ -225,6 +225,20 @@ Call with (dict "component" "origin" "config" <rendered YAML>).
 {{- $_ := unset $parent (last $path) }}
 {{- end }}
 {{- end }}
+{{- /* Maps emptied by the removals go too: an edit of edge.idleTimeout alone
+must hash like no edge key at all (the config is at most 3 levels deep). */}}
+{{- range $k1, $v1 := $c }}
+{{- if kindIs "map" $v1 }}
+{{- range $k2, $v2 := $v1 }}
+{{- if and (kindIs "map" $v2) (not $v2) }}
+{{- $_ := unset $v1 $k2 }}
+{{- end }}
+{{- end }}
+{{- if not $v1 }}
+{{- $_ := unset $c $k1 }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- toYaml $c | sha256sum }}
 {{- end }}
 
