@@ -291,6 +291,7 @@ func TestSchemaRefuses(t *testing.T) {
 		{[]string{"--set", "bogus=1"}, "'bogus' not allowed"},
 		{[]string{"--set", "ocm.replicas=3"}, "'replicas' not allowed"},
 		{[]string{"--set", "origin.hls.sotrage=perPod"}, "'sotrage' not allowed"},
+		{[]string{"--set", "ocm.podDisruptionBudget.maxUnavailable=1"}, "set exactly one of minAvailable and maxUnavailable"},
 		{[]string{"--set", "origin.config.hls.windw=8"}, "'windw' not allowed"},
 		{[]string{"--set", "edge.config.edge.upstream.protocl=flv"}, "'protocl' not allowed"},
 		{[]string{"--set", "ocm.config.etcd.endpoints={http://x:2379}"}, "'endpoints' not allowed"},

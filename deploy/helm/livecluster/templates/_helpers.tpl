@@ -385,3 +385,33 @@ readinessProbe:
     fieldRef:
       fieldPath: status.podIP
 {{- end }}
+
+{{/*
+A component's PodDisruptionBudget: (dict "root" $ "component" "ocm" "values" .Values.ocm).
+*/}}
+{{- define "livecluster.pdb" -}}
+{{- $p := .values.podDisruptionBudget }}
+{{- if $p.enabled }}
+{{- $min := not (kindIs "invalid" $p.minAvailable) }}
+{{- $max := not (kindIs "invalid" $p.maxUnavailable) }}
+{{- if eq $min $max }}
+{{- fail (printf "%s.podDisruptionBudget: set exactly one of minAvailable and maxUnavailable" .component) }}
+{{- end }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "livecluster.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "livecluster.componentLabels" . | nindent 4 }}
+spec:
+  {{- if $min }}
+  minAvailable: {{ $p.minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ $p.maxUnavailable }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "livecluster.selectorLabels" . | nindent 6 }}
+{{- end }}
+{{- end }}
