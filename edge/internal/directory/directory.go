@@ -18,12 +18,10 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/backoff"
+	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 var (
@@ -73,14 +71,11 @@ func ownerOf(st *ocmv1.Stream, n *ocmv1.Node) *Owner {
 	return o
 }
 
-// PB converts a key for the API.
-func PB(k streamkey.Key) *ocmv1.StreamKey {
-	return &ocmv1.StreamKey{Vhost: k.Vhost, App: k.App, Name: k.Name}
-}
-
 // Options configure a Directory.
 type Options struct {
-	API    ocmv1.OCMServiceClient
+	// OCM answers lookups and the watch (typed errors; the watch's
+	// resubscription and its backoff live there).
+	OCM    *ocmclient.Client
 	Logger *slog.Logger
 	// FreshFor is how long an owner looked up for a key nobody watches is
 	// trusted without asking again (2 s).
@@ -331,30 +326,27 @@ func (d *Directory) Lookup(ctx context.Context, key streamkey.Key) (*Owner, erro
 
 func (d *Directory) lookupOnce(ctx context.Context, key streamkey.Key) (*Owner, error) {
 	cctx, cancel := context.WithTimeout(ctx, d.opts.CallTimeout)
-	resp, err := d.opts.API.LookupStream(cctx, &ocmv1.LookupStreamRequest{Key: PB(key)})
+	st, node, err := d.opts.OCM.Lookup(cctx, key)
 	cancel()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
 	case err == nil:
 		d.count("ok")
-		o := ownerOf(resp.GetStream(), resp.GetOwner())
+		o := ownerOf(st, node)
 		e := d.entryLocked(key)
 		if e.synced && e.known && e.owner != nil && e.owner.Epoch > o.Epoch {
 			return e.owner, nil // the watch already knows better
 		}
 		d.setLocked(e, o)
 		return o, nil
-	case status.Code(err) == codes.NotFound:
+	case errors.Is(err, ocmclient.ErrNotFound):
 		d.count("not_found")
 		e := d.entryLocked(key)
 		if !e.synced {
 			d.setLocked(e, nil)
 		}
 		return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
-	case status.Code(err) == codes.InvalidArgument:
-		d.count("error")
-		return nil, fmt.Errorf("look up owner of %s: %w", key, err)
 	default:
 		d.count("error")
 		return nil, fmt.Errorf("look up owner of %s: %w", key, err)
@@ -400,9 +392,11 @@ func (d *Directory) watchedKeys() []string {
 	return keys
 }
 
-// Run keeps the watch over the subscribed keys until ctx ends.
+// Run keeps the watch over the subscribed keys until ctx ends: one
+// WatchStreams call over exactly the keys being served, restarted when that
+// set changes; ocmclient's Watch re-establishes it with backoff when the
+// OCM is unreachable.
 func (d *Directory) Run(ctx context.Context) {
-	failures := 0
 	for ctx.Err() == nil {
 		keys := d.watchedKeys()
 		if len(keys) == 0 {
@@ -413,72 +407,21 @@ func (d *Directory) Run(ctx context.Context) {
 			}
 			continue
 		}
-		restart, err := d.watch(ctx, keys)
-		if ctx.Err() != nil {
-			return
-		}
-		if restart {
-			failures = 0
-			continue
-		}
-		failures++
-		delay := d.retry.Delay(failures - 1)
-		lvl := slog.LevelWarn
-		if failures == 1 {
-			lvl = slog.LevelInfo
-		}
-		d.log.Log(ctx, lvl, "stream watch ended; re-establishing", "err", errString(err),
-			"keys", len(keys), "retry_in", delay.String(), "failures", failures)
-		if !backoff.Sleep(ctx, delay) {
-			return
-		}
+		d.watch(ctx, keys)
 	}
 }
 
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-// watch runs one WatchStreams call for keys. It returns restart=true when it
-// ended because the key set changed.
-func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err error) {
+// watch keeps one watch over keys until ctx ends or the set of watched keys
+// changes (after a short debounce, so a burst of new players costs one
+// restart).
+func (d *Directory) watch(ctx context.Context, keys []string) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req := &ocmv1.WatchStreamsRequest{InitialState: true}
-	byKey := map[string]streamkey.Key{}
-	d.mu.Lock()
-	for _, k := range keys {
-		if e := d.entries[k]; e != nil {
-			req.Keys = append(req.Keys, PB(e.key))
-			byKey[k] = e.key
-		}
-	}
-	d.mu.Unlock()
-	stream, err := d.opts.API.WatchStreams(wctx, req)
-	if err != nil {
-		return false, fmt.Errorf("watch streams: %w", err)
-	}
-	defer func() {
-		d.mu.Lock()
-		d.watchUp = false
-		for _, k := range keys {
-			if e := d.entries[k]; e != nil {
-				e.synced = false
-			}
-		}
-		d.mu.Unlock()
-		if d.opts.OnWatchState != nil {
-			d.opts.OnWatchState(false)
-		}
-	}()
-
-	// Restart when the set of watched keys changes (after a short debounce,
-	// so a burst of new players costs one restart).
-	changed := make(chan struct{})
+	var restarter sync.WaitGroup
+	defer restarter.Wait()
+	restarter.Add(1)
 	go func() {
+		defer restarter.Done()
 		for {
 			select {
 			case <-wctx.Done():
@@ -489,25 +432,26 @@ func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err
 				return
 			}
 			if !slices.Equal(d.watchedKeys(), keys) {
-				close(changed)
 				cancel()
 				return
 			}
 		}
 	}()
 
-	seen := map[string]bool{}
-	synced := false
-	for {
-		ev, err := stream.Recv()
-		if err != nil {
-			select {
-			case <-changed:
-				return true, nil
-			default:
-			}
-			return false, fmt.Errorf("watch streams: %w", err)
+	w := ocmclient.Watch{InitialState: true}
+	byKey := map[string]bool{}
+	d.mu.Lock()
+	for _, k := range keys {
+		if e := d.entries[k]; e != nil {
+			w.Keys = append(w.Keys, e.key)
+			byKey[k] = true
 		}
+	}
+	d.mu.Unlock()
+	var seen map[string]bool // keys the current stream's initial state named
+	synced := false
+	w.Begin = func() { seen, synced = map[string]bool{}, false }
+	w.Event = func(ev *ocmv1.WatchStreamsResponse) {
 		switch ev.GetType() {
 		case ocmv1.WatchStreamsResponse_EVENT_TYPE_SYNCED:
 			d.mu.Lock()
@@ -530,13 +474,13 @@ func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err
 			d.log.Debug("stream watch established", "keys", len(keys))
 		case ocmv1.WatchStreamsResponse_EVENT_TYPE_PUT, ocmv1.WatchStreamsResponse_EVENT_TYPE_DELETE:
 			st := ev.GetStream()
-			k, kerr := streamkey.New(st.GetKey().GetVhost(), st.GetKey().GetApp(), st.GetKey().GetName())
+			k, kerr := st.GetKey().Key()
 			if kerr != nil {
-				continue
+				return
 			}
 			ks := k.String()
-			if _, ok := byKey[ks]; !ok {
-				continue
+			if !byKey[ks] {
+				return
 			}
 			if !synced {
 				seen[ks] = true
@@ -554,5 +498,32 @@ func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err
 			}
 			d.mu.Unlock()
 		}
+	}
+	w.End = func(err error, retryIn time.Duration, failures int) {
+		d.down(keys)
+		lvl := slog.LevelWarn
+		if failures == 1 {
+			lvl = slog.LevelInfo
+		}
+		d.log.Log(ctx, lvl, "stream watch ended; re-establishing", "err", err.Error(),
+			"keys", len(keys), "retry_in", retryIn.String(), "failures", failures)
+	}
+	d.opts.OCM.Watch(wctx, w)
+	d.down(keys)
+}
+
+// down records that the watch over keys is not established: their cached
+// owners are no longer kept current by events.
+func (d *Directory) down(keys []string) {
+	d.mu.Lock()
+	d.watchUp = false
+	for _, k := range keys {
+		if e := d.entries[k]; e != nil {
+			e.synced = false
+		}
+	}
+	d.mu.Unlock()
+	if d.opts.OnWatchState != nil {
+		d.opts.OnWatchState(false)
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // Object kinds, also metric labels.
@@ -189,7 +188,7 @@ func parse(r *http.Request) (key streamkey.Key, file, kind string, err error) {
 	default:
 		return key, "", "", fmt.Errorf("path %q is not an HLS object", r.URL.Path)
 	}
-	key, err = streamkey.New(r.URL.Query().Get("vhost"), app, name)
+	key, err = streamkey.FromURL(app, name, r.URL.Query())
 	return key, file, kind, err
 }
 
@@ -221,9 +220,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := "http://" + owner.HTTP + "/" + key.App + "/" + file
-	if key.Vhost != streamkey.DefaultVhost {
-		u += "?vhost=" + url.QueryEscape(key.Vhost)
-	}
+	u += key.Query()
 	// The ownership epoch goes into the cache key (as a URL fragment, which
 	// is never sent): an origin restarts segment numbers after a stream's
 	// files are disposed, so name-0.ts of a later publish is another object.

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 func TestParse(t *testing.T) {
