@@ -102,10 +102,13 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	o = &OCM{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	// r, not the named result o: every failing return sets o to nil, and
+	// what was started must still be closed.
+	r := &OCM{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	o = r
 	defer func() {
 		if err != nil {
-			o.closeResources()
+			r.closeResources()
 		}
 	}()
 
