@@ -5,14 +5,17 @@
 # staticcheck and `go test -race` in every module.
 #
 #   scripts/test.sh            everything
-#   SHORT=1 scripts/test.sh    skip the slow multi-process tests (-short)
+#   SHORT=1 scripts/test.sh    skip the slow multi-process tests (-short), the
+#                              local-cluster end-to-end and the image tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 . scripts/tools.sh
 
 MODULES=()
-for m in streamkey proto node ocm media origin edge; do
+# Every module of the workspace, read from go.work, so a new module is
+# checked without editing this script.
+for m in $(go work edit -json | sed -n 's/.*"DiskPath": "\.\/\(.*\)".*/\1/p'); do
   # A module with no Go code yet has nothing to vet or test.
   [ -n "$(find "$m" -name '*.go' -print -quit)" ] && MODULES+=("$m")
 done
@@ -63,6 +66,11 @@ done
 if [ -z "${SHORT:-}" ]; then
   step "the README's local cluster, end to end"
   scripts/e2e-local-cluster.sh
+fi
+
+if [ -z "${SHORT:-}" ]; then
+  step "container images and the compose cluster (skips without Docker)"
+  scripts/test-images.sh
 fi
 
 step "all checks passed"

@@ -102,13 +102,14 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	// r, not the named result o: every failing return sets o to nil, and
-	// what was started must still be closed.
-	r := &OCM{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
-	o = r
+	o = &OCM{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	started := o
 	defer func() {
 		if err != nil {
-			r.closeResources()
+			// A failing return has already set o to nil: close what was
+			// opened through started, or an embedded etcd keeps its ports
+			// and data dir lock (and a nil o would panic here).
+			started.closeResources()
 		}
 	}()
 
