@@ -3,8 +3,8 @@ package cli_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
