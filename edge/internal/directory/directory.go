@@ -224,7 +224,9 @@ func (s *Sub) Close() {
 	d.mu.Unlock()
 }
 
-// Subscribe watches key.
+// Subscribe watches key: the key joins the edge's watch (Run) and is never
+// evicted while subscribed. It does not fail; while the watch is down the
+// subscription simply gets no changes.
 func (d *Directory) Subscribe(key streamkey.Key) *Sub {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -431,6 +433,8 @@ func (d *Directory) lookupOnce(ctx context.Context, key streamkey.Key) (*Owner, 
 
 // WaitOwner returns the owner of key, waiting until ctx ends for the stream
 // to be published (watched with sub, which must be subscribed to key).
+// Failures: ErrNotFound (wrapped) when ctx ends before a publish;
+// ErrUnavailable when the OCM cannot be reached and nothing is cached.
 func (d *Directory) WaitOwner(ctx context.Context, sub *Sub, key streamkey.Key) (*Owner, error) {
 	for {
 		o, err := d.Lookup(ctx, key)
