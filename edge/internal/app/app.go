@@ -83,30 +83,11 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	}
 
 	reg := rt.Metrics
-	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "livecluster_edge_owner_lookups_total",
-		Help: "Owner lookups by result (cache: fresh; stale: a cached owner served while it is looked up again; ok, not_found, error: the OCM's answers).",
-	}, []string{"result"})
-	watchUp := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "livecluster_edge_stream_watch_up", Help: "1 while the WatchStreams stream to the OCM is established.",
-	})
-	e.players = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "livecluster_edge_players", Help: "Connected players by protocol (rtmp, flv).",
-	}, []string{"protocol"})
-	e.players.WithLabelValues(protoRTMP)
-	e.players.WithLabelValues(protoFLV)
-	reg.MustRegister(lookups, watchUp, e.players)
-
+	m := newMetrics(reg)
+	e.players = m.players
 	e.dir = directory.New(directory.Options{
 		OCM: oc, Logger: rt.Logger,
-		OnLookup: func(r string) { lookups.WithLabelValues(r).Inc() },
-		OnWatchState: func(up bool) {
-			if up {
-				watchUp.Set(1)
-			} else {
-				watchUp.Set(0)
-			}
-		},
+		OnLookup: m.lookup, OnWatchState: m.watchState,
 	})
 	e.relay = relay.New(relay.Options{
 		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg),
@@ -126,7 +107,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 			c := rt.Config().Edge
 			return forward.Settings{
 				WaitTimeout: c.WaitTimeout.D(), PollInterval: c.Forward.PollInterval.D(),
-				RetryTimeout: c.Forward.RetryTimeout.D(),
+				RetryTimeout: c.Forward.RetryTimeout.D(), DialTimeout: c.Forward.DialTimeout.D(),
 			}
 		},
 	})
@@ -241,9 +222,25 @@ func (e *edge) playerJoined(proto string) func() {
 	}
 }
 
-// ServePublish implements rtmp.Handler: publishes are forwarded.
+// ServePublish implements rtmp.Handler: the RTMP ingest adapter of the
+// forward. An origin's refusal reaches the publisher with the origin's
+// own onStatus code and words.
 func (e *edge) ServePublish(ctx context.Context, c *rtmp.Conn) error {
-	return e.fwd.ServePublish(ctx, c)
+	key, err := c.Request().Key()
+	if err != nil {
+		return err
+	}
+	err = e.fwd.Serve(ctx, key, c.RemoteAddr().String(), c)
+	var refused *forward.Refused
+	if errors.As(err, &refused) {
+		code := "NetStream.Publish.BadName"
+		var se *rtmp.StatusError
+		if errors.As(refused.Err, &se) {
+			code = se.Code
+		}
+		return &rtmp.StatusError{Code: code, Description: refused.Msg}
+	}
+	return err
 }
 
 // ServePlay implements rtmp.Handler.

@@ -57,6 +57,9 @@ type Edge struct {
 		// RetryTimeout keeps a publisher whose origin vanished while
 		// another origin is sought.
 		RetryTimeout config.Duration `yaml:"retryTimeout"`
+		// DialTimeout bounds connecting to an origin until it accepted the
+		// forwarded publish.
+		DialTimeout config.Duration `yaml:"dialTimeout"`
 	} `yaml:"forward"`
 	HLS struct {
 		// CacheBytes bounds the segment cache.
@@ -86,6 +89,7 @@ func Defaults() Config {
 	e.Upstream.DialTimeout = config.Duration(10 * time.Second)
 	e.Forward.PollInterval = config.Duration(10 * time.Second)
 	e.Forward.RetryTimeout = config.Duration(30 * time.Second)
+	e.Forward.DialTimeout = config.Duration(5 * time.Second)
 	e.HLS.CacheBytes = 256 << 20
 	e.HLS.MaxObjectBytes = 32 << 20
 	e.HLS.SegmentTTL = config.Duration(2 * time.Minute)
@@ -116,6 +120,7 @@ func Validate(c *Config) error {
 		{"edge.upstream.dialTimeout", e.Upstream.DialTimeout},
 		{"edge.forward.pollInterval", e.Forward.PollInterval},
 		{"edge.forward.retryTimeout", e.Forward.RetryTimeout},
+		{"edge.forward.dialTimeout", e.Forward.DialTimeout},
 		{"edge.hls.segmentTTL", e.HLS.SegmentTTL},
 		{"edge.hls.maxPlaylistTTL", e.HLS.MaxPlaylistTTL},
 		{"edge.hls.upstreamTimeout", e.HLS.UpstreamTimeout},
