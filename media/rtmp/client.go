@@ -184,6 +184,14 @@ func (c *Conn) Publish() error {
 	// Drain what the server sends (acks, pings) so its writes never block;
 	// an error from the server closes the connection and fails our writes
 	// with the server's words. Close waits for this goroutine.
+	//
+	// The drain reads with no idle deadline: a server may say nothing to a
+	// publisher for as long as it likes (ours sends no acknowledgements
+	// unless asked), so silence is not a failure. Whether the server is
+	// still there is decided by our writes and their WriteTimeout. With the
+	// read deadline every forwarded publish died ReadTimeout after it began.
+	c.cfg.ReadTimeout = 0
+	_ = c.nc.SetReadDeadline(time.Time{})
 	c.drainDone = make(chan struct{})
 	go c.drainPublish()
 	return nil

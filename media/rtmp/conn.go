@@ -30,6 +30,8 @@ var errBadHandshake = errors.New("rtmp: bad handshake")
 type Config struct {
 	HandshakeTimeout time.Duration // 10 s
 	// ReadTimeout bounds the wait for each chunk; WriteTimeout each flush (30 s).
+	// A publishing client reads with no deadline once publishing: the server
+	// owes a publisher nothing, and its writes tell whether the server is there.
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 	// MaxChunkSize is the largest Set Chunk Size accepted from a peer (1 MiB).

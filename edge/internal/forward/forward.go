@@ -527,6 +527,10 @@ const reasonOwnerDraining = "owner draining"
 func (fw *forward) supervise() {
 	f := fw.f
 	var brokenSince time.Time
+	// failedDial is the origin the last attempt could not reach: passed
+	// over on the next attempt only, so a READY origin is never excluded
+	// for good.
+	var failedDial string
 	var changed <-chan struct{}
 	if fw.sub != nil {
 		changed = fw.sub.Changed()
@@ -574,7 +578,11 @@ func (fw *forward) supervise() {
 		broken := isDone(cur.done)
 		fw.log.Info("moving forwarded publish", "from", cur.origin.GetId(), "reason", reason)
 		start := time.Now()
-		next, conn, err := fw.connectNew(cur.origin.GetId())
+		next, conn, err := fw.connectNew(fw.exclude(cur.origin.GetId(), broken, failedDial))
+		failedDial = ""
+		if err != nil && next != nil {
+			failedDial = next.GetId()
+		}
 		if err == nil {
 			var l *leg
 			l, err = fw.startLeg(next, conn)
@@ -634,18 +642,38 @@ func isDone(c <-chan struct{}) bool {
 	}
 }
 
-// connectNew finds an origin other than from and opens a forward to it.
-func (fw *forward) connectNew(from string) (*ocmv1.Node, *originConn, error) {
+// exclude lists the origins the next AssignOrigin must pass over. A move
+// away from an origin that drains or left (!broken) never lands on it again.
+// A broken connection to an origin that is still READY may go back to it:
+// the leg broke, not necessarily the origin, and excluding it would leave a
+// stream with one READY origin unowned for good while its publisher is
+// still connected. Only an origin whose dial just failed is passed over
+// once more.
+func (fw *forward) exclude(from string, broken bool, failedDial string) []string {
+	var ex []string
+	if !broken || fw.ownerDraining(from) {
+		ex = append(ex, from)
+	}
+	if failedDial != "" && !slices.Contains(ex, failedDial) {
+		ex = append(ex, failedDial)
+	}
+	return ex
+}
+
+// connectNew finds an origin not in exclude and opens a forward to it. When
+// the origin was found but the dial failed, it returns that origin with the
+// error, so the caller can pass over it next time.
+func (fw *forward) connectNew(exclude []string) (*ocmv1.Node, *originConn, error) {
 	f := fw.f
 	ctx, cancel := context.WithTimeout(fw.ctx, f.settings().WaitTimeout)
 	defer cancel()
-	next, err := f.assign(ctx, fw.key, []string{from})
+	next, err := f.assign(ctx, fw.key, exclude)
 	if err != nil {
 		return nil, nil, err
 	}
 	conn, err := f.dialOrigin(fw.ctx, fw.key, next)
 	if err != nil {
-		return nil, nil, fmt.Errorf("forward %s to %s: %w", fw.key, next.GetId(), err)
+		return next, nil, fmt.Errorf("forward %s to %s: %w", fw.key, next.GetId(), err)
 	}
 	return next, conn, nil
 }

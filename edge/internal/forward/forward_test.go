@@ -165,8 +165,44 @@ func TestMoveWhenTargetDrains(t *testing.T) {
 	}
 }
 
-// The connection to the origin breaks and no other origin takes the stream
-// within the retry timeout: the publisher is let go with the reason.
+// The connection to the only origin breaks while that origin stays READY:
+// the forward goes back to it, and the publisher stays. Before, the broken
+// origin was excluded from AssignOrigin, no other was found, and a stream
+// with a READY origin stayed unowned while its publisher was connected.
+func TestBrokenLegReturnsToReadyOrigin(t *testing.T) {
+	ocm, api := edgetest.StartOCM(t)
+	a := edgetest.StartOrigin(t, "origin-a")
+	ocm.Node(a.Node(ocmv1.NodeState_NODE_STATE_READY))
+	ocm.AssignWith(assignFrom(a))
+	f := newForwarder(t, api, Settings{RetryTimeout: 3 * time.Second, WaitTimeout: 500 * time.Millisecond})
+	src, pw := source(t)
+	done := serve(f, src)
+	edgetest.WaitFor(t, "the publish at origin-a", 5*time.Second, func() bool {
+		h := a.Hubs.Get(key.String())
+		return h != nil && h.Stats().PacketsIn > 30
+	})
+	a.KickPublisher(errors.New("the leg broke"))
+	edgetest.WaitFor(t, "the forward back at origin-a", 5*time.Second, func() bool {
+		h := a.Hubs.Get(key.String())
+		return len(a.Published()) == 2 && h != nil && h.Stats().PacketsIn > 30
+	})
+	// Past the retry timeout the publisher is still forwarded.
+	time.Sleep(3500 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("the publisher was let go: %v", err)
+	default:
+	}
+	if l := f.List(); len(l) != 1 || l[0].Origin != "origin-a" {
+		t.Fatalf("forwards %+v: want one, at origin-a", l)
+	}
+	pw.Close()
+	wait(t, done, 5*time.Second)
+}
+
+// The connection to the origin breaks because the origin is gone, and no
+// other origin takes the stream within the retry timeout: the publisher is
+// let go with the reason.
 func TestNoOriginLeft(t *testing.T) {
 	ocm, api := edgetest.StartOCM(t)
 	a := edgetest.StartOrigin(t, "origin-a")
@@ -178,7 +214,7 @@ func TestNoOriginLeft(t *testing.T) {
 		h := a.Hubs.Get(key.String())
 		return h != nil && h.Stats().PacketsIn > 30
 	})
-	a.KickPublisher(errors.New("origin-a lost the stream"))
+	a.Stop()
 	err := wait(t, done, 10*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "origin lost and no other origin") {
 		t.Fatalf("Serve: %v, want the forward's failure", err)
