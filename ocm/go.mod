@@ -10,6 +10,7 @@ replace (
 require (
 	github.com/livecluster/livecluster/node v0.0.0-00010101000000-000000000000
 	github.com/livecluster/livecluster/proto v0.0.0-00010101000000-000000000000
+	github.com/livecluster/livecluster/streamkey v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
 	go.etcd.io/etcd/api/v3 v3.7.3
 	go.etcd.io/etcd/client/v3 v3.7.3
@@ -40,7 +41,6 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.29.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/jonboulle/clockwork v0.5.0 // indirect
-	github.com/livecluster/livecluster/streamkey v0.0.0-00010101000000-000000000000 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect

@@ -56,6 +56,11 @@ for m in "${MODULES[@]}"; do (cd "$m" && go vet ./...); done
 step "staticcheck"
 for m in "${MODULES[@]}"; do (cd "$m" && staticcheck ./...); done
 
+step "helm chart: lint, render with each values file, asserts"
+scripts/test-chart.sh
+# The chart's Go asserts run again below with the other modules.
+export LIVECLUSTER_HELM="$(scripts/k8s/build.sh --print-dirs | grep '/helm@')/helm"
+
 short=()
 [ -n "${SHORT:-}" ] && short=(-short)
 step "go test -race"

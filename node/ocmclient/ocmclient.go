@@ -125,7 +125,9 @@ type Client struct {
 }
 
 // New validates opts and creates the connection object; it does not dial
-// (gRPC connects lazily, in the background).
+// (gRPC connects lazily, in the background), so an unreachable OCM is not
+// an error here. It fails only on a missing address or node id, or a
+// target gRPC cannot parse.
 func New(opts Options) (*Client, error) {
 	if opts.Address == "" {
 		return nil, errors.New("ocmclient: no OCM address")
@@ -219,7 +221,9 @@ func (c *Client) Status() Status {
 }
 
 // Start begins registration and heartbeats in the background and returns
-// at once. The loop stops when ctx ends or on Close/Deregister.
+// at once; it cannot fail: registration is retried with backoff for as
+// long as the OCM is unreachable, and a lost lease registers a new session.
+// The loop stops when ctx ends or on Close/Deregister.
 func (c *Client) Start(ctx context.Context) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -419,7 +423,9 @@ func (c *Client) heartbeat(ctx context.Context, s Session) bool {
 
 // Bind wires the session into a node's lifecycle: readiness waits for the
 // first registration ("ocm-registered"), the drain marks the node DRAINING
-// at step 1, and the final step deregisters and closes the connection.
+// at step 1, and the final step deregisters and closes the connection. A
+// failed Drain or Deregister is reported to the lifecycle (logged); the
+// lease then expires by itself after its TTL.
 func (c *Client) Bind(lc *lifecycle.Lifecycle) {
 	lc.AddCheck("ocm-registered", c.ReadinessCheck)
 	lc.OnDraining("ocm-drain", c.Drain)

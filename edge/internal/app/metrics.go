@@ -16,7 +16,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livecluster_edge_owner_lookups_total",
-			Help: "Owner lookups by result (cache, ok, not_found, error, stale: OCM unreachable, cached owner used).",
+			Help: "Owner lookups by result (cache: fresh; stale: a cached owner served while it is looked up again; ok, not_found, error: the OCM's answers).",
 		}, []string{"result"}),
 		watchUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "livecluster_edge_stream_watch_up", Help: "1 while the WatchStreams stream to the OCM is established.",

@@ -4,12 +4,18 @@
 // with one WatchStreams call per edge over exactly the keys being served,
 // re-established with backoff (and whenever that key set changes).
 //
-// When the OCM is unreachable, cached owners keep answering; a stream the
-// cache has never seen fails with ErrUnavailable once the caller's context
-// ends, after retries with backoff.
+// A cached owner older than FreshFor is served at once while one
+// background lookup per key refreshes it (stale-while-revalidate), so an OCM
+// that is unreachable, or blackholed and answering nothing until the call
+// times out, never makes a player wait for a stream the cache knows;
+// concurrent lookups of one key share one OCM call (singleflight). A stream
+// the cache has never seen fails with ErrUnavailable once the caller's
+// context ends, after retries with backoff. The cache of unwatched keys is
+// bounded (MaxEntries), evicting the least recently used in O(1).
 package directory
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -90,8 +96,9 @@ type Options struct {
 	Debounce time.Duration
 	// OnWatchState, if set, is told when the watch goes up (true) or down.
 	OnWatchState func(up bool)
-	// OnLookup, if set, counts LookupStream results ("ok", "not_found",
-	// "error", "cache", "stale").
+	// OnLookup, if set, counts lookups by result: "cache" (fresh),
+	// "stale" (a cached owner past FreshFor, served while it is looked up
+	// again), and the OCM's answers "ok", "not_found", "error".
 	OnLookup func(result string)
 }
 
@@ -100,11 +107,27 @@ type Directory struct {
 	opts  Options
 	log   *slog.Logger
 	retry backoff.Policy
+	// bg bounds the background lookups (singleflight and refreshes); Close
+	// (or the end of Run) cancels them and waits.
+	bg       context.Context
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
 
 	mu      sync.Mutex
 	entries map[string]*entry
+	// lru holds the unwatched entries, most recently used first; watched
+	// entries are never evicted and are not in it.
+	lru     *list.List
+	flights map[string]*flight
 	wake    chan struct{}
 	watchUp bool
+}
+
+// flight is one OCM lookup that every concurrent Lookup of a key waits for.
+type flight struct {
+	done chan struct{}
+	o    *Owner
+	err  error
 }
 
 type entry struct {
@@ -115,6 +138,8 @@ type entry struct {
 	subs    map[*Sub]struct{}
 	// synced: the live watch covers this key (events keep owner current).
 	synced bool
+	// elem is the entry's place in the LRU list; nil while watched.
+	elem *list.Element
 }
 
 // New returns a Directory.
@@ -140,11 +165,21 @@ func New(opts Options) *Directory {
 	if opts.Debounce <= 0 {
 		opts.Debounce = 50 * time.Millisecond
 	}
+	bg, cancel := context.WithCancel(context.Background())
 	return &Directory{
 		opts: opts, log: opts.Logger.With("component", "directory"),
-		retry:   backoff.Policy{Min: opts.MinBackoff, Max: opts.MaxBackoff},
-		entries: map[string]*entry{}, wake: make(chan struct{}, 1),
+		retry: backoff.Policy{Min: opts.MinBackoff, Max: opts.MaxBackoff},
+		bg:    bg, bgCancel: cancel,
+		entries: map[string]*entry{}, lru: list.New(), flights: map[string]*flight{},
+		wake: make(chan struct{}, 1),
 	}
+}
+
+// Close cancels the background lookups and waits for them. Run calls it
+// when it returns; a Directory whose Run is not used must be closed.
+func (d *Directory) Close() {
+	d.bgCancel()
+	d.bgWG.Wait()
 }
 
 // Sub is a subscription to one key's owner changes. Subscribing adds the key
@@ -181,19 +216,27 @@ func (s *Sub) Close() {
 		delete(e.subs, s)
 		if len(e.subs) == 0 {
 			e.synced = false
+			e.elem = d.lru.PushFront(e) // evictable again
+			d.evictLocked()
 			d.kick()
 		}
 	}
 	d.mu.Unlock()
 }
 
-// Subscribe watches key.
+// Subscribe watches key: the key joins the edge's watch (Run) and is never
+// evicted while subscribed. It does not fail; while the watch is down the
+// subscription simply gets no changes.
 func (d *Directory) Subscribe(key streamkey.Key) *Sub {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.entryLocked(key)
 	s := &Sub{d: d, key: key.String(), c: make(chan struct{}, 1)}
 	if len(e.subs) == 0 {
+		if e.elem != nil {
+			d.lru.Remove(e.elem) // watched: never evicted
+			e.elem = nil
+		}
 		d.kick()
 	}
 	e.subs[s] = struct{}{}
@@ -204,31 +247,23 @@ func (d *Directory) entryLocked(key streamkey.Key) *entry {
 	k := key.String()
 	e := d.entries[k]
 	if e == nil {
-		d.evictLocked()
 		e = &entry{key: key, subs: map[*Sub]struct{}{}}
+		e.elem = d.lru.PushFront(e)
 		d.entries[k] = e
+		d.evictLocked()
+	} else if e.elem != nil {
+		d.lru.MoveToFront(e.elem)
 	}
 	return e
 }
 
-// evictLocked keeps the unwatched part of the cache bounded, dropping the
-// oldest lookups first.
+// evictLocked keeps the unwatched part of the cache within MaxEntries,
+// dropping the least recently used entries (O(1) each).
 func (d *Directory) evictLocked() {
-	if len(d.entries) < d.opts.MaxEntries {
-		return
-	}
-	var oldest string
-	var at time.Time
-	for k, e := range d.entries {
-		if len(e.subs) > 0 {
-			continue
-		}
-		if oldest == "" || e.fetched.Before(at) {
-			oldest, at = k, e.fetched
-		}
-	}
-	if oldest != "" {
-		delete(d.entries, oldest)
+	for d.lru.Len() > d.opts.MaxEntries {
+		e := d.lru.Remove(d.lru.Back()).(*entry)
+		e.elem = nil
+		delete(d.entries, e.key.String())
 	}
 }
 
@@ -281,47 +316,90 @@ func (d *Directory) Cached(key streamkey.Key) (*Owner, bool) {
 }
 
 // Lookup returns the owner of key: from the cache when the watch keeps it
-// current (or it was looked up within FreshFor), else from the OCM,
-// retrying transient failures with backoff until ctx ends. ErrNotFound when
-// nobody owns the stream; ErrUnavailable when the OCM cannot be reached and
-// the cache has no owner.
+// current or it was looked up within FreshFor; a cached owner past FreshFor
+// at once, while one background lookup refreshes it (stale-while-
+// revalidate); else from the OCM, one call per key however many callers
+// wait, retrying transient failures with backoff until ctx ends. Failures:
+// ErrNotFound when nobody owns the stream; ErrUnavailable when the OCM
+// cannot be reached (or ctx ends first) and the cache has no owner.
 func (d *Directory) Lookup(ctx context.Context, key streamkey.Key) (*Owner, error) {
+	ks := key.String()
 	d.mu.Lock()
-	if e := d.entries[key.String()]; e != nil && e.owner.complete() &&
-		(e.synced || time.Since(e.fetched) < d.opts.FreshFor) {
-		o := e.owner
+	e := d.entries[ks]
+	if e != nil && e.elem != nil {
+		d.lru.MoveToFront(e.elem)
+	}
+	if e != nil && e.owner.complete() {
+		o, fresh := e.owner, e.synced || time.Since(e.fetched) < d.opts.FreshFor
 		d.mu.Unlock()
-		d.count("cache")
+		if fresh {
+			d.count("cache")
+		} else {
+			// A wrong owner is corrected by the refresh, the next event,
+			// or the origin refusing the pull; waiting on the OCM here
+			// would make every player wait while it is unreachable.
+			d.count("stale")
+			d.fetch(key)
+		}
 		return o, nil
 	}
 	// The live watch covers the key and says nobody owns it: asking the OCM
 	// would only repeat that (players waiting for a publish retry often).
-	if e := d.entries[key.String()]; e != nil && e.synced && e.known && e.owner == nil {
+	if e != nil && e.synced && e.known && e.owner == nil {
 		d.mu.Unlock()
 		d.count("cache")
-		return nil, ErrNotFound
+		return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
 	}
 	d.mu.Unlock()
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		o, err := d.lookupOnce(ctx, key)
-		if err == nil || errors.Is(err, ErrNotFound) {
-			return o, err
+		f := d.fetch(key)
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("look up owner of %s: %w (%v)", key, ErrUnavailable, ctx.Err())
 		}
-		lastErr = err
-		// The OCM is unreachable: a cached owner, even an old one, beats
-		// failing a player; a wrong one is corrected by the next event or
-		// by the origin refusing the pull.
+		if f.err == nil || errors.Is(f.err, ErrNotFound) {
+			return f.o, f.err
+		}
+		lastErr = f.err
+		// Filled in meanwhile (by the watch): a cached owner beats failing
+		// a player.
 		if o, ok := d.Cached(key); ok && o.complete() {
 			d.count("stale")
-			d.log.Warn("OCM lookup failed; using the cached owner", "stream", key.String(),
-				"owner", o.String(), "err", err.Error())
 			return o, nil
 		}
 		if !backoff.Sleep(ctx, d.retry.Delay(attempt)) {
 			return nil, fmt.Errorf("look up owner of %s: %w (%v)", key, ErrUnavailable, lastErr)
 		}
 	}
+}
+
+// fetch returns the OCM lookup of key in flight, starting one if there is
+// none. The lookup is bounded by CallTimeout, not by any one caller's
+// context, so a caller that gives up does not fail the others.
+func (d *Directory) fetch(key streamkey.Key) *flight {
+	ks := key.String()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if f := d.flights[ks]; f != nil {
+		return f
+	}
+	f := &flight{done: make(chan struct{})}
+	d.flights[ks] = f
+	d.bgWG.Add(1)
+	go func() {
+		defer d.bgWG.Done()
+		f.o, f.err = d.lookupOnce(d.bg, key)
+		if f.err != nil && !errors.Is(f.err, ErrNotFound) {
+			d.log.Warn("OCM lookup failed", "stream", ks, "err", f.err.Error())
+		}
+		d.mu.Lock()
+		delete(d.flights, ks)
+		d.mu.Unlock()
+		close(f.done)
+	}()
+	return f
 }
 
 func (d *Directory) lookupOnce(ctx context.Context, key streamkey.Key) (*Owner, error) {
@@ -355,6 +433,8 @@ func (d *Directory) lookupOnce(ctx context.Context, key streamkey.Key) (*Owner, 
 
 // WaitOwner returns the owner of key, waiting until ctx ends for the stream
 // to be published (watched with sub, which must be subscribed to key).
+// Failures: ErrNotFound (wrapped) when ctx ends before a publish;
+// ErrUnavailable when the OCM cannot be reached and nothing is cached.
 func (d *Directory) WaitOwner(ctx context.Context, sub *Sub, key streamkey.Key) (*Owner, error) {
 	for {
 		o, err := d.Lookup(ctx, key)
@@ -397,6 +477,7 @@ func (d *Directory) watchedKeys() []string {
 // set changes; ocmclient's Watch re-establishes it with backoff when the
 // OCM is unreachable.
 func (d *Directory) Run(ctx context.Context) {
+	defer d.Close()
 	for ctx.Err() == nil {
 		keys := d.watchedKeys()
 		if len(keys) == 0 {

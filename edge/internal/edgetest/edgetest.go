@@ -74,8 +74,6 @@ func StartOCM(t testing.TB) (*OCM, *ocmclient.Client) {
 	return o, c
 }
 
-func keyString(k *ocmv1.StreamKey) string { return k.GetVhost() + "/" + k.GetApp() + "/" + k.GetName() }
-
 // Node records an origin node (its addresses and state).
 func (o *OCM) Node(n *ocmv1.Node) {
 	o.mu.Lock()
@@ -88,7 +86,7 @@ func (o *OCM) Node(n *ocmv1.Node) {
 func (o *OCM) Set(key streamkey.Key, node string, epoch int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	pk := &ocmv1.StreamKey{Vhost: key.Vhost, App: key.App, Name: key.Name}
+	pk := ocmv1.NewStreamKey(key)
 	ev := &ocmv1.WatchStreamsResponse{Type: ocmv1.WatchStreamsResponse_EVENT_TYPE_DELETE}
 	if node == "" {
 		ev.Stream = o.streams[key.String()]
@@ -126,7 +124,7 @@ func (o *OCM) Assigns() int {
 func (o *OCM) LookupStream(_ context.Context, r *ocmv1.LookupStreamRequest) (*ocmv1.LookupStreamResponse, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	st := o.streams[keyString(r.GetKey())]
+	st := o.streams[r.GetKey().KeyString()]
 	if st == nil {
 		return nil, status.Error(codes.NotFound, "stream not published")
 	}
@@ -139,8 +137,8 @@ func (o *OCM) WatchStreams(r *ocmv1.WatchStreamsRequest, ws grpc.ServerStreaming
 	want := map[string]bool{}
 	var initial []*ocmv1.WatchStreamsResponse
 	for _, k := range r.GetKeys() {
-		want[keyString(k)] = true
-		if st := o.streams[keyString(k)]; st != nil && r.GetInitialState() {
+		want[k.KeyString()] = true
+		if st := o.streams[k.KeyString()]; st != nil && r.GetInitialState() {
 			initial = append(initial, &ocmv1.WatchStreamsResponse{Type: ocmv1.WatchStreamsResponse_EVENT_TYPE_PUT,
 				Stream: st, Owner: o.nodes[st.GetOwnerNodeId()]})
 		}
@@ -165,7 +163,7 @@ func (o *OCM) WatchStreams(r *ocmv1.WatchStreamsRequest, ws grpc.ServerStreaming
 		case <-ws.Context().Done():
 			return nil
 		case ev := <-ch:
-			if !want[keyString(ev.GetStream().GetKey())] {
+			if !want[ev.GetStream().GetKey().KeyString()] {
 				continue
 			}
 			if err := ws.Send(ev); err != nil {

@@ -162,7 +162,12 @@ func unreachable(err error) bool { return errors.Is(err, ocmclient.ErrUnavailabl
 
 // Acquire claims key for a publish arriving by path (forwardedBy: the edge
 // of a FORWARDED publish). onLost is called if the ownership is lost later
-// while the claim is active. The error is a *Refused.
+// while the claim is active. The error is a *Refused whose Result says
+// why: ocm_unavailable (the OCM or its etcd unreachable), not_registered
+// (no session, or it was lost), draining (this origin, per the OCM's
+// NODE_DRAINING), owned_elsewhere, busy (published here already) or error
+// (anything else, e.g. refused as not an origin). A concurrent change at
+// the OCM is retried by the client and never refuses the publish.
 func (m *Manager) Acquire(ctx context.Context, key streamkey.Key, path ocmv1.PublishPath, forwardedBy string, onLost func(error)) (*Claim, error) {
 	ks := key.String()
 	if m.opts.Draining() {
