@@ -124,7 +124,7 @@ func TestHLSAcrossOwnerChanges(t *testing.T) {
 	// went away) and comes back on origin-1.
 	drainAt := time.Now()
 	o0.Signal(syscall.SIGTERM)
-	pub.Signal(syscall.SIGKILL)
+	kill(pub)
 	c.waitNotOwned("h", 15*time.Second)
 	pub = c.publish("ffmpeg-pub-1", "rtmp://"+o1.rtmp+"/live/h")
 	c.waitOwner("h", "origin-1", 15*time.Second)
@@ -135,14 +135,14 @@ func TestHLSAcrossOwnerChanges(t *testing.T) {
 	// as an encoder would, until the OCM lets it (the lease runs out).
 	killAt := time.Now()
 	o1.Signal(syscall.SIGKILL)
-	pub.Signal(syscall.SIGKILL)
+	kill(pub)
 	waitFor(t, "republish on origin-2", 30*time.Second, func() bool {
 		p := c.publish(fmt.Sprintf("ffmpeg-pub-2-%d", time.Now().UnixMilli()), "rtmp://"+o2.rtmp+"/live/h")
 		time.Sleep(time.Second)
 		if r, err := c.lookup("h"); err == nil && r.GetStream().GetOwnerNodeId() == "origin-2" {
 			return true
 		}
-		p.Signal(syscall.SIGKILL)
+		kill(p)
 		return false
 	})
 	grows("player output grows after the move to origin-2")
@@ -186,4 +186,11 @@ func TestHLSAcrossOwnerChanges(t *testing.T) {
 	if frames < 30*10 {
 		t.Errorf("player output holds %d video frames, want at least 10 s at 30 fps", frames)
 	}
+}
+
+// kill SIGKILLs a publisher that may have exited already (its origin went
+// away, or it was refused).
+func kill(p *proctest.Proc) {
+	_ = p.Cmd.Process.Kill()
+	<-p.Done()
 }
