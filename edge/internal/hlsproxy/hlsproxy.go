@@ -449,6 +449,9 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.body == nil {
+		// Never had a playlist: not kept, so requests for streams that do
+		// not exist cannot push live streams out of the LRU.
+		p.forget(s)
 		return fail
 	}
 	if now.Sub(s.good) >= p.opts.Hold {

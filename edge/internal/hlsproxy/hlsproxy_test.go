@@ -441,8 +441,13 @@ func TestUnknownStream(t *testing.T) {
 	a := newUpstream(t, ts)
 	var o owners
 	p, _ := newTestProxy(&o, Options{})
-	if code, _ := fetch(t, p, "/live/s.m3u8"); code != 404 {
-		t.Fatalf("unpublished: %d", code)
+	for i := range 20 {
+		if code, _ := fetch(t, p, fmt.Sprintf("/live/x%d.m3u8", i)); code != 404 {
+			t.Fatalf("unpublished: %d", code)
+		}
+	}
+	if st := p.Stats(); st.Streams != 0 {
+		t.Fatalf("streams that never had a playlist are kept: %+v", st)
 	}
 	o.set("origin-a", 1, a)
 	a.set(0, 2)
