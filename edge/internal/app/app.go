@@ -94,7 +94,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		Settings: func() relay.Settings {
 			c := rt.Config().Edge
 			return relay.Settings{
-				IdleTimeout: c.IdleTimeout.D(), WaitTimeout: c.WaitTimeout.D(),
+				IdleTimeout: c.IdleTimeout.D(), WaitTimeout: c.WaitTimeout.D(), OwnerLossHold: c.OwnerLossHold.D(),
 				Protocol: c.Upstream.Protocol, DialTimeout: c.Upstream.DialTimeout.D(),
 			}
 		},
