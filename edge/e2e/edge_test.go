@@ -162,8 +162,9 @@ func TestFanOutHLSAndIdle(t *testing.T) {
 		misses := metric(t, e.admin, "livecluster_edge_hls_cache_requests_total", `kind="segment"`, `result="miss"`) - hitsBefore
 		t.Logf("50 concurrent requests for %s: origin served %v segment requests, edge misses %v, hit ratio %.2f",
 			seg, after-before, misses, metric(t, e.admin, "livecluster_edge_hls_cache_hit_ratio"))
-		if after-before != 1 {
-			t.Fatalf("origin served %v segment requests for 50 concurrent edge requests, want 1", after-before)
+		// One, or none when the edge prefetched it as it appeared.
+		if after-before > 1 {
+			t.Fatalf("origin served %v segment requests for 50 concurrent edge requests, want at most 1", after-before)
 		}
 		// The playlist is cached at most half a target duration (1 s here).
 		b1, _ := get(url)

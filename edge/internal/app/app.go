@@ -120,6 +120,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		},
 		CacheBytes: h.CacheBytes, MaxObjectBytes: h.MaxObjectBytes, SegmentTTL: h.SegmentTTL.D(),
 		MaxPlaylistTTL: h.MaxPlaylistTTL.D(), UpstreamTimeout: h.UpstreamTimeout.D(),
+		Hold: h.Hold.D(), EndHold: h.EndHold.D(), Window: h.Window, MaxStreams: h.MaxStreams, NoPrefetch: !h.Prefetch,
 		Logger: rt.Logger, Metrics: hlsproxy.NewMetrics(reg),
 	})
 
