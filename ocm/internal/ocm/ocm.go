@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/livecluster/livecluster/node/backoff"
 	"github.com/livecluster/livecluster/ocm/internal/cache"
 	"github.com/livecluster/livecluster/ocm/internal/etcdserver"
 	"github.com/livecluster/livecluster/ocm/internal/server"
@@ -70,19 +71,22 @@ type Config struct {
 
 // OCM is a running replica.
 type OCM struct {
-	cfg     Config
-	log     *slog.Logger
-	etcd    *etcdserver.Server // nil with an external cluster
-	cli     *clientv3.Client
-	store   *store.Store
-	cache   *cache.Cache
-	srv     *server.Server
-	grpc    *grpc.Server
-	health  *health.Server
-	lis     net.Listener
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	etcdOK  atomic.Bool
+	cfg    Config
+	log    *slog.Logger
+	etcd   *etcdserver.Server // nil with an external cluster
+	cli    *clientv3.Client
+	store  *store.Store
+	cache  *cache.Cache
+	srv    *server.Server
+	grpc   *grpc.Server
+	health *health.Server
+	lis    net.Listener
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	etcdOK atomic.Bool
+	// ready is the probe's last verdict (nil: ready). /readyz and
+	// grpc.health.v1 both answer from it, so they never disagree.
+	ready   atomic.Pointer[error]
 	errOnce sync.Once
 	err     error
 	done    chan struct{}
@@ -225,33 +229,38 @@ func (o *OCM) Err() error {
 	}
 }
 
-// probe checks etcd every second and keeps grpc.health.v1 in line with
-// readiness.
+// probe checks etcd every second (every 100 ms until first ready, so a
+// start is not a second slower) and publishes one readiness verdict to both
+// /readyz and grpc.health.v1: a client told "ready" by one is never told
+// NOT_SERVING by the other.
 func (o *OCM) probe(ctx context.Context) {
 	key := o.store.Schema().Prefix + "health"
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := o.cli.Get(pctx, key, clientv3.WithCountOnly())
 		cancel()
 		o.etcdOK.Store(err == nil)
+		verdict := o.check()
 		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if o.Ready() == nil {
+		if verdict == nil {
 			st = healthpb.HealthCheckResponse_SERVING
 		}
 		o.health.SetServingStatus("", st)
 		o.health.SetServingStatus(ocmv1.OCMService_ServiceDesc.ServiceName, st)
-		select {
-		case <-ctx.Done():
+		o.ready.Store(&verdict)
+		every := time.Second
+		if verdict != nil && !o.cache.Synced() {
+			every = 100 * time.Millisecond
+		}
+		if !backoff.Sleep(ctx, every) {
 			return
-		case <-t.C:
 		}
 	}
 }
 
-// Ready returns nil when etcd answered the last probe and the cache is synced.
-func (o *OCM) Ready() error {
+// check returns nil when etcd answered the last probe and the cache is
+// synced.
+func (o *OCM) check() error {
 	if !o.etcdOK.Load() {
 		return errors.New("etcd unreachable")
 	}
@@ -259,6 +268,15 @@ func (o *OCM) Ready() error {
 		return errors.New("cache not synced")
 	}
 	return nil
+}
+
+// Ready returns the last probe's verdict: nil when etcd answered and the
+// cache is synced. Before the first probe it is "not probed yet".
+func (o *OCM) Ready() error {
+	if p := o.ready.Load(); p != nil {
+		return *p
+	}
+	return errors.New("not probed yet")
 }
 
 // WaitReady waits until Ready or ctx ends.
