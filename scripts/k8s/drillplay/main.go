@@ -19,6 +19,9 @@
 //	POST /reset         start a new measurement window
 //	GET /ready          200 when every player had a packet in the last 3 s
 //
+// `drillplay yamlset FILE key.path=value...` prints FILE with the keys set
+// (the drill's ConfigMap edits).
+//
 // It stops (and stops its processes) on SIGTERM or SIGINT.
 package main
 
@@ -49,6 +52,12 @@ func (u *urlList) String() string     { return strings.Join(*u, ",") }
 func (u *urlList) Set(s string) error { *u = append(*u, s); return nil }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "yamlset" {
+		if err := runYAMLSet(os.Args[2:]); err != nil {
+			log.Fatalf("drillplay yamlset: %v", err)
+		}
+		return
+	}
 	var plays urlList
 	listen := flag.String("listen", "127.0.0.1:16990", "address of the stats API")
 	ffmpeg := flag.String("ffmpeg", "ffmpeg", "ffmpeg binary")
