@@ -90,3 +90,21 @@ k8s_uplinks() {
   { ip -4 route show default; ip -6 route show default; } 2>/dev/null |
     awk '{for (i = 1; i < NF; i++) if ($i == "dev") print $(i + 1)}' | sort -u
 }
+
+# k8s_cannot_run prints why this machine cannot run the cluster (and returns
+# 0), or prints nothing and returns 1 when it can.
+k8s_cannot_run() {
+  local why=()
+  [ "$(id -u)" -eq 0 ] || why+=("not root (the kubelet, iptables and mounts need it)")
+  command -v docker >/dev/null && docker info >/dev/null 2>&1 || why+=("Docker is not reachable (images are built with it)")
+  [ -d /sys/fs/cgroup/memory ] || [ -f /sys/fs/cgroup/cgroup.controllers ] || why+=("no cgroup hierarchy mounted under /sys/fs/cgroup")
+  grep -qw overlay /proc/filesystems 2>/dev/null || modprobe overlay 2>/dev/null || why+=("no overlay filesystem (containerd's snapshotter)")
+  command -v iptables >/dev/null || why+=("no iptables")
+  command -v go >/dev/null || why+=("no Go toolchain")
+  local p
+  for p in "${ALL_PORTS[@]}"; do
+    [ -z "$(k8s_port_owner "$p" 2>/dev/null)" ] || { why+=("port $p is taken (a cluster already up?)"); break; }
+  done
+  [ ${#why[@]} -gt 0 ] || return 1
+  local IFS=';'; echo "${why[*]}"
+}
