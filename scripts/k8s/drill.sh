@@ -118,7 +118,7 @@ lb_loop() {
 pv_pool() {
   local n=$1 i name
   kc get pv -o json | jq -r '.items[] | select(.spec.storageClassName=="local-drill" and (.status.phase=="Released" or .status.phase=="Failed")) | .metadata.name' |
-    while read -r name; do kc delete pv "$name" --wait=false >/dev/null; rm -rf "${STATE:?}/pv/$name"; done
+    while read -r name; do kc delete pv "$name" --wait=true --timeout=60s >/dev/null; rm -rf "${STATE:?}/pv/$name"; done
   for ((i = 1; i <= n; i++)); do
     name=lck8s-pv-$i
     kc get pv "$name" >/dev/null 2>&1 && continue
@@ -319,6 +319,7 @@ wait_reloads() {
   done
 }
 if want 5; then
+  curl -fsS -X POST "http://$PLAY_API/reset"
   restarts0=$(restarts_of)
   comps=(ocm origin edge)
   declare -A CM ORIG

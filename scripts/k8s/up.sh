@@ -296,6 +296,9 @@ if ! kc -n kube-system rollout status deployment/coredns --timeout=90s >/dev/nul
   kc -n kube-system logs -l k8s-app=kube-dns --tail=30 >&2 || true
   fail_with kubelet "CoreDNS not Ready"
 fi
+# From the host, through kube-proxy, to the CoreDNS pod.
+k8s_wait 30 "kube-dns ClusterIP from the host" timeout 2 bash -c "</dev/tcp/$DNS_IP/53" ||
+  k8s_die "the kube-dns ClusterIP $DNS_IP:53 does not answer from the host (kube-proxy?)"
 mark coredns_ready
 
 timings=""
