@@ -5,8 +5,9 @@
 # staticcheck and `go test -race` in every module.
 #
 #   scripts/test.sh            everything
-#   SHORT=1 scripts/test.sh    skip the slow multi-process tests (-short)
-#                              and the Kubernetes drill
+#   SHORT=1 scripts/test.sh    skip the slow multi-process tests (-short), the
+#                              local-cluster end-to-end, the image tests and
+#                              the Kubernetes drill
 #   LC_SKIP_K8S=1 scripts/test.sh   skip only the Kubernetes drill
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +66,11 @@ done
 if [ -z "${SHORT:-}" ]; then
   step "the README's local cluster, end to end"
   scripts/e2e-local-cluster.sh
+fi
+
+if [ -z "${SHORT:-}" ]; then
+  step "container images and the compose cluster (skips without Docker)"
+  scripts/test-images.sh
 fi
 
 # The Kubernetes drill (scripts/k8s/, docs/kubernetes.md): a real

@@ -103,9 +103,13 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
 	o = &OCM{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	started := o
 	defer func() {
 		if err != nil {
-			o.closeResources()
+			// A failing return has already set o to nil: close what was
+			// opened through started, or an embedded etcd keeps its ports
+			// and data dir lock (and a nil o would panic here).
+			started.closeResources()
 		}
 	}()
 
