@@ -15,7 +15,7 @@ ROOT=$PWD
 . scripts/tools.sh
 
 MODULES=()
-for m in proto node ocm media origin edge; do
+for m in proto node ocm media origin edge deploy/helm/charttest; do
   # A module with no Go code yet has nothing to vet or test.
   [ -n "$(find "$m" -name '*.go' -print -quit)" ] && MODULES+=("$m")
 done
@@ -55,6 +55,11 @@ for m in "${MODULES[@]}"; do (cd "$m" && go vet ./...); done
 
 step "staticcheck"
 for m in "${MODULES[@]}"; do (cd "$m" && staticcheck ./...); done
+
+step "helm chart: lint, render with each values file, asserts"
+scripts/test-chart.sh
+# The chart's Go asserts run again below with the other modules.
+export LIVECLUSTER_HELM="$(scripts/k8s/build.sh --print-dirs | grep '/helm@')/helm"
 
 short=()
 [ -n "${SHORT:-}" ] && short=(-short)

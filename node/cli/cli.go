@@ -6,7 +6,11 @@
 //
 //	serve        run the node (the default when no subcommand is given)
 //	healthcheck  GET the local /readyz; exit 0 on 200 (Docker HEALTHCHECK
-//	             in images without a shell)
+//	             in images without a shell). With --grpc ADDR it asks
+//	             grpc.health.v1 Check on ADDR instead (exit 0 on SERVING);
+//	             with --url URL it GETs URL (exit 0 when the status is
+//	             --expect-status, default 200): remote checks for a
+//	             `helm test` pod that has only our images
 //	drain        POST the local /api/v1/drain, then wait until the process
 //	             has exited (a Kubernetes preStop hook)
 //	version      print the binary's name and version
@@ -94,6 +98,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/livecluster/livecluster/node/admin"
 	"github.com/livecluster/livecluster/node/config"
@@ -209,6 +216,9 @@ type cmdline struct {
 	configFile string
 	flags      map[string]string
 	timeout    time.Duration
+	// healthcheck's remote targets (at most one of grpc and url).
+	grpc, url    string
+	expectStatus int
 }
 
 func parse[T any](b Binary[T], sub string, args []string, all bool) (*cmdline, bool) {
@@ -225,6 +235,11 @@ func parse[T any](b Binary[T], sub string, args []string, all bool) (*cmdline, b
 		flags = []Flag{{Name: "admin-listen", Key: "adminListen", Usage: "admin address of the local process"}}
 		fs.DurationVar(&cl.timeout, "timeout", 0, "give up after this long (0: a default)")
 	}
+	if sub == "healthcheck" {
+		fs.StringVar(&cl.grpc, "grpc", "", "check grpc.health.v1 on this host:port (plaintext) instead of the local /readyz")
+		fs.StringVar(&cl.url, "url", "", "GET this URL instead of the local /readyz")
+		fs.IntVar(&cl.expectStatus, "expect-status", http.StatusOK, "with --url: the HTTP status that counts as healthy")
+	}
 	byName := map[string]string{}
 	for _, f := range flags {
 		def, _ := b.Config.Value(&defaults, f.Key)
@@ -236,6 +251,10 @@ func parse[T any](b Binary[T], sub string, args []string, all bool) (*cmdline, b
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(b.Stderr, "%s %s: unexpected arguments %q\n", b.Name, sub, fs.Args())
+		return nil, false
+	}
+	if cl.grpc != "" && cl.url != "" {
+		fmt.Fprintf(b.Stderr, "%s %s: give --grpc or --url, not both\n", b.Name, sub)
 		return nil, false
 	}
 	fs.Visit(func(f *flag.Flag) {
@@ -417,10 +436,18 @@ func healthcheck[T any](b Binary[T], args []string) int {
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
-	u, err := adminURL(common.AdminListen, "/readyz?verbose")
-	if err != nil {
-		fmt.Fprintln(b.Stderr, err)
-		return ExitUsage
+	if cl.grpc != "" {
+		return grpcHealthcheck(b, cl.grpc, timeout)
+	}
+	u, want := cl.url, cl.expectStatus
+	if u == "" {
+		var err error
+		u, err = adminURL(common.AdminListen, "/readyz?verbose")
+		if err != nil {
+			fmt.Fprintln(b.Stderr, err)
+			return ExitUsage
+		}
+		want = http.StatusOK
 	}
 	client := &http.Client{Timeout: timeout}
 	resp, err := client.Get(u)
@@ -430,11 +457,36 @@ func healthcheck[T any](b Binary[T], args []string) int {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(b.Stderr, "%s healthcheck: %s\n%s", b.Name, resp.Status, body)
+	if resp.StatusCode != want {
+		fmt.Fprintf(b.Stderr, "%s healthcheck: GET %s: %s (want %d)\n%s", b.Name, u, resp.Status, want, body)
 		return 1
 	}
 	fmt.Fprintf(b.Stdout, "%s", body)
+	return 0
+}
+
+// grpcHealthcheck asks grpc.health.v1 Check (the server as a whole, service
+// "") on addr over plaintext; 0 when SERVING, 1 otherwise (unreachable,
+// NOT_SERVING, no health service), printing why.
+func grpcHealthcheck[T any](b Binary[T], addr string, timeout time.Duration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Fprintf(b.Stderr, "%s healthcheck: grpc %s: %v\n", b.Name, addr, err)
+		return ExitUsage
+	}
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		fmt.Fprintf(b.Stderr, "%s healthcheck: grpc %s: %v\n", b.Name, addr, err)
+		return 1
+	}
+	if st := resp.GetStatus(); st != healthpb.HealthCheckResponse_SERVING {
+		fmt.Fprintf(b.Stderr, "%s healthcheck: grpc %s: %s\n", b.Name, addr, st)
+		return 1
+	}
+	fmt.Fprintf(b.Stdout, "grpc %s: SERVING\n", addr)
 	return 0
 }
 

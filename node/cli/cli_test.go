@@ -17,6 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/livecluster/livecluster/node/config"
 )
 
@@ -531,5 +535,93 @@ func TestUsageErrors(t *testing.T) {
 	out.Reset()
 	if code := Main(b, []string{"version"}); code != 0 || !strings.HasPrefix(out.String(), "testnode v0.0.0-test") {
 		t.Errorf("version: exit %d, %q", code, out.String())
+	}
+}
+
+// exitCode runs cmd and returns its exit code and output.
+func exitCode(t *testing.T, cmd *exec.Cmd) (int, string) {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+// TestHealthcheckGRPC checks `healthcheck --grpc` against grpc-go's own
+// health server: what a `helm test` pod runs against the OCM Service.
+func TestHealthcheckGRPC(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(srv, h)
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Stop()
+	addr := ln.Addr().String()
+	hc := func() (int, string) {
+		return exitCode(t, self(t, "healthcheck", "--grpc", addr, "--timeout", "2s"))
+	}
+
+	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if code, out := hc(); code != 0 || !strings.Contains(out, "SERVING") {
+		t.Errorf("SERVING: exit %d, want 0: %s", code, out)
+	}
+	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	if code, out := hc(); code != 1 || !strings.Contains(out, "NOT_SERVING") {
+		t.Errorf("NOT_SERVING: exit %d, want 1: %s", code, out)
+	}
+	srv.Stop()
+	t0 := time.Now()
+	if code, out := hc(); code != 1 {
+		t.Errorf("server gone: exit %d, want 1: %s", code, out)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("server gone: took %s, --timeout is 2s", d)
+	}
+	if code, out := exitCode(t, self(t, "healthcheck", "--grpc", addr, "--url", "http://x/")); code != ExitUsage {
+		t.Errorf("--grpc with --url: exit %d, want %d: %s", code, ExitUsage, out)
+	}
+}
+
+// TestHealthcheckURL checks `healthcheck --url` and --expect-status: the
+// `helm test` pod asks an edge, through its Service, for a stream nobody
+// publishes and expects the edge's 404 (which it answers only after the
+// OCM said "not found").
+func TestHealthcheckURL(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ok", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("fine\n")) })
+	mux.HandleFunc("GET /live/absent.m3u8", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "stream default/live/absent not found", http.StatusNotFound)
+	})
+	mux.HandleFunc("GET /broken", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "ocm unreachable", http.StatusServiceUnavailable)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	base := "http://" + ln.Addr().String()
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--url", base + "/ok"}, 0},
+		{[]string{"--url", base + "/live/absent.m3u8"}, 1},
+		{[]string{"--url", base + "/live/absent.m3u8", "--expect-status", "404"}, 0},
+		{[]string{"--url", base + "/broken", "--expect-status", "404"}, 1},
+		{[]string{"--url", "http://127.0.0.1:1/", "--timeout", "1s"}, 1},
+	} {
+		code, out := exitCode(t, self(t, append([]string{"healthcheck"}, c.args...)...))
+		if code != c.want {
+			t.Errorf("healthcheck %v: exit %d, want %d: %s", c.args, code, c.want, out)
+		}
 	}
 }

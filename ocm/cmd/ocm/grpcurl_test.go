@@ -63,6 +63,11 @@ shutdown:
 	}
 	const svc = "livecluster.ocm.v1.OCMService"
 
+	// What the chart's `helm test` pod runs against the OCM Service.
+	if out, err := exec.CommandContext(ctx, bin, "healthcheck", "--grpc", grpcAddr).CombinedOutput(); err != nil {
+		t.Errorf("ocm healthcheck --grpc %s: %v\n%s", grpcAddr, err, out)
+	}
+
 	out := must(grpcAddr, "list")
 	for _, want := range []string{svc, "grpc.health.v1.Health"} {
 		if !strings.Contains(out, want) {
