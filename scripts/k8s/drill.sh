@@ -180,14 +180,14 @@ want() { [[ " $STEPS " == *" $1 "* ]]; }
 if helm status "$REL" --namespace "$NS" >/dev/null 2>&1; then uninstall; fi
 kc delete pvc -n "$NS" --all --wait=true --timeout=60s >/dev/null 2>&1 || true
 if want 1; then
-  pv_pool 6
+  pv_pool 8
   d_install=$(install default)
   d_pods=$(kc -n "$NS" get pods -o name | wc -l)
   d_test=$(helm_test)
   uninstall
   d_left_pvc=$(kc -n "$NS" get pvc -o name | wc -l)
   kc delete pvc -n "$NS" --all --wait=true --timeout=60s >/dev/null
-  pv_pool 6
+  pv_pool 8
   p_install=$(install prod -f "$PROD_VALUES")
   p_pods=$(kc -n "$NS" get pods -o name | wc -l)
   p_test=$(helm_test)
@@ -195,7 +195,7 @@ if want 1; then
     \"default\":{\"installWaitMs\":$d_install,\"pods\":$d_pods,\"helmTest\":\"passed\",\"helmTestMs\":$d_test,\"pvcsLeftAfterUninstall\":$d_left_pvc},
     \"prod\":{\"installWaitMs\":$p_install,\"pods\":$p_pods,\"helmTest\":\"passed\",\"helmTestMs\":$p_test}}"
 else
-  pv_pool 6
+  pv_pool 8
   install prod -f "$PROD_VALUES" >/dev/null
 fi
 
