@@ -88,7 +88,8 @@ wait_for() {
 }
 
 sel() { echo "app.kubernetes.io/instance=$REL,app.kubernetes.io/component=$1"; }
-pods_of() { kc -n "$NS" get pods -l "$(sel "$1")" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'; }
+# pods_of COMPONENT: its pods that are not terminating.
+pods_of() { kc -n "$NS" get pods -l "$(sel "$1")" -o json | jq -r '.items[] | select(.metadata.deletionTimestamp == null) | .metadata.name'; }
 # uids_of COMPONENT: "name uid" of its pods, sorted.
 uids_of() { kc -n "$NS" get pods -l "$(sel "$1")" -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.uid}{"\n"}{end}' | sort; }
 svc_ip() { kc -n "$NS" get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
@@ -156,7 +157,9 @@ uninstall() {
 # helm_test: prints "passed seconds" or fails.
 helm_test() {
   local t; t=$(now_ms)
-  if ! helm test "$REL" --namespace "$NS" --timeout 180s --logs >"$WORK/helm-test.log" 2>&1; then
+  # No --logs: the chart deletes passed test pods (hook-succeeded), and
+  # helm would fail fetching their logs. A failed one stays for fail().
+  if ! helm test "$REL" --namespace "$NS" --timeout 180s >"$WORK/helm-test.log" 2>&1; then
     cat "$WORK/helm-test.log" >&2; fail "helm test"
   fi
   echo $(( $(now_ms) - t ))
@@ -283,11 +286,22 @@ rollout_step() {
   kc -n "$NS" rollout restart "$kind/$REL-$comp" >/dev/null
   kc -n "$NS" rollout status "$kind/$REL-$comp" --timeout=600s >/dev/null || fail "rollout of $kind/$REL-$comp"
   secs=$(( $(now_ms) - t ))
+  # The rollout is "done" when the new pods are Ready; the old ones may
+  # still be draining their players. Measure until they are gone.
+  local uid end; end=$(( $(date +%s) + 180 ))
+  for uid in $(awk '{print $2}' <<<"$before"); do
+    while kc -n "$NS" get pods -l "$(sel "$comp")" -o jsonpath='{.items[*].metadata.uid}' | grep -qw "$uid"; do
+      [ "$(date +%s)" -lt "$end" ] || fail "old $comp pods still there 180 s after the rollout"
+      sleep 1
+    done
+  done
+  local gone_ms=$(( $(now_ms) - t ))
   wait_for 60 "players playing again after the $comp rollout" curl -fsS "http://$PLAY_API/ready"
   sleep 5
   emit "$(jq -c -n --argjson s "$step" --arg name "$name" --argjson ms "$secs" \
     --argjson w "$(window_stats)" --argjson pods "$(exits_of "$WORK/step$step" "$before")" \
-    '{step: $s, name: $name, rolloutMs: $ms} + $w + {pods: $pods}')"
+    --argjson gone "$gone_ms" \
+    '{step: $s, name: $name, rolloutMs: $ms, oldPodsGoneMs: $gone} + $w + {pods: $pods}')"
 }
 
 want 3 && rollout_step 3 origin-rollout statefulset origin

@@ -21,7 +21,7 @@ trap 'rm -rf "$ctx"' EXIT
 build() {
   local existed=0
   docker image inspect "$1" >/dev/null 2>&1 && existed=1
-  docker build -q -t "$1" "$ctx" >/dev/null
+  docker build -q -t "$1" "$ctx" >/dev/null 2>"$ctx/build.err" || { cat "$ctx/build.err" >&2; return 1; }
   if [ $existed = 0 ] && ! grep -qx "$1" "$STATE/images/created"; then
     echo "$1" >>"$STATE/images/created"
   fi
