@@ -373,7 +373,14 @@ if want 5; then
   all_ready || fail "pods not Ready after an invalid ConfigMap edit"
   refused=$(for p in $(kc -n "$NS" get pods -l "app.kubernetes.io/instance=$REL" -o name); do
       kc -n "$NS" logs "$p" --since=5m | grep -c 'config reload refused' || true; done | awk '{s += $1} END {print s + 0}')
+  # Back to the original, and wait until every pod has it: the next steps
+  # need HLS on again (hls.enabled applies to the next publish).
+  succ=()
+  for c in "${comps[@]}"; do
+    for p in $(pods_of "$c"); do succ+=("$p=$(reload_count "$p" success)"); done
+  done
   for c in "${comps[@]}"; do set_cm "${CM[$c]}" "$WORK/$c.orig.yaml"; done
+  wait_reloads success 180 "${succ[@]}"
   restarts1=$(restarts_of)
   [ "$restarts0" = "$restarts1" ] || fail "a ConfigMap edit restarted a container: $restarts0 -> $restarts1"
   emit "$(jq -c -n --argjson ms "$live_ms" --argjson bad "$bad_ms" --argjson applied "$applied" \
