@@ -69,21 +69,34 @@ fi
 for t in iptables ip6tables; do
   command -v "$t" >/dev/null || continue
   for table in filter nat mangle raw; do
-    chains=$("$t" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}')
+    # (|| true: a table the kernel lacks is not an error here.)
+    chains=$("$t" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && ($2 ~ /^KUBE-/ || $2 ~ /^CNI-/) {print $2}' || true)
     [ -n "$chains" ] || continue
     # Delete jumps into our chains from chains that are not ours.
     "$t" -t "$table" -S 2>/dev/null | awk '$1 == "-A" && $2 !~ /^(KUBE|CNI)-/ && / -j (KUBE|CNI)-/' |
       while read -r rule; do
         eval "$t -t $table ${rule/-A /-D }" 2>/dev/null || true
-      done
+      done || true
     for c in $chains; do "$t" -t "$table" -F "$c" 2>/dev/null || true; done
     for c in $chains; do "$t" -t "$table" -X "$c" 2>/dev/null || true; done
   done
   # The guard rule, by its comment (however many copies a failed up left).
-  "$t" -S FORWARD 2>/dev/null | grep -- "--comment $GUARD_COMMENT" | while read -r rule; do
+  { "$t" -S FORWARD 2>/dev/null | grep -- "--comment $GUARD_COMMENT" || true; } | while read -r rule; do
     eval "$t ${rule/-A /-D }" 2>/dev/null || true
   done
 done
+
+# iptables-nft creates a whole table on first use (kube-proxy and the
+# kubelet touch mangle and the ip6 tables): remove each table that was not
+# there before up.sh and is now empty (chains with policies, no rule).
+if [ -f "$STATE/before/machine/nft-tables" ] && command -v nft >/dev/null; then
+  nft list tables 2>/dev/null | while read -r _ fam name; do
+    grep -qx "table $fam $name" "$STATE/before/machine/nft-tables" && continue
+    if [ -z "$(nft list table "$fam" "$name" 2>/dev/null | grep -vE '^\s*(table |chain |type .* policy |\}|$)')" ]; then
+      nft delete table "$fam" "$name" 2>/dev/null || true
+    fi
+  done || true
+fi
 
 # Mounts under the state dir, deepest first (the kubelet bind-mounts its
 # root dir; containerd mounts rootfs and netns files).
@@ -136,7 +149,7 @@ if [ -d "$STATE/before/machine" ]; then
   } >"$REPORT"
   # Ours: anything naming our chains, bridge, networks, state dir, cgroups.
   ours=$(grep -E '^[-+][^-+]' "$REPORT" |
-    grep -E 'KUBE-|CNI-|lck8s|lc0|10\.244\.|10\.96\.|livecluster-k8s|kubepods|/var/lib/kubelet|/var/lib/cni|/var/log/containers|^[-+](vm|kernel|net)\.' || true)
+    grep -E 'KUBE-|CNI-|lck8s|lc0|10\.244\.|10\.96\.|livecluster-k8s|kubepods|/var/lib/kubelet|/var/lib/cni|/var/log/containers|^[-+](vm|kernel|net)\.|^[-+]\*|^[-+]table ' || true)
   if [ -n "$ours" ]; then
     k8s_log "the machine differs from before up.sh (full diff in $REPORT):"
     echo "$ours" >&2

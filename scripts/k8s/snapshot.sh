@@ -29,3 +29,5 @@ awk '{print $2, $3}' /proc/self/mounts | grep -vE '^/var/lib/docker/|^/run/docke
 for s in "${SYSCTLS[@]}"; do printf '%s=%s\n' "$s" "$(sysctl -n "$s" 2>/dev/null || echo -)"; done >"$out/sysctl"
 find /sys/fs/cgroup -maxdepth 2 -name 'kubepods*' 2>/dev/null | sort >"$out/cgroups"
 for d in "${OUTSIDE_DIRS[@]}"; do [ -e "$d" ] && echo "$d"; done >"$out/dirs" || true
+# nftables tables (iptables-nft creates a table on first use, e.g. mangle).
+nft list tables 2>/dev/null | sort >"$out/nft-tables" || true
