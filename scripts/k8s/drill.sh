@@ -166,9 +166,12 @@ helm_test() {
 }
 
 # Images: the drill runs what scripts/images.sh built, as containerd sees it.
+# (The list first: grep -q in a pipe would close it early and, with
+# pipefail, fail the pipeline through ctr's SIGPIPE.)
+have=$(ctr -a "$CTRD_SOCK" -n k8s.io images ls -q)
 for c in ocm origin edge etcd; do
   img=livecluster/$c:$VERSION
-  if ! ctr -a "$CTRD_SOCK" -n k8s.io images ls -q | grep -qx "docker.io/$img"; then
+  if ! grep -qx "docker.io/$img" <<<"$have"; then
     docker image inspect "$img" >/dev/null 2>&1 || k8s_die "image $img not in Docker: run VERSION=$VERSION scripts/images.sh"
     "$K8S_ROOT/scripts/k8s/load-images.sh" "$img"
   fi
