@@ -1,7 +1,9 @@
 // Package media is the shared streaming engine of livecluster: it holds no
 // code itself, only the sub-packages the origin and edge binaries build on.
 //
-//   - streamkey: validation of vhost/app/name stream keys.
+//   - stream: the seam every protocol plugs into: Source (an ingest),
+//     Pump (the one loop feeding a Source into a hub, codec changes
+//     included) and PacketSink/PlayPackets (a playback that needs packets).
 //   - hub: one publisher, many readers; GOP cache, serialize-once fan-out,
 //     slow-reader skipping, source splicing, a registry of hubs.
 //   - rtmp: RTMP server and client connection layer (handshake, chunking,
@@ -9,5 +11,6 @@
 //   - httpflv: HTTP-FLV serving from a hub, and an HTTP-FLV pull client.
 //   - hls: HLS segmenter writing MPEG-TS segments and playlists.
 //
-// media knows nothing of the cluster (OCM, etcd, the node runtime).
+// media knows nothing of the cluster (OCM, etcd, the node runtime); stream
+// keys come from the streamkey leaf module.
 package media

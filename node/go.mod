@@ -7,7 +7,9 @@ replace github.com/livecluster/livecluster/proto => ../proto
 require (
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/livecluster/livecluster/proto v0.0.0-00010101000000-000000000000
+	github.com/livecluster/livecluster/streamkey v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1
 	google.golang.org/grpc v1.85.0
 	gopkg.in/yaml.v3 v3.0.1
 )
@@ -23,6 +25,7 @@ require (
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
-	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/livecluster/livecluster/streamkey => ../streamkey

@@ -10,6 +10,7 @@ replace (
 require (
 	github.com/livecluster/livecluster/node v0.0.0-00010101000000-000000000000
 	github.com/livecluster/livecluster/proto v0.0.0-00010101000000-000000000000
+	github.com/livecluster/livecluster/streamkey v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
 	go.etcd.io/etcd/api/v3 v3.7.3
 	go.etcd.io/etcd/client/v3 v3.7.3
@@ -76,3 +77,5 @@ require (
 	k8s.io/utils v0.0.0-20260108192941-914a6e750570 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
+
+replace github.com/livecluster/livecluster/streamkey => ../streamkey

@@ -2,7 +2,10 @@ module github.com/livecluster/livecluster/proto
 
 go 1.26.0
 
+replace github.com/livecluster/livecluster/streamkey => ../streamkey
+
 require (
+	github.com/livecluster/livecluster/streamkey v0.0.0-00010101000000-000000000000
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )

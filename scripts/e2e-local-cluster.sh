@@ -2,7 +2,9 @@
 # Checks the README's first command as a user runs it: scripts/local-cluster.sh
 # in a real terminal (tmux), a publish with ffmpeg, plays through the origin
 # and the edge with ffmpeg/ffprobe, a lookup with grpcurl, then Ctrl-C, which
-# must drain and stop every process the script started. Uses its own ports
+# must drain and stop every process the script started; then starts it again
+# and closes the terminal (tmux kill-session: SIGHUP), which must leave no
+# process running and no port held. Uses its own ports
 # and state directory, so it does not disturb a cluster already running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +21,11 @@ export EDGE_RTMP=127.0.0.1:31936 EDGE_HTTP=127.0.0.1:38081 EDGE_ADMIN=127.0.0.1:
 export STATE
 
 pub_pid=""
+pids=""
 cleanup() {
   [ -n "$pub_pid" ] && kill "$pub_pid" 2>/dev/null || true
+  # On a failure, the cluster's processes may still run: stop them by pid.
+  [ -n "${passed:-}" ] || for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
   tmux kill-session -t "$SESSION" 2>/dev/null || true
   rm -rf "$STATE"
 }
@@ -102,4 +107,36 @@ for b in ocm origin edge; do
   grep -q '"drain complete, exiting"' "$STATE/$b.log" || fail "$b did not drain"
 done
 echo "Ctrl-C drained and stopped every process"
+
+# Closing the terminal: the script gets SIGHUP, its children (in their own
+# sessions) get nothing from the terminal; the script must stop them.
+tmux kill-session -t "$SESSION" 2>/dev/null || true
+SESSION=lc-e2e-hup-$$
+rm -f "$STATE"/*.log
+tmux new-session -d -s "$SESSION" -x 200 -y 50 \
+  "env OCM_GRPC=$OCM_GRPC OCM_ADMIN=$OCM_ADMIN ETCD_CLIENT=$ETCD_CLIENT ETCD_PEER=$ETCD_PEER \
+   ORIGIN_RTMP=$ORIGIN_RTMP ORIGIN_HTTP=$ORIGIN_HTTP ORIGIN_ADMIN=$ORIGIN_ADMIN \
+   EDGE_RTMP=$EDGE_RTMP EDGE_HTTP=$EDGE_HTTP EDGE_ADMIN=$EDGE_ADMIN STATE=$STATE \
+   $ROOT/scripts/local-cluster.sh; sleep 600"
+wait_screen "livecluster is running" 300
+pids=$(pgrep -f -- "--data-dir $STATE/etcd|--hls-dir $STATE/hls|--node-id edge-local --ocm $OCM_GRPC" || true)
+[ -n "$pids" ] || fail "cannot find the cluster's processes (second start)"
+tmux kill-session -t "$SESSION"
+listening() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+ports="$OCM_GRPC $OCM_ADMIN $ETCD_CLIENT $ETCD_PEER $ORIGIN_RTMP $ORIGIN_HTTP $ORIGIN_ADMIN $EDGE_RTMP $EDGE_HTTP $EDGE_ADMIN"
+left=""
+for i in $(seq 1 600); do
+  left=""
+  for p in $pids; do kill -0 "$p" 2>/dev/null && left+=" process $p"; done
+  for a in $ports; do listening "$a" && left+=" port $a"; done
+  [ -z "$left" ] && break
+  sleep 0.1
+done
+[ -z "$left" ] || fail "60 s after the terminal closed, still running or held:$left"
+for b in ocm origin edge; do
+  [ -f "$STATE/$b.log" ] || continue
+  grep -q '"drain complete, exiting"' "$STATE/$b.log" || fail "$b did not drain after the terminal closed"
+done
+echo "closing the terminal drained and stopped every process and freed every port"
+passed=1
 echo "e2e-local-cluster: 1 passed, 0 failed"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the three binaries and starts a local cluster on loopback with the
 # embedded defaults: the OCM (with its embedded etcd), one origin and one
-# edge. Ctrl-C drains and stops every process it started.
+# edge. Ctrl-C (SIGINT), SIGTERM, or closing the terminal (SIGHUP) drains
+# and stops every process it started, freeing their ports.
 #
 #   scripts/local-cluster.sh
 #
@@ -39,7 +40,7 @@ done
 # delivered to them as well would count as a second signal and skip the drain.
 pids=()
 stop() { # [exit code]
-  trap - INT TERM
+  trap - INT TERM HUP
   echo >&2
   echo "draining: SIGTERM to ${pids[*]}" >&2
   # Edge first, then origin, then the OCM: the order of a real rollout.
@@ -53,6 +54,12 @@ stop() { # [exit code]
   exit "${1:-0}"
 }
 trap stop INT TERM
+# A closed terminal (SIGHUP) must stop the cluster too, or its processes
+# (in their own sessions, so the hang-up never reaches them) keep running
+# with their ports held. The terminal is gone: write nothing to it, since a
+# write to a hung-up terminal fails and set -e would end the script before
+# it stopped anything.
+trap 'exec >/dev/null 2>&1; stop 129' HUP
 
 wait_ready() { # name url log: the last process started must answer, not another one on the port
   local i pid=${pids[-1]}

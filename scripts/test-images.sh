@@ -5,16 +5,18 @@
 #     at most 40 MB, runs as 65532:65532 with the binary as entrypoint, has
 #     a HEALTHCHECK, the OCI labels, no shell, and its `version` prints
 #     $VERSION.
-#  2. ocm, origin, edge and etcd run hardened (read-only root, a tmpfs on
-#     /data and /tmp, --user 65532, --cap-drop ALL, no-new-privileges) on a
-#     network of their own until Docker reports them healthy through the
-#     healthcheck subcommand; `docker stop` (SIGTERM to PID 1) drains each
-#     in order (drain steps 1-4, "drain complete") and exits 0.
+#  2. etcd, the OCM on that etcd, an origin and an edge run hardened
+#     (read-only root, a tmpfs on /data and /tmp, --user 65532, --cap-drop
+#     ALL, no-new-privileges) on a network of their own until Docker reports
+#     them healthy through the healthcheck subcommand; `docker stop` (SIGTERM
+#     to PID 1) drains each in order (drain steps 1-4, "drain complete") and
+#     exits 0.
 #  3. deploy/compose/docker-compose.yml comes up under a unique project
 #     name on ports 21000-21099; ffmpeg publishes to edge 1; ffprobe decodes
-#     video and audio from edge 2 over RTMP, HTTP-FLV and HLS; `stop` drains
-#     every container to exit 0 within stop_grace_period; `down -v` leaves
-#     no container, network or volume of the project.
+#     video and audio from edge 2 over RTMP, HTTP-FLV and HLS; `stop`, with
+#     the publisher and a player still attached, drains every container to
+#     exit 0 within stop_grace_period; `down -v` leaves no container,
+#     network or volume of the project.
 #
 # Skips (exit 0, with a message) when Docker is not usable. Removes every
 # container, network and volume it creates; the livecluster/* images stay.
@@ -50,6 +52,7 @@ PROJECT=lcimgtest$ID
 WORK=$(mktemp -d /tmp/lcimg-test.XXXXXX)
 containers=()
 pub_pid=""
+play_pid=""
 compose_up=""
 start=$(date +%s)
 passed=0
@@ -57,6 +60,7 @@ passed=0
 dc() { "${COMPOSE[@]}" -p "$PROJECT" -f deploy/compose/docker-compose.yml "$@"; }
 cleanup() {
   [ -n "$pub_pid" ] && kill "$pub_pid" 2>/dev/null || true
+  [ -n "$play_pid" ] && kill "$play_pid" 2>/dev/null || true
   if [ ${#containers[@]} -gt 0 ]; then docker rm -f "${containers[@]}" >/dev/null 2>&1 || true; fi
   docker network rm "$NET" >/dev/null 2>&1 || true
   [ -n "$compose_up" ] && dc down -v -t 5 >/dev/null 2>&1 || true
@@ -78,8 +82,9 @@ for n in ocm origin edge etcd; do
   img=livecluster/$n:$TAG
   size=$(docker image inspect -f '{{.Size}}' "$img")
   [ "$size" -le $MAX_BYTES ] || fail "$img is $size bytes, more than $MAX_BYTES"
-  [ "$(docker image inspect -f '{{.Id}}' "$img")" = "$(docker image inspect -f '{{.Id}}' "livecluster/$n:latest")" ] ||
-    fail "livecluster/$n:latest is not $img"
+  # Only that :latest exists: other worktrees on this Docker daemon may
+  # have moved it to their build since (everything below uses $TAG).
+  docker image inspect "livecluster/$n:latest" >/dev/null || fail "no livecluster/$n:latest"
   cfg=$(docker image inspect -f '{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|{{.Config.WorkingDir}}|{{json .Config.Healthcheck.Test}}' "$img")
   want_cmd='["serve"]'
   [ "$n" = etcd ] && want_cmd=null
@@ -121,16 +126,22 @@ wait_healthy() { # container timeout-seconds
   docker inspect -f '{{json .State.Health}}' "$1" >&2
   fail "$1 not healthy within $2 s (status: $st)"
 }
+# The OCM keeps its state in the etcd container here (the compose cluster
+# below uses the embedded etcd).
+ETCD=lcimg-etcd-$ID
+run "$ETCD" "livecluster/etcd:$TAG" --name etcd0 --listen-client-urls http://0.0.0.0:2379 \
+  --advertise-client-urls "http://$ETCD:2379" --listen-peer-urls http://0.0.0.0:2380 \
+  --initial-advertise-peer-urls "http://$ETCD:2380" --initial-cluster "etcd0=http://$ETCD:2380"
+wait_healthy "$ETCD" 90
 OCM=lcimg-ocm-$ID
-run "$OCM" "livecluster/ocm:$TAG" serve --node-id ocm1
+run "$OCM" "livecluster/ocm:$TAG" serve --node-id ocm1 --etcd-endpoints "http://$ETCD:2379"
 wait_healthy "$OCM" 90
 extra=(-p 127.0.0.1:21090:8080)
 run "lcimg-origin-$ID" "livecluster/origin:$TAG" serve --node-id origin1 --ocm "$OCM:7000" --advertise-host "lcimg-origin-$ID"
 extra=()
 run "lcimg-edge-$ID" "livecluster/edge:$TAG" serve --node-id edge1 --ocm "$OCM:7000" --advertise-host "lcimg-edge-$ID"
-run "lcimg-etcd-$ID" "livecluster/etcd:$TAG"
-for c in "lcimg-origin-$ID" "lcimg-edge-$ID" "lcimg-etcd-$ID"; do wait_healthy "$c" 90; done
-ok "ocm, origin, edge, etcd healthy with a read-only root, --user 65532, --cap-drop ALL"
+for c in "lcimg-origin-$ID" "lcimg-edge-$ID"; do wait_healthy "$c" 90; done
+ok "etcd, ocm (on that etcd), origin, edge healthy with a read-only root, --user 65532, --cap-drop ALL"
 
 # The origin wrote its default files into /data/hls on the tmpfs (the root
 # is read-only) and serves them.
@@ -138,8 +149,7 @@ out=$(curl -fsS http://127.0.0.1:21090/crossdomain.xml) && [[ $out == *cross-dom
   fail "hardened origin does not serve the crossdomain.xml it writes at start: $out"
 ok "hardened origin wrote and serves /data/hls/crossdomain.xml"
 
-# Edge, origin and etcd first, then the OCM (a rollout's order): all stop
-# concurrently within a tier.
+# Edge and origin first, then the OCM, then etcd (a rollout's order).
 stop_and_check() { # container
   local c=$1 t0 t1 code
   t0=$(date +%s.%N)
@@ -149,29 +159,43 @@ stop_and_check() { # container
   docker logs "$c" >"$WORK/$c.log" 2>&1
   echo "$code $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" >"$WORK/$c.stop"
 }
-for c in "lcimg-edge-$ID" "lcimg-origin-$ID" "lcimg-etcd-$ID"; do stop_and_check "$c" & done
-wait
+# The edge is drained as a Kubernetes preStop hook does it: `edge drain`
+# run inside the container (no shell needed) until the process has exited.
+EDGE=lcimg-edge-$ID
+docker exec "$EDGE" /edge drain >"$WORK/drain-exec.log" 2>&1 &
+stop_and_check "lcimg-origin-$ID" &
+timeout $STOP_T docker wait "$EDGE" >/dev/null || fail "$EDGE still running $STOP_T s after /edge drain"
+wait # for the origin; the exec ends with the container, its status is moot
+docker logs "$EDGE" >"$WORK/$EDGE.log" 2>&1
+echo "$(docker inspect -f '{{.State.ExitCode}}' "$EDGE") ?" >"$WORK/$EDGE.stop"
+grep -q '"msg":"drain requested".*"by":"admin api' "$WORK/$EDGE.log" ||
+  { cat "$WORK/drain-exec.log" >&2; fail "$EDGE: the drain subcommand did not start the drain"; }
 stop_and_check "$OCM"
-check_drain_log() { # container
+stop_and_check "$ETCD"
+check_drain_log() { # container how-the-drain-was-requested
   local log=$WORK/$1.log prev=0 pat n
   for pat in '"step":1,' '"step":2,' '"step":3,' '"step":4,' '"drain complete, exiting"'; do
     n=$(grep -n -m1 -F "$pat" "$log" | cut -d: -f1)
-    [ -n "$n" ] || { tail -20 "$log" >&2; fail "$1: no log line with $pat after SIGTERM"; }
+    [ -n "$n" ] || { tail -20 "$log" >&2; fail "$1: no log line with $pat after the drain request"; }
     [ "$n" -gt "$prev" ] || { tail -20 "$log" >&2; fail "$1: $pat out of order"; }
     prev=$n
   done
-  grep -q '"msg":"drain requested".*"signal":"terminated"' "$log" || fail "$1: the drain was not started by SIGTERM"
+  grep -q "\"msg\":\"drain requested\".*$2" "$log" || fail "$1: no \"drain requested\" log line with $2"
 }
-for c in "lcimg-edge-$ID" "lcimg-origin-$ID" "$OCM"; do
+read -r code _ <"$WORK/$EDGE.stop"
+[ "$code" = 0 ] || { tail -20 "$WORK/$EDGE.log" >&2; fail "$EDGE exited $code after the drain subcommand"; }
+check_drain_log "$EDGE" '"by":"admin api'
+ok "docker exec $EDGE /edge drain (a preStop hook): drain steps 1-4 in order, exit 0"
+for c in "lcimg-origin-$ID" "$OCM"; do
   read -r code secs <"$WORK/$c.stop"
   [ "$code" = 0 ] || { tail -20 "$WORK/$c.log" >&2; fail "$c exited $code after docker stop"; }
-  check_drain_log "$c"
-  ok "docker stop $c: drain steps 1-4 in order, exit 0 after $secs s"
+  check_drain_log "$c" '"signal":"terminated"'
+  ok "docker stop $c (SIGTERM): drain steps 1-4 in order, exit 0 after $secs s"
 done
-read -r code secs <"$WORK/lcimg-etcd-$ID.stop"
-[ "$code" = 0 ] || { tail -20 "$WORK/lcimg-etcd-$ID.log" >&2; fail "etcd exited $code after docker stop"; }
-grep -q 'received signal; shutting down' "$WORK/lcimg-etcd-$ID.log" || fail "etcd did not log its SIGTERM shutdown"
-ok "docker stop lcimg-etcd-$ID: shut down on SIGTERM, exit 0 after $secs s"
+read -r code secs <"$WORK/$ETCD.stop"
+[ "$code" = 0 ] || { tail -20 "$WORK/$ETCD.log" >&2; fail "etcd exited $code after docker stop"; }
+grep -q 'received signal; shutting down' "$WORK/$ETCD.log" || fail "etcd did not log its SIGTERM shutdown"
+ok "docker stop $ETCD: shut down on SIGTERM, exit 0 after $secs s"
 docker rm "${containers[@]}" >/dev/null
 containers=()
 docker network rm "$NET" >/dev/null
@@ -228,20 +252,29 @@ for i in $(seq 1 150); do
 done
 decode HLS "http://127.0.0.1:$EDGE2_HTTP_PORT/live/imgtest.m3u8"
 
-kill "$pub_pid" 2>/dev/null || true
-wait "$pub_pid" 2>/dev/null || true
-pub_pid=""
+# Stop with the publisher still on edge 1 and a player that never leaves
+# on edge 2: that edge's drain runs to drainTimeout, and stop_grace_period
+# must still cover it (exit 0, not SIGKILL's 137).
+ffmpeg -nostdin -v error -i "rtmp://127.0.0.1:$EDGE2_RTMP_PORT/live/imgtest" -f null - >"$WORK/play.log" 2>&1 &
+play_pid=$!
+sleep 2
+kill -0 "$play_pid" 2>/dev/null || { cat "$WORK/play.log" >&2; fail "the RTMP player on edge2 ended early"; }
 
 ids=$(dc ps -q)
+drains=""
 t0=$(date +%s)
 dc stop >"$WORK/stop.log" 2>&1 || { cat "$WORK/stop.log" >&2; fail "compose stop"; }
+for p in "$play_pid" "$pub_pid"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+pub_pid=""
 for c in $ids; do
   name=$(docker inspect -f '{{.Name}}' "$c")
   code=$(docker inspect -f '{{.State.ExitCode}}' "$c")
   [ "$code" = 0 ] || { docker logs "$c" 2>&1 | tail -20 >&2; fail "$name exited $code on compose stop"; }
-  docker logs "$c" 2>&1 | grep -q '"drain complete, exiting"' || fail "$name did not drain on compose stop"
+  ms=$(docker logs "$c" 2>&1 | grep -F '"drain complete, exiting"' | grep -o '"elapsed_ms":[0-9]*' | cut -d: -f2)
+  [ -n "$ms" ] || fail "$name did not drain on compose stop"
+  drains+=" ${name#/${PROJECT}[_-]} $(awk -v m="$ms" 'BEGIN { printf "%.1f", m / 1000 }')s"
 done
-ok "compose stop: every container drained and exited 0 ($(( $(date +%s) - t0 )) s)"
+ok "compose stop with a publisher and a player attached: every container drained and exited 0 in $(( $(date +%s) - t0 )) s; drains:$drains"
 
 dc down -v >"$WORK/down.log" 2>&1 || { cat "$WORK/down.log" >&2; fail "compose down -v"; }
 compose_up=""

@@ -15,7 +15,9 @@ ROOT=$PWD
 . scripts/tools.sh
 
 MODULES=()
-for m in proto node ocm media origin edge deploy/helm/charttest; do
+# Every module of the workspace, read from go.work, so a new module is
+# checked without editing this script.
+for m in $(go work edit -json | sed -n 's/.*"DiskPath": "\.\/\(.*\)".*/\1/p'); do
   # A module with no Go code yet has nothing to vet or test.
   [ -n "$(find "$m" -name '*.go' -print -quit)" ] && MODULES+=("$m")
 done

@@ -363,6 +363,40 @@ func (p *player) stats() playerStats {
 	return playerStats{p.packets, p.backwards, p.codecResets, p.maxGap, p.err}
 }
 
+// count returns how many packets arrived so far.
+func (p *player) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.packets
+}
+
+// flowsAfter checks that media arrives after a switch: each player gets
+// at least want more packets than it had at marks (taken at the switch)
+// within d, and is still connected.
+func flowsAfter(t *testing.T, players []*player, marks []int, want int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for i, p := range players {
+		for p.count() < marks[i]+want {
+			if st := p.stats(); st.err != nil {
+				t.Fatalf("player %d ended after the switch: %v", i, st.err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("player %d got %d packets in %v after the switch, want at least %d", i, p.count()-marks[i], d, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func counts(players []*player) []int {
+	out := make([]int, len(players))
+	for i, p := range players {
+		out[i] = p.count()
+	}
+	return out
+}
+
 func (p *player) resetGap() {
 	p.mu.Lock()
 	p.maxGap = 0

@@ -162,8 +162,9 @@ func TestFanOutHLSAndIdle(t *testing.T) {
 		misses := metric(t, e.admin, "livecluster_edge_hls_cache_requests_total", `kind="segment"`, `result="miss"`) - hitsBefore
 		t.Logf("50 concurrent requests for %s: origin served %v segment requests, edge misses %v, hit ratio %.2f",
 			seg, after-before, misses, metric(t, e.admin, "livecluster_edge_hls_cache_hit_ratio"))
-		if after-before != 1 {
-			t.Fatalf("origin served %v segment requests for 50 concurrent edge requests, want 1", after-before)
+		// One, or none when the edge prefetched it as it appeared.
+		if after-before > 1 {
+			t.Fatalf("origin served %v segment requests for 50 concurrent edge requests, want at most 1", after-before)
 		}
 		// The playlist is cached at most half a target duration (1 s here).
 		b1, _ := get(url)
@@ -388,7 +389,11 @@ func TestForwardAndDrain(t *testing.T) {
 	waitFor(t, "edge-play to switch upstream", 15*time.Second, func() bool {
 		return len(logLines(ePlay.Proc, "upstream switched")) > 0
 	})
-	time.Sleep(3 * time.Second) // keep playing on the new upstream
+	// Media arrives after the switch, within a bound: a gap is measured
+	// only between packets that arrive, so without this a player that
+	// stopped receiving at the switch would pass. 2 s of media (the test
+	// stream has ~73 packets a second) within 5 s.
+	flowsAfter(t, players, counts(players), 140, 5*time.Second)
 	if code := owner.Wait(30 * time.Second); code != 0 {
 		t.Errorf("drained origin exited %d", code)
 	}
@@ -487,7 +492,9 @@ func TestRepublishElsewhere(t *testing.T) {
 		return len(logLines(e.Proc, "upstream switched")) > 0
 	})
 	t.Logf("republished on origin-1; edge spliced %v after the kill", time.Since(killed))
-	time.Sleep(2 * time.Second)
+	// Media arrives after the switch, within a bound (a gap is measured
+	// only between packets that arrive): 2 s of media within 5 s.
+	flowsAfter(t, players, counts(players), 140, 5*time.Second)
 	for i, p := range players {
 		s := p.stats()
 		if s.err != nil {

@@ -26,7 +26,7 @@ import (
 	"github.com/nareix/joy4/av"
 	"github.com/nareix/joy4/format/ts"
 
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // ErrBusy is returned by Open while the stream is already being written.
@@ -158,7 +158,7 @@ func (m *Manager) Open(app, name string, streams []av.CodecData) (*Stream, error
 		st.disposeTimer = nil
 	}
 	st.open = true
-	s := &Stream{m: m, st: st, key: key, streams: streams, disc: len(st.segs) > 0 || st.nextSeq > 0}
+	s := &Stream{m: m, st: st, app: app, name: name, key: key, streams: streams, disc: len(st.segs) > 0 || st.nextSeq > 0}
 	for i, c := range streams {
 		if c.Type() == av.H264 {
 			s.hasVideo, s.videoIdx = true, i
@@ -183,6 +183,8 @@ func (m *Manager) Close() {
 type Stream struct {
 	m        *Manager
 	st       *state
+	app      string
+	name     string
 	key      string
 	streams  []av.CodecData
 	hasVideo bool

@@ -19,7 +19,7 @@ import (
 
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/internal/flvx"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // ErrNotFound makes the handler answer 404; Lookup may wrap it.
@@ -48,7 +48,7 @@ func ParsePath(r *http.Request, ext string) (streamkey.Key, error) {
 	if !ok {
 		return streamkey.Key{}, fmt.Errorf("path %q: want /app/name%s", r.URL.Path, ext)
 	}
-	return streamkey.New(r.URL.Query().Get("vhost"), app, name)
+	return streamkey.FromURL(app, name, r.URL.Query())
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -130,7 +130,8 @@ func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, rd *hub.Rea
 	}
 }
 
-// Conn reads an HTTP-FLV stream.
+// Conn reads an HTTP-FLV stream (or any FLV byte stream, see NewReader);
+// it is a stream.Source.
 type Conn struct {
 	body  io.ReadCloser
 	br    *bufio.Reader
@@ -162,23 +163,37 @@ func Dial(ctx context.Context, url string, client *http.Client) (*Conn, error) {
 		}
 		return nil, err
 	}
-	c := &Conn{body: resp.Body, br: bufio.NewReaderSize(resp.Body, 64<<10), demux: flvx.NewDemuxer()}
-	c.stop = context.AfterFunc(ctx, func() { resp.Body.Close() })
+	stop := context.AfterFunc(ctx, func() { resp.Body.Close() })
+	c, err := NewReader(resp.Body)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("http-flv %s: %w", url, err)
+	}
+	c.stop = stop
+	return c, nil
+}
+
+// NewReader reads an FLV byte stream (an HTTP-FLV body, a file) from body
+// and checks its file header. Close closes body.
+func NewReader(body io.ReadCloser) (*Conn, error) {
+	c := &Conn{body: body, br: bufio.NewReaderSize(body, 64<<10), demux: flvx.NewDemuxer()}
 	var fh [flvio.FileHeaderLength + 4]byte
 	if _, err := io.ReadFull(c.br, fh[:]); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("http-flv %s: read header: %w", url, err)
+		return nil, fmt.Errorf("read header: %w", err)
 	}
 	if _, skip, err := flvio.ParseFileHeader(fh[:]); err != nil || skip != 4 {
 		c.Close()
-		return nil, fmt.Errorf("http-flv %s: not an FLV stream", url)
+		return nil, errors.New("not an FLV stream")
 	}
 	return c, nil
 }
 
 // Close ends the stream.
 func (c *Conn) Close() error {
-	c.stop()
+	if c.stop != nil {
+		c.stop()
+	}
 	return c.body.Close()
 }
 
@@ -195,8 +210,8 @@ func (c *Conn) Streams() ([]av.CodecData, error) {
 	return c.demux.Streams(), nil
 }
 
-// ReadPacket returns the next packet; ErrCodecChanged (from rtmp's
-// demuxer) when new codec headers arrived: call Streams and keep reading.
+// ReadPacket returns the next packet; ErrCodecChanged when new codec
+// headers arrived: call Streams and keep reading. io.EOF at the end.
 func (c *Conn) ReadPacket() (av.Packet, error) {
 	for {
 		if c.demux.Probed() {
@@ -210,7 +225,8 @@ func (c *Conn) ReadPacket() (av.Packet, error) {
 	}
 }
 
-// ErrCodecChanged is returned by ReadPacket when codec headers changed.
+// ErrCodecChanged is returned by ReadPacket when codec headers changed; it
+// is stream.ErrCodecChanged.
 var ErrCodecChanged = flvx.ErrCodecChanged
 
 func (c *Conn) readTag() error {

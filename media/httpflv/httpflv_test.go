@@ -20,7 +20,7 @@ import (
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/internal/mediatest"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 func TestMain(m *testing.M) {
@@ -103,14 +103,38 @@ func TestFFmpegAndProbe(t *testing.T) {
 	}
 }
 
-// TestTagOrder checks the wire: FLV header, metadata, both sequence headers,
-// then a keyframe as the first video frame, for players joining mid-GOP.
+// TestTagOrder checks the wire for players joining mid-GOP: FLV header,
+// metadata, both sequence headers, then the latest keyframe before the join
+// (the GOP cache's start, at its own timestamp) and nothing older, then the
+// live stream.
 func TestTagOrder(t *testing.T) {
-	f := newFixture(t, hub.Config{})
-	f.publish(t, "default/live/s")
-	for _, wait := range []time.Duration{200 * time.Millisecond, 450 * time.Millisecond, 700 * time.Millisecond} {
-		time.Sleep(wait)
-		resp, err := http.Get(f.srv.URL + "/live/s.flv")
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	for _, cut := range []time.Duration{200 * time.Millisecond, 1450 * time.Millisecond, 2700 * time.Millisecond} {
+		f := newFixture(t, hub.Config{})
+		hb, _, _ := f.reg.GetOrCreate("default/live/s")
+		src, err := hb.Publish(streams, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Write up to the join point; the latest keyframe before it is
+		// where the player must start.
+		var keyTS time.Duration = -1
+		n := 0
+		for _, p := range pkts {
+			if p.Time >= cut {
+				break
+			}
+			if streams[p.Idx].Type().IsVideo() && p.IsKeyFrame {
+				keyTS = p.Time
+			}
+			if err := src.WritePacket(p); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		// A missing tag fails the test instead of hanging it.
+		client := &http.Client{Timeout: 10 * time.Second}
+		resp, err := client.Get(f.srv.URL + "/live/s.flv")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,26 +149,44 @@ func TestTagOrder(t *testing.T) {
 		if string(hdr[:3]) != "FLV" {
 			t.Fatalf("no FLV header: %q", hdr)
 		}
+		// A packet after the join must arrive too: the player is live.
+		live := pkts[n]
+		if err := src.WritePacket(live); err != nil {
+			t.Fatal(err)
+		}
 		buf := make([]byte, 256)
 		var order []string
-		for len(order) < 6 {
-			tag, _, err := flvio.ReadTag(br, buf)
+		firstKey := time.Duration(-1)
+		for {
+			tag, ts, err := flvio.ReadTag(br, buf)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("cut %v: after %v: %v", cut, order, err)
 			}
+			at := time.Duration(ts) * time.Millisecond
+			kind := ""
 			switch {
 			case tag.Type == flvio.TAG_SCRIPTDATA:
-				order = append(order, "meta")
+				kind = "meta"
 			case tag.Type == flvio.TAG_VIDEO && tag.AVCPacketType == flvio.AVC_SEQHDR:
-				order = append(order, "vseq")
+				kind = "vseq"
 			case tag.Type == flvio.TAG_AUDIO && tag.AACPacketType == flvio.AAC_SEQHDR:
-				order = append(order, "aseq")
+				kind = "aseq"
 			case tag.Type == flvio.TAG_VIDEO && tag.FrameType == flvio.FRAME_KEY:
-				order = append(order, "key")
+				kind = "key"
 			case tag.Type == flvio.TAG_VIDEO:
-				order = append(order, "inter")
+				kind = "inter"
 			default:
-				order = append(order, "audio")
+				kind = "audio"
+			}
+			order = append(order, kind)
+			if kind == "key" && firstKey < 0 {
+				firstKey = at
+			}
+			if len(order) > 3 && firstKey >= 0 && at < firstKey {
+				t.Fatalf("cut %v: %s tag at %v after the keyframe at %v: older than the join's GOP", cut, kind, at, firstKey)
+			}
+			if at == live.Time.Truncate(time.Millisecond) && len(order) > 3 && kind != "meta" {
+				break // the live packet arrived
 			}
 		}
 		resp.Body.Close()
@@ -157,8 +199,12 @@ func TestTagOrder(t *testing.T) {
 			}
 		}
 		if !strings.HasPrefix(got, "meta,vseq,aseq,") || firstVideo != "key" {
-			t.Fatalf("tag order %s: want meta, sequence headers, then a keyframe first", got)
+			t.Fatalf("cut %v: tag order %s: want meta, sequence headers, then a keyframe first", cut, got)
 		}
+		if firstKey != keyTS {
+			t.Fatalf("cut %v: first keyframe at %v, want the latest keyframe before the join at %v", cut, firstKey, keyTS)
+		}
+		t.Logf("joined at %v: started at the keyframe at %v", cut, firstKey)
 	}
 }
 

@@ -84,10 +84,15 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// tag is one serialized FLV tag shared by all readers; never modified.
+// tag is one serialized FLV tag shared by all readers; never modified. It
+// keeps what it was made from, so a sink that needs packets (a muxer other
+// than FLV) gets them without parsing the FLV again for every player.
 type tag struct {
-	b   []byte
-	key bool // a point a reader may start from
+	b       []byte
+	key     bool           // a point a reader may start from
+	streams []av.CodecData // set on the first header of a source: the codecs from here on
+	pkt     av.Packet      // the packet, when isPkt
+	isPkt   bool
 }
 
 // Stats are the hub's counters.
@@ -208,8 +213,12 @@ func (h *Hub) start(streams []av.CodecData, meta flvio.AMFMap, replace bool) (*S
 	h.src = s
 	h.streams = streams
 	h.headers = h.headers[:0:0]
-	for _, b := range hb {
-		h.headers = append(h.headers, &tag{b: b})
+	for i, b := range hb {
+		t := &tag{b: b}
+		if i == 0 {
+			t.streams = streams
+		}
+		h.headers = append(h.headers, t)
 		h.bytesIn.Add(int64(len(b)))
 	}
 	// The cached GOP belongs to the old codecs.
@@ -291,6 +300,7 @@ func (s *Source) WritePacket(pkt av.Packet) error {
 	t := &tag{
 		b:   flvx.EncodePacket(pkt, s.streams[pkt.Idx]),
 		key: (isVideo && pkt.IsKeyFrame) || !s.hasVideo,
+		pkt: pkt, isPkt: true,
 	}
 	h.packetsIn.Add(1)
 	h.bytesIn.Add(int64(len(t.b)))
@@ -459,17 +469,55 @@ func (r *Reader) CopyTo(ctx context.Context, write func(tags [][]byte) error) er
 // The slices are shared and must not be modified. It returns io.EOF when the
 // hub closed, ErrTooSlow when the reader was dropped, or ctx's error.
 func (r *Reader) Next(ctx context.Context) ([][]byte, error) {
+	ts, err := r.next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(ts))
+	for i, t := range ts {
+		out[i] = t.b
+	}
+	return out, nil
+}
+
+// Frame is one entry of a reader's queue seen by a sink that needs packets:
+// the FLV tag and what it was made from.
+type Frame struct {
+	// Tag is the serialized FLV tag (shared; never modify it).
+	Tag []byte
+	// Streams is set on the first header of a source start or codec
+	// change: the codecs of the packets that follow.
+	Streams []av.CodecData
+	// Packet is the media packet (timestamps as readers see them: monotonic
+	// across sources) when IsPacket; Packet.Data is shared.
+	Packet   av.Packet
+	IsPacket bool
+}
+
+// NextFrames is Next for sinks that need packets: the same queue, with the
+// packets and codecs the tags were made from (nothing is parsed again).
+func (r *Reader) NextFrames(ctx context.Context) ([]Frame, error) {
+	ts, err := r.next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Frame, len(ts))
+	for i, t := range ts {
+		out[i] = Frame{Tag: t.b, Streams: t.streams, Packet: t.pkt, IsPacket: t.isPkt}
+	}
+	return out, nil
+}
+
+// next returns the queued tags, with the same waits and errors as Next.
+func (r *Reader) next(ctx context.Context) ([]*tag, error) {
 	waited := false
 	for {
 		r.h.mu.Lock()
 		n := len(r.queue)
 		if n > 0 && (waited || r.h.cfg.MergeWindow < 0) {
-			out := make([][]byte, n)
-			bytes := 0
-			for i, t := range r.queue {
-				out[i] = t.b
-				bytes += len(t.b)
-			}
+			out := make([]*tag, n)
+			copy(out, r.queue)
+			bytes := r.qBytes
 			clear(r.queue)
 			r.queue, r.qBytes = r.queue[:0], 0
 			r.h.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/nareix/joy4/format/flv/flvio"
 )
@@ -181,25 +182,63 @@ func (c *Conn) Publish() error {
 		return fmt.Errorf("rtmp publish %s: %w", name, err)
 	}
 	// Drain what the server sends (acks, pings) so its writes never block;
-	// an error from the server closes the connection and fails our writes.
-	go func() {
-		for {
-			m, err := c.readMessage()
-			if err != nil {
-				c.nc.Close()
-				return
-			}
-			if m.typ == msgCommandAMF0 || m.typ == msgCommandAMF3 {
-				if cmd, err := parseCommand(m); err == nil && cmd.name == "onStatus" {
-					if _, level, _ := statusFields(cmd); level == "error" {
-						c.nc.Close()
-						return
-					}
-				}
-			}
-		}
-	}()
+	// an error from the server closes the connection and fails our writes
+	// with the server's words. Close waits for this goroutine.
+	//
+	// The drain reads with no idle deadline: a server may say nothing to a
+	// publisher for as long as it likes (ours sends no acknowledgements
+	// unless asked), so silence is not a failure. Whether the server is
+	// still there is decided by our writes and their WriteTimeout. With the
+	// read deadline every forwarded publish died ReadTimeout after it began.
+	c.cfg.ReadTimeout = 0
+	_ = c.nc.SetReadDeadline(time.Time{})
+	c.drainDone = make(chan struct{})
+	go c.drainPublish()
 	return nil
+}
+
+// drainPublish reads what the server sends a publisher until the
+// connection ends or the server sends an onStatus error, whose code and
+// description are kept for the failing writes (peerErr).
+func (c *Conn) drainPublish() {
+	defer close(c.drainDone)
+	defer c.nc.Close()
+	for {
+		m, err := c.readMessage()
+		if err != nil {
+			return
+		}
+		if m.typ != msgCommandAMF0 && m.typ != msgCommandAMF3 {
+			continue
+		}
+		cmd, err := parseCommand(m)
+		if err != nil || cmd.name != "onStatus" {
+			continue
+		}
+		if code, level, desc := statusFields(cmd); level == "error" {
+			c.peerErr.Store(&StatusError{Code: code, Description: desc})
+			return
+		}
+	}
+}
+
+// publishErr turns a failed write of a publishing client into the
+// server's reason when it sent one: the status may still be in flight when
+// the write fails, so it waits (briefly) for the drain to read it.
+func (c *Conn) publishErr(err error) error {
+	if c.drainDone == nil {
+		return err
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-c.drainDone:
+	case <-t.C:
+	}
+	if se := c.peerErr.Load(); se != nil {
+		return fmt.Errorf("rtmp publish ended by the server: %w", se)
+	}
+	return err
 }
 
 // Play asks to play the dialed stream and waits for NetStream.Play.Start.

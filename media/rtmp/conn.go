@@ -17,7 +17,7 @@ import (
 	"github.com/nareix/joy4/format/flv/flvio"
 
 	"github.com/livecluster/livecluster/media/internal/flvx"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // ErrCodecChanged is returned by ReadPacket when the peer sent new codec
@@ -30,6 +30,8 @@ var errBadHandshake = errors.New("rtmp: bad handshake")
 type Config struct {
 	HandshakeTimeout time.Duration // 10 s
 	// ReadTimeout bounds the wait for each chunk; WriteTimeout each flush (30 s).
+	// A publishing client reads with no deadline once publishing: the server
+	// owes a publisher nothing, and its writes tell whether the server is there.
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 	// MaxChunkSize is the largest Set Chunk Size accepted from a peer (1 MiB).
@@ -147,7 +149,9 @@ type Conn struct {
 	acceptFn func() error
 
 	// client side
-	txn float64
+	txn       float64
+	drainDone chan struct{} // publishing client: closed when drainPublish ends
+	peerErr   atomic.Pointer[StatusError]
 
 	closeOnce sync.Once
 	stopAfter func() bool
@@ -174,7 +178,8 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 func (c *Conn) BytesRead() int64    { return c.rx.Load() }
 func (c *Conn) BytesWritten() int64 { return c.tx.Load() }
 
-// Close closes the connection.
+// Close closes the connection. For a publishing client it returns once the
+// goroutine reading the server's messages has ended.
 func (c *Conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
@@ -183,7 +188,29 @@ func (c *Conn) Close() error {
 		}
 		err = c.nc.Close()
 	})
+	if c.drainDone != nil {
+		<-c.drainDone
+	}
 	return err
+}
+
+// CloseWithError ends a server-side session with an onStatus error whose
+// description is err's text (a kick, a lost ownership), so the client
+// learns why, then closes. The status write is bounded by a short deadline.
+func (c *Conn) CloseWithError(err error) error {
+	if c.server && c.accepted.Load() && err != nil {
+		code := "NetStream.Failed"
+		desc := err.Error()
+		var se *StatusError
+		if errors.As(err, &se) {
+			code, desc = se.Code, se.Description
+		}
+		// A client that does not read must not hold this up.
+		t := time.AfterFunc(time.Second, func() { c.nc.Close() })
+		_ = c.writeStatus("error", code, desc)
+		t.Stop()
+	}
+	return c.Close()
 }
 
 // Accept tells the client its publish or play started (onStatus
@@ -478,6 +505,13 @@ func (c *Conn) WriteTags(tags [][]byte) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
+	if err := c.writeTags(tags); err != nil {
+		return c.publishErr(err)
+	}
+	return nil
+}
+
+func (c *Conn) writeTags(tags [][]byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	for _, t := range tags {
@@ -521,8 +555,8 @@ func parseRequest(app, name, tcURL string) Request {
 	}
 	r.App, r.Name, r.Query = strings.TrimSuffix(app, "/"), name, strings.Join(qs, "&")
 	r.Vhost = streamkey.DefaultVhost
-	if q, err := url.ParseQuery(r.Query); err == nil && q.Get("vhost") != "" {
-		r.Vhost = q.Get("vhost")
+	if q, err := url.ParseQuery(r.Query); err == nil && q.Get(streamkey.VhostParam) != "" {
+		r.Vhost = q.Get(streamkey.VhostParam)
 	}
 	return r
 }

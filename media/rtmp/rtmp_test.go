@@ -369,3 +369,44 @@ func TestRefusals(t *testing.T) {
 		t.Errorf("ffmpeg did not print the publish refusal: %q", pub2.Stderr.String())
 	}
 }
+
+// A publishing client hears nothing from the server for long stretches (our
+// server sends a publisher no acknowledgements unless asked to): the read
+// timeout must not end the publish. It did: every forwarded publish at an
+// edge died ReadTimeout (30 s) after it started, so a moved forward lost its
+// new leg 30 s after the move.
+func TestPublishOutlivesReadTimeout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("ffmpeg test")
+	}
+	ts := startServer(t, rtmp.Config{})
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	const readTimeout = 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := rtmp.Dial(ctx, ts.url("quiet"), rtmp.Config{ReadTimeout: readTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Publish(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteHeader(streams, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Write in real time for five read timeouts.
+	start := time.Now()
+	for i := 0; time.Since(start) < 5*readTimeout; i++ {
+		pkt := pkts[i%len(pkts)]
+		pkt.Time += time.Duration(i/len(pkts)) * pkts[len(pkts)-1].Time
+		if err := c.WritePacket(pkt); err != nil {
+			t.Fatalf("write after %v (read timeout %v): %v", time.Since(start).Round(time.Millisecond), readTimeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	hb := ts.reg.Get("default/live/quiet")
+	if hb == nil || !hb.Publishing() {
+		t.Fatalf("the server no longer has the publish after %v", time.Since(start).Round(time.Millisecond))
+	}
+}

@@ -25,7 +25,7 @@ import (
 	"github.com/nareix/joy4/format/flv/flvio"
 
 	"github.com/livecluster/livecluster/media/internal/flvx"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // Handler serves accepted publish and play requests. c.Request() tells
@@ -264,9 +264,17 @@ func (s *Server) serve(ctx context.Context, c *Conn, log *slog.Logger) error {
 	return err
 }
 
-// finish reports a refusal to the client when the session was never accepted.
+// finish reports a refusal to the client when the session was never
+// accepted; a publish that ends with an error after it was accepted gets
+// an onStatus error with that error's text, so the publisher learns why.
 func (s *Server) finish(c *Conn, err error, code string, log *slog.Logger) error {
-	if err == nil || c.accepted.Load() {
+	if err == nil {
+		return nil
+	}
+	if c.accepted.Load() {
+		if c.req.Publish && !quietErr(err) {
+			_ = c.CloseWithError(err)
+		}
 		return err
 	}
 	desc := err.Error()

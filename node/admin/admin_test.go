@@ -157,6 +157,12 @@ func TestReadyzHealthzMetrics(t *testing.T) {
 	if code, body := get(t, base+"/readyz"); code != 503 || !strings.Contains(body, "ocm-registered: not registered yet") {
 		t.Errorf("/readyz unregistered %d %q", code, body)
 	}
+	// Liveness never follows the OCM (or etcd behind it): the chart's
+	// livenessProbe is /healthz, and an OCM outage must not restart every
+	// pod at once.
+	if code, _ := get(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz %d while the OCM check fails", code)
+	}
 	regErr.Store("")
 	draining.Store(true)
 	if code, body := get(t, base+"/readyz?verbose"); code != 503 || !strings.Contains(body, "[-]draining failed: draining") {

@@ -3,9 +3,11 @@ package cli_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/config"
@@ -73,7 +75,17 @@ func Example() {
 			return nil
 		},
 	}
-	if len(os.Args) > 1 && os.Args[1] == "example-edge" { // never true under go test
-		os.Exit(cli.Main(b, os.Args[2:]))
-	}
+	// A real main is os.Exit(cli.Main(b, os.Args[1:])). Here: a bad flag
+	// value is refused before anything starts, naming its config key, with
+	// the usage exit code; "version" prints the name and version.
+	b.Stderr, b.Stdout = os.Stdout, io.Discard
+	fmt.Println("exit code", cli.Main(b, []string{"--rtmp-listen", "nonsense", "--node-id", "edge-1"}))
+	var out strings.Builder
+	b.Stdout = &out
+	code := cli.Main(b, []string{"version"})
+	fmt.Println(strings.Fields(out.String())[:2], "exit code", code)
+	// Output:
+	// edge: invalid configuration: rtmp.listen: must be host:port, got "nonsense"
+	// exit code 2
+	// [edge v1.2.3] exit code 0
 }

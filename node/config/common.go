@@ -44,6 +44,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/livecluster/livecluster/streamkey/nodeid"
 )
 
 // Duration is a time.Duration that reads and writes as a Go duration string
@@ -156,7 +158,7 @@ func (c *Common) Validate() error {
 	var errs []error
 	if c.NodeID == "" {
 		errs = append(errs, errors.New("nodeId: must not be empty"))
-	} else if err := ValidNodeID(c.NodeID); err != nil {
+	} else if err := nodeid.Validate(c.NodeID); err != nil {
 		errs = append(errs, fmt.Errorf("nodeId: %w", err))
 	}
 	if err := ValidListen(c.AdminListen); err != nil {
@@ -195,23 +197,4 @@ func ParseLevel(s string) (slog.Level, error) {
 		return l, nil
 	}
 	return 0, fmt.Errorf("must be debug, info, warn or error, got %q", s)
-}
-
-// ValidNodeID checks a node id: 1-63 characters of [A-Za-z0-9._-], starting
-// with a letter or digit (the OCM's rule, checked early so a bad hostname
-// fails at start, not at Register).
-func ValidNodeID(id string) error {
-	if len(id) == 0 || len(id) > 63 {
-		return fmt.Errorf("must be 1-63 characters, got %d", len(id))
-	}
-	for i, r := range id {
-		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
-		if i == 0 && !alnum {
-			return fmt.Errorf("must start with a letter or digit, got %q", id)
-		}
-		if !alnum && r != '.' && r != '_' && r != '-' {
-			return fmt.Errorf("may contain only [A-Za-z0-9._-], got %q", id)
-		}
-	}
-	return nil
 }

@@ -113,7 +113,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"unknown env", "", []string{"LIVECLUSTER_SHUTDOWN_STARTWAIT=1s"}, nil, "unknown environment variable LIVECLUSTER_SHUTDOWN_STARTWAIT"},
 		{"bad env", "", []string{"LIVECLUSTER_LIMIT=x"}, nil, "limit (env LIVECLUSTER_LIMIT)"},
 		{"bad flag", "", nil, map[string]string{"shutdown.finalWait": "soon"}, "shutdown.finalWait (flag)"},
-		{"bad node id", "nodeId: -x\n", nil, nil, "nodeId: must start with"},
+		{"bad node id", "nodeId: -x\n", nil, nil, `nodeId: invalid node id "-x": must start with`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,7 +1,13 @@
-// Package ocmclient is the OCM client of origins and edges: it holds the
-// node session (Register, then a heartbeat loop that renews the lease and
-// reports load), and gives access to the raw OCMService client for the
-// stream calls (ClaimStream, LookupStream, WatchStreams...).
+// Package ocmclient is the OCM client of origins and edges, the only way
+// they reach the OCM: it holds the node session (Register, then a heartbeat
+// loop that renews the lease and reports load; a Session's Done channel
+// closes when its lease is lost, as etcd's concurrency.Session does), and
+// makes the stream calls (Claim, Release, Transfer, Lookup, Assign, Nodes,
+// Watch) with typed Go errors (ErrNotFound, *AlreadyOwnedError,
+// ErrStaleEpoch, ErrDraining, ErrUnavailable, ...: see errors.go) so that no
+// caller reads gRPC codes. Claims and transfers retry the OCM's "concurrent
+// change" answer themselves; Watch keeps a WatchStreams subscription open
+// with a backoff that starts over after a healthy stream.
 //
 // It never blocks its caller: Start returns at once and registration
 // proceeds in the background, retrying with capped exponential backoff
@@ -29,9 +35,7 @@ import (
 
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/node/backoff"
 	"github.com/livecluster/livecluster/node/lifecycle"
@@ -70,11 +74,24 @@ type Options struct {
 	DialOptions []grpc.DialOption
 }
 
-// Session identifies the node's registration: present both on every call.
+// Session is the node's registration at the OCM: node id and lease, present
+// on every call. Like etcd's concurrency.Session, it ends when its lease is
+// lost: Done is closed when a heartbeat finds the lease expired (the client
+// then registers a new session and calls Options.OnReregistered with it),
+// and when the client deregisters or closes. Every stream claimed under a
+// session is gone once its Done is closed.
 type Session struct {
 	NodeID  string
 	LeaseID int64
+	done    chan struct{}
 }
+
+// Done is closed when the session's lease is lost or the session ends. A
+// zero Session's Done is nil (never closes).
+func (s Session) Done() <-chan struct{} { return s.done }
+
+// Lease returns the session's lease id.
+func (s Session) Lease() int64 { return s.LeaseID }
 
 // Status is a snapshot of the session's health, for logs and the API.
 type Status struct {
@@ -102,10 +119,15 @@ type Client struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	started  bool
+
+	// sleep waits between retries; tests replace it to observe delays.
+	sleep func(ctx context.Context, d time.Duration) bool
 }
 
 // New validates opts and creates the connection object; it does not dial
-// (gRPC connects lazily, in the background).
+// (gRPC connects lazily, in the background), so an unreachable OCM is not
+// an error here. It fails only on a missing address or node id, or a
+// target gRPC cannot parse.
 func New(opts Options) (*Client, error) {
 	if opts.Address == "" {
 		return nil, errors.New("ocmclient: no OCM address")
@@ -144,19 +166,28 @@ func New(opts Options) (*Client, error) {
 		return nil, fmt.Errorf("ocm client for %s: %w", opts.Address, err)
 	}
 	return &Client{
-		opts: opts,
-		log:  opts.Logger.With("component", "ocmclient", "ocm", opts.Address),
-		conn: conn,
-		api:  ocmv1.NewOCMServiceClient(conn),
-		done: make(chan struct{}),
+		opts:  opts,
+		log:   opts.Logger.With("component", "ocmclient", "ocm", opts.Address),
+		conn:  conn,
+		api:   ocmv1.NewOCMServiceClient(conn),
+		done:  make(chan struct{}),
+		sleep: backoff.Sleep,
 	}, nil
 }
 
-// API is the raw OCMService client for the stream calls.
-func (c *Client) API() ocmv1.OCMServiceClient { return c.api }
-
-// Conn is the underlying connection (e.g. for WatchStreams health).
-func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+// endSession closes s's Done channel once.
+func (c *Client) endSession(s Session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.done == nil {
+		return
+	}
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+}
 
 // Registered reports whether the node has a session: true from the first
 // successful Register until Deregister, heartbeat failures included.
@@ -171,6 +202,8 @@ func (c *Client) ReadinessCheck() error {
 }
 
 // Session returns the current session; ok is false before registration.
+// The session may already be lost (its Done closed) while a new one is
+// being registered.
 func (c *Client) Session() (s Session, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -188,7 +221,9 @@ func (c *Client) Status() Status {
 }
 
 // Start begins registration and heartbeats in the background and returns
-// at once. The loop stops when ctx ends or on Close/Deregister.
+// at once; it cannot fail: registration is retried with backoff for as
+// long as the OCM is unreachable, and a lost lease registers a new session.
+// The loop stops when ctx ends or on Close/Deregister.
 func (c *Client) Start(ctx context.Context) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -217,15 +252,20 @@ func (c *Client) stop() {
 	}
 }
 
-// Close stops the loop and closes the connection (without Deregister).
+// Close stops the loop and closes the connection (without Deregister: the
+// lease expires after its TTL). The session's Done is closed.
 func (c *Client) Close() error {
 	c.stop()
+	s, _ := c.Session()
+	c.endSession(s)
 	return c.conn.Close()
 }
 
 // Drain tells the OCM the node is DRAINING. If the session is re-created
 // later (lease expiry), the client marks it DRAINING again. Before the node
 // registered it stops trying: a draining node must not appear as READY.
+// Failures (typed, see errors.go): ErrUnavailable, ErrSessionLost (the
+// re-registration marks the new session DRAINING).
 func (c *Client) Drain(ctx context.Context) error {
 	c.draining.Store(true)
 	s, ok := c.Session()
@@ -234,14 +274,16 @@ func (c *Client) Drain(ctx context.Context) error {
 		return nil
 	}
 	if _, err := c.api.Drain(ctx, &ocmv1.DrainRequest{NodeId: s.NodeID, LeaseId: s.LeaseID}); err != nil {
-		return fmt.Errorf("drain node %s: %w", s.NodeID, err)
+		return mapSessionErr("Drain "+s.NodeID, err)
 	}
 	c.log.Info("marked DRAINING at the OCM")
 	return nil
 }
 
 // Deregister stops heartbeating and ends the session (the OCM revokes the
-// lease, freeing every stream the node owns).
+// lease, freeing every stream the node owns); the session's Done is closed
+// either way. Failures: ErrUnavailable (the lease then expires after its
+// TTL), ErrSessionLost (it had expired already).
 func (c *Client) Deregister(ctx context.Context) error {
 	c.stop()
 	s, ok := c.Session()
@@ -249,8 +291,9 @@ func (c *Client) Deregister(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
+	defer c.endSession(s)
 	if _, err := c.api.Deregister(ctx, &ocmv1.DeregisterRequest{NodeId: s.NodeID, LeaseId: s.LeaseID}); err != nil {
-		return fmt.Errorf("deregister node %s: %w", s.NodeID, err)
+		return mapSessionErr("Deregister "+s.NodeID, err)
 	}
 	c.log.Info("deregistered from the OCM")
 	return nil
@@ -293,7 +336,7 @@ func (c *Client) register(ctx context.Context) (Session, error) {
 		resp, err := c.api.Register(callCtx, &ocmv1.RegisterRequest{Node: c.opts.Node})
 		cancel()
 		if err == nil {
-			s := Session{NodeID: c.opts.Node.GetId(), LeaseID: resp.GetLeaseId()}
+			s := Session{NodeID: c.opts.Node.GetId(), LeaseID: resp.GetLeaseId(), done: make(chan struct{})}
 			iv := time.Duration(resp.GetHeartbeatIntervalMs()) * time.Millisecond
 			if iv <= 0 {
 				iv = time.Duration(resp.GetLeaseTtlSeconds()) * time.Second / 3
@@ -320,9 +363,9 @@ func (c *Client) register(ctx context.Context) (Session, error) {
 		if attempt == 0 {
 			lvl = slog.LevelInfo // the OCM may simply not be up yet
 		}
-		c.log.Log(ctx, lvl, "register with the OCM failed; retrying", "err", err.Error(),
+		c.log.Log(ctx, lvl, "register with the OCM failed; retrying", "err", mapErr("Register", err).Error(),
 			"attempt", attempt+1, "retry_in", d.String())
-		if !backoff.Sleep(ctx, d) {
+		if !c.sleep(ctx, d) {
 			return Session{}, ctx.Err()
 		}
 	}
@@ -347,8 +390,9 @@ func (c *Client) heartbeat(ctx context.Context, s Session) bool {
 			req.Load = c.opts.Load()
 		}
 		callCtx, cancel := context.WithTimeout(ctx, min(c.opts.CallTimeout, iv))
-		_, err := c.api.Heartbeat(callCtx, req)
+		_, rerr := c.api.Heartbeat(callCtx, req)
 		cancel()
+		err := mapSessionErr("Heartbeat "+s.NodeID, rerr)
 		if ctx.Err() != nil {
 			return false
 		}
@@ -366,8 +410,9 @@ func (c *Client) heartbeat(ctx context.Context, s Session) bool {
 		c.mu.Unlock()
 		switch {
 		case err == nil:
-		case status.Code(err) == codes.NotFound:
+		case errors.Is(err, ErrSessionLost):
 			c.log.Warn("OCM lost the node's lease; registering again", "lease_id", s.LeaseID, "err", err.Error())
+			c.endSession(s)
 			return true
 		default:
 			// Readiness is unaffected on purpose (see the package doc).
@@ -378,7 +423,9 @@ func (c *Client) heartbeat(ctx context.Context, s Session) bool {
 
 // Bind wires the session into a node's lifecycle: readiness waits for the
 // first registration ("ocm-registered"), the drain marks the node DRAINING
-// at step 1, and the final step deregisters and closes the connection.
+// at step 1, and the final step deregisters and closes the connection. A
+// failed Drain or Deregister is reported to the lifecycle (logged); the
+// lease then expires by itself after its TTL.
 func (c *Client) Bind(lc *lifecycle.Lifecycle) {
 	lc.AddCheck("ocm-registered", c.ReadinessCheck)
 	lc.OnDraining("ocm-drain", c.Drain)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/livecluster/livecluster/node/backoff"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
 
@@ -148,6 +149,16 @@ func TestRegisterHeartbeatReregisterAndBlips(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// Count the pauses between failed registrations instead of sleeping
+	// for a guessed number of them.
+	retries := make(chan time.Duration, 100)
+	c.sleep = func(ctx context.Context, d time.Duration) bool {
+		select {
+		case retries <- d:
+		default:
+		}
+		return backoff.Sleep(ctx, d)
+	}
 
 	t0 := time.Now()
 	c.Start(context.Background())
@@ -157,7 +168,13 @@ func TestRegisterHeartbeatReregisterAndBlips(t *testing.T) {
 	if c.Registered() || c.ReadinessCheck() == nil {
 		t.Fatal("registered with no OCM")
 	}
-	time.Sleep(300 * time.Millisecond) // a few failed attempts; nothing to poll: the OCM is down
+	for i := 0; i < 3; i++ { // three failed attempts
+		select {
+		case <-retries:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d register retries", i)
+		}
+	}
 	if c.Registered() {
 		t.Fatal("registered with no OCM")
 	}
@@ -218,10 +235,11 @@ func TestRegisterHeartbeatReregisterAndBlips(t *testing.T) {
 		t.Errorf("drained %v deregistered %v, want lease %d", f.drained, f.deregs, s2.LeaseID)
 	}
 	f.mu.Unlock()
-	_, hb := f.counts()
-	time.Sleep(100 * time.Millisecond) // several heartbeat intervals: assert none happen
-	if _, hb2 := f.counts(); hb2 != hb {
-		t.Errorf("heartbeats after Deregister: %d → %d", hb, hb2)
+	// Deregister returns once the heartbeat loop has ended: none can follow.
+	select {
+	case <-c.done:
+	default:
+		t.Error("the heartbeat loop still runs after Deregister")
 	}
 }
 
@@ -241,9 +259,15 @@ func TestDrainBeforeRegistrationStopsRegistering(t *testing.T) {
 	if err := c.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	// Drain before registration returns once the registration loop has
+	// ended, so an OCM that comes up later can never see this node.
+	select {
+	case <-c.done:
+	default:
+		t.Fatal("the registration loop still runs after Drain")
+	}
 	f := newFakeOCM()
 	serve(t, addr, f)
-	time.Sleep(200 * time.Millisecond) // many backoff periods: assert no registration
 	if r, _ := f.counts(); r != 0 || c.Registered() {
 		t.Errorf("a draining node registered (%d)", r)
 	}

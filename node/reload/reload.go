@@ -177,9 +177,11 @@ func (w *Watcher) remember() {
 // ReloadNow reloads at once and records the result.
 func (w *Watcher) ReloadNow(ctx context.Context, reason string) error {
 	if err := w.opts.Reload(ctx); err != nil {
-		w.total.WithLabelValues("failure").Inc()
+		// Log before counting: whoever sees the counter move (a test, an
+		// operator's alert) then finds the line that says why.
 		w.log.Error("config reload refused; keeping the running configuration",
 			"reason", reason, "file", w.opts.Path, "err", err.Error())
+		w.total.WithLabelValues("failure").Inc()
 		return err
 	}
 	w.total.WithLabelValues("success").Inc()

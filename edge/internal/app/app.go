@@ -21,11 +21,11 @@ import (
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/admin"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
 	"github.com/livecluster/livecluster/edge/internal/forward"
@@ -83,30 +83,11 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	}
 
 	reg := rt.Metrics
-	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "livecluster_edge_owner_lookups_total",
-		Help: "Owner lookups by result (cache, ok, not_found, error, stale: OCM unreachable, cached owner used).",
-	}, []string{"result"})
-	watchUp := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "livecluster_edge_stream_watch_up", Help: "1 while the WatchStreams stream to the OCM is established.",
-	})
-	e.players = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "livecluster_edge_players", Help: "Connected players by protocol (rtmp, flv).",
-	}, []string{"protocol"})
-	e.players.WithLabelValues(protoRTMP)
-	e.players.WithLabelValues(protoFLV)
-	reg.MustRegister(lookups, watchUp, e.players)
-
+	m := newMetrics(reg)
+	e.players = m.players
 	e.dir = directory.New(directory.Options{
-		API: oc.API(), Logger: rt.Logger,
-		OnLookup: func(r string) { lookups.WithLabelValues(r).Inc() },
-		OnWatchState: func(up bool) {
-			if up {
-				watchUp.Set(1)
-			} else {
-				watchUp.Set(0)
-			}
-		},
+		OCM: oc, Logger: rt.Logger,
+		OnLookup: m.lookup, OnWatchState: m.watchState,
 	})
 	e.relay = relay.New(relay.Options{
 		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg),
@@ -119,14 +100,14 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		},
 	})
 	e.fwd = forward.New(forward.Options{
-		API: oc.API(), Dir: e.dir, NodeID: cfg.NodeID, Zone: cfg.Zone, Logger: rt.Logger, Metrics: forward.NewMetrics(reg),
+		OCM: oc, Dir: e.dir, NodeID: cfg.NodeID, Zone: cfg.Zone, Logger: rt.Logger, Metrics: forward.NewMetrics(reg),
 		// The forward buffer must absorb a move to a new origin.
 		Hub: hub.Config{QueueBytes: 32 << 20, QueuePackets: 8192},
 		Settings: func() forward.Settings {
 			c := rt.Config().Edge
 			return forward.Settings{
 				WaitTimeout: c.WaitTimeout.D(), PollInterval: c.Forward.PollInterval.D(),
-				RetryTimeout: c.Forward.RetryTimeout.D(),
+				RetryTimeout: c.Forward.RetryTimeout.D(), DialTimeout: c.Forward.DialTimeout.D(),
 			}
 		},
 	})
@@ -139,6 +120,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		},
 		CacheBytes: h.CacheBytes, MaxObjectBytes: h.MaxObjectBytes, SegmentTTL: h.SegmentTTL.D(),
 		MaxPlaylistTTL: h.MaxPlaylistTTL.D(), UpstreamTimeout: h.UpstreamTimeout.D(),
+		Hold: h.Hold.D(), EndHold: h.EndHold.D(), Window: h.Window, MaxStreams: h.MaxStreams, NoPrefetch: !h.Prefetch,
 		Logger: rt.Logger, Metrics: hlsproxy.NewMetrics(reg),
 	})
 
@@ -241,9 +223,25 @@ func (e *edge) playerJoined(proto string) func() {
 	}
 }
 
-// ServePublish implements rtmp.Handler: publishes are forwarded.
+// ServePublish implements rtmp.Handler: the RTMP ingest adapter of the
+// forward. An origin's refusal reaches the publisher with the origin's
+// own onStatus code and words.
 func (e *edge) ServePublish(ctx context.Context, c *rtmp.Conn) error {
-	return e.fwd.ServePublish(ctx, c)
+	key, err := c.Request().Key()
+	if err != nil {
+		return err
+	}
+	err = e.fwd.Serve(ctx, key, c.RemoteAddr().String(), c)
+	var refused *forward.Refused
+	if errors.As(err, &refused) {
+		code := "NetStream.Publish.BadName"
+		var se *rtmp.StatusError
+		if errors.As(refused.Err, &se) {
+			code = se.Code
+		}
+		return &rtmp.StatusError{Code: code, Description: refused.Msg}
+	}
+	return err
 }
 
 // ServePlay implements rtmp.Handler.

@@ -57,6 +57,9 @@ type Edge struct {
 		// RetryTimeout keeps a publisher whose origin vanished while
 		// another origin is sought.
 		RetryTimeout config.Duration `yaml:"retryTimeout"`
+		// DialTimeout bounds connecting to an origin until it accepted the
+		// forwarded publish.
+		DialTimeout config.Duration `yaml:"dialTimeout"`
 	} `yaml:"forward"`
 	HLS struct {
 		// CacheBytes bounds the segment cache.
@@ -70,6 +73,20 @@ type Edge struct {
 		MaxPlaylistTTL config.Duration `yaml:"maxPlaylistTTL"`
 		// UpstreamTimeout bounds one request to an origin.
 		UpstreamTimeout config.Duration `yaml:"upstreamTimeout"`
+		// Hold is how long the last good playlist of a stream is served
+		// while it has no owner or the owner no playlist yet; after that
+		// the stream answers 404.
+		Hold config.Duration `yaml:"hold"`
+		// EndHold is how long an origin's EXT-X-ENDLIST is held back
+		// waiting for a new owner (less than Hold).
+		EndHold config.Duration `yaml:"endHold"`
+		// Window is the least number of segments in an edge playlist.
+		Window int `yaml:"window"`
+		// MaxStreams bounds the streams whose playlists the edge keeps.
+		MaxStreams int `yaml:"maxStreams"`
+		// Prefetch fetches each new segment when it appears, so it stays
+		// playable if its origin dies.
+		Prefetch bool `yaml:"prefetch"`
 	} `yaml:"hls"`
 }
 
@@ -86,11 +103,17 @@ func Defaults() Config {
 	e.Upstream.DialTimeout = config.Duration(10 * time.Second)
 	e.Forward.PollInterval = config.Duration(10 * time.Second)
 	e.Forward.RetryTimeout = config.Duration(30 * time.Second)
+	e.Forward.DialTimeout = config.Duration(5 * time.Second)
 	e.HLS.CacheBytes = 256 << 20
 	e.HLS.MaxObjectBytes = 32 << 20
 	e.HLS.SegmentTTL = config.Duration(2 * time.Minute)
 	e.HLS.MaxPlaylistTTL = config.Duration(time.Second)
 	e.HLS.UpstreamTimeout = config.Duration(10 * time.Second)
+	e.HLS.Hold = config.Duration(20 * time.Second)
+	e.HLS.EndHold = config.Duration(10 * time.Second)
+	e.HLS.Window = 6
+	e.HLS.MaxStreams = 10000
+	e.HLS.Prefetch = true
 	return c
 }
 
@@ -116,9 +139,12 @@ func Validate(c *Config) error {
 		{"edge.upstream.dialTimeout", e.Upstream.DialTimeout},
 		{"edge.forward.pollInterval", e.Forward.PollInterval},
 		{"edge.forward.retryTimeout", e.Forward.RetryTimeout},
+		{"edge.forward.dialTimeout", e.Forward.DialTimeout},
 		{"edge.hls.segmentTTL", e.HLS.SegmentTTL},
 		{"edge.hls.maxPlaylistTTL", e.HLS.MaxPlaylistTTL},
 		{"edge.hls.upstreamTimeout", e.HLS.UpstreamTimeout},
+		{"edge.hls.hold", e.HLS.Hold},
+		{"edge.hls.endHold", e.HLS.EndHold},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", d.key, d.v))
@@ -135,6 +161,15 @@ func Validate(c *Config) error {
 	}
 	if e.HLS.MaxObjectBytes <= 0 {
 		errs = append(errs, fmt.Errorf("edge.hls.maxObjectBytes: must be > 0, got %d", e.HLS.MaxObjectBytes))
+	}
+	if e.HLS.EndHold >= e.HLS.Hold {
+		errs = append(errs, fmt.Errorf("edge.hls.endHold: must be less than edge.hls.hold (%s), got %s", e.HLS.Hold, e.HLS.EndHold))
+	}
+	if e.HLS.Window <= 0 {
+		errs = append(errs, fmt.Errorf("edge.hls.window: must be > 0, got %d", e.HLS.Window))
+	}
+	if e.HLS.MaxStreams <= 0 {
+		errs = append(errs, fmt.Errorf("edge.hls.maxStreams: must be > 0, got %d", e.HLS.MaxStreams))
 	}
 	return errors.Join(errs...)
 }

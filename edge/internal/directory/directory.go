@@ -4,12 +4,18 @@
 // with one WatchStreams call per edge over exactly the keys being served,
 // re-established with backoff (and whenever that key set changes).
 //
-// When the OCM is unreachable, cached owners keep answering; a stream the
-// cache has never seen fails with ErrUnavailable once the caller's context
-// ends, after retries with backoff.
+// A cached owner older than FreshFor is served at once while one
+// background lookup per key refreshes it (stale-while-revalidate), so an OCM
+// that is unreachable, or blackholed and answering nothing until the call
+// times out, never makes a player wait for a stream the cache knows;
+// concurrent lookups of one key share one OCM call (singleflight). A stream
+// the cache has never seen fails with ErrUnavailable once the caller's
+// context ends, after retries with backoff. The cache of unwatched keys is
+// bounded (MaxEntries), evicting the least recently used in O(1).
 package directory
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -18,12 +24,10 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/backoff"
+	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 var (
@@ -73,14 +77,11 @@ func ownerOf(st *ocmv1.Stream, n *ocmv1.Node) *Owner {
 	return o
 }
 
-// PB converts a key for the API.
-func PB(k streamkey.Key) *ocmv1.StreamKey {
-	return &ocmv1.StreamKey{Vhost: k.Vhost, App: k.App, Name: k.Name}
-}
-
 // Options configure a Directory.
 type Options struct {
-	API    ocmv1.OCMServiceClient
+	// OCM answers lookups and the watch (typed errors; the watch's
+	// resubscription and its backoff live there).
+	OCM    *ocmclient.Client
 	Logger *slog.Logger
 	// FreshFor is how long an owner looked up for a key nobody watches is
 	// trusted without asking again (2 s).
@@ -95,8 +96,9 @@ type Options struct {
 	Debounce time.Duration
 	// OnWatchState, if set, is told when the watch goes up (true) or down.
 	OnWatchState func(up bool)
-	// OnLookup, if set, counts LookupStream results ("ok", "not_found",
-	// "error", "cache", "stale").
+	// OnLookup, if set, counts lookups by result: "cache" (fresh),
+	// "stale" (a cached owner past FreshFor, served while it is looked up
+	// again), and the OCM's answers "ok", "not_found", "error".
 	OnLookup func(result string)
 }
 
@@ -105,11 +107,27 @@ type Directory struct {
 	opts  Options
 	log   *slog.Logger
 	retry backoff.Policy
+	// bg bounds the background lookups (singleflight and refreshes); Close
+	// (or the end of Run) cancels them and waits.
+	bg       context.Context
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
 
 	mu      sync.Mutex
 	entries map[string]*entry
+	// lru holds the unwatched entries, most recently used first; watched
+	// entries are never evicted and are not in it.
+	lru     *list.List
+	flights map[string]*flight
 	wake    chan struct{}
 	watchUp bool
+}
+
+// flight is one OCM lookup that every concurrent Lookup of a key waits for.
+type flight struct {
+	done chan struct{}
+	o    *Owner
+	err  error
 }
 
 type entry struct {
@@ -120,6 +138,8 @@ type entry struct {
 	subs    map[*Sub]struct{}
 	// synced: the live watch covers this key (events keep owner current).
 	synced bool
+	// elem is the entry's place in the LRU list; nil while watched.
+	elem *list.Element
 }
 
 // New returns a Directory.
@@ -145,11 +165,21 @@ func New(opts Options) *Directory {
 	if opts.Debounce <= 0 {
 		opts.Debounce = 50 * time.Millisecond
 	}
+	bg, cancel := context.WithCancel(context.Background())
 	return &Directory{
 		opts: opts, log: opts.Logger.With("component", "directory"),
-		retry:   backoff.Policy{Min: opts.MinBackoff, Max: opts.MaxBackoff},
-		entries: map[string]*entry{}, wake: make(chan struct{}, 1),
+		retry: backoff.Policy{Min: opts.MinBackoff, Max: opts.MaxBackoff},
+		bg:    bg, bgCancel: cancel,
+		entries: map[string]*entry{}, lru: list.New(), flights: map[string]*flight{},
+		wake: make(chan struct{}, 1),
 	}
+}
+
+// Close cancels the background lookups and waits for them. Run calls it
+// when it returns; a Directory whose Run is not used must be closed.
+func (d *Directory) Close() {
+	d.bgCancel()
+	d.bgWG.Wait()
 }
 
 // Sub is a subscription to one key's owner changes. Subscribing adds the key
@@ -186,19 +216,27 @@ func (s *Sub) Close() {
 		delete(e.subs, s)
 		if len(e.subs) == 0 {
 			e.synced = false
+			e.elem = d.lru.PushFront(e) // evictable again
+			d.evictLocked()
 			d.kick()
 		}
 	}
 	d.mu.Unlock()
 }
 
-// Subscribe watches key.
+// Subscribe watches key: the key joins the edge's watch (Run) and is never
+// evicted while subscribed. It does not fail; while the watch is down the
+// subscription simply gets no changes.
 func (d *Directory) Subscribe(key streamkey.Key) *Sub {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e := d.entryLocked(key)
 	s := &Sub{d: d, key: key.String(), c: make(chan struct{}, 1)}
 	if len(e.subs) == 0 {
+		if e.elem != nil {
+			d.lru.Remove(e.elem) // watched: never evicted
+			e.elem = nil
+		}
 		d.kick()
 	}
 	e.subs[s] = struct{}{}
@@ -209,31 +247,23 @@ func (d *Directory) entryLocked(key streamkey.Key) *entry {
 	k := key.String()
 	e := d.entries[k]
 	if e == nil {
-		d.evictLocked()
 		e = &entry{key: key, subs: map[*Sub]struct{}{}}
+		e.elem = d.lru.PushFront(e)
 		d.entries[k] = e
+		d.evictLocked()
+	} else if e.elem != nil {
+		d.lru.MoveToFront(e.elem)
 	}
 	return e
 }
 
-// evictLocked keeps the unwatched part of the cache bounded, dropping the
-// oldest lookups first.
+// evictLocked keeps the unwatched part of the cache within MaxEntries,
+// dropping the least recently used entries (O(1) each).
 func (d *Directory) evictLocked() {
-	if len(d.entries) < d.opts.MaxEntries {
-		return
-	}
-	var oldest string
-	var at time.Time
-	for k, e := range d.entries {
-		if len(e.subs) > 0 {
-			continue
-		}
-		if oldest == "" || e.fetched.Before(at) {
-			oldest, at = k, e.fetched
-		}
-	}
-	if oldest != "" {
-		delete(d.entries, oldest)
+	for d.lru.Len() > d.opts.MaxEntries {
+		e := d.lru.Remove(d.lru.Back()).(*entry)
+		e.elem = nil
+		delete(d.entries, e.key.String())
 	}
 }
 
@@ -286,41 +316,57 @@ func (d *Directory) Cached(key streamkey.Key) (*Owner, bool) {
 }
 
 // Lookup returns the owner of key: from the cache when the watch keeps it
-// current (or it was looked up within FreshFor), else from the OCM,
-// retrying transient failures with backoff until ctx ends. ErrNotFound when
-// nobody owns the stream; ErrUnavailable when the OCM cannot be reached and
-// the cache has no owner.
+// current or it was looked up within FreshFor; a cached owner past FreshFor
+// at once, while one background lookup refreshes it (stale-while-
+// revalidate); else from the OCM, one call per key however many callers
+// wait, retrying transient failures with backoff until ctx ends. Failures:
+// ErrNotFound when nobody owns the stream; ErrUnavailable when the OCM
+// cannot be reached (or ctx ends first) and the cache has no owner.
 func (d *Directory) Lookup(ctx context.Context, key streamkey.Key) (*Owner, error) {
+	ks := key.String()
 	d.mu.Lock()
-	if e := d.entries[key.String()]; e != nil && e.owner.complete() &&
-		(e.synced || time.Since(e.fetched) < d.opts.FreshFor) {
-		o := e.owner
+	e := d.entries[ks]
+	if e != nil && e.elem != nil {
+		d.lru.MoveToFront(e.elem)
+	}
+	if e != nil && e.owner.complete() {
+		o, fresh := e.owner, e.synced || time.Since(e.fetched) < d.opts.FreshFor
 		d.mu.Unlock()
-		d.count("cache")
+		if fresh {
+			d.count("cache")
+		} else {
+			// A wrong owner is corrected by the refresh, the next event,
+			// or the origin refusing the pull; waiting on the OCM here
+			// would make every player wait while it is unreachable.
+			d.count("stale")
+			d.fetch(key)
+		}
 		return o, nil
 	}
 	// The live watch covers the key and says nobody owns it: asking the OCM
 	// would only repeat that (players waiting for a publish retry often).
-	if e := d.entries[key.String()]; e != nil && e.synced && e.known && e.owner == nil {
+	if e != nil && e.synced && e.known && e.owner == nil {
 		d.mu.Unlock()
 		d.count("cache")
-		return nil, ErrNotFound
+		return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
 	}
 	d.mu.Unlock()
 	var lastErr error
 	for attempt := 0; ; attempt++ {
-		o, err := d.lookupOnce(ctx, key)
-		if err == nil || errors.Is(err, ErrNotFound) {
-			return o, err
+		f := d.fetch(key)
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("look up owner of %s: %w (%v)", key, ErrUnavailable, ctx.Err())
 		}
-		lastErr = err
-		// The OCM is unreachable: a cached owner, even an old one, beats
-		// failing a player; a wrong one is corrected by the next event or
-		// by the origin refusing the pull.
+		if f.err == nil || errors.Is(f.err, ErrNotFound) {
+			return f.o, f.err
+		}
+		lastErr = f.err
+		// Filled in meanwhile (by the watch): a cached owner beats failing
+		// a player.
 		if o, ok := d.Cached(key); ok && o.complete() {
 			d.count("stale")
-			d.log.Warn("OCM lookup failed; using the cached owner", "stream", key.String(),
-				"owner", o.String(), "err", err.Error())
 			return o, nil
 		}
 		if !backoff.Sleep(ctx, d.retry.Delay(attempt)) {
@@ -329,32 +375,56 @@ func (d *Directory) Lookup(ctx context.Context, key streamkey.Key) (*Owner, erro
 	}
 }
 
+// fetch returns the OCM lookup of key in flight, starting one if there is
+// none. The lookup is bounded by CallTimeout, not by any one caller's
+// context, so a caller that gives up does not fail the others.
+func (d *Directory) fetch(key streamkey.Key) *flight {
+	ks := key.String()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if f := d.flights[ks]; f != nil {
+		return f
+	}
+	f := &flight{done: make(chan struct{})}
+	d.flights[ks] = f
+	d.bgWG.Add(1)
+	go func() {
+		defer d.bgWG.Done()
+		f.o, f.err = d.lookupOnce(d.bg, key)
+		if f.err != nil && !errors.Is(f.err, ErrNotFound) {
+			d.log.Warn("OCM lookup failed", "stream", ks, "err", f.err.Error())
+		}
+		d.mu.Lock()
+		delete(d.flights, ks)
+		d.mu.Unlock()
+		close(f.done)
+	}()
+	return f
+}
+
 func (d *Directory) lookupOnce(ctx context.Context, key streamkey.Key) (*Owner, error) {
 	cctx, cancel := context.WithTimeout(ctx, d.opts.CallTimeout)
-	resp, err := d.opts.API.LookupStream(cctx, &ocmv1.LookupStreamRequest{Key: PB(key)})
+	st, node, err := d.opts.OCM.Lookup(cctx, key)
 	cancel()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
 	case err == nil:
 		d.count("ok")
-		o := ownerOf(resp.GetStream(), resp.GetOwner())
+		o := ownerOf(st, node)
 		e := d.entryLocked(key)
 		if e.synced && e.known && e.owner != nil && e.owner.Epoch > o.Epoch {
 			return e.owner, nil // the watch already knows better
 		}
 		d.setLocked(e, o)
 		return o, nil
-	case status.Code(err) == codes.NotFound:
+	case errors.Is(err, ocmclient.ErrNotFound):
 		d.count("not_found")
 		e := d.entryLocked(key)
 		if !e.synced {
 			d.setLocked(e, nil)
 		}
 		return nil, fmt.Errorf("%s: %w", key, ErrNotFound)
-	case status.Code(err) == codes.InvalidArgument:
-		d.count("error")
-		return nil, fmt.Errorf("look up owner of %s: %w", key, err)
 	default:
 		d.count("error")
 		return nil, fmt.Errorf("look up owner of %s: %w", key, err)
@@ -363,6 +433,8 @@ func (d *Directory) lookupOnce(ctx context.Context, key streamkey.Key) (*Owner, 
 
 // WaitOwner returns the owner of key, waiting until ctx ends for the stream
 // to be published (watched with sub, which must be subscribed to key).
+// Failures: ErrNotFound (wrapped) when ctx ends before a publish;
+// ErrUnavailable when the OCM cannot be reached and nothing is cached.
 func (d *Directory) WaitOwner(ctx context.Context, sub *Sub, key streamkey.Key) (*Owner, error) {
 	for {
 		o, err := d.Lookup(ctx, key)
@@ -400,9 +472,12 @@ func (d *Directory) watchedKeys() []string {
 	return keys
 }
 
-// Run keeps the watch over the subscribed keys until ctx ends.
+// Run keeps the watch over the subscribed keys until ctx ends: one
+// WatchStreams call over exactly the keys being served, restarted when that
+// set changes; ocmclient's Watch re-establishes it with backoff when the
+// OCM is unreachable.
 func (d *Directory) Run(ctx context.Context) {
-	failures := 0
+	defer d.Close()
 	for ctx.Err() == nil {
 		keys := d.watchedKeys()
 		if len(keys) == 0 {
@@ -413,72 +488,21 @@ func (d *Directory) Run(ctx context.Context) {
 			}
 			continue
 		}
-		restart, err := d.watch(ctx, keys)
-		if ctx.Err() != nil {
-			return
-		}
-		if restart {
-			failures = 0
-			continue
-		}
-		failures++
-		delay := d.retry.Delay(failures - 1)
-		lvl := slog.LevelWarn
-		if failures == 1 {
-			lvl = slog.LevelInfo
-		}
-		d.log.Log(ctx, lvl, "stream watch ended; re-establishing", "err", errString(err),
-			"keys", len(keys), "retry_in", delay.String(), "failures", failures)
-		if !backoff.Sleep(ctx, delay) {
-			return
-		}
+		d.watch(ctx, keys)
 	}
 }
 
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-// watch runs one WatchStreams call for keys. It returns restart=true when it
-// ended because the key set changed.
-func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err error) {
+// watch keeps one watch over keys until ctx ends or the set of watched keys
+// changes (after a short debounce, so a burst of new players costs one
+// restart).
+func (d *Directory) watch(ctx context.Context, keys []string) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req := &ocmv1.WatchStreamsRequest{InitialState: true}
-	byKey := map[string]streamkey.Key{}
-	d.mu.Lock()
-	for _, k := range keys {
-		if e := d.entries[k]; e != nil {
-			req.Keys = append(req.Keys, PB(e.key))
-			byKey[k] = e.key
-		}
-	}
-	d.mu.Unlock()
-	stream, err := d.opts.API.WatchStreams(wctx, req)
-	if err != nil {
-		return false, fmt.Errorf("watch streams: %w", err)
-	}
-	defer func() {
-		d.mu.Lock()
-		d.watchUp = false
-		for _, k := range keys {
-			if e := d.entries[k]; e != nil {
-				e.synced = false
-			}
-		}
-		d.mu.Unlock()
-		if d.opts.OnWatchState != nil {
-			d.opts.OnWatchState(false)
-		}
-	}()
-
-	// Restart when the set of watched keys changes (after a short debounce,
-	// so a burst of new players costs one restart).
-	changed := make(chan struct{})
+	var restarter sync.WaitGroup
+	defer restarter.Wait()
+	restarter.Add(1)
 	go func() {
+		defer restarter.Done()
 		for {
 			select {
 			case <-wctx.Done():
@@ -489,25 +513,26 @@ func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err
 				return
 			}
 			if !slices.Equal(d.watchedKeys(), keys) {
-				close(changed)
 				cancel()
 				return
 			}
 		}
 	}()
 
-	seen := map[string]bool{}
-	synced := false
-	for {
-		ev, err := stream.Recv()
-		if err != nil {
-			select {
-			case <-changed:
-				return true, nil
-			default:
-			}
-			return false, fmt.Errorf("watch streams: %w", err)
+	w := ocmclient.Watch{InitialState: true}
+	byKey := map[string]bool{}
+	d.mu.Lock()
+	for _, k := range keys {
+		if e := d.entries[k]; e != nil {
+			w.Keys = append(w.Keys, e.key)
+			byKey[k] = true
 		}
+	}
+	d.mu.Unlock()
+	var seen map[string]bool // keys the current stream's initial state named
+	synced := false
+	w.Begin = func() { seen, synced = map[string]bool{}, false }
+	w.Event = func(ev *ocmv1.WatchStreamsResponse) {
 		switch ev.GetType() {
 		case ocmv1.WatchStreamsResponse_EVENT_TYPE_SYNCED:
 			d.mu.Lock()
@@ -530,13 +555,13 @@ func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err
 			d.log.Debug("stream watch established", "keys", len(keys))
 		case ocmv1.WatchStreamsResponse_EVENT_TYPE_PUT, ocmv1.WatchStreamsResponse_EVENT_TYPE_DELETE:
 			st := ev.GetStream()
-			k, kerr := streamkey.New(st.GetKey().GetVhost(), st.GetKey().GetApp(), st.GetKey().GetName())
+			k, kerr := st.GetKey().Key()
 			if kerr != nil {
-				continue
+				return
 			}
 			ks := k.String()
-			if _, ok := byKey[ks]; !ok {
-				continue
+			if !byKey[ks] {
+				return
 			}
 			if !synced {
 				seen[ks] = true
@@ -554,5 +579,32 @@ func (d *Directory) watch(ctx context.Context, keys []string) (restart bool, err
 			}
 			d.mu.Unlock()
 		}
+	}
+	w.End = func(err error, retryIn time.Duration, failures int) {
+		d.down(keys)
+		lvl := slog.LevelWarn
+		if failures == 1 {
+			lvl = slog.LevelInfo
+		}
+		d.log.Log(ctx, lvl, "stream watch ended; re-establishing", "err", err.Error(),
+			"keys", len(keys), "retry_in", retryIn.String(), "failures", failures)
+	}
+	d.opts.OCM.Watch(wctx, w)
+	d.down(keys)
+}
+
+// down records that the watch over keys is not established: their cached
+// owners are no longer kept current by events.
+func (d *Directory) down(keys []string) {
+	d.mu.Lock()
+	d.watchUp = false
+	for _, k := range keys {
+		if e := d.entries[k]; e != nil {
+			e.synced = false
+		}
+	}
+	d.mu.Unlock()
+	if d.opts.OnWatchState != nil {
+		d.opts.OnWatchState(false)
 	}
 }

@@ -28,32 +28,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/url"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/media/stream"
 	"github.com/livecluster/livecluster/node/backoff"
+	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // redial paces reconnecting a forward to an origin: short, because the
 // publisher is live and waiting.
 var redial = backoff.Policy{Min: 100 * time.Millisecond, Max: time.Second}
-
-// QueryForwardedBy is the RTMP URL query parameter naming the forwarding
-// edge; the origin claims the stream as FORWARDED by that node.
-const QueryForwardedBy = "lc_forwarded_by"
 
 // Settings are read per use, so they reload live.
 type Settings struct {
@@ -65,6 +59,9 @@ type Settings struct {
 	// RetryTimeout is how long a publisher whose origin connection broke is
 	// kept while a new origin is sought.
 	RetryTimeout time.Duration
+	// DialTimeout bounds connecting to an origin until it accepted the
+	// publish (5 s).
+	DialTimeout time.Duration
 }
 
 // Metrics of the forwarder.
@@ -99,10 +96,10 @@ type Watcher interface {
 
 // Options configure a Forwarder.
 type Options struct {
-	API ocmv1.OCMServiceClient
+	OCM *ocmclient.Client
 	// Dir tells the forward when its origin starts DRAINING.
 	Dir      Watcher
-	NodeID   string // this edge, sent as lc_forwarded_by
+	NodeID   string // this edge, sent as streamkey.ForwardedByParam
 	Zone     string
 	Settings func() Settings
 	RTMP     rtmp.Config
@@ -139,6 +136,9 @@ func (f *Forwarder) settings() Settings {
 	}
 	if s.RetryTimeout <= 0 {
 		s.RetryTimeout = 30 * time.Second
+	}
+	if s.DialTimeout <= 0 {
+		s.DialTimeout = 5 * time.Second
 	}
 	return s
 }
@@ -183,7 +183,7 @@ func (f *Forwarder) Run(ctx context.Context) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := f.opts.API.ListNodes(cctx, &ocmv1.ListNodesRequest{Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN})
+		nodes, err := f.opts.OCM.Nodes(cctx, ocmv1.NodeRole_NODE_ROLE_ORIGIN)
 		cancel()
 		if err != nil {
 			// The OCM is unreachable: keep forwarding where we are.
@@ -191,7 +191,7 @@ func (f *Forwarder) Run(ctx context.Context) {
 			continue
 		}
 		states := map[string]ocmv1.NodeState{}
-		for _, n := range resp.GetNodes() {
+		for _, n := range nodes {
 			states[n.GetId()] = n.GetState()
 		}
 		f.mu.Lock()
@@ -209,24 +209,76 @@ func (f *Forwarder) Run(ctx context.Context) {
 	}
 }
 
-// ServePublish forwards one publish; it implements half of rtmp.Handler.
-func (f *Forwarder) ServePublish(ctx context.Context, c *rtmp.Conn) error {
-	key, err := c.Request().Key()
+// Refused is why a publish cannot be forwarded; Msg is meant for the
+// publisher. Err is the cause: an origin's refusal is its *rtmp.StatusError,
+// which the RTMP adapter passes on with the origin's own code.
+type Refused struct {
+	Msg string
+	Err error
+}
+
+func (r *Refused) Error() string { return r.Msg }
+func (r *Refused) Unwrap() error { return r.Err }
+
+// Serve forwards one publish of src (the publisher's connection; key is its
+// stream, remote its address for the logs). It returns:
+//   - a *Refused before anything was read from src when no origin takes the
+//     stream (none available, unreachable, or the origin refused it): the
+//     adapter refuses the publish in its protocol;
+//   - nil when the publisher ended the stream or left;
+//   - the reason when the forward failed for good (no origin left within
+//     Settings.RetryTimeout after the connection broke): src is closed;
+//   - any other error that ended it.
+func (f *Forwarder) Serve(ctx context.Context, key streamkey.Key, remote string, src stream.Source) error {
+	log := f.log.With("stream", key.String(), "remote", remote)
+	// Find an origin and have it accept the publish before the publisher
+	// is accepted (its codecs read), so a refusal reaches the publisher.
+	origin, conn, err := f.open(ctx, key, log)
 	if err != nil {
 		return err
 	}
-	log := f.log.With("stream", key.String(), "remote", c.RemoteAddr().String())
-	st := f.settings()
+	h := hub.New(key.String(), f.opts.Hub)
+	defer h.Close()
+	pump, err := stream.Start(h, src, stream.Options{}) // accepts the publisher
+	if err != nil {
+		conn.Close()
+		f.total("publisher_failed")
+		return fmt.Errorf("forward %s: %w", key, err)
+	}
+	fctx, fcancel := context.WithCancelCause(ctx)
+	defer fcancel(nil)
+	fw, err := f.start(fctx, fcancel, key, h, origin, conn, log)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("forward %s: %w", key, err)
+	}
+	defer fw.stop()
+	f.total("ok")
+	log.Info("forwarding publish", "origin", origin.GetId())
 
-	// Find an origin and have it accept the publish before the publisher
-	// is accepted, so a refusal reaches the publisher.
-	actx, cancel := context.WithTimeout(ctx, st.WaitTimeout)
+	// A forward that fails (supervise gave up) ends the pump with its cause,
+	// closing the publisher's connection at once.
+	err = pump.Run(fctx)
+	if cause := context.Cause(fctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	if err == nil || errors.Is(err, context.Canceled) {
+		log.Info("publisher finished")
+		return nil
+	}
+	return err
+}
+
+// open finds an origin for key and opens the forward to it, waiting for its
+// accept. The error is a *Refused.
+func (f *Forwarder) open(ctx context.Context, key streamkey.Key, log *slog.Logger) (*ocmv1.Node, *originConn, error) {
+	actx, cancel := context.WithTimeout(ctx, f.settings().WaitTimeout)
 	origin, err := f.assign(actx, key, nil)
 	cancel()
 	if err != nil {
 		f.total("no_origin")
 		log.Warn("publish refused: no origin", "err", err.Error())
-		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: "no origin available for " + key.String() + ": " + err.Error()}
+		return nil, nil, &Refused{Msg: "no origin available for " + key.String() + ": " + err.Error(), Err: err}
 	}
 	conn, err := f.dialOrigin(ctx, key, origin)
 	if err != nil {
@@ -234,103 +286,62 @@ func (f *Forwarder) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		var se *rtmp.StatusError
 		if errors.As(err, &se) {
 			log.Info("publish refused by the origin", "origin", origin.GetId(), "code", se.Code, "err", se.Description)
-			return &rtmp.StatusError{Code: se.Code, Description: se.Description}
+			return nil, nil, &Refused{Msg: se.Description, Err: se}
 		}
 		log.Warn("publish refused: origin unreachable", "origin", origin.GetId(), "err", err.Error())
-		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: "origin unreachable for " + key.String()}
+		return nil, nil, &Refused{Msg: "origin unreachable for " + key.String(), Err: err}
 	}
+	return origin, conn, nil
+}
 
-	streams, err := c.Streams() // accepts the publisher
-	if err != nil {
-		conn.Close()
-		f.total("publisher_failed")
-		return fmt.Errorf("forward %s: read publisher codecs: %w", key, err)
-	}
-	h := hub.New(key.String(), f.opts.Hub)
-	defer h.Close()
-	src, err := h.Publish(streams, c.Metadata())
-	if err != nil {
-		conn.Close()
-		return fmt.Errorf("forward %s: %w", key, err)
+// start runs the forward of h to origin over conn: its first leg and its
+// supervisor, which moves it when the origin drains or the leg breaks.
+func (f *Forwarder) start(ctx context.Context, fail context.CancelCauseFunc, key streamkey.Key, h *hub.Hub,
+	origin *ocmv1.Node, conn *originConn, log *slog.Logger) (*forward, error) {
+	fw := &forward{
+		f: f, key: key, h: h, log: log, since: time.Now(),
+		moveReq: make(chan string, 1), ctx: ctx, fail: fail, supervised: make(chan struct{}),
 	}
 	// Watch the key before the forward runs, so a drain from here on is
 	// seen (a new watch starts with the current owner, DRAINING or not).
-	var sub *directory.Sub
 	if f.opts.Dir != nil {
-		sub = f.opts.Dir.Subscribe(key)
-		defer sub.Close()
-	}
-	fctx, fcancel := context.WithCancelCause(ctx)
-	defer fcancel(nil)
-	fw := &forward{
-		f: f, key: key, h: h, log: log, since: time.Now(),
-		moveReq: make(chan string, 1), sub: sub, ctx: fctx, fail: fcancel,
+		fw.sub = f.opts.Dir.Subscribe(key)
 	}
 	leg, err := fw.startLeg(origin, conn)
 	if err != nil {
-		conn.Close()
-		return fmt.Errorf("forward %s: %w", key, err)
+		if fw.sub != nil {
+			fw.sub.Close()
+		}
+		return nil, err
 	}
 	fw.leg = leg
 	f.mu.Lock()
 	f.forwards[fw] = struct{}{}
 	f.mu.Unlock()
 	f.gauge(1)
-	f.total("ok")
-	log.Info("forwarding publish", "origin", origin.GetId())
-	defer func() {
-		f.mu.Lock()
-		delete(f.forwards, fw)
-		f.mu.Unlock()
-		f.gauge(-1)
-	}()
-
-	// A forward that fails (supervise gave up) ends the publisher's blocked
-	// read at once instead of at its read timeout.
-	stopClose := context.AfterFunc(fctx, func() { c.Close() })
-	defer stopClose()
-
-	var wg sync.WaitGroup
-	wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer close(fw.supervised)
 		fw.supervise()
 	}()
-	defer func() {
-		fcancel(nil)
-		wg.Wait()
-		fw.mu.Lock()
-		l := fw.leg
-		fw.mu.Unlock()
-		l.stop()
-	}()
+	return fw, nil
+}
 
-	for {
-		pkt, err := c.ReadPacket()
-		if errors.Is(err, rtmp.ErrCodecChanged) {
-			streams, err = c.Streams()
-			if err == nil {
-				src, err = h.Splice(streams, c.Metadata())
-			}
-			if err != nil {
-				return fmt.Errorf("forward %s: codec change: %w", key, err)
-			}
-			continue
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				log.Info("publisher finished")
-				return nil
-			}
-			if cause := context.Cause(fctx); cause != nil && !errors.Is(cause, context.Canceled) {
-				return cause
-			}
-			return err
-		}
-		if err := src.WritePacket(pkt); err != nil {
-			return fmt.Errorf("forward %s: %w", key, err)
-		}
+// stop ends the forward: its supervisor, then its current leg.
+func (fw *forward) stop() {
+	f := fw.f
+	fw.fail(nil)
+	<-fw.supervised
+	fw.mu.Lock()
+	l := fw.leg
+	fw.mu.Unlock()
+	l.stop()
+	if fw.sub != nil {
+		fw.sub.Close()
 	}
+	f.mu.Lock()
+	delete(f.forwards, fw)
+	f.mu.Unlock()
+	f.gauge(-1)
 }
 
 func (f *Forwarder) gauge(d float64) {
@@ -360,24 +371,20 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := f.opts.API.AssignOrigin(cctx, &ocmv1.AssignOriginRequest{
-			Key: directory.PB(key), Zone: f.opts.Zone, ExcludeNodeIds: exclude,
-		})
+		o, _, err := f.opts.OCM.Assign(cctx, key, f.opts.Zone, exclude)
 		cancel()
 		if err == nil {
-			o := resp.GetOrigin()
 			switch {
 			case o.GetAddresses().GetRtmp() == "":
-				err = status.Errorf(codes.Unavailable, "assigned origin %q has no RTMP address", o.GetId())
+				err = fmt.Errorf("assigned origin %q has no RTMP address", o.GetId())
 			case slices.Contains(exclude, o.GetId()) || o.GetState() == ocmv1.NodeState_NODE_STATE_DRAINING:
-				err = status.Errorf(codes.Unavailable, "assigned origin %q is excluded or DRAINING", o.GetId())
+				err = fmt.Errorf("assigned origin %q is excluded or DRAINING", o.GetId())
 			default:
 				return o, nil
 			}
 		}
 		lastErr = err
-		switch status.Code(err) {
-		case codes.InvalidArgument, codes.PermissionDenied:
+		if errors.Is(err, ocmclient.ErrInvalidArgument) || errors.Is(err, ocmclient.ErrRefused) {
 			return nil, err
 		}
 		if !backoff.Sleep(ctx, redial.Delay(attempt)) {
@@ -386,24 +393,54 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 	}
 }
 
-// dialOrigin opens the forward publish to origin and waits for its accept.
-func (f *Forwarder) dialOrigin(ctx context.Context, key streamkey.Key, origin *ocmv1.Node) (*rtmp.Conn, error) {
-	q := url.Values{QueryForwardedBy: {f.opts.NodeID}}
-	if key.Vhost != streamkey.DefaultVhost {
-		q.Set("vhost", key.Vhost)
-	}
+// dialOrigin opens the forward publish to origin and waits for its accept,
+// for at most Settings.DialTimeout (an origin that accepts the TCP
+// connection and then says nothing must not hold the publisher for the RTMP
+// read timeout). ctx bounds the connection's life.
+func (f *Forwarder) dialOrigin(ctx context.Context, key streamkey.Key, origin *ocmv1.Node) (*originConn, error) {
+	q := key.ForwardQuery(f.opts.NodeID)
 	u := "rtmp://" + origin.GetAddresses().GetRtmp() + "/" + key.App + "/" + key.Name + "?" + q.Encode()
-	// ctx is the publish's lifetime; the set-up is bounded by the RTMP
-	// handshake and read timeouts.
-	c, err := rtmp.Dial(ctx, u, f.opts.RTMP)
-	if err != nil {
+	timeout := f.settings().DialTimeout
+	cctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(timeout, func() {
+		cancel(fmt.Errorf("origin %s did not accept the publish within %v", origin.GetId(), timeout))
+	})
+	fail := func(err error) (*originConn, error) {
+		timer.Stop()
+		if cause := context.Cause(cctx); cause != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w (%v)", cause, err)
+		}
+		cancel(nil)
 		return nil, err
+	}
+	c, err := rtmp.Dial(cctx, u, f.opts.RTMP)
+	if err != nil {
+		return fail(err)
 	}
 	if err := c.Publish(); err != nil {
 		c.Close()
-		return nil, err
+		return fail(err)
 	}
-	return c, nil
+	if !timer.Stop() {
+		// The timeout fired just as the origin accepted: the connection is
+		// being closed under us.
+		c.Close()
+		return fail(errors.New("accepted too late"))
+	}
+	return &originConn{Conn: c, release: cancel}, nil
+}
+
+// originConn is a forward's connection to an origin; Close also releases
+// the context it was dialed with.
+type originConn struct {
+	*rtmp.Conn
+	release context.CancelCauseFunc
+}
+
+func (c *originConn) Close() error {
+	err := c.Conn.Close()
+	c.release(nil)
+	return err
 }
 
 // forward is one publish being forwarded.
@@ -415,6 +452,8 @@ type forward struct {
 	since time.Time
 	ctx   context.Context
 	fail  context.CancelCauseFunc
+	// supervised is closed when supervise returned.
+	supervised chan struct{}
 
 	moveReq chan string
 	sub     *directory.Sub // nil without a Watcher
@@ -440,14 +479,14 @@ func (fw *forward) requestMove(reason string) {
 // leg is one connection to an origin, fed by a hub reader.
 type leg struct {
 	origin *ocmv1.Node
-	conn   *rtmp.Conn
+	conn   *originConn
 	rd     *hub.Reader
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
 }
 
-func (fw *forward) startLeg(origin *ocmv1.Node, conn *rtmp.Conn) (*leg, error) {
+func (fw *forward) startLeg(origin *ocmv1.Node, conn *originConn) (*leg, error) {
 	rd, err := fw.h.NewReader()
 	if err != nil {
 		return nil, err
@@ -488,6 +527,10 @@ const reasonOwnerDraining = "owner draining"
 func (fw *forward) supervise() {
 	f := fw.f
 	var brokenSince time.Time
+	// failedDial is the origin the last attempt could not reach: passed
+	// over on the next attempt only, so a READY origin is never excluded
+	// for good.
+	var failedDial string
 	var changed <-chan struct{}
 	if fw.sub != nil {
 		changed = fw.sub.Changed()
@@ -535,7 +578,11 @@ func (fw *forward) supervise() {
 		broken := isDone(cur.done)
 		fw.log.Info("moving forwarded publish", "from", cur.origin.GetId(), "reason", reason)
 		start := time.Now()
-		next, conn, err := fw.connectNew(cur.origin.GetId())
+		next, conn, err := fw.connectNew(fw.exclude(cur.origin.GetId(), broken, failedDial))
+		failedDial = ""
+		if err != nil && next != nil {
+			failedDial = next.GetId()
+		}
 		if err == nil {
 			var l *leg
 			l, err = fw.startLeg(next, conn)
@@ -595,18 +642,38 @@ func isDone(c <-chan struct{}) bool {
 	}
 }
 
-// connectNew finds an origin other than from and opens a forward to it.
-func (fw *forward) connectNew(from string) (*ocmv1.Node, *rtmp.Conn, error) {
+// exclude lists the origins the next AssignOrigin must pass over. A move
+// away from an origin that drains or left (!broken) never lands on it again.
+// A broken connection to an origin that is still READY may go back to it:
+// the leg broke, not necessarily the origin, and excluding it would leave a
+// stream with one READY origin unowned for good while its publisher is
+// still connected. Only an origin whose dial just failed is passed over
+// once more.
+func (fw *forward) exclude(from string, broken bool, failedDial string) []string {
+	var ex []string
+	if !broken || fw.ownerDraining(from) {
+		ex = append(ex, from)
+	}
+	if failedDial != "" && !slices.Contains(ex, failedDial) {
+		ex = append(ex, failedDial)
+	}
+	return ex
+}
+
+// connectNew finds an origin not in exclude and opens a forward to it. When
+// the origin was found but the dial failed, it returns that origin with the
+// error, so the caller can pass over it next time.
+func (fw *forward) connectNew(exclude []string) (*ocmv1.Node, *originConn, error) {
 	f := fw.f
 	ctx, cancel := context.WithTimeout(fw.ctx, f.settings().WaitTimeout)
 	defer cancel()
-	next, err := f.assign(ctx, fw.key, []string{from})
+	next, err := f.assign(ctx, fw.key, exclude)
 	if err != nil {
 		return nil, nil, err
 	}
 	conn, err := f.dialOrigin(fw.ctx, fw.key, next)
 	if err != nil {
-		return nil, nil, fmt.Errorf("forward %s to %s: %w", fw.key, next.GetId(), err)
+		return next, nil, fmt.Errorf("forward %s to %s: %w", fw.key, next.GetId(), err)
 	}
 	return next, conn, nil
 }

@@ -1,13 +1,24 @@
-// Package hlsproxy is the edge's HLS: a caching reverse proxy of the owning
-// origin's playlists (/{app}/{name}.m3u8) and segments (/{app}/{file}.ts).
+// Package hlsproxy is the edge's HLS: the owning origin's HLS served under
+// the edge's own, continuous numbering (/{app}/{name}.m3u8 and
+// /{app}/{name}-{seq}.ts).
+//
+// Per stream the edge keeps a playlist of its own (live.go): its media
+// sequence only grows and its segment names never change meaning across
+// owner changes, origin restarts and republishes; a source change is marked
+// with #EXT-X-DISCONTINUITY. While the stream has no owner, or the owner no
+// playlist yet, the edge keeps serving the last good playlist (its segments
+// were fetched when they appeared, so they stay playable after their origin
+// is gone) for up to Hold; an origin's #EXT-X-ENDLIST is passed on once it
+// has stood for EndHold without a new owner. Only a stream that has been
+// gone for longer than Hold answers 404.
 //
 // However many players ask for an object at once, the origin sees one
 // request for it: concurrent misses wait for the first one's answer
-// (request coalescing). Playlists are cached for at most half the
-// playlist's target duration, so players never fall behind the live edge by
-// more than that; segments, which never change, sit in an LRU cache bounded
-// in bytes. Objects are cached per origin address, so an owner change never
-// mixes two origins' sequence numbers.
+// (request coalescing). Playlists are refreshed at most every half target
+// duration, so players never fall behind the live edge by more than that;
+// segments, which never change, sit in an LRU cache bounded in bytes, keyed
+// by origin URL and ownership epoch. Streams sit in an LRU bounded in
+// count, each holding a bounded window of segments.
 package hlsproxy
 
 import (
@@ -28,7 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // Object kinds, also metric labels.
@@ -43,6 +54,14 @@ type Metrics struct {
 	Upstream *prometheus.CounterVec // kind, code
 	Bytes    prometheus.Gauge
 	Objects  prometheus.Gauge
+	// Responses counts answers to players by kind and HTTP status.
+	Responses *prometheus.CounterVec
+	// Held counts playlists served from the last good one because the
+	// stream had no owner or the owner no playlist.
+	Held prometheus.Counter
+	// Discontinuities counts source changes marked in edge playlists.
+	Discontinuities prometheus.Counter
+	Streams         prometheus.Gauge
 
 	hits, all atomic.Int64
 }
@@ -64,11 +83,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "livecluster_edge_hls_cache_objects", Help: "Objects held by the HLS cache.",
 		}),
 	}
+	m.Responses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "livecluster_edge_hls_responses_total", Help: "HLS answers to players, by object kind and HTTP status.",
+	}, []string{"kind", "code"})
+	m.Held = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "livecluster_edge_hls_playlist_held_total",
+		Help: "Playlist requests answered with the last good playlist while the stream had no owner or the owner no playlist.",
+	})
+	m.Discontinuities = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "livecluster_edge_hls_discontinuities_total",
+		Help: "Segments the edge marked with EXT-X-DISCONTINUITY (owner change, origin restart, missed segments, or the origin's own mark).",
+	})
+	m.Streams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "livecluster_edge_hls_streams", Help: "Streams whose HLS playlist the edge keeps.",
+	})
 	ratio := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "livecluster_edge_hls_cache_hit_ratio",
 		Help: "Share of HLS requests answered without an own origin request (hits and coalesced) since start.",
 	}, func() float64 { return m.ratio() })
-	reg.MustRegister(m.Requests, m.Upstream, m.Bytes, m.Objects, ratio)
+	reg.MustRegister(m.Requests, m.Upstream, m.Bytes, m.Objects, m.Responses, m.Held, m.Discontinuities, m.Streams, ratio)
 	return m
 }
 
@@ -95,9 +128,29 @@ type Options struct {
 	MaxPlaylistTTL time.Duration
 	// UpstreamTimeout bounds one origin request (10 s).
 	UpstreamTimeout time.Duration
-	Client          *http.Client
-	Logger          *slog.Logger
-	Metrics         *Metrics
+	// Hold is how long the last good playlist of a stream is served while
+	// it has no owner or the owner no playlist (20 s: longer than an
+	// ownership lease, so a crashed owner can be replaced); after that the
+	// stream is gone and answers 404.
+	Hold time.Duration
+	// EndHold is how long an origin's #EXT-X-ENDLIST is held back waiting
+	// for another owner (10 s): an origin that loses its publisher to
+	// another origin ends its playlist. Less than Hold.
+	EndHold time.Duration
+	// Window is the least number of segments in an edge playlist (6); it
+	// is the origin's window when that is larger. Keep more segments stay
+	// fetchable after leaving it (2).
+	Window, Keep int
+	// MaxStreams bounds the streams whose playlists the edge keeps (10000);
+	// the least recently played is forgotten first.
+	MaxStreams int
+	// NoPrefetch: fetch segments only when a player asks. By default each
+	// new segment is fetched when it appears in the origin's playlist, so it
+	// is still playable if its origin dies before players get to it.
+	NoPrefetch bool
+	Client     *http.Client
+	Logger     *slog.Logger
+	Metrics    *Metrics
 }
 
 // Proxy serves HLS from the owners' HLS.
@@ -110,6 +163,23 @@ type Proxy struct {
 	lru      *list.List               // front: most recent
 	bytes    int64
 	inflight map[string]*call
+
+	streams   map[string]*list.Element // of *stream
+	streamLRU *list.List               // front: most recently played
+}
+
+// stream is one stream's edge playlist.
+type stream struct {
+	key streamkey.Key
+	// refresh serializes playlist refreshes (a one-slot semaphore, so a
+	// waiting player can give up).
+	refresh chan struct{}
+
+	mu      sync.Mutex
+	l       live
+	body    []byte    // the rendered playlist; nil before the first good one
+	expires time.Time // body is refreshed after this
+	good    time.Time // the last good origin playlist
 }
 
 type object struct {
@@ -144,6 +214,23 @@ func New(opts Options) *Proxy {
 	if opts.UpstreamTimeout <= 0 {
 		opts.UpstreamTimeout = 10 * time.Second
 	}
+	if opts.Hold <= 0 {
+		opts.Hold = 20 * time.Second
+	}
+	if opts.EndHold <= 0 {
+		opts.EndHold = 10 * time.Second
+	}
+	if opts.Window <= 0 {
+		opts.Window = 6
+	}
+	if opts.Keep < 0 {
+		opts.Keep = 0
+	} else if opts.Keep == 0 {
+		opts.Keep = 2
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = 10000
+	}
 	if opts.Client == nil {
 		opts.Client = &http.Client{}
 	}
@@ -153,6 +240,7 @@ func New(opts Options) *Proxy {
 	return &Proxy{
 		opts: opts, log: opts.Logger.With("component", "hlsproxy"),
 		cache: map[string]*list.Element{}, lru: list.New(), inflight: map[string]*call{},
+		streams: map[string]*list.Element{}, streamLRU: list.New(),
 	}
 }
 
@@ -189,7 +277,7 @@ func parse(r *http.Request) (key streamkey.Key, file, kind string, err error) {
 	default:
 		return key, "", "", fmt.Errorf("path %q is not an HLS object", r.URL.Path)
 	}
-	key, err = streamkey.New(r.URL.Query().Get("vhost"), app, name)
+	key, err = streamkey.FromURL(app, name, r.URL.Query())
 	return key, file, kind, err
 }
 
@@ -208,32 +296,28 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	key, file, kind, err := parse(r)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		p.respond(w, r, "invalid", &object{status: http.StatusBadRequest, body: []byte(err.Error() + "\n")})
 		return
 	}
-	owner, err := p.opts.Resolve(r.Context(), key)
-	switch {
-	case errors.Is(err, directory.ErrNotFound):
-		http.Error(w, "stream "+key.String()+" not found", http.StatusNotFound)
-		return
-	case err != nil:
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
+	var obj *object
+	if kind == KindPlaylist {
+		obj = p.playlist(r.Context(), key)
+	} else {
+		obj = p.segment(r.Context(), key, file)
 	}
-	u := "http://" + owner.HTTP + "/" + key.App + "/" + file
-	if key.Vhost != streamkey.DefaultVhost {
-		u += "?vhost=" + url.QueryEscape(key.Vhost)
+	p.respond(w, r, kind, obj)
+}
+
+// respond writes obj, counting it by kind and status.
+func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj *object) {
+	if p.opts.Metrics != nil {
+		p.opts.Metrics.Responses.WithLabelValues(kind, strconv.Itoa(obj.status)).Inc()
 	}
-	// The ownership epoch goes into the cache key (as a URL fragment, which
-	// is never sent): an origin restarts segment numbers after a stream's
-	// files are disposed, so name-0.ts of a later publish is another object.
-	u += "#" + strconv.FormatInt(owner.Epoch, 10)
-	obj, err := p.get(r.Context(), u, kind)
-	if err != nil {
-		http.Error(w, "origin: "+err.Error(), http.StatusBadGateway)
-		return
-	}
-	if obj.contentType != "" {
+	h := w.Header()
+	if obj.status != http.StatusOK {
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		h.Set("X-Content-Type-Options", "nosniff")
+	} else if obj.contentType != "" {
 		h.Set("Content-Type", obj.contentType)
 	}
 	if obj.status == http.StatusOK {
@@ -248,6 +332,242 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(obj.body)
 	}
+}
+
+func errObject(status int, format string, args ...any) *object {
+	return &object{status: status, body: []byte(fmt.Sprintf(format, args...) + "\n")}
+}
+
+// streamFor returns key's stream state, creating it (and forgetting the
+// least recently played stream beyond MaxStreams) when create is set.
+func (p *Proxy) streamFor(key streamkey.Key, create bool) *stream {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := key.String()
+	if el := p.streams[k]; el != nil {
+		p.streamLRU.MoveToFront(el)
+		return el.Value.(*stream)
+	}
+	if !create {
+		return nil
+	}
+	s := &stream{key: key, refresh: make(chan struct{}, 1)}
+	p.streams[k] = p.streamLRU.PushFront(s)
+	for p.streamLRU.Len() > p.opts.MaxStreams {
+		old := p.streamLRU.Back()
+		p.streamLRU.Remove(old)
+		delete(p.streams, old.Value.(*stream).key.String())
+	}
+	p.streamGauge()
+	return s
+}
+
+// forget drops s (a stream that is gone), unless it was replaced already.
+func (p *Proxy) forget(s *stream) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := s.key.String()
+	if el := p.streams[k]; el != nil && el.Value.(*stream) == s {
+		p.streamLRU.Remove(el)
+		delete(p.streams, k)
+	}
+	p.streamGauge()
+}
+
+func (p *Proxy) streamGauge() {
+	if p.opts.Metrics != nil {
+		p.opts.Metrics.Streams.Set(float64(p.streamLRU.Len()))
+	}
+}
+
+// playlist answers a playlist request: the edge's playlist of key, fresh
+// from the owner at most every half target duration.
+func (p *Proxy) playlist(ctx context.Context, key streamkey.Key) *object {
+	s := p.streamFor(key, true)
+	if obj := s.fresh(); obj != nil {
+		p.count(KindPlaylist, "hit")
+		return obj
+	}
+	select {
+	case s.refresh <- struct{}{}:
+	case <-ctx.Done():
+		return errObject(http.StatusServiceUnavailable, "playlist of %s: %v", key, ctx.Err())
+	}
+	defer func() { <-s.refresh }()
+	// Another player's refresh may have finished while this one waited.
+	if obj := s.fresh(); obj != nil {
+		p.count(KindPlaylist, "coalesced")
+		return obj
+	}
+	p.count(KindPlaylist, "miss")
+	return p.refresh(ctx, s)
+}
+
+// fresh returns s's playlist if it need not be refreshed yet.
+func (s *stream) fresh() *object {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.body != nil && time.Now().Before(s.expires) {
+		return &object{status: http.StatusOK, contentType: playlistType, body: s.body}
+	}
+	return nil
+}
+
+const playlistType = "application/vnd.apple.mpegurl"
+
+// refresh asks the owner for its playlist and merges it into s. When the
+// stream has no owner, the owner cannot be reached or has no (valid)
+// playlist, a stream with a good playlist less than Hold ago is answered
+// with that playlist; after Hold it is forgotten and answers 404. A stream
+// that never had a good playlist answers with the failure.
+func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
+	// Not tied to the player: the others wait for this refresh.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.UpstreamTimeout)
+	defer cancel()
+	key := s.key
+	var fail *object
+	owner, err := p.opts.Resolve(ctx, key)
+	switch {
+	case errors.Is(err, directory.ErrNotFound):
+		fail = errObject(http.StatusNotFound, "stream %s not found", key)
+	case err != nil:
+		fail = errObject(http.StatusServiceUnavailable, "%v", err)
+	default:
+		u := "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8" + key.Query()
+		var pl *upPlaylist
+		pl, fail = p.fetchPlaylist(ctx, u)
+		if fail == nil {
+			base, err := url.Parse(u)
+			if err != nil {
+				fail = errObject(http.StatusBadGateway, "origin address %q: %v", owner.HTTP, err)
+				break
+			}
+			return p.merge(s, owner, base, pl)
+		}
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.body == nil {
+		// Never had a playlist: not kept, so requests for streams that do
+		// not exist cannot push live streams out of the LRU.
+		p.forget(s)
+		return fail
+	}
+	if now.Sub(s.good) >= p.opts.Hold {
+		s.body = nil
+		p.forget(s)
+		p.log.Info("HLS stream gone", "stream", key.String(), "since", s.good, "last", string(fail.body))
+		return errObject(http.StatusNotFound, "stream %s not found (no playlist for %v)", key, p.opts.Hold.Round(time.Second))
+	}
+	if p.opts.Metrics != nil {
+		p.opts.Metrics.Held.Inc()
+	}
+	// Re-rendered so a held-back ENDLIST appears in time; retried within
+	// half a target duration like any refresh.
+	body, target := s.l.render(key, p.opts.EndHold, now)
+	s.body, s.expires = body, now.Add(min(p.opts.MaxPlaylistTTL, target/2))
+	p.log.Debug("serving the last good HLS playlist", "stream", key.String(), "reason", string(fail.body))
+	return &object{status: http.StatusOK, contentType: playlistType, body: body}
+}
+
+// merge adds pl (from owner) to s and renders the edge playlist.
+func (p *Proxy) merge(s *stream, owner *directory.Owner, base *url.URL, pl *upPlaylist) *object {
+	now := time.Now()
+	s.mu.Lock()
+	prev := s.l.node
+	added := s.l.merge(owner.NodeID, owner.Epoch, base, pl, p.opts.Window, p.opts.Keep, now)
+	body, target := s.l.render(s.key, p.opts.EndHold, now)
+	s.body, s.good, s.expires = body, now, now.Add(min(p.opts.MaxPlaylistTTL, target/2))
+	s.mu.Unlock()
+	if prev != "" && prev != owner.NodeID {
+		p.log.Info("HLS source changed", "stream", s.key.String(), "from", prev, "to", owner.String())
+	}
+	for _, sg := range added {
+		if sg.disc && p.opts.Metrics != nil {
+			p.opts.Metrics.Discontinuities.Inc()
+		}
+		if !p.opts.NoPrefetch {
+			p.prefetch(sg.src)
+		}
+	}
+	return &object{status: http.StatusOK, contentType: playlistType, body: body}
+}
+
+// fetchPlaylist fetches and parses an origin playlist; the failure is the
+// answer a player would get for it.
+func (p *Proxy) fetchPlaylist(ctx context.Context, u string) (*upPlaylist, *object) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, errObject(http.StatusBadGateway, "origin: %v", err)
+	}
+	resp, err := p.opts.Client.Do(req)
+	if err != nil {
+		p.upstream(KindPlaylist, "error")
+		return nil, errObject(http.StatusBadGateway, "origin: %v", err)
+	}
+	defer resp.Body.Close()
+	p.upstream(KindPlaylist, strconv.Itoa(resp.StatusCode))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, p.opts.MaxObjectBytes+1))
+	switch {
+	case err != nil:
+		return nil, errObject(http.StatusBadGateway, "origin: read %s: %v", u, err)
+	case int64(len(body)) > p.opts.MaxObjectBytes:
+		return nil, errObject(http.StatusBadGateway, "origin: %s is larger than %d bytes", u, p.opts.MaxObjectBytes)
+	case resp.StatusCode != http.StatusOK:
+		return nil, errObject(resp.StatusCode, "origin: %s: %s", u, resp.Status)
+	}
+	pl, err := parsePlaylist(body)
+	if err != nil {
+		p.log.Warn("origin sent a playlist the edge cannot use", "url", u, "err", err.Error())
+		return nil, errObject(http.StatusBadGateway, "origin: %s: %v", u, err)
+	}
+	return pl, nil
+}
+
+// segment answers a segment request: the origin segment the edge named
+// with that number, from the cache or the origin. A number the edge's
+// playlist does not (or no longer) list is 404.
+func (p *Proxy) segment(ctx context.Context, key streamkey.Key, file string) *object {
+	base := strings.TrimSuffix(file, ".ts")
+	seq, _ := strconv.ParseInt(base[strings.LastIndexByte(base, '-')+1:], 10, 64) // checked by parse
+	s := p.streamFor(key, false)
+	if s == nil {
+		return errObject(http.StatusNotFound, "segment %s of %s: the stream's playlist was not fetched through this edge", file, key)
+	}
+	s.mu.Lock()
+	sg, ok := s.l.find(seq)
+	s.mu.Unlock()
+	if !ok {
+		return errObject(http.StatusNotFound, "segment %s of %s is not in the playlist", file, key)
+	}
+	obj, err := p.get(ctx, sg.src, KindSegment)
+	if err != nil {
+		return errObject(http.StatusBadGateway, "origin: %v", err)
+	}
+	if obj.status != http.StatusOK {
+		return errObject(obj.status, "origin: %s: %s", sg.src, http.StatusText(obj.status))
+	}
+	if obj.contentType == "" {
+		obj = &object{status: obj.status, contentType: "video/mp2t", body: obj.body}
+	}
+	return obj
+}
+
+// prefetch starts fetching u into the cache unless it is cached or being
+// fetched. The fetch is bounded by UpstreamTimeout.
+func (p *Proxy) prefetch(u string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if el := p.cache[u]; el != nil && time.Now().Before(el.Value.(*object).expires) {
+		return
+	}
+	if p.inflight[u] != nil {
+		return
+	}
+	c := &call{done: make(chan struct{})}
+	p.inflight[u] = c
+	go p.fetch(u, KindSegment, c)
 }
 
 func (p *Proxy) count(kind, result string) {
@@ -390,6 +710,7 @@ func (p *Proxy) gauges() {
 
 // Stats is a snapshot of the cache.
 type Stats struct {
+	Streams  int   `json:"streams"`
 	Objects  int   `json:"objects"`
 	Bytes    int64 `json:"bytes"`
 	Inflight int   `json:"inflight"`
@@ -399,5 +720,5 @@ type Stats struct {
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Objects: p.lru.Len(), Bytes: p.bytes, Inflight: len(p.inflight)}
+	return Stats{Streams: p.streamLRU.Len(), Objects: p.lru.Len(), Bytes: p.bytes, Inflight: len(p.inflight)}
 }

@@ -1,21 +1,26 @@
 package hlsproxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 func TestParse(t *testing.T) {
@@ -48,38 +53,150 @@ func TestTargetDuration(t *testing.T) {
 	}
 }
 
-// origin is an HLS server that counts requests and answers slowly, so
-// concurrent requests overlap.
-func origin(t *testing.T, delay time.Duration) (*httptest.Server, *atomic.Int64, *atomic.Int64) {
-	var segs, lists atomic.Int64
-	seq := atomic.Int64{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(delay)
-		switch {
-		case strings.HasSuffix(r.URL.Path, ".m3u8"):
-			n := lists.Add(1)
-			fmt.Fprintf(w, "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:%d\n#EXTINF:1.0,\ns1-%d.ts\n", n, seq.Add(1))
-		case r.URL.Path == "/live/missing-1.ts":
-			segs.Add(1)
-			http.NotFound(w, r)
-		default:
-			segs.Add(1)
-			w.Write([]byte(strings.Repeat("x", 10000) + r.URL.Path))
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &segs, &lists
+// tsBytes makes one second of real MPEG-TS with ffmpeg: the segments the
+// test origins serve.
+func tsBytes(t *testing.T) []byte {
+	t.Helper()
+	ffmpeg := os.Getenv("LIVECLUSTER_FFMPEG")
+	if ffmpeg == "" {
+		ffmpeg = "ffmpeg"
+	}
+	if _, err := exec.LookPath(ffmpeg); err != nil {
+		t.Skipf("ffmpeg not found: %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "seg.ts")
+	cmd := exec.Command(ffmpeg, "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25",
+		"-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-f", "mpegts", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make a TS segment: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
-func newProxy(t *testing.T, srv *httptest.Server, cacheBytes int64) (*Proxy, *Metrics) {
+// upstream is an origin's HLS as the test sets it: a playlist of segments
+// name-{seq}.ts (seq from first), each a real TS segment followed by its
+// own path in a TS-sized trailer, so a test can tell which origin segment
+// the edge served.
+type upstream struct {
+	srv *httptest.Server
+	ts  []byte
+
+	mu       sync.Mutex
+	first    int64
+	n        int
+	disc     map[int64]bool // EXT-X-DISCONTINUITY before seq
+	ended    bool
+	noList   bool // the playlist answers 404 (no segment written yet)
+	delay    time.Duration
+	requests map[string]int
+}
+
+func newUpstream(t *testing.T, ts []byte) *upstream {
+	u := &upstream{ts: ts, disc: map[int64]bool{}, requests: map[string]int{}}
+	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *upstream) host() string { return strings.TrimPrefix(u.srv.URL, "http://") }
+
+// set replaces the playlist: n segments from first.
+func (u *upstream) set(first int64, n int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.first, u.n, u.noList = first, n, false
+}
+
+func (u *upstream) count(path string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.requests[path]
+}
+
+func (u *upstream) segBody(path string) []byte {
+	trailer := make([]byte, 188)
+	copy(trailer, path)
+	return append(append([]byte{}, u.ts...), trailer...)
+}
+
+func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	u.requests[r.URL.Path]++
+	first, n, ended, noList, delay := u.first, u.n, u.ended, u.noList, u.delay
+	disc := map[int64]bool{}
+	for k, v := range u.disc {
+		disc[k] = v
+	}
+	u.mu.Unlock()
+	time.Sleep(delay)
+	app, file, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	name, isList := strings.CutSuffix(file, ".m3u8")
+	if isList {
+		if noList {
+			http.NotFound(w, r)
+			return
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:%d\n", first)
+		for i := range int64(n) {
+			if disc[first+i] {
+				b.WriteString("#EXT-X-DISCONTINUITY\n")
+			}
+			fmt.Fprintf(&b, "#EXTINF:1.000,\n%s-%d.ts\n", name, first+i)
+		}
+		if ended {
+			b.WriteString("#EXT-X-ENDLIST\n")
+		}
+		w.Header().Set("Content-Type", playlistType)
+		io.WriteString(w, b.String())
+		return
+	}
+	base := strings.TrimSuffix(file, ".ts")
+	seq, err := strconv.ParseInt(base[strings.LastIndexByte(base, '-')+1:], 10, 64)
+	if app != "live" || err != nil || seq < first-4 || seq >= first+int64(n) {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "video/mp2t")
+	w.Write(u.segBody(r.URL.Path))
+}
+
+// owners is the test's directory: who owns the stream now (nil: nobody).
+type owners struct {
+	mu sync.Mutex
+	o  *directory.Owner
+}
+
+func (o *owners) set(node string, epoch int64, u *upstream) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if u == nil {
+		o.o = nil
+		return
+	}
+	o.o = &directory.Owner{NodeID: node, Epoch: epoch, RTMP: u.host(), HTTP: u.host()}
+}
+
+func (o *owners) resolve(context.Context, streamkey.Key) (*directory.Owner, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.o == nil {
+		return nil, directory.ErrNotFound
+	}
+	return o.o, nil
+}
+
+func newTestProxy(o *owners, opts Options) (*Proxy, *Metrics) {
 	m := NewMetrics(prometheus.NewRegistry())
-	host := strings.TrimPrefix(srv.URL, "http://")
-	return New(Options{
-		Resolve: func(context.Context, streamkey.Key) (*directory.Owner, error) {
-			return &directory.Owner{NodeID: "o", RTMP: host, HTTP: host}, nil
-		},
-		CacheBytes: cacheBytes, Metrics: m,
-	}), m
+	opts.Resolve, opts.Metrics = o.resolve, m
+	if opts.MaxPlaylistTTL == 0 {
+		opts.MaxPlaylistTTL = time.Nanosecond // every request refreshes
+	}
+	return New(opts), m
 }
 
 func fetch(t *testing.T, h http.Handler, path string) (int, string) {
@@ -89,95 +206,431 @@ func fetch(t *testing.T, h http.Handler, path string) (int, string) {
 	return rec.Code, string(b)
 }
 
+// edgeList is a parsed edge playlist.
+type edgeList struct {
+	mediaSeq, discSeq int64
+	uris              []string
+	disc              []bool
+	ended             bool
+}
+
+func parseEdge(t *testing.T, body string) edgeList {
+	t.Helper()
+	var l edgeList
+	var d bool
+	for _, line := range strings.Split(body, "\n") {
+		switch {
+		case strings.HasPrefix(line, "#EXT-X-MEDIA-SEQUENCE:"):
+			l.mediaSeq, _ = strconv.ParseInt(strings.TrimPrefix(line, "#EXT-X-MEDIA-SEQUENCE:"), 10, 64)
+		case strings.HasPrefix(line, "#EXT-X-DISCONTINUITY-SEQUENCE:"):
+			l.discSeq, _ = strconv.ParseInt(strings.TrimPrefix(line, "#EXT-X-DISCONTINUITY-SEQUENCE:"), 10, 64)
+		case line == "#EXT-X-DISCONTINUITY":
+			d = true
+		case line == "#EXT-X-ENDLIST":
+			l.ended = true
+		case line != "" && !strings.HasPrefix(line, "#"):
+			l.uris, l.disc = append(l.uris, line), append(l.disc, d)
+			d = false
+		}
+	}
+	if _, err := parsePlaylist([]byte(body)); err != nil {
+		t.Fatalf("edge playlist does not parse: %v\n%s", err, body)
+	}
+	return l
+}
+
+// player polls the edge playlist as an HLS player does and checks what
+// no player may ever see: an error, a media sequence that goes back, or a
+// segment name that changes meaning (another position in the sequence, or
+// other bytes).
+type player struct {
+	t       *testing.T
+	h       http.Handler
+	lastSeq int64
+	bytes   map[string]string // segment URI -> body first served
+	lists   []edgeList
+}
+
+func newPlayer(t *testing.T, h http.Handler) *player {
+	return &player{t: t, h: h, lastSeq: -1, bytes: map[string]string{}}
+}
+
+func (p *player) poll() edgeList {
+	p.t.Helper()
+	code, body := fetch(p.t, p.h, "/live/s.m3u8")
+	if code != 200 {
+		p.t.Fatalf("playlist: %d %q", code, body)
+	}
+	l := parseEdge(p.t, body)
+	if l.mediaSeq < p.lastSeq {
+		p.t.Fatalf("media sequence went back from %d to %d:\n%s", p.lastSeq, l.mediaSeq, body)
+	}
+	p.lastSeq = l.mediaSeq
+	for i, uri := range l.uris {
+		if want := fmt.Sprintf("s-%d.ts", l.mediaSeq+int64(i)); uri != want {
+			p.t.Fatalf("segment %d is %q, want %q", i, uri, want)
+		}
+		code, b := fetch(p.t, p.h, "/live/"+uri)
+		if code != 200 {
+			p.t.Fatalf("segment %s: %d %q", uri, code, b)
+		}
+		if prev, ok := p.bytes[uri]; ok && prev != b {
+			p.t.Fatalf("segment %s changed its bytes", uri)
+		}
+		p.bytes[uri] = b
+	}
+	p.lists = append(p.lists, l)
+	return l
+}
+
+// source returns the origin path the edge segment uri was served from.
+func (p *player) source(uri string) string {
+	b := p.bytes[uri]
+	return strings.TrimRight(b[len(b)-188:], "\x00")
+}
+
+// TestOwnerSwitch: origin A (drained: it ends its playlist) hands the
+// stream to origin B, which numbers its segments from 0 and has no
+// playlist at first; A dies in between. The player sees one growing
+// sequence, a DISCONTINUITY at the join, no error, stable segment names.
+func TestOwnerSwitch(t *testing.T) {
+	ts := tsBytes(t)
+	a, b := newUpstream(t, ts), newUpstream(t, ts)
+	var o owners
+	o.set("origin-a", 7, a)
+	p, m := newTestProxy(&o, Options{Hold: 3 * time.Second, EndHold: time.Second})
+	pl := newPlayer(t, p)
+
+	a.set(10, 6)
+	l := pl.poll()
+	if l.mediaSeq != 10 || len(l.uris) != 6 || l.disc[0] {
+		t.Fatalf("first playlist %+v: want the origin's numbers 10..15, no discontinuity", l)
+	}
+	a.set(11, 6) // a new segment: 16
+	a.mu.Lock()
+	a.ended = true // A's publisher moved away: A ends its playlist
+	a.mu.Unlock()
+	if l = pl.poll(); l.ended || l.uris[len(l.uris)-1] != "s-16.ts" {
+		t.Fatalf("after A's last segment %+v: want s-16 last and ENDLIST held back", l)
+	}
+	// Nobody owns the stream, then A is gone for good.
+	o.set("", 0, nil)
+	a.srv.Close()
+	for range 3 {
+		if l = pl.poll(); l.mediaSeq != 11 || l.ended {
+			t.Fatalf("while unowned %+v: want the last good playlist", l)
+		}
+	}
+	// B owns it but has no playlist yet.
+	b.mu.Lock()
+	b.noList = true
+	b.mu.Unlock()
+	o.set("origin-b", 8, b)
+	pl.poll()
+	// B's first segments, numbered from 0.
+	b.set(0, 2)
+	l = pl.poll()
+	n := len(l.uris)
+	if l.uris[n-2] != "s-17.ts" || l.uris[n-1] != "s-18.ts" || !l.disc[n-2] || l.disc[n-1] {
+		t.Fatalf("after the switch %+v: want s-17 (DISCONTINUITY), s-18", l)
+	}
+	if src := pl.source("s-17.ts"); src != "/live/s-0.ts" {
+		t.Fatalf("s-17.ts served from %s, want B's /live/s-0.ts", src)
+	}
+	if src := pl.source("s-16.ts"); src != "/live/s-16.ts" {
+		t.Fatalf("s-16.ts served from %s, want A's /live/s-16.ts", src)
+	}
+	// The window slides on B; the discontinuity sequence counts the join
+	// once it left the playlist.
+	b.set(2, 6)
+	l = pl.poll()
+	if l.mediaSeq != 19 || l.discSeq != 1 || l.disc[0] || l.uris[len(l.uris)-1] != "s-24.ts" {
+		t.Fatalf("later %+v: want s-19..s-24, discontinuity sequence 1", l)
+	}
+	if v := testutil.ToFloat64(m.Discontinuities); v != 1 {
+		t.Fatalf("discontinuities metric %v, want 1", v)
+	}
+	if v := testutil.ToFloat64(m.Held); v < 4 {
+		t.Fatalf("held metric %v, want >= 4", v)
+	}
+	for _, code := range []string{"404", "502", "503"} {
+		if v := testutil.ToFloat64(m.Responses.WithLabelValues(KindPlaylist, code)) +
+			testutil.ToFloat64(m.Responses.WithLabelValues(KindSegment, code)); v != 0 {
+			t.Fatalf("%v answers with %s", v, code)
+		}
+	}
+}
+
+// TestOriginRestart: the owner restarts its numbering (a restart, or the
+// stream's files disposed and published again) under the same or a new
+// epoch; the edge goes on and marks the join. A discontinuity the origin
+// marks itself is passed on.
+func TestOriginRestart(t *testing.T) {
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, _ := newTestProxy(&o, Options{})
+	pl := newPlayer(t, p)
+	a.set(100, 3)
+	pl.poll() // s-100..s-102
+	a.set(0, 1)
+	l := pl.poll()
+	if last := l.uris[len(l.uris)-1]; last != "s-103.ts" || !l.disc[len(l.disc)-1] {
+		t.Fatalf("after a restart at 0 (same epoch) %+v: want s-103.ts with DISCONTINUITY", l)
+	}
+	o.set("origin-a", 2, a)
+	a.set(0, 2) // the new epoch continues the origin's numbering: s-1 is new
+	a.mu.Lock()
+	a.disc[1] = true // the origin marks a republish itself
+	a.mu.Unlock()
+	l = pl.poll()
+	if last := l.uris[len(l.uris)-1]; last != "s-104.ts" || !l.disc[len(l.disc)-1] {
+		t.Fatalf("origin's discontinuity %+v: want s-104.ts with DISCONTINUITY", l)
+	}
+	if src := pl.source("s-104.ts"); src != "/live/s-1.ts" {
+		t.Fatalf("s-104.ts from %s", src)
+	}
+	// Segments the edge never saw (it polled too rarely): a gap is a
+	// discontinuity too.
+	a.set(10, 2)
+	l = pl.poll()
+	if n := len(l.uris); l.uris[n-2] != "s-105.ts" || !l.disc[n-2] || l.disc[n-1] {
+		t.Fatalf("after a gap %+v: want s-105.ts with DISCONTINUITY, s-106.ts", l)
+	}
+}
+
+// TestEndlist: an origin's ENDLIST reaches players once it stood for
+// EndHold with no new owner; after Hold without an owner the stream is
+// gone (404) and its segments too.
+func TestEndlist(t *testing.T) {
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, _ := newTestProxy(&o, Options{Hold: time.Second, EndHold: 300 * time.Millisecond})
+	pl := newPlayer(t, p)
+	a.set(0, 3)
+	a.mu.Lock()
+	a.ended = true
+	a.mu.Unlock()
+	if l := pl.poll(); l.ended {
+		t.Fatalf("ENDLIST passed on at once")
+	}
+	o.set("", 0, nil) // the OCM released the stream
+	time.Sleep(400 * time.Millisecond)
+	if l := pl.poll(); !l.ended || len(l.uris) != 3 {
+		t.Fatalf("after EndHold %+v: want the playlist with ENDLIST", l)
+	}
+	time.Sleep(700 * time.Millisecond)
+	if code, body := fetch(t, p, "/live/s.m3u8"); code != 404 {
+		t.Fatalf("after Hold: %d %q, want 404", code, body)
+	}
+	if code, _ := fetch(t, p, "/live/s-0.ts"); code != 404 {
+		t.Fatalf("segment of a gone stream: %d, want 404", code)
+	}
+	if st := p.Stats(); st.Streams != 0 {
+		t.Fatalf("gone stream still kept: %+v", st)
+	}
+}
+
+// TestUnknownStream: a stream never seen and not published is 404, not a
+// held playlist; a segment the playlist never named is 404.
+func TestUnknownStream(t *testing.T) {
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	var o owners
+	p, _ := newTestProxy(&o, Options{})
+	for i := range 20 {
+		if code, _ := fetch(t, p, fmt.Sprintf("/live/x%d.m3u8", i)); code != 404 {
+			t.Fatalf("unpublished: %d", code)
+		}
+	}
+	if st := p.Stats(); st.Streams != 0 {
+		t.Fatalf("streams that never had a playlist are kept: %+v", st)
+	}
+	o.set("origin-a", 1, a)
+	a.set(0, 2)
+	if code, _ := fetch(t, p, "/live/s.m3u8"); code != 200 {
+		t.Fatalf("published: %d", code)
+	}
+	if code, _ := fetch(t, p, "/live/s-5.ts"); code != 404 {
+		t.Fatalf("segment not in the playlist: %d", code)
+	}
+}
+
 func TestCoalescingAndCache(t *testing.T) {
-	srv, segs, _ := origin(t, 100*time.Millisecond)
-	p, m := newProxy(t, srv, 1<<20)
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	a.delay = 100 * time.Millisecond
+	a.set(7, 1)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, m := newTestProxy(&o, Options{CacheBytes: 1 << 20, NoPrefetch: true, MaxPlaylistTTL: time.Second})
 	var wg sync.WaitGroup
 	for range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if code, body := fetch(t, p, "/live/s1-7.ts"); code != 200 || !strings.HasSuffix(body, "/live/s1-7.ts") {
-				t.Errorf("got %d %q", code, body[len(body)-20:])
+		wg.Go(func() {
+			if code, body := fetch(t, p, "/live/s.m3u8"); code != 200 || !strings.Contains(body, "s-7.ts") {
+				t.Errorf("playlist: %d %q", code, body)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	if n := segs.Load(); n != 1 {
-		t.Fatalf("origin got %d requests for 50 concurrent ones, want 1", n)
+	if n := a.count("/live/s.m3u8"); n != 1 {
+		t.Fatalf("origin got %d playlist requests for 50 concurrent ones, want 1", n)
 	}
-	fetch(t, p, "/live/s1-7.ts") // a hit
-	if n := segs.Load(); n != 1 {
+	want := string(a.segBody("/live/s-7.ts"))
+	for range 50 {
+		wg.Go(func() {
+			if code, body := fetch(t, p, "/live/s-7.ts"); code != 200 || body != want {
+				t.Errorf("segment: %d, %d bytes", code, len(body))
+			}
+		})
+	}
+	wg.Wait()
+	if n := a.count("/live/s-7.ts"); n != 1 {
+		t.Fatalf("origin got %d segment requests for 50 concurrent ones, want 1", n)
+	}
+	fetch(t, p, "/live/s-7.ts") // a hit
+	if n := a.count("/live/s-7.ts"); n != 1 {
 		t.Fatalf("cached segment fetched again")
 	}
 	if r := m.ratio(); r < 0.95 {
 		t.Fatalf("hit ratio %v", r)
 	}
-	// Errors are passed on, not cached.
-	if code, _ := fetch(t, p, "/live/missing-1.ts"); code != 404 {
-		t.Fatalf("missing segment: %d", code)
+	// Errors are passed on, not cached: the origin lost the segment.
+	a.mu.Lock()
+	a.first, a.n = 100, 1 // s-7 is out of the origin's reach now
+	a.mu.Unlock()
+	p.mu.Lock()
+	for _, el := range p.cache {
+		p.removeLocked(el)
 	}
-	fetch(t, p, "/live/missing-1.ts")
-	if n := segs.Load(); n != 3 {
+	p.mu.Unlock()
+	for range 2 {
+		if code, _ := fetch(t, p, "/live/s-7.ts"); code != 404 {
+			t.Fatalf("lost segment: %d", code)
+		}
+	}
+	if n := a.count("/live/s-7.ts"); n != 3 {
 		t.Fatalf("404 was cached: %d origin requests", n)
 	}
 }
 
+// TestPrefetch: a new segment is fetched when it appears, so it plays
+// after its origin died.
+func TestPrefetch(t *testing.T) {
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	a.set(0, 2)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, _ := newTestProxy(&o, Options{})
+	fetch(t, p, "/live/s.m3u8")
+	deadline := time.Now().Add(5 * time.Second)
+	for a.count("/live/s-1.ts") == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for p.Stats().Inflight > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.srv.Close()
+	code, body := fetch(t, p, "/live/s-1.ts")
+	if code != 200 || !bytes.Equal([]byte(body), a.segBody("/live/s-1.ts")) {
+		t.Fatalf("prefetched segment after its origin died: %d", code)
+	}
+}
+
 func TestLRUBound(t *testing.T) {
-	srv, segs, _ := origin(t, 0)
-	p, _ := newProxy(t, srv, 25000) // room for two 10 kB segments
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	a.set(0, 3)
+	var o owners
+	o.set("origin-a", 1, a)
+	size := int64(len(a.segBody("/live/s-0.ts")))
+	p, _ := newTestProxy(&o, Options{CacheBytes: 2*size + size/2, NoPrefetch: true}) // room for two
+	fetch(t, p, "/live/s.m3u8")
 	for i := range 3 {
-		fetch(t, p, fmt.Sprintf("/live/s1-%d.ts", i))
+		fetch(t, p, fmt.Sprintf("/live/s-%d.ts", i))
 	}
-	if st := p.Stats(); st.Objects != 2 || st.Bytes > 25000 {
-		t.Fatalf("cache %+v, want 2 objects within 25000 bytes", st)
+	if st := p.Stats(); st.Objects != 2 || st.Bytes > 2*size+size/2 {
+		t.Fatalf("cache %+v, want 2 objects", st)
 	}
-	fetch(t, p, "/live/s1-0.ts") // evicted: fetched again
-	fetch(t, p, "/live/s1-2.ts") // still cached
-	if n := segs.Load(); n != 4 {
+	fetch(t, p, "/live/s-0.ts") // evicted: fetched again
+	fetch(t, p, "/live/s-2.ts") // still cached
+	if n := a.count("/live/s-0.ts") + a.count("/live/s-1.ts") + a.count("/live/s-2.ts"); n != 4 {
 		t.Fatalf("origin requests %d, want 4", n)
 	}
 }
 
+// TestStreamsBound: the edge keeps at most MaxStreams playlists, and at
+// most Window+Keep segments of each.
+func TestStreamsBound(t *testing.T) {
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, _ := newTestProxy(&o, Options{MaxStreams: 3, Window: 4, Keep: 1, NoPrefetch: true})
+	for i := range 100 {
+		a.set(int64(i), 4)
+		fetch(t, p, fmt.Sprintf("/live/s%d.m3u8", i%5))
+		fetch(t, p, "/live/s.m3u8")
+	}
+	if st := p.Stats(); st.Streams != 3 {
+		t.Fatalf("streams kept: %d, want 3", st.Streams)
+	}
+	s := p.streamFor(streamkey.Key{Vhost: streamkey.DefaultVhost, App: "live", Name: "s"}, false)
+	if s == nil || len(s.l.segs) != 5 {
+		t.Fatalf("segments kept: want 5 (window 4 + keep 1)")
+	}
+}
+
 func TestPlaylistTTL(t *testing.T) {
-	srv, _, lists := origin(t, 0)
-	p, _ := newProxy(t, srv, 1<<20)
-	_, a := fetch(t, p, "/live/s1.m3u8")
-	_, b := fetch(t, p, "/live/s1.m3u8")
-	if a != b || lists.Load() != 1 {
-		t.Fatalf("playlist not cached: %d origin requests", lists.Load())
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	a.set(0, 1)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, _ := newTestProxy(&o, Options{MaxPlaylistTTL: 5 * time.Second, NoPrefetch: true})
+	_, x := fetch(t, p, "/live/s.m3u8")
+	a.set(1, 1)
+	_, y := fetch(t, p, "/live/s.m3u8")
+	if x != y || a.count("/live/s.m3u8") != 1 {
+		t.Fatalf("playlist not cached: %d origin requests", a.count("/live/s.m3u8"))
 	}
 	time.Sleep(600 * time.Millisecond) // half the 1 s target duration
-	_, c := fetch(t, p, "/live/s1.m3u8")
-	if c == a || lists.Load() != 2 {
+	_, z := fetch(t, p, "/live/s.m3u8")
+	if z == x || a.count("/live/s.m3u8") != 2 {
 		t.Fatalf("playlist cached longer than half a target duration")
 	}
 }
 
-// TestNewEpochIsNewObject: after a republish (a new ownership epoch) the
-// origin may reuse segment names, so a cached segment of the old publish
-// must not be served for the new one.
+// TestNewEpochIsNewObject: segments are cached per epoch, so after a
+// republish on the same origin that restarted its numbering, s-0 of the
+// new publish is fetched, not served from the old one's cache.
 func TestNewEpochIsNewObject(t *testing.T) {
-	srv, segs, _ := origin(t, 0)
-	host := strings.TrimPrefix(srv.URL, "http://")
-	var epoch atomic.Int64
-	epoch.Store(1)
-	p := New(Options{
-		Resolve: func(context.Context, streamkey.Key) (*directory.Owner, error) {
-			return &directory.Owner{NodeID: "o", Epoch: epoch.Load(), RTMP: host, HTTP: host}, nil
-		},
-		CacheBytes: 1 << 20, Metrics: NewMetrics(prometheus.NewRegistry()),
-	})
-	fetch(t, p, "/live/s1-0.ts")
-	fetch(t, p, "/live/s1-0.ts")
-	if n := segs.Load(); n != 1 {
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	a.set(0, 2)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, _ := newTestProxy(&o, Options{NoPrefetch: true})
+	fetch(t, p, "/live/s.m3u8")
+	fetch(t, p, "/live/s-0.ts")
+	fetch(t, p, "/live/s-0.ts")
+	if n := a.count("/live/s-0.ts"); n != 1 {
 		t.Fatalf("same epoch: %d origin requests, want 1", n)
 	}
-	epoch.Store(2)
-	if code, _ := fetch(t, p, "/live/s1-0.ts"); code != 200 {
+	o.set("origin-a", 2, a)
+	a.set(0, 1)
+	_, body := fetch(t, p, "/live/s.m3u8")
+	if l := parseEdge(t, body); l.uris[len(l.uris)-1] != "s-2.ts" {
+		t.Fatalf("restarted numbering: %+v", l)
+	}
+	if code, _ := fetch(t, p, "/live/s-2.ts"); code != 200 {
 		t.Fatalf("new epoch: %d", code)
 	}
-	if n := segs.Load(); n != 2 {
+	if n := a.count("/live/s-0.ts"); n != 2 {
 		t.Fatalf("new epoch served from the old publish's cache: %d origin requests, want 2", n)
 	}
 }

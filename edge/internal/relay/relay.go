@@ -18,22 +18,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
-	"github.com/nareix/joy4/av"
-	"github.com/nareix/joy4/format/flv/flvio"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/media/stream"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // Upstream protocols.
@@ -248,21 +245,12 @@ func (s *session) info() StreamInfo {
 type upstream struct {
 	owner  *directory.Owner
 	url    string
-	hub    *hub.Hub
-	conn   source
+	conn   stream.Source
+	ctx    context.Context
 	cancel context.CancelFunc
-	src    *hub.Source
-	done   chan struct{}
-	err    error
+	done   chan struct{} // closed when the pump ended
+	err    error         // why it ended (nil: the stream ended or was replaced); read after done
 	dialed time.Duration // dial until codecs known
-}
-
-// source is what both the RTMP and the HTTP-FLV client give.
-type source interface {
-	Streams() ([]av.CodecData, error)
-	Metadata() flvio.AMFMap
-	ReadPacket() (av.Packet, error)
-	Close() error
 }
 
 type dialResult struct {
@@ -282,239 +270,288 @@ func (s *session) settings() Settings {
 	return st
 }
 
+// loop is the state of a session's owner goroutine (run): which upstream
+// plays, which dial is under way, and since when the stream is missing.
+type loop struct {
+	s   *session
+	ctx context.Context
+	sub *directory.Sub
+
+	cur     *upstream
+	dialing context.CancelFunc // non-nil while a dial runs
+	dialGen int
+	dialCh  chan dialResult
+	dialFor *directory.Owner // owner being dialed (nil: unknown, look up)
+	// lostSince is when we last had no upstream (zero while one plays);
+	// changeAt when the switch under way was triggered.
+	lostSince, changeAt time.Time
+	retry               *time.Timer
+	retryC              <-chan time.Time
+	attempt             int
+	idleSince           time.Time
+}
+
 // run is the session's owner goroutine: it decides when to dial, splices
 // what was dialed, and ends the session.
 func (s *session) run() {
-	m := s.m
-	ctx, cancel := context.WithCancel(m.ctx)
+	ctx, cancel := context.WithCancel(s.m.ctx)
 	defer cancel()
-	sub := m.opts.Dir.Subscribe(s.key)
-	defer sub.Close()
+	l := &loop{s: s, ctx: ctx, sub: s.m.opts.Dir.Subscribe(s.key), dialCh: make(chan dialResult, 1), lostSince: time.Now()}
+	defer l.sub.Close()
+	defer l.end()
+	defer s.fail(fmt.Errorf("%s: %w", s.key, ErrNotFound)) // no-op once ready or failed
 
-	var (
-		cur       *upstream
-		dialing   context.CancelFunc // non-nil while a dial runs
-		dialGen   int
-		dialCh    = make(chan dialResult, 1)
-		dialFor   *directory.Owner // owner being dialed (nil: unknown, look up)
-		lostSince = time.Now()     // when we last had no upstream (zero while we have one)
-		changeAt  time.Time        // when the current switch was triggered
-		retry     *time.Timer
-		attempt   int
-		idleSince time.Time
-	)
-	defer func() {
-		if dialing != nil {
-			dialing()
-		}
-		if retry != nil {
-			retry.Stop()
-		}
-		m.mu.Lock()
-		if m.sessions[s.key.String()] == s {
-			delete(m.sessions, s.key.String())
-		}
-		m.mu.Unlock()
-		if cur != nil {
-			cur.stop()
-			m.gauge(-1)
-		}
-		s.mu.Lock()
-		s.cur = nil
-		s.mu.Unlock()
-		s.hub.Close()
-	}()
-
-	startDial := func(o *directory.Owner) {
-		if dialing != nil {
-			dialing()
-		}
-		dialGen++
-		gen := dialGen
-		dctx, dcancel := context.WithCancel(ctx)
-		dialing, dialFor = dcancel, o
-		go func() {
-			up, err := s.dial(dctx, o)
-			if err != nil {
-				dcancel()
-			} else {
-				// The upstream's context derives from dctx; releasing dctx
-				// with the upstream keeps a long session from piling up one
-				// child context per owner change.
-				cancelUp := up.cancel
-				up.cancel = func() { cancelUp(); dcancel() }
-			}
-			select {
-			case dialCh <- dialResult{up: up, err: err, gen: gen}:
-			case <-ctx.Done():
-				if up != nil {
-					up.stop()
-				}
-			}
-		}()
-	}
-	var retryC <-chan time.Time
-	scheduleRetry := func() {
-		attempt++
-		d := min(100*time.Millisecond<<min(attempt-1, 4), time.Second)
-		if retry == nil {
-			retry = time.NewTimer(d)
-		} else {
-			retry.Reset(d)
-		}
-		retryC = retry.C
-	}
-	fail := func(err error) {
-		s.failOnce.Do(func() {
-			s.err = err
-			close(s.failed)
-		})
-	}
-	defer fail(fmt.Errorf("%s: %w", s.key, ErrNotFound)) // no-op once ready or failed
-
-	startDial(nil)
+	l.startDial(nil)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	var curDone <-chan struct{}
 	for {
+		var curDone <-chan struct{}
+		if l.cur != nil {
+			curDone = l.cur.done
+		}
+		var more bool
 		select {
 		case <-ctx.Done():
-			fail(fmt.Errorf("%s: %w (edge shutting down)", s.key, ErrNotFound))
+			s.fail(fmt.Errorf("%s: %w (edge shutting down)", s.key, ErrNotFound))
 			return
-
-		case <-sub.Changed():
-			o, ok := sub.Owner()
-			if !ok {
-				continue // unpublished: the running upstream ends by itself
-			}
-			if cur != nil && cur.owner.Same(o) || dialing != nil && dialFor.Same(o) {
-				continue
-			}
-			s.log.Info("stream owner changed; opening the new upstream", "from", ownerName(cur), "to", o.String())
-			changeAt = time.Now()
-			attempt = 0
-			startDial(o)
-
-		case r := <-dialCh:
-			if r.gen != dialGen {
-				if r.up != nil {
-					r.up.stop()
-				}
-				continue
-			}
-			dialing, dialFor = nil, nil
-			if r.err != nil {
-				m.count(r.err)
-				if lostSince.IsZero() {
-					// The running upstream still plays; try the new owner again.
-					s.log.Info("new upstream not ready yet; keeping the current one", "err", r.err.Error())
-				} else if time.Since(lostSince) > s.settings().WaitTimeout {
-					s.log.Info("stream not available; closing its players", "err", r.err.Error())
-					fail(notFound(s.key, r.err, s.settings().WaitTimeout))
-					return
-				}
-				scheduleRetry()
-				continue
-			}
-			m.count(nil)
-			up := r.up
-			src, err := s.hub.Splice(up.streams())
-			if err != nil {
-				up.stop()
-				return
-			}
-			up.src = src
-			go up.pump()
-			reason := "owner_changed"
-			if cur != nil {
-				cur.stop()
-			} else {
-				m.gauge(1)
-				reason = "reconnect"
-			}
-			first := false
-			s.readyOnce.Do(func() {
-				s.failOnce.Do(func() {}) // ready wins: later failures close players instead
-				close(s.ready)
-				first = true
-			})
-			trigger := changeAt
-			if trigger.IsZero() || !lostSince.IsZero() && lostSince.After(trigger) {
-				trigger = lostSince
-			}
-			if first {
-				s.log.Info("upstream opened", "owner", up.owner.String(), "url", up.url, "dial_ms", up.dialed.Milliseconds())
-			} else {
-				delay := time.Since(trigger)
-				m.switched(reason, delay)
-				s.mu.Lock()
-				s.switches++
-				s.mu.Unlock()
-				s.log.Info("upstream switched", "reason", reason, "from", ownerName(cur), "to", up.owner.String(),
-					"url", up.url, "dial_ms", up.dialed.Milliseconds(), "switch_ms", delay.Milliseconds())
-			}
-			cur, curDone = up, up.done
-			s.mu.Lock()
-			s.cur = up
-			s.mu.Unlock()
-			lostSince, changeAt, attempt = time.Time{}, time.Time{}, 0
-
+		case <-l.sub.Changed():
+			more = l.ownerChanged()
+		case r := <-l.dialCh:
+			more = l.dialed(r)
 		case <-curDone:
-			s.log.Info("upstream ended", "owner", cur.owner.String(), "err", errString(cur.err))
-			cur.stop()
-			cur, curDone = nil, nil
-			m.gauge(-1)
-			s.mu.Lock()
-			s.cur = nil
-			s.mu.Unlock()
-			lostSince = time.Now()
-			attempt = 0
-			if dialing == nil {
-				// Look the owner up again; if it is the same one, the
-				// origin just dropped us and a new pull fixes it.
-				startDial(nil)
-			}
-
-		case <-retryC:
-			retryC = nil
-			if dialing == nil {
-				o, ok := sub.Owner()
-				if !ok || cur != nil && cur.owner.Same(o) {
-					o = nil
-				}
-				if cur != nil && o == nil {
-					continue // nothing new to switch to
-				}
-				startDial(o)
-			}
-
+			more = l.upstreamEnded()
+		case <-l.retryC:
+			more = l.retried()
 		case <-tick.C:
-			if cur == nil {
-				if dialing == nil && retryC == nil && time.Since(lostSince) > s.settings().WaitTimeout {
-					return
-				}
-				continue
-			}
-			if s.hub.NumReaders() > 0 {
-				idleSince = time.Time{}
-				continue
-			}
-			s.mu.Lock()
-			last := s.lastAcquire
-			s.mu.Unlock()
-			if idleSince.IsZero() {
-				idleSince = time.Now()
-			}
-			from := idleSince
-			if last.After(from) {
-				from = last
-			}
-			if idle := s.settings().IdleTimeout; time.Since(from) >= idle {
-				s.log.Info("no players; closing the upstream", "idle", idle.String())
-				return
-			}
+			more = l.ticked()
+		}
+		if !more {
+			return
 		}
 	}
+}
+
+// fail ends the wait of the players that are not attached yet with err.
+func (s *session) fail(err error) {
+	s.failOnce.Do(func() {
+		s.err = err
+		close(s.failed)
+	})
+}
+
+// end stops the dial and the upstream and closes the hub (players get EOF).
+func (l *loop) end() {
+	s, m := l.s, l.s.m
+	if l.dialing != nil {
+		l.dialing()
+	}
+	if l.retry != nil {
+		l.retry.Stop()
+	}
+	m.mu.Lock()
+	if m.sessions[s.key.String()] == s {
+		delete(m.sessions, s.key.String())
+	}
+	m.mu.Unlock()
+	if l.cur != nil {
+		l.cur.stop()
+		m.gauge(-1)
+	}
+	s.setCur(nil)
+	s.hub.Close()
+}
+
+func (s *session) setCur(up *upstream) {
+	s.mu.Lock()
+	s.cur = up
+	s.mu.Unlock()
+}
+
+// startDial opens an upstream from o (nil: look the owner up) in the
+// background, replacing a dial under way; the result arrives on dialCh.
+func (l *loop) startDial(o *directory.Owner) {
+	if l.dialing != nil {
+		l.dialing()
+	}
+	l.dialGen++
+	gen := l.dialGen
+	dctx, dcancel := context.WithCancel(l.ctx)
+	l.dialing, l.dialFor = dcancel, o
+	go func() {
+		up, err := l.s.dial(dctx, o)
+		if err != nil {
+			dcancel()
+		} else {
+			// The upstream's context derives from dctx; releasing dctx
+			// with the upstream keeps a long session from piling up one
+			// child context per owner change.
+			cancelUp := up.cancel
+			up.cancel = func() { cancelUp(); dcancel() }
+		}
+		select {
+		case l.dialCh <- dialResult{up: up, err: err, gen: gen}:
+		case <-l.ctx.Done():
+			if up != nil {
+				up.stop()
+			}
+		}
+	}()
+}
+
+func (l *loop) scheduleRetry() {
+	l.attempt++
+	d := min(100*time.Millisecond<<min(l.attempt-1, 4), time.Second)
+	if l.retry == nil {
+		l.retry = time.NewTimer(d)
+	} else {
+		l.retry.Reset(d)
+	}
+	l.retryC = l.retry.C
+}
+
+// ownerChanged dials a new owner the watch reported (make-before-break:
+// the current upstream plays on until the new one is spliced).
+func (l *loop) ownerChanged() bool {
+	o, ok := l.sub.Owner()
+	if !ok {
+		return true // unpublished: the running upstream ends by itself
+	}
+	if l.cur != nil && l.cur.owner.Same(o) || l.dialing != nil && l.dialFor.Same(o) {
+		return true
+	}
+	l.s.log.Info("stream owner changed; opening the new upstream", "from", ownerName(l.cur), "to", o.String())
+	l.changeAt = time.Now()
+	l.attempt = 0
+	l.startDial(o)
+	return true
+}
+
+// dialed splices a dialed upstream under the players, or schedules a retry;
+// it ends the session when the stream stayed missing past the wait timeout.
+func (l *loop) dialed(r dialResult) bool {
+	s, m := l.s, l.s.m
+	if r.gen != l.dialGen {
+		if r.up != nil {
+			r.up.stop()
+		}
+		return true
+	}
+	l.dialing, l.dialFor = nil, nil
+	if r.err != nil {
+		m.count(r.err)
+		if l.lostSince.IsZero() {
+			// The running upstream still plays; try the new owner again.
+			s.log.Info("new upstream not ready yet; keeping the current one", "err", r.err.Error())
+		} else if time.Since(l.lostSince) > s.settings().WaitTimeout {
+			s.log.Info("stream not available; closing its players", "err", r.err.Error())
+			s.fail(notFound(s.key, r.err, s.settings().WaitTimeout))
+			return false
+		}
+		l.scheduleRetry()
+		return true
+	}
+	m.count(nil)
+	up := r.up
+	pump, err := stream.Start(s.hub, up.conn, stream.Options{Splice: true})
+	if err != nil {
+		up.stop()
+		return false
+	}
+	go up.run(pump)
+	reason := "owner_changed"
+	if l.cur != nil {
+		l.cur.stop()
+	} else {
+		m.gauge(1)
+		reason = "reconnect"
+	}
+	first := false
+	s.readyOnce.Do(func() {
+		s.failOnce.Do(func() {}) // ready wins: later failures close players instead
+		close(s.ready)
+		first = true
+	})
+	trigger := l.changeAt
+	if trigger.IsZero() || !l.lostSince.IsZero() && l.lostSince.After(trigger) {
+		trigger = l.lostSince
+	}
+	if first {
+		s.log.Info("upstream opened", "owner", up.owner.String(), "url", up.url, "dial_ms", up.dialed.Milliseconds())
+	} else {
+		delay := time.Since(trigger)
+		m.switched(reason, delay)
+		s.mu.Lock()
+		s.switches++
+		s.mu.Unlock()
+		s.log.Info("upstream switched", "reason", reason, "from", ownerName(l.cur), "to", up.owner.String(),
+			"url", up.url, "dial_ms", up.dialed.Milliseconds(), "switch_ms", delay.Milliseconds())
+	}
+	l.cur = up
+	s.setCur(up)
+	l.lostSince, l.changeAt, l.attempt = time.Time{}, time.Time{}, 0
+	return true
+}
+
+// upstreamEnded looks for the stream again; players stay attached.
+func (l *loop) upstreamEnded() bool {
+	s := l.s
+	s.log.Info("upstream ended", "owner", l.cur.owner.String(), "err", errString(l.cur.err))
+	l.cur.stop()
+	l.cur = nil
+	s.m.gauge(-1)
+	s.setCur(nil)
+	l.lostSince = time.Now()
+	l.attempt = 0
+	if l.dialing == nil {
+		// Look the owner up again; if it is the same one, the origin just
+		// dropped us and a new pull fixes it.
+		l.startDial(nil)
+	}
+	return true
+}
+
+func (l *loop) retried() bool {
+	l.retryC = nil
+	if l.dialing != nil {
+		return true
+	}
+	o, ok := l.sub.Owner()
+	if !ok || l.cur != nil && l.cur.owner.Same(o) {
+		o = nil
+	}
+	if l.cur != nil && o == nil {
+		return true // nothing new to switch to
+	}
+	l.startDial(o)
+	return true
+}
+
+// ticked ends a session whose stream stayed missing past the wait timeout,
+// or which had no player for the idle timeout.
+func (l *loop) ticked() bool {
+	s := l.s
+	if l.cur == nil {
+		return l.dialing != nil || l.retryC != nil || time.Since(l.lostSince) <= s.settings().WaitTimeout
+	}
+	if s.hub.NumReaders() > 0 {
+		l.idleSince = time.Time{}
+		return true
+	}
+	s.mu.Lock()
+	last := s.lastAcquire
+	s.mu.Unlock()
+	if l.idleSince.IsZero() {
+		l.idleSince = time.Now()
+	}
+	from := l.idleSince
+	if last.After(from) {
+		from = last
+	}
+	if idle := s.settings().IdleTimeout; time.Since(from) >= idle {
+		s.log.Info("no players; closing the upstream", "idle", idle.String())
+		return false
+	}
+	return true
 }
 
 func notFound(key streamkey.Key, cause error, waited time.Duration) error {
@@ -584,14 +621,11 @@ func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, erro
 	timer := time.AfterFunc(st.DialTimeout, cancel)
 	defer timer.Stop()
 	var (
-		conn source
+		conn stream.Source
 		u    string
 		err  error
 	)
-	q := ""
-	if s.key.Vhost != streamkey.DefaultVhost {
-		q = "?vhost=" + url.QueryEscape(s.key.Vhost)
-	}
+	q := s.key.Query()
 	switch st.Protocol {
 	case ProtocolFLV:
 		u = "http://" + o.HTTP + "/" + s.key.App + "/" + s.key.Name + ".flv" + q
@@ -616,7 +650,7 @@ func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, erro
 		cancel()
 		return nil, fmt.Errorf("pull %s from %s: %w", s.key, o.NodeID, err)
 	}
-	up := &upstream{owner: o, url: u, hub: s.hub, conn: conn, cancel: cancel, done: make(chan struct{})}
+	up := &upstream{owner: o, url: u, conn: conn, ctx: uctx, cancel: cancel, done: make(chan struct{})}
 	if _, err := conn.Streams(); err != nil {
 		up.stop()
 		return nil, fmt.Errorf("pull %s from %s: read codecs: %w", s.key, o.NodeID, err)
@@ -625,44 +659,15 @@ func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, erro
 	return up, nil
 }
 
-func (u *upstream) streams() ([]av.CodecData, flvio.AMFMap) {
-	st, _ := u.conn.Streams() // already known: no read
-	return st, u.conn.Metadata()
-}
-
-// pump copies packets into the hub until the upstream ends or is replaced.
-func (u *upstream) pump() {
+// run pumps the upstream into the hub until it ends, is replaced by a newer
+// upstream (not an error) or is stopped.
+func (u *upstream) run(p *stream.Pump) {
 	defer close(u.done)
-	defer func() { u.src.Close() }() // a no-op once replaced
-	for {
-		pkt, err := u.conn.ReadPacket()
-		if errors.Is(err, rtmp.ErrCodecChanged) {
-			streams, serr := u.conn.Streams()
-			if serr != nil {
-				u.err = serr
-				return
-			}
-			src, serr := u.hub.Splice(streams, u.conn.Metadata())
-			if serr != nil {
-				u.err = serr
-				return
-			}
-			u.src = src
-			continue
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				u.err = err
-			}
-			return
-		}
-		if err := u.src.WritePacket(pkt); err != nil {
-			if !errors.Is(err, hub.ErrSourceReplaced) && !errors.Is(err, hub.ErrClosed) {
-				u.err = err
-			}
-			return
-		}
+	err := p.Run(u.ctx)
+	if errors.Is(err, hub.ErrSourceReplaced) || errors.Is(err, hub.ErrClosed) || errors.Is(err, context.Canceled) {
+		err = nil
 	}
+	u.err = err
 }
 
 // stop closes the upstream; its pump ends.

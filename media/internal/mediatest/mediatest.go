@@ -9,13 +9,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nareix/joy4/av"
 	"github.com/nareix/joy4/format/flv"
+	"github.com/nareix/joy4/format/flv/flvio"
 
 	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/internal/flvx"
 )
 
 // Tool returns the path of ffmpeg or ffprobe from env (LIVECLUSTER_FFMPEG,
@@ -36,47 +39,88 @@ func Tool(t testing.TB, name string) string {
 	return p
 }
 
-var (
-	flvOnce sync.Once
-	flvPath string
-	flvErr  []byte
-)
+// flvs caches the generated test files of one test binary by size.
+var flvs struct {
+	mu   sync.Mutex
+	dir  string
+	path map[string]string
+}
 
 // TestFLV returns a 12 s 320x240 30 fps H.264 (GOP 30) + AAC FLV, generated
 // once per test binary in a directory removed by Cleanup.
-func TestFLV(t testing.TB) string {
+func TestFLV(t testing.TB) string { return TestFLVSized(t, "320x240") }
+
+// TestFLVSized is TestFLV at another picture size: its H.264 sequence header
+// differs, so switching between two sizes is a codec change.
+func TestFLVSized(t testing.TB, size string) string {
 	t.Helper()
 	ffmpeg := Tool(t, "ffmpeg")
-	flvOnce.Do(func() {
+	flvs.mu.Lock()
+	defer flvs.mu.Unlock()
+	if p := flvs.path[size]; p != "" {
+		return p
+	}
+	if flvs.dir == "" {
 		dir, err := os.MkdirTemp("", "mediatest-")
 		if err != nil {
-			flvErr = []byte(err.Error())
-			return
+			t.Fatal(err)
 		}
-		p := filepath.Join(dir, "test.flv")
-		cmd := exec.Command(ffmpeg, "-v", "error", "-y",
-			"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
-			"-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100",
-			"-t", "12", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "500k",
-			"-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
-			"-c:a", "aac", "-b:a", "64k", "-f", "flv", p)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			flvErr = append(out, []byte(err.Error())...)
-			return
-		}
-		flvPath = p
-	})
-	if flvPath == "" {
-		t.Fatalf("generate test flv: %s", flvErr)
+		flvs.dir, flvs.path = dir, map[string]string{}
 	}
-	return flvPath
+	p := filepath.Join(flvs.dir, "test-"+size+".flv")
+	cmd := exec.Command(ffmpeg, "-v", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size="+size+":rate=30",
+		"-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100",
+		"-t", "12", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "500k",
+		"-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+		"-c:a", "aac", "-b:a", "64k", "-f", "flv", p)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("generate test flv: %v: %s", err, out)
+	}
+	flvs.path[size] = p
+	return p
 }
 
-// Cleanup removes the generated FLV; call from TestMain after m.Run.
+// Cleanup removes the generated FLVs; call from TestMain after m.Run.
 func Cleanup() {
-	if flvPath != "" {
-		os.RemoveAll(filepath.Dir(flvPath))
+	flvs.mu.Lock()
+	defer flvs.mu.Unlock()
+	if flvs.dir != "" {
+		os.RemoveAll(flvs.dir)
 	}
+}
+
+// Part is one run of packets with its codecs, for FLVBytes.
+type Part struct {
+	Streams []av.CodecData
+	Pkts    []av.Packet
+}
+
+// FLVBytes serializes parts into one FLV byte stream, each part starting
+// with its metadata and sequence headers and continuing the timeline of the
+// previous one: what a publisher that changes encoder settings sends.
+func FLVBytes(t testing.TB, parts ...Part) []byte {
+	t.Helper()
+	b := make([]byte, flvio.FileHeaderLength+4)
+	flvio.FillFileHeader(b, flvio.FILE_HAS_AUDIO|flvio.FILE_HAS_VIDEO)
+	var base time.Duration
+	for _, part := range parts {
+		hdrs, err := flvx.EncodeHeaders(part.Streams, nil, flvio.TimeToTs(base))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hdrs {
+			b = append(b, h...)
+		}
+		var last time.Duration
+		for _, p := range part.Pkts {
+			p.Time += base
+			last = max(last, p.Time)
+			b = append(b, flvx.EncodePacket(p, part.Streams[p.Idx])...)
+		}
+		base = last + 40*time.Millisecond
+	}
+	return b
 }
 
 // Proc is a child process with captured stderr.
@@ -207,4 +251,55 @@ func Feed(ctx context.Context, src *hub.Source, pkts []av.Packet, speed float64,
 		base += last
 	}
 	return n, nil
+}
+
+// StallFile makes path a file whose writes block, as on a hung NFS mount:
+// a FIFO whose kernel buffer is already full, held open by the test (so
+// opening it for writing does not wait, but the first write(2) does).
+// resume drains it from then on, so blocked writers go on. Both end at test
+// cleanup.
+func StallFile(t testing.TB, path string) (resume func()) {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0) // a FIFO opened read-write never waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := int(f.Fd())
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := syscall.Write(fd, buf); err != nil {
+			break // EAGAIN: the pipe is full
+		}
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() {
+		close(stop)
+		once.Do(func() { close(done) })
+		<-done
+		f.Close()
+	})
+	return func() {
+		once.Do(func() {
+			go func() {
+				defer close(done)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := syscall.Read(fd, buf); err != nil {
+						time.Sleep(2 * time.Millisecond) // EAGAIN: drained for now
+					}
+				}
+			}()
+		})
+	}
 }

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/config"
 
+	"github.com/livecluster/livecluster/ocm/internal/etcdserver"
 	"github.com/livecluster/livecluster/ocm/internal/gctune"
 	"github.com/livecluster/livecluster/ocm/internal/ocm"
 )
@@ -130,6 +132,11 @@ func run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		Logger:            rt.Logger,
 		Registerer:        rt.Metrics,
 	})
+	if errors.Is(err, etcdserver.ErrAddrInUse) {
+		return fmt.Errorf("%w; the embedded etcd listens on etcd.clientURL (%s) and etcd.peerURL (%s): "+
+			"stop what holds the port, or choose free ones with --etcd-client-url/--etcd-peer-url "+
+			"(LIVECLUSTER_ETCD_CLIENT_URL/LIVECLUSTER_ETCD_PEER_URL)", err, c.Etcd.ClientURL, c.Etcd.PeerURL)
+	}
 	if err != nil {
 		return err
 	}
@@ -165,6 +172,8 @@ func main() {
 			{Name: "grpc-listen", Key: "grpc.listen", Usage: "gRPC address"},
 			{Name: "etcd-endpoints", Key: "etcd.endpoints", Usage: "etcd endpoints, comma-separated (empty: embedded etcd)"},
 			{Name: "data-dir", Key: "etcd.dataDir", Usage: "data directory of the embedded etcd"},
+			{Name: "etcd-client-url", Key: "etcd.clientURL", Usage: "client URL of the embedded etcd (default http://127.0.0.1:2379)"},
+			{Name: "etcd-peer-url", Key: "etcd.peerURL", Usage: "peer URL of the embedded etcd (default http://127.0.0.1:2380)"},
 			{Name: "lease-ttl", Key: "leaseTTL", Usage: "node session lease TTL, e.g. 10s"},
 		},
 		Run: run,

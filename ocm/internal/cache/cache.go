@@ -21,6 +21,7 @@ import (
 
 	"github.com/livecluster/livecluster/ocm/internal/store"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // Event types, as in the API.
@@ -432,7 +433,7 @@ func (c *Cache) Stream(key string) (*ocmv1.Stream, *ocmv1.Node, bool) {
 
 // StreamOf is Stream for a validated key, without building the key string
 // (one allocation less on the lookup path).
-func (c *Cache) StreamOf(k store.Key) (*ocmv1.Stream, *ocmv1.Node, bool) {
+func (c *Cache) StreamOf(k streamkey.Key) (*ocmv1.Stream, *ocmv1.Node, bool) {
 	return c.StreamInto(k, nil)
 }
 
@@ -440,7 +441,7 @@ func (c *Cache) StreamOf(k store.Key) (*ocmv1.Stream, *ocmv1.Node, bool) {
 // so that a caller can allocate it together with its response. The owner's
 // node record is the cache's own, shared by every response until the node
 // record changes (then it is replaced, never modified).
-func (c *Cache) StreamInto(k store.Key, m *StreamMsg) (*ocmv1.Stream, *ocmv1.Node, bool) {
+func (c *Cache) StreamInto(k streamkey.Key, m *StreamMsg) (*ocmv1.Stream, *ocmv1.Node, bool) {
 	var buf [256]byte
 	b := append(append(append(append(append(buf[:0], k.Vhost...), '/'), k.App...), '/'), k.Name...)
 	c.mu.RLock()
@@ -582,10 +583,7 @@ func (c *Cache) List(after string, limit int, f Filter) ([]*ocmv1.Stream, string
 	return out, next, total
 }
 
-func keyOf(st *ocmv1.Stream) string {
-	k := st.GetKey()
-	return k.GetVhost() + "/" + k.GetApp() + "/" + k.GetName()
-}
+func keyOf(st *ocmv1.Stream) string { return st.GetKey().KeyString() }
 
 // Subscription receives stream changes.
 type Subscription struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/livecluster/livecluster/ocm/internal/etcdtest"
 	"github.com/livecluster/livecluster/ocm/internal/store"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 var cli *clientv3.Client
@@ -44,8 +45,8 @@ func TestMain(m *testing.M) {
 
 func putStream(t *testing.T, sc store.Schema, name, owner string) int64 {
 	t.Helper()
-	k := store.Key{Vhost: "default", App: "live", Name: name}
-	b, _ := proto.Marshal(&ocmv1.Stream{Key: k.Proto(), OwnerNodeId: owner})
+	k := streamkey.Key{Vhost: "default", App: "live", Name: name}
+	b, _ := proto.Marshal(&ocmv1.Stream{Key: ocmv1.NewStreamKey(k), OwnerNodeId: owner})
 	r, err := cli.Put(context.Background(), sc.StreamKey(k), string(b))
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +69,7 @@ func TestCompactionTriggersResync(t *testing.T) {
 	defer sub.Close()
 	// Change things while no watch runs, then compact that history away:
 	// the watch from rev+1 must fail and the re-read must produce the diff.
-	if _, err := cli.Delete(ctx, sc.StreamKey(store.Key{Vhost: "default", App: "live", Name: "gone"})); err != nil {
+	if _, err := cli.Delete(ctx, sc.StreamKey(streamkey.Key{Vhost: "default", App: "live", Name: "gone"})); err != nil {
 		t.Fatal(err)
 	}
 	last := putStream(t, sc, "new", "n2")
@@ -182,8 +183,8 @@ func TestCompactRecordRoundTrip(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sc := store.Schema{Prefix: "/roundtrip/"}
-	k := store.Key{Vhost: "v1", App: "live", Name: "cam-1"}
-	want := &ocmv1.Stream{Key: k.Proto(), OwnerNodeId: "o7", PublishPath: ocmv1.PublishPath_PUBLISH_PATH_FORWARDED,
+	k := streamkey.Key{Vhost: "v1", App: "live", Name: "cam-1"}
+	want := &ocmv1.Stream{Key: ocmv1.NewStreamKey(k), OwnerNodeId: "o7", PublishPath: ocmv1.PublishPath_PUBLISH_PATH_FORWARDED,
 		ForwardedBy: "e3", ClaimedAt: &timestamppb.Timestamp{Seconds: 1795000000, Nanos: 123456789}}
 	b, _ := proto.Marshal(want)
 	r, err := cli.Put(ctx, sc.StreamKey(k), string(b))
@@ -212,7 +213,7 @@ func TestCompactRecordRoundTrip(t *testing.T) {
 			t.Errorf("%s = %v, want %v", what, got, want)
 		}
 	}
-	if _, _, ok := c.StreamOf(store.Key{Vhost: "v1", App: "live", Name: "cam-2"}); ok {
+	if _, _, ok := c.StreamOf(streamkey.Key{Vhost: "v1", App: "live", Name: "cam-2"}); ok {
 		t.Error("StreamOf found a stream that does not exist")
 	}
 }

@@ -8,10 +8,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,6 +21,24 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
+
+// ErrAddrInUse is wrapped by Start's error when the client or peer address
+// is taken (another etcd, another local cluster); the error names which
+// URL.
+var ErrAddrInUse = errors.New("address already in use")
+
+// checkFree reports a taken listen address of url u before etcd tries it,
+// so the error names the URL (and which one) instead of etcd's internals.
+func checkFree(which string, u *url.URL) error {
+	ln, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("etcdserver: %s URL %s: %w", which, u, ErrAddrInUse)
+		}
+		return fmt.Errorf("etcdserver: %s URL %s: %w", which, u, err)
+	}
+	return ln.Close()
+}
 
 // Config describes an embedded etcd member.
 type Config struct {
@@ -95,6 +115,12 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcdserver: peer url %q: %w", c.PeerURL, err)
 	}
+	if err := checkFree("client", curl); err != nil {
+		return nil, err
+	}
+	if err := checkFree("peer", purl); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcdserver: data dir: %w", err)
 	}
@@ -132,6 +158,10 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			// Taken between checkFree and etcd's own listen.
+			return nil, fmt.Errorf("etcdserver: start in %s: %v: %w", c.Dir, err, ErrAddrInUse)
+		}
 		return nil, fmt.Errorf("etcdserver: start in %s: %w", c.Dir, err)
 	}
 	t := time.NewTimer(c.StartTimeout)

@@ -6,9 +6,9 @@ import (
 	"slices"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/ocm/internal/cache"
+	"github.com/livecluster/livecluster/ocm/internal/store"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
 
@@ -97,7 +97,7 @@ func (p *Placer) Choose(cands []cache.NodeLoad, req Request) (*ocmv1.Node, error
 	}
 	switch len(ok) {
 	case 0:
-		return nil, status.Errorf(codes.FailedPrecondition,
+		return nil, store.Reasoned(codes.FailedPrecondition, ocmv1.ReasonNoOrigin,
 			"no origin available: none of %d origins is READY, below capacity and not excluded", countOrigins(cands))
 	case 1:
 		return ok[0].Node, nil

@@ -23,6 +23,7 @@ import (
 	"github.com/livecluster/livecluster/ocm/internal/placement"
 	"github.com/livecluster/livecluster/ocm/internal/store"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // Options configure a Server.
@@ -146,7 +147,7 @@ func (s *Server) Deregister(ctx context.Context, r *ocmv1.DeregisterRequest) (*o
 
 // ClaimStream implements OCMService.
 func (s *Server) ClaimStream(ctx context.Context, r *ocmv1.ClaimStreamRequest) (*ocmv1.ClaimStreamResponse, error) {
-	k, err := store.ValidateKey(r.GetKey())
+	k, err := store.KeyArg(r.GetKey())
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +157,7 @@ func (s *Server) ClaimStream(ctx context.Context, r *ocmv1.ClaimStreamRequest) (
 	// Edges never own streams. The cache may not know a node registered a
 	// moment ago on another replica; the transaction still checks its session.
 	if n, ok := s.c.Node(r.GetNodeId()); ok && n.LeaseId == r.GetLeaseId() && n.Role != ocmv1.NodeRole_NODE_ROLE_ORIGIN {
-		return nil, status.Errorf(codes.FailedPrecondition, "claim %s: node %s is not an origin", k, n.Id)
+		return nil, store.Reasoned(codes.FailedPrecondition, ocmv1.ReasonNotPermitted, "claim %s: node %s is not an origin", k, n.Id)
 	}
 	st, err := s.st.Claim(ctx, store.ClaimRequest{NodeID: r.GetNodeId(), Lease: r.GetLeaseId(), Key: k,
 		Path: r.GetPublishPath(), ForwardedBy: r.GetForwardedBy()})
@@ -169,7 +170,7 @@ func (s *Server) ClaimStream(ctx context.Context, r *ocmv1.ClaimStreamRequest) (
 
 // ReleaseStream implements OCMService.
 func (s *Server) ReleaseStream(ctx context.Context, r *ocmv1.ReleaseStreamRequest) (*ocmv1.ReleaseStreamResponse, error) {
-	k, err := store.ValidateKey(r.GetKey())
+	k, err := store.KeyArg(r.GetKey())
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +184,7 @@ func (s *Server) ReleaseStream(ctx context.Context, r *ocmv1.ReleaseStreamReques
 
 // TransferStream implements OCMService.
 func (s *Server) TransferStream(ctx context.Context, r *ocmv1.TransferStreamRequest) (*ocmv1.TransferStreamResponse, error) {
-	k, err := store.ValidateKey(r.GetKey())
+	k, err := store.KeyArg(r.GetKey())
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +202,7 @@ func (s *Server) TransferStream(ctx context.Context, r *ocmv1.TransferStreamRequ
 
 // LookupStream implements OCMService.
 func (s *Server) LookupStream(_ context.Context, r *ocmv1.LookupStreamRequest) (*ocmv1.LookupStreamResponse, error) {
-	k, err := store.ValidateKey(r.GetKey())
+	k, err := store.KeyArg(r.GetKey())
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +211,7 @@ func (s *Server) LookupStream(_ context.Context, r *ocmv1.LookupStreamRequest) (
 	resp := &lookupResponse{}
 	st, owner, ok := s.c.StreamInto(k, &resp.st)
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "stream %s is not owned by anyone", k)
+		return nil, store.Reasoned(codes.NotFound, ocmv1.ReasonStreamNotFound, "stream %s is not owned by anyone", k)
 	}
 	resp.r.Stream, resp.r.Owner = st, owner
 	return &resp.r, nil
@@ -226,7 +227,7 @@ type lookupResponse struct {
 // another origin, and the response keeps the owner's record in stream so the
 // caller knows a take-over is due.
 func (s *Server) AssignOrigin(_ context.Context, r *ocmv1.AssignOriginRequest) (*ocmv1.AssignOriginResponse, error) {
-	k, err := store.ValidateKey(r.GetKey())
+	k, err := store.KeyArg(r.GetKey())
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +238,7 @@ func (s *Server) AssignOrigin(_ context.Context, r *ocmv1.AssignOriginRequest) (
 		}
 		n, _, err := s.placer.Assign(owner, s.c.Origins(), req)
 		if err != nil {
-			return nil, status.Errorf(status.Code(err), "assign %s (owned by %s, %s): %s",
+			return nil, store.Reasoned(status.Code(err), ocmv1.ReasonNoOrigin, "assign %s (owned by %s, %s): %s",
 				k, owner.Id, ownerWhy(owner, req.Exclude), status.Convert(err).Message())
 		}
 		return &ocmv1.AssignOriginResponse{Origin: n, Stream: st}, nil
@@ -261,7 +262,7 @@ func ownerWhy(owner *ocmv1.Node, exclude []string) string {
 func (s *Server) WatchStreams(r *ocmv1.WatchStreamsRequest, srv grpc.ServerStreamingServer[ocmv1.WatchStreamsResponse]) error {
 	keys := make([]string, 0, len(r.GetKeys()))
 	for _, pk := range r.GetKeys() {
-		k, err := store.ValidateKey(pk)
+		k, err := store.KeyArg(pk)
 		if err != nil {
 			return err
 		}
@@ -336,7 +337,7 @@ func (s *Server) ListStreams(_ context.Context, r *ocmv1.ListStreamsRequest) (*o
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "page_token %q is not valid", tok)
 		}
-		if _, err := store.ParseKey(string(b)); err != nil {
+		if _, err := streamkey.Parse(string(b)); err != nil || strings.Count(string(b), "/") != 2 {
 			return nil, status.Errorf(codes.InvalidArgument, "page_token %q is not valid", tok)
 		}
 		after = string(b)

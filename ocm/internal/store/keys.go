@@ -1,106 +1,37 @@
 package store
 
 import (
-	"fmt"
 	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
+	"github.com/livecluster/livecluster/streamkey/nodeid"
 )
 
-// DefaultVhost replaces an empty vhost.
-const DefaultVhost = "default"
-
-const maxPartLen = 128
-
-// Key is a validated stream key.
-type Key struct {
-	Vhost, App, Name string
+// ArgError turns a validation error (a stream key, a node id) into the
+// InvalidArgument status the API returns for it.
+func ArgError(err error) error {
+	return status.Error(codes.InvalidArgument, err.Error())
 }
 
-// String is "vhost/app/name", also the key's suffix in etcd and its sort
-// order in listings.
-func (k Key) String() string { return k.Vhost + "/" + k.App + "/" + k.Name }
-
-// Proto returns the key as a message.
-func (k Key) Proto() *ocmv1.StreamKey {
-	return &ocmv1.StreamKey{Vhost: k.Vhost, App: k.App, Name: k.Name}
+// KeyArg validates a stream key from a request and fills in the default
+// vhost. The error is an InvalidArgument status.
+func KeyArg(k *ocmv1.StreamKey) (streamkey.Key, error) {
+	key, err := k.Key()
+	if err != nil {
+		return streamkey.Key{}, ArgError(err)
+	}
+	return key, nil
 }
 
-// ValidateKey checks a stream key and fills in the default vhost. The error is
-// an InvalidArgument status.
-func ValidateKey(k *ocmv1.StreamKey) (Key, error) {
-	if k == nil {
-		return Key{}, status.Error(codes.InvalidArgument, "stream key is required")
-	}
-	v := k.GetVhost()
-	if v == "" {
-		v = DefaultVhost
-	}
-	out := Key{Vhost: v, App: k.GetApp(), Name: k.GetName()}
-	for _, p := range []struct{ what, s string }{{"vhost", out.Vhost}, {"app", out.App}, {"name", out.Name}} {
-		if err := validatePart(p.s); err != nil {
-			return Key{}, status.Errorf(codes.InvalidArgument, "stream key %s %q: %v", p.what, p.s, err)
-		}
-	}
-	return out, nil
-}
-
-// ParseKey parses "vhost/app/name" (as used by the JSON API and page tokens).
-func ParseKey(s string) (Key, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) != 3 {
-		return Key{}, status.Errorf(codes.InvalidArgument, "stream key %q: want vhost/app/name", s)
-	}
-	return ValidateKey(&ocmv1.StreamKey{Vhost: parts[0], App: parts[1], Name: parts[2]})
-}
-
-func validatePart(s string) error {
-	if s == "" {
-		return fmt.Errorf("empty")
-	}
-	if len(s) > maxPartLen {
-		return fmt.Errorf("longer than %d characters", maxPartLen)
-	}
-	if s == "." || strings.Contains(s, "..") {
-		return fmt.Errorf("\".\" alone or \"..\" anywhere is not allowed")
-	}
-	for i := 0; i < len(s); i++ {
-		if !keyChar(s[i]) {
-			return fmt.Errorf("character %q at %d not in [A-Za-z0-9._~-]", s[i], i)
-		}
-	}
-	return nil
-}
-
-func keyChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		c == '.' || c == '_' || c == '~' || c == '-'
-}
-
-// ValidateNodeID checks a node id: 1-63 characters of [A-Za-z0-9._-],
-// starting with a letter or digit. The error is an InvalidArgument status.
+// ValidateNodeID checks a node id (nodeid.Validate). The error is an
+// InvalidArgument status.
 func ValidateNodeID(id string) error {
-	bad := func(why string) error {
-		return status.Errorf(codes.InvalidArgument, "node id %q: %s", id, why)
-	}
-	if id == "" {
-		return bad("empty")
-	}
-	if len(id) > 63 {
-		return bad("longer than 63 characters")
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if i == 0 && !alnum {
-			return bad("must start with a letter or digit")
-		}
-		if !alnum && c != '.' && c != '_' && c != '-' {
-			return bad(fmt.Sprintf("character %q not in [A-Za-z0-9._-]", c))
-		}
+	if err := nodeid.Validate(id); err != nil {
+		return ArgError(err)
 	}
 	return nil
 }
@@ -135,7 +66,7 @@ func (s Schema) Streams() string { return s.Prefix + "streams/" }
 func (s Schema) NodeKey(id string) string { return s.Nodes() + id }
 
 // StreamKey is a stream record's key.
-func (s Schema) StreamKey(k Key) string { return s.Streams() + k.String() }
+func (s Schema) StreamKey(k streamkey.Key) string { return s.Streams() + k.String() }
 
 // DrainKey is a node's draining marker.
 func (s Schema) DrainKey(id string) string { return s.Prefix + "draining/" + id }

@@ -32,13 +32,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // DefaultPrefix is the default etcd key prefix.
 const DefaultPrefix = "/livecluster/"
-
-// ErrorDomain is the domain of the ErrorInfo details the store attaches.
-const ErrorDomain = "ocm.livecluster.io"
 
 // Options configure a Store.
 type Options struct {
@@ -134,7 +132,7 @@ func (s *Store) etcdErr(ctx context.Context, op string, err error) error {
 }
 
 func sessionNotFound(id string, lease int64) error {
-	return status.Errorf(codes.NotFound, "node session %s (lease %x) not found: unknown node or lease expired; Register again", id, lease)
+	return Reasoned(codes.NotFound, ocmv1.ReasonSessionNotFound, "node session %s (lease %x) not found: unknown node or lease expired; Register again", id, lease)
 }
 
 // getSession reads the node record and checks it belongs to the lease.
@@ -269,7 +267,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, lease int64, load *ocm
 			return ttl, n.State, nil
 		}
 		if attempt >= 10 {
-			return 0, 0, status.Errorf(codes.Aborted, "heartbeat %s: too much contention on the node record", id)
+			return 0, 0, Reasoned(codes.Aborted, ocmv1.ReasonConcurrentChange, "heartbeat %s: too much contention on the node record", id)
 		}
 	}
 }
@@ -307,7 +305,7 @@ func (s *Store) Drain(ctx context.Context, id string, lease int64) (*ocmv1.Node,
 			return n, resp.Header.Revision, nil
 		}
 		if attempt >= 10 {
-			return nil, 0, status.Errorf(codes.Aborted, "drain %s: too much contention on the node record", id)
+			return nil, 0, Reasoned(codes.Aborted, ocmv1.ReasonConcurrentChange, "drain %s: too much contention on the node record", id)
 		}
 	}
 }
@@ -337,7 +335,7 @@ func (s *Store) Deregister(ctx context.Context, id string, lease int64) (int64, 
 type ClaimRequest struct {
 	NodeID      string
 	Lease       int64
-	Key         Key
+	Key         streamkey.Key
 	Path        ocmv1.PublishPath
 	ForwardedBy string
 }
@@ -354,9 +352,9 @@ func normPath(p ocmv1.PublishPath) ocmv1.PublishPath {
 // Stream record itself as details.
 func OwnedError(cur *ocmv1.Stream) error {
 	st := status.Newf(codes.AlreadyExists, "stream %s is owned by node %s (epoch %d)",
-		keyString(cur.GetKey()), cur.GetOwnerNodeId(), cur.GetEpoch())
+		cur.GetKey().KeyString(), cur.GetOwnerNodeId(), cur.GetEpoch())
 	if d, err := st.WithDetails(&errdetails.ErrorInfo{
-		Reason: "STREAM_OWNED",
+		Reason: ocmv1.ReasonStreamOwned,
 		Domain: ErrorDomain,
 		Metadata: map[string]string{
 			"owner_node_id": cur.GetOwnerNodeId(),
@@ -366,10 +364,6 @@ func OwnedError(cur *ocmv1.Stream) error {
 		st = d
 	}
 	return st.Err()
-}
-
-func keyString(k *ocmv1.StreamKey) string {
-	return k.GetVhost() + "/" + k.GetApp() + "/" + k.GetName()
 }
 
 // Claim makes the node the owner of an unowned stream, in one transaction:
@@ -387,7 +381,7 @@ func (s *Store) Claim(ctx context.Context, r ClaimRequest) (*ocmv1.Stream, error
 	ctx, cancel := context.WithTimeout(ctx, s.opTO)
 	defer cancel()
 	st := &ocmv1.Stream{
-		Key:         r.Key.Proto(),
+		Key:         ocmv1.NewStreamKey(r.Key),
 		OwnerNodeId: r.NodeID,
 		PublishPath: normPath(r.Path),
 		ForwardedBy: r.ForwardedBy,
@@ -427,11 +421,11 @@ func (s *Store) Claim(ctx context.Context, r ClaimRequest) (*ocmv1.Stream, error
 		return nil, OwnedError(cur)
 	}
 	if firstKV(resp, 2) != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "claim %s: node %s is DRAINING and takes no new streams", r.Key, r.NodeID)
+		return nil, Reasoned(codes.FailedPrecondition, ocmv1.ReasonNodeDraining, "claim %s: node %s is DRAINING and takes no new streams", r.Key, r.NodeID)
 	}
 	// The state changed between the compare and the reads; report it as a
 	// race the caller may retry.
-	return nil, status.Errorf(codes.Aborted, "claim %s: concurrent change, retry", r.Key)
+	return nil, Reasoned(codes.Aborted, ocmv1.ReasonConcurrentChange, "claim %s: concurrent change, retry", r.Key)
 }
 
 func firstKV(resp *clientv3.TxnResponse, i int) *mvccpb.KeyValue {
@@ -445,18 +439,18 @@ func firstKV(resp *clientv3.TxnResponse, i int) *mvccpb.KeyValue {
 	return kvs[0]
 }
 
-func staleEpoch(k Key, epoch int64, cur *ocmv1.Stream) error {
-	return status.Errorf(codes.FailedPrecondition, "stream %s: stale epoch %d: current epoch is %d, owned by %s",
+func staleEpoch(k streamkey.Key, epoch int64, cur *ocmv1.Stream) error {
+	return Reasoned(codes.FailedPrecondition, ocmv1.ReasonStaleEpoch, "stream %s: stale epoch %d: current epoch is %d, owned by %s",
 		k, epoch, cur.GetEpoch(), cur.GetOwnerNodeId())
 }
 
-func streamNotFound(k Key) error {
-	return status.Errorf(codes.NotFound, "stream %s is not owned by anyone", k)
+func streamNotFound(k streamkey.Key) error {
+	return Reasoned(codes.NotFound, ocmv1.ReasonStreamNotFound, "stream %s is not owned by anyone", k)
 }
 
 // Release deletes the stream key if the epoch is current and the caller's
 // session owns it. It returns the revision of the delete.
-func (s *Store) Release(ctx context.Context, id string, lease int64, k Key, epoch int64) (int64, error) {
+func (s *Store) Release(ctx context.Context, id string, lease int64, k streamkey.Key, epoch int64) (int64, error) {
 	if err := checkSessionArgs(id, lease); err != nil {
 		return 0, err
 	}
@@ -491,14 +485,14 @@ func (s *Store) Release(ctx context.Context, id string, lease int64, k Key, epoc
 	if cur.Epoch != epoch {
 		return 0, staleEpoch(k, epoch, cur)
 	}
-	return 0, status.Errorf(codes.FailedPrecondition, "release %s: owned by node %s, not by %s", k, cur.OwnerNodeId, id)
+	return 0, Reasoned(codes.FailedPrecondition, ocmv1.ReasonNotPermitted, "release %s: owned by node %s, not by %s", k, cur.OwnerNodeId, id)
 }
 
 // TransferRequest hands a stream to another origin.
 type TransferRequest struct {
 	NodeID      string // caller: the current owner, or ToNodeID taking over from a DRAINING owner
 	Lease       int64  // caller's lease
-	Key         Key
+	Key         streamkey.Key
 	Epoch       int64
 	ToNodeID    string
 	Path        ocmv1.PublishPath
@@ -541,17 +535,17 @@ func (s *Store) Transfer(ctx context.Context, r TransferRequest) (*ocmv1.Stream,
 	}
 	tkv := firstKV(pre, 1)
 	if tkv == nil {
-		return nil, status.Errorf(codes.NotFound, "transfer %s: target node %s has no session", r.Key, r.ToNodeID)
+		return nil, Reasoned(codes.NotFound, ocmv1.ReasonNodeNotFound, "transfer %s: target node %s has no session", r.Key, r.ToNodeID)
 	}
 	target, err := DecodeNode(tkv)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
 	if target.Role != ocmv1.NodeRole_NODE_ROLE_ORIGIN {
-		return nil, status.Errorf(codes.FailedPrecondition, "transfer %s: target node %s is not an origin", r.Key, r.ToNodeID)
+		return nil, Reasoned(codes.FailedPrecondition, ocmv1.ReasonNotPermitted, "transfer %s: target node %s is not an origin", r.Key, r.ToNodeID)
 	}
 	if firstKV(pre, 2) != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "transfer %s: target node %s is DRAINING", r.Key, r.ToNodeID)
+		return nil, Reasoned(codes.FailedPrecondition, ocmv1.ReasonNodeDraining, "transfer %s: target node %s is DRAINING", r.Key, r.ToNodeID)
 	}
 	cmps := []clientv3.Cmp{
 		clientv3.Compare(clientv3.ModRevision(sk), "=", r.Epoch),
@@ -565,10 +559,10 @@ func (s *Store) Transfer(ctx context.Context, r TransferRequest) (*ocmv1.Stream,
 	case r.NodeID == r.ToNodeID:
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(s.schema.DrainKey(cur.OwnerNodeId)), ">", 0))
 	default:
-		return nil, status.Errorf(codes.FailedPrecondition, "transfer %s: caller %s is neither the owner (%s) nor the target", r.Key, r.NodeID, cur.OwnerNodeId)
+		return nil, Reasoned(codes.FailedPrecondition, ocmv1.ReasonNotPermitted, "transfer %s: caller %s is neither the owner (%s) nor the target", r.Key, r.NodeID, cur.OwnerNodeId)
 	}
 	st := &ocmv1.Stream{
-		Key:         r.Key.Proto(),
+		Key:         ocmv1.NewStreamKey(r.Key),
 		OwnerNodeId: r.ToNodeID,
 		PublishPath: normPath(r.Path),
 		ForwardedBy: r.ForwardedBy,
@@ -602,16 +596,16 @@ func (s *Store) Transfer(ctx context.Context, r TransferRequest) (*ocmv1.Stream,
 		return nil, staleEpoch(r.Key, r.Epoch, now)
 	}
 	if kv := firstKV(resp, 2); kv == nil || kv.Lease != tkv.Lease {
-		return nil, status.Errorf(codes.NotFound, "transfer %s: target node %s has no session", r.Key, r.ToNodeID)
+		return nil, Reasoned(codes.NotFound, ocmv1.ReasonNodeNotFound, "transfer %s: target node %s has no session", r.Key, r.ToNodeID)
 	}
 	if firstKV(resp, 3) != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "transfer %s: target node %s is DRAINING", r.Key, r.ToNodeID)
+		return nil, Reasoned(codes.FailedPrecondition, ocmv1.ReasonNodeDraining, "transfer %s: target node %s is DRAINING", r.Key, r.ToNodeID)
 	}
 	if r.NodeID != cur.OwnerNodeId && firstKV(resp, 4) == nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "transfer %s: owner %s is not DRAINING; only the owner can hand the stream off", r.Key, cur.OwnerNodeId)
+		return nil, Reasoned(codes.FailedPrecondition, ocmv1.ReasonNotPermitted, "transfer %s: owner %s is not DRAINING; only the owner can hand the stream off", r.Key, cur.OwnerNodeId)
 	}
 	if r.NodeID == cur.OwnerNodeId {
-		return nil, status.Errorf(codes.FailedPrecondition, "transfer %s: the stream is not held by the session of %s", r.Key, r.NodeID)
+		return nil, Reasoned(codes.FailedPrecondition, ocmv1.ReasonNotPermitted, "transfer %s: the stream is not held by the session of %s", r.Key, r.NodeID)
 	}
-	return nil, status.Errorf(codes.Aborted, "transfer %s: concurrent change, retry", r.Key)
+	return nil, Reasoned(codes.Aborted, ocmv1.ReasonConcurrentChange, "transfer %s: concurrent change, retry", r.Key)
 }

@@ -20,13 +20,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"github.com/livecluster/livecluster/media/streamkey"
 	"github.com/livecluster/livecluster/node/backoff"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // retry paces OCM calls that must eventually succeed (release, re-claim).
@@ -60,7 +58,8 @@ func (r *Refused) Unwrap() error { return r.Err }
 
 // Options configure a Manager.
 type Options struct {
-	API    ocmv1.OCMServiceClient
+	// OCM makes the stream calls (typed errors, conflict retries).
+	OCM    *ocmclient.Client
 	NodeID string
 	// Session returns the node's current OCM session.
 	Session func() (ocmclient.Session, bool)
@@ -159,32 +158,16 @@ func (m *Manager) refuse(result, msg string, err error) *Refused {
 	return &Refused{Result: result, Msg: msg, Err: err}
 }
 
-func unreachable(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
-		return true
-	}
-	return errors.Is(err, context.DeadlineExceeded)
-}
-
-// ownedBy extracts the current ownership record from an AlreadyExists
-// error's details.
-func ownedBy(err error) *ocmv1.Stream {
-	for _, d := range status.Convert(err).Details() {
-		if s, ok := d.(*ocmv1.Stream); ok {
-			return s
-		}
-	}
-	return nil
-}
-
-func protoKey(k streamkey.Key) *ocmv1.StreamKey {
-	return &ocmv1.StreamKey{Vhost: k.Vhost, App: k.App, Name: k.Name}
-}
+func unreachable(err error) bool { return errors.Is(err, ocmclient.ErrUnavailable) }
 
 // Acquire claims key for a publish arriving by path (forwardedBy: the edge
 // of a FORWARDED publish). onLost is called if the ownership is lost later
-// while the claim is active. The error is a *Refused.
+// while the claim is active. The error is a *Refused whose Result says
+// why: ocm_unavailable (the OCM or its etcd unreachable), not_registered
+// (no session, or it was lost), draining (this origin, per the OCM's
+// NODE_DRAINING), owned_elsewhere, busy (published here already) or error
+// (anything else, e.g. refused as not an origin). A concurrent change at
+// the OCM is retried by the client and never refuses the publish.
 func (m *Manager) Acquire(ctx context.Context, key streamkey.Key, path ocmv1.PublishPath, forwardedBy string, onLost func(error)) (*Claim, error) {
 	ks := key.String()
 	if m.opts.Draining() {
@@ -228,87 +211,82 @@ func (m *Manager) Acquire(ctx context.Context, key streamkey.Key, path ocmv1.Pub
 }
 
 // claim asks the OCM for ownership, taking over from a DRAINING owner when
-// the publish is forwarded.
+// the publish is forwarded. Each typed failure of the OCM maps to one
+// result: unreachable, session lost (not registered), this node draining,
+// owned elsewhere, anything else an error.
 func (m *Manager) claim(ctx context.Context, c *Claim, s ocmclient.Session) (string, error) {
 	ks := c.Key.String()
 	ctx, cancel := context.WithTimeout(ctx, m.opts.Timeout())
 	defer cancel()
-	resp, err := m.opts.API.ClaimStream(ctx, &ocmv1.ClaimStreamRequest{
-		NodeId: s.NodeID, LeaseId: s.LeaseID, Key: protoKey(c.Key),
-		PublishPath: c.Path, ForwardedBy: c.ForwardedBy,
-	})
+	req := ocmclient.ClaimRequest{Key: c.Key, Path: c.Path, ForwardedBy: c.ForwardedBy}
+	st, err := m.opts.OCM.Claim(ctx, s, req)
 	if err == nil {
-		c.set(s, resp.GetStream().GetEpoch())
+		c.set(s, st.GetEpoch())
 		return ResultClaimed, nil
 	}
-	switch code := status.Code(err); {
+	var owned *ocmclient.AlreadyOwnedError
+	switch {
 	case unreachable(err):
 		return "", m.refuse(ResultUnavailable, fmt.Sprintf("cannot claim stream %s: the cluster master (OCM) is unreachable; try again later", ks), err)
-	case code == codes.NotFound:
+	case errors.Is(err, ocmclient.ErrSessionLost):
 		return "", m.refuse(ResultNotRegistered, fmt.Sprintf("cannot claim stream %s: origin %s's session with the cluster master (OCM) was lost and is being renewed; try again later", ks, m.opts.NodeID), err)
-	case code == codes.FailedPrecondition:
-		return "", m.refuse(ResultDraining, fmt.Sprintf("cannot claim stream %s on origin %s: %s", ks, m.opts.NodeID, status.Convert(err).Message()), err)
-	case code != codes.AlreadyExists:
-		return "", m.refuse(ResultError, fmt.Sprintf("cannot claim stream %s: %s", ks, status.Convert(err).Message()), err)
+	case errors.Is(err, ocmclient.ErrDraining):
+		return "", m.refuse(ResultDraining, fmt.Sprintf("origin %s is draining and takes no new streams; publish again to reach another origin", m.opts.NodeID), err)
+	case !errors.As(err, &owned):
+		return "", m.refuse(ResultError, fmt.Sprintf("cannot claim stream %s: %v", ks, err), err)
 	}
-	cur := ownedBy(err)
-	if cur == nil {
-		return "", m.refuse(ResultError, fmt.Sprintf("cannot claim stream %s: %s", ks, status.Convert(err).Message()), err)
-	}
-	if cur.GetOwnerNodeId() == m.opts.NodeID {
+	if owned.Owner == m.opts.NodeID {
 		// Ours already, under this session (a reply lost, or a release not
 		// done yet); nobody else publishes it here, so take the epoch.
-		c.set(s, cur.GetEpoch())
+		c.set(s, owned.Epoch)
 		return ResultAdopted, nil
 	}
-	owned := func() error {
-		return m.refuse(ResultOwnedElsewhere, fmt.Sprintf("stream %s is already published on origin %s", ks, cur.GetOwnerNodeId()), err)
+	elsewhere := func() error {
+		return m.refuse(ResultOwnedElsewhere, fmt.Sprintf("stream %s is already published on origin %s", ks, owned.Owner), err)
 	}
 	if c.Path != ocmv1.PublishPath_PUBLISH_PATH_FORWARDED {
-		return "", owned()
+		return "", elsewhere()
 	}
 	// A forwarded publish for a stream whose owner drains: the edge is moving
 	// the stream here (make-before-break).
-	lk, lerr := m.opts.API.LookupStream(ctx, &ocmv1.LookupStreamRequest{Key: protoKey(c.Key)})
+	cur, curOwner, lerr := m.opts.OCM.Lookup(ctx, c.Key)
 	if lerr != nil {
-		if status.Code(lerr) == codes.NotFound {
+		if errors.Is(lerr, ocmclient.ErrNotFound) {
 			// Released meanwhile: claim it plainly, once.
 			return m.retryClaimOnce(ctx, c, s)
 		}
-		return "", owned()
+		return "", elsewhere()
 	}
-	if lk.GetOwner().GetState() != ocmv1.NodeState_NODE_STATE_DRAINING || lk.GetStream().GetOwnerNodeId() == m.opts.NodeID {
-		return "", owned()
+	if curOwner.GetState() != ocmv1.NodeState_NODE_STATE_DRAINING || cur.GetOwnerNodeId() == m.opts.NodeID {
+		return "", elsewhere()
 	}
-	tr, terr := m.opts.API.TransferStream(ctx, &ocmv1.TransferStreamRequest{
-		NodeId: s.NodeID, LeaseId: s.LeaseID, Key: protoKey(c.Key), Epoch: lk.GetStream().GetEpoch(),
-		ToNodeId: m.opts.NodeID, PublishPath: c.Path, ForwardedBy: c.ForwardedBy,
+	tr, terr := m.opts.OCM.Transfer(ctx, s, ocmclient.TransferRequest{
+		Key: c.Key, Epoch: cur.GetEpoch(), To: m.opts.NodeID, Path: c.Path, ForwardedBy: c.ForwardedBy,
 	})
 	if terr != nil {
 		if unreachable(terr) {
 			return "", m.refuse(ResultUnavailable, fmt.Sprintf("cannot take over stream %s: the cluster master (OCM) is unreachable; try again later", ks), terr)
 		}
-		return "", m.refuse(ResultOwnedElsewhere, fmt.Sprintf("cannot take over stream %s from draining origin %s: %s",
-			ks, lk.GetStream().GetOwnerNodeId(), status.Convert(terr).Message()), terr)
+		return "", m.refuse(ResultOwnedElsewhere, fmt.Sprintf("cannot take over stream %s from draining origin %s: %v",
+			ks, cur.GetOwnerNodeId(), terr), terr)
 	}
-	m.log.Info("stream taken over from a draining origin", "stream", ks, "from", lk.GetStream().GetOwnerNodeId(),
-		"old_epoch", lk.GetStream().GetEpoch(), "epoch", tr.GetStream().GetEpoch())
-	c.set(s, tr.GetStream().GetEpoch())
+	m.log.Info("stream taken over from a draining origin", "stream", ks, "from", cur.GetOwnerNodeId(),
+		"old_epoch", cur.GetEpoch(), "epoch", tr.GetEpoch())
+	c.set(s, tr.GetEpoch())
 	return ResultTransferred, nil
 }
 
 func (m *Manager) retryClaimOnce(ctx context.Context, c *Claim, s ocmclient.Session) (string, error) {
-	resp, err := m.opts.API.ClaimStream(ctx, &ocmv1.ClaimStreamRequest{
-		NodeId: s.NodeID, LeaseId: s.LeaseID, Key: protoKey(c.Key), PublishPath: c.Path, ForwardedBy: c.ForwardedBy,
-	})
+	st, err := m.opts.OCM.Claim(ctx, s, ocmclient.ClaimRequest{Key: c.Key, Path: c.Path, ForwardedBy: c.ForwardedBy})
 	if err != nil {
-		msg := status.Convert(err).Message()
-		if cur := ownedBy(err); cur != nil {
-			msg = fmt.Sprintf("stream %s is already published on origin %s", c.Key, cur.GetOwnerNodeId())
+		msg := err.Error()
+		var owned *ocmclient.AlreadyOwnedError
+		if errors.As(err, &owned) {
+			msg = fmt.Sprintf("stream %s is already published on origin %s", c.Key, owned.Owner)
 		}
 		return "", m.refuse(ResultOwnedElsewhere, msg, err)
 	}
-	c.set(s, resp.GetStream().GetEpoch())
+	c.set(s, st.GetEpoch())
 	return ResultClaimed, nil
 }
 
@@ -343,9 +321,7 @@ func (m *Manager) Release(ctx context.Context, c *Claim) {
 		defer cancel()
 		for attempt := 0; ; attempt++ {
 			callCtx, ccancel := context.WithTimeout(rctx, m.opts.Timeout())
-			_, err := m.opts.API.ReleaseStream(callCtx, &ocmv1.ReleaseStreamRequest{
-				NodeId: s.NodeID, LeaseId: s.LeaseID, Key: protoKey(c.Key), Epoch: epoch,
-			})
+			err := m.opts.OCM.Release(callCtx, s, c.Key, epoch)
 			ccancel()
 			if rctx.Err() != nil {
 				return // adopted by a new publish, or shutting down
@@ -355,10 +331,12 @@ func (m *Manager) Release(ctx context.Context, c *Claim) {
 				m.log.Info("stream released", "stream", ks, "epoch", epoch)
 				forget()
 				return
-			case status.Code(err) == codes.FailedPrecondition || status.Code(err) == codes.NotFound:
-				// Owned by someone else now (transferred), or our lease is
-				// gone and took the claim with it.
-				m.log.Info("stream not released: no longer ours", "stream", ks, "epoch", epoch, "reason", status.Convert(err).Message())
+			case !unreachable(err):
+				// Owned by someone else now (stale epoch, transferred), not
+				// owned at all, or our lease is gone and took the claim
+				// with it: nothing to release. Only an unreachable OCM is
+				// worth retrying.
+				m.log.Info("stream not released: no longer ours", "stream", ks, "epoch", epoch, "reason", err.Error())
 				forget()
 				return
 			}
@@ -429,45 +407,48 @@ func (m *Manager) reclaim(ctx context.Context, c *Claim, s ocmclient.Session) {
 	ks := c.Key.String()
 	for attempt := 0; m.isActive(c); attempt++ {
 		callCtx, cancel := context.WithTimeout(ctx, m.opts.Timeout())
-		resp, err := m.opts.API.ClaimStream(callCtx, &ocmv1.ClaimStreamRequest{
-			NodeId: s.NodeID, LeaseId: s.LeaseID, Key: protoKey(c.Key), PublishPath: c.Path, ForwardedBy: c.ForwardedBy,
-		})
+		st, err := m.opts.OCM.Claim(callCtx, s, ocmclient.ClaimRequest{Key: c.Key, Path: c.Path, ForwardedBy: c.ForwardedBy})
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		switch code := status.Code(err); {
+		var owned *ocmclient.AlreadyOwnedError
+		switch {
 		case err == nil:
-			c.set(s, resp.GetStream().GetEpoch())
+			c.set(s, st.GetEpoch())
 			m.count(ResultReclaimed)
 			m.log.Info("stream re-claimed after re-registration", "stream", ks, "epoch", c.Epoch())
 			return
-		case code == codes.AlreadyExists:
-			cur := ownedBy(err)
-			if cur != nil && cur.GetOwnerNodeId() == m.opts.NodeID {
-				c.set(s, cur.GetEpoch())
+		case errors.As(err, &owned):
+			if owned.Owner == m.opts.NodeID {
+				c.set(s, owned.Epoch)
 				m.count(ResultReclaimed)
 				return
 			}
 			owner := "another origin"
-			if cur != nil {
-				owner = "origin " + cur.GetOwnerNodeId()
+			if owned.Owner != "" {
+				owner = "origin " + owned.Owner
 			}
 			m.count(ResultLost)
 			m.log.Warn("stream lost while the lease was gone; letting its publisher go", "stream", ks, "owner", owner)
 			c.lose(fmt.Errorf("stream %s is now owned by %s", ks, owner))
 			return
-		case code == codes.FailedPrecondition:
+		case errors.Is(err, ocmclient.ErrDraining):
 			// This node drains: the OCM takes nothing new from it. Keep
 			// serving unowned until the drain ends; another origin may claim
 			// it and the drain's watch then lets the publisher go.
-			m.log.Warn("stream not re-claimed: node is draining", "stream", ks, "err", status.Convert(err).Message())
+			m.log.Warn("stream not re-claimed: node is draining", "stream", ks, "err", err.Error())
 			c.mu.Lock()
 			c.epoch = 0
 			c.mu.Unlock()
 			return
-		case code == codes.NotFound:
+		case errors.Is(err, ocmclient.ErrSessionLost):
 			return // this session is gone too; the next re-registration retries
+		case !unreachable(err) && !errors.Is(err, ocmclient.ErrConflict):
+			// Refused for good (not an origin any more, a bad key): retrying
+			// cannot help; the publish keeps flowing unowned.
+			m.log.Warn("stream not re-claimed", "stream", ks, "err", err.Error())
+			return
 		}
 		d := retry.Delay(attempt)
 		m.log.Warn("re-claim failed; retrying", "stream", ks, "err", err.Error(), "retry_in", d.String())
@@ -480,59 +461,35 @@ func (m *Manager) reclaim(ctx context.Context, c *Claim, s ocmclient.Session) {
 // WatchTransfers watches the streams being published until ctx ends and
 // lets go of those another origin takes over (TransferStream during this
 // origin's drain). Call it when the drain starts: no new publish is
-// accepted then, so the set of keys is fixed.
+// accepted then, so the set of keys is fixed. While the OCM is unreachable
+// the watch is re-established with backoff (ocmclient's Watch).
 func (m *Manager) WatchTransfers(ctx context.Context) {
 	claims := m.Active()
 	if len(claims) == 0 {
 		return
 	}
 	byKey := map[string]*Claim{}
-	req := &ocmv1.WatchStreamsRequest{InitialState: true}
+	w := ocmclient.Watch{InitialState: true}
 	for _, c := range claims {
 		byKey[c.Key.String()] = c
-		req.Keys = append(req.Keys, protoKey(c.Key))
+		w.Keys = append(w.Keys, c.Key)
 	}
-	for attempt := 0; ctx.Err() == nil; attempt++ {
-		err := m.watch(ctx, req, byKey)
-		if ctx.Err() != nil {
-			return
-		}
-		d := retry.Delay(attempt)
-		m.log.Warn("watch of owned streams ended; retrying", "err", fmt.Sprint(err), "retry_in", d.String())
-		if !backoff.Sleep(ctx, d) {
-			return
-		}
-	}
-}
-
-func (m *Manager) watch(ctx context.Context, req *ocmv1.WatchStreamsRequest, byKey map[string]*Claim) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ws, err := m.opts.API.WatchStreams(ctx, req)
-	if err != nil {
-		return err
-	}
-	for {
-		ev, err := ws.Recv()
-		if err != nil {
-			return err
-		}
+	w.Event = func(ev *ocmv1.WatchStreamsResponse) {
 		if ev.GetType() != ocmv1.WatchStreamsResponse_EVENT_TYPE_PUT {
-			continue
+			return
 		}
 		st := ev.GetStream()
-		k := st.GetKey()
-		vhost := k.GetVhost()
-		if vhost == "" {
-			vhost = streamkey.DefaultVhost
-		}
-		c := byKey[vhost+"/"+k.GetApp()+"/"+k.GetName()]
+		c := byKey[st.GetKey().KeyString()]
 		if c == nil || st.GetOwnerNodeId() == m.opts.NodeID || !m.isActive(c) {
-			continue
+			return
 		}
 		m.count(ResultLost)
 		m.log.Info("stream transferred to another origin; letting the old publisher go",
 			"stream", c.Key.String(), "to", st.GetOwnerNodeId(), "epoch", st.GetEpoch())
 		c.lose(fmt.Errorf("stream %s was handed over to origin %s", c.Key, st.GetOwnerNodeId()))
 	}
+	w.End = func(err error, retryIn time.Duration, _ int) {
+		m.log.Warn("watch of owned streams ended; retrying", "err", err.Error(), "retry_in", retryIn.String())
+	}
+	m.opts.OCM.Watch(ctx, w)
 }

@@ -21,7 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/livecluster/livecluster/media/streamkey"
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 // Options configure the handler.

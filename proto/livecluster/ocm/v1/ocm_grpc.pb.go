@@ -22,6 +22,12 @@
 //   FAILED_PRECONDITION a stale ownership epoch, or a DRAINING node asked to
 //                       take a new stream.
 //   UNAVAILABLE         etcd cannot be reached; retry with backoff.
+//   ABORTED             a concurrent change raced the call; retry it.
+// Where one code covers several cases, a google.rpc.ErrorInfo detail (domain
+// "ocm.livecluster.io") names the case in its reason: STREAM_OWNED,
+// STREAM_NOT_FOUND, SESSION_NOT_FOUND, NODE_NOT_FOUND, STALE_EPOCH,
+// NODE_DRAINING, NO_ORIGIN, NOT_PERMITTED, CONCURRENT_CHANGE (the constants
+// in reasons.go next to the generated Go code).
 
 package ocmv1
 

@@ -1,8 +1,16 @@
-// Package streamkey validates stream keys (vhost/app/name) before they reach
-// etcd, a file path or a log line. Each part is 1-128 characters of
-// [A-Za-z0-9._~-], is not "." and contains no "..": a name that could
-// mean "the parent" to any path handling is refused outright, the same rule
-// the OCM applies, so a key valid on one node is valid on every node.
+// Package streamkey is the one home of the stream key (vhost/app/name): its
+// validation, its string form ("vhost/app/name", also its etcd key suffix),
+// its URL form (the app and name in the path, a non-default vhost in the
+// "vhost" query parameter) and the forwarded-by marker an edge puts on a
+// forwarded publish's URL. media, node, ocm, origin and edge all import it,
+// and it imports nothing of the project but its own nodeid package, so the
+// rule is the same on every node: a key valid on one node is valid on every
+// node. The proto form lives next to the generated code (ocmv1.NewStreamKey,
+// (*ocmv1.StreamKey).Key), which imports this package.
+//
+// Each part is 1-128 characters of [A-Za-z0-9._~-], is not "." and contains
+// no "..": a name that could mean "the parent" to any path handling is
+// refused outright, before it reaches etcd, a file path or a log line.
 package streamkey
 
 import (
@@ -20,12 +28,18 @@ const MaxPartLen = 128
 // ErrInvalid is wrapped by every validation error.
 var ErrInvalid = errors.New("invalid stream key")
 
+// ErrMissing is returned where a key is required and none was given; it
+// wraps ErrInvalid.
+var ErrMissing = fmt.Errorf("%w: stream key is required", ErrInvalid)
+
 // Key identifies a stream.
 type Key struct {
 	Vhost, App, Name string
 }
 
-// New validates the parts and returns the key; an empty vhost means DefaultVhost.
+// New validates the parts and returns the key; an empty vhost means
+// DefaultVhost. An invalid part is an error wrapping ErrInvalid that names
+// the part.
 func New(vhost, app, name string) (Key, error) {
 	if vhost == "" {
 		vhost = DefaultVhost
@@ -37,7 +51,8 @@ func New(vhost, app, name string) (Key, error) {
 	return k, nil
 }
 
-// Parse accepts "vhost/app/name" or "app/name" (default vhost).
+// Parse accepts "vhost/app/name" or "app/name" (default vhost). A malformed
+// or invalid key is an error wrapping ErrInvalid.
 func Parse(s string) (Key, error) {
 	parts := strings.Split(s, "/")
 	switch len(parts) {
@@ -50,7 +65,7 @@ func Parse(s string) (Key, error) {
 	}
 }
 
-// Validate checks every part.
+// Validate checks every part; the error wraps ErrInvalid.
 func (k Key) Validate() error {
 	if err := ValidatePart("vhost", k.Vhost); err != nil {
 		return err
@@ -64,7 +79,9 @@ func (k Key) Validate() error {
 // String returns "vhost/app/name".
 func (k Key) String() string { return k.Vhost + "/" + k.App + "/" + k.Name }
 
-// ValidatePart checks one part; what names the part in the error ("app", "name", ...).
+// ValidatePart checks one part (or any name that must follow the same rule,
+// such as an HLS file name); what names it in the error ("app", "name",
+// ...). The error wraps ErrInvalid.
 func ValidatePart(what, s string) error {
 	if s == "" {
 		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)

@@ -1,0 +1,76 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/livecluster/livecluster/media/httpflv"
+	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/streamkey"
+
+	"github.com/livecluster/livecluster/origin/internal/clients"
+)
+
+// flvHandler is the HTTP-FLV play adapter: httpflv fed from the hub, with
+// client registration (API, kick, counters).
+func (s *Server) flvHandler() http.Handler {
+	flv := &httpflv.Handler{
+		Logger: s.log,
+		Lookup: func(_ context.Context, key streamkey.Key) (*hub.Hub, error) {
+			h := s.hubs.Get(key.String())
+			if h == nil || !h.Publishing() {
+				return nil, httpflv.ErrNotFound
+			}
+			return h, nil
+		},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, err := httpflv.ParsePath(r, ".flv")
+		if err != nil || r.Method != http.MethodGet {
+			flv.ServeHTTP(w, r) // answers the error or the HEAD itself
+			return
+		}
+		if h := s.hubs.Get(key.String()); h == nil || !h.Publishing() {
+			http.Error(w, "stream "+key.String()+" not found", http.StatusNotFound)
+			return
+		}
+		ctx, cancel := context.WithCancelCause(r.Context())
+		defer cancel(nil)
+		cw := &countingWriter{ResponseWriter: w}
+		_, remove := s.clients.Add(clients.Info{
+			Kind: clients.KindFLVPlay, Protocol: "flv", Key: key, Remote: r.RemoteAddr,
+			TcURL: "http://" + r.Host + "/" + key.App,
+		}, nil, cw.n.Load, cancel)
+		defer remove()
+		flv.ServeHTTP(cw, r.WithContext(ctx))
+	})
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// playEnded turns the error that ended a play into its cause: a kick, a
+// normal end (nil), or the error.
+func playEnded(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	if err == nil || errors.Is(err, io.EOF) || admin.IsBenignConnError(err) {
+		return nil
+	}
+	return err
+}

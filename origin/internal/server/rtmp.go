@@ -1,0 +1,78 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/livecluster/livecluster/media/rtmp"
+	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
+
+	"github.com/livecluster/livecluster/origin/internal/clients"
+	"github.com/livecluster/livecluster/origin/internal/owner"
+	"github.com/livecluster/livecluster/origin/internal/publish"
+)
+
+// ServePublish implements rtmp.Handler: the RTMP ingest adapter of the
+// publish session.
+func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
+	req := c.Request()
+	key, err := req.Key()
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
+	}
+	path, fwd := ocmv1.PublishPath_PUBLISH_PATH_DIRECT, ""
+	// A forwarded publish (streamkey.ForwardedByParam on the URL) is
+	// claimed as FORWARDED by that edge and may take the stream over from a
+	// DRAINING owner (make-before-break) instead of being refused.
+	if q, err := url.ParseQuery(req.Query); err == nil {
+		if fwd, err = streamkey.ForwardedBy(q); err != nil {
+			return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
+		}
+		if fwd != "" {
+			path = ocmv1.PublishPath_PUBLISH_PATH_FORWARDED
+		}
+	}
+	err = s.pubs.Serve(ctx, publish.Request{
+		Key: key, Path: path, ForwardedBy: fwd, Protocol: "rtmp", Remote: c.RemoteAddr().String(), TcURL: req.TcURL,
+		BytesIn: c.BytesRead, BytesOut: c.BytesWritten,
+	}, c)
+	var refused *owner.Refused
+	if errors.As(err, &refused) {
+		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: refused.Error()}
+	}
+	return err
+}
+
+// ServePlay implements rtmp.Handler: the RTMP play adapter, fed from the hub.
+func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
+	req := c.Request()
+	key, err := req.Key()
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: err.Error()}
+	}
+	h := s.hubs.Get(key.String())
+	if h == nil || !h.Publishing() {
+		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound",
+			Description: fmt.Sprintf("stream %s is not published on origin %s", key, s.rt.Config().NodeID)}
+	}
+	rd, err := h.NewReader()
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: fmt.Sprintf("stream %s ended", key)}
+	}
+	defer rd.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	_, remove := s.clients.Add(clients.Info{
+		Kind: clients.KindRTMPPlay, Protocol: "rtmp", Key: key, Remote: c.RemoteAddr().String(), TcURL: req.TcURL,
+	}, c.BytesRead, c.BytesWritten, cancel)
+	defer remove()
+	if err := c.Accept(); err != nil {
+		return playEnded(ctx, err)
+	}
+	return playEnded(ctx, rd.CopyTo(ctx, c.WriteTags))
+}

@@ -1,0 +1,402 @@
+// Command floor measures the least CPU a fan-out server can spend: the same
+// bytes (a stream's FLV tags chunked as RTMP once) written once per merge
+// window to N TCP sockets with net.Buffers (writev) from one loop, and
+// nothing else. N readers in a child process (pin it to the other core with
+// -reader-cpus) read and discard. Every fan-out figure is stated as a
+// multiple of this floor at the same window.
+//
+//	taskset -c 0 floor -flv test.flv -n 500,1000,2000 -window 0,20,50,100 -duration 10s -reader-cpus 1
+//
+// It prints one JSON line per point (n × window) to stdout: the writer's
+// CPU seconds per second, per 100 sockets, writes and bytes per second,
+// and how far the writer fell behind real time.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/livecluster/livecluster/scripts/loadgen/internal/flvtag"
+	"github.com/livecluster/livecluster/scripts/loadgen/internal/procstat"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-reader" {
+		if err := reader(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "floor reader:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(2)
+	}
+}
+
+type options struct {
+	flv        string
+	bitrate    int
+	ns         []int
+	windows    []time.Duration
+	duration   time.Duration
+	warmup     time.Duration
+	chunk      int
+	readerCPUs string
+}
+
+func ints(s, what string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%s: %q is not a count", what, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("floor", flag.ContinueOnError)
+	o := options{}
+	var ns, windows string
+	fs.StringVar(&o.flv, "flv", "", "FLV file whose tags are the stream (default: a synthetic stream of -bitrate)")
+	fs.IntVar(&o.bitrate, "bitrate", 2_000_000, "bits per second of the synthetic stream (without -flv)")
+	fs.StringVar(&ns, "n", "500,1000,2000,4000", "comma-separated socket counts")
+	fs.StringVar(&windows, "window", "0,20,50,100", "comma-separated merge windows in ms (0: one write per tag)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per point (at most 1h)")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before each point")
+	fs.IntVar(&o.chunk, "chunk", 4096, "RTMP chunk size")
+	fs.StringVar(&o.readerCPUs, "reader-cpus", "", "run the readers under taskset -c LIST (e.g. 1); pin this process with taskset too")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if o.ns, err = ints(ns, "-n"); err != nil {
+		return err
+	}
+	ws, err := ints(windows, "-window")
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		o.windows = append(o.windows, time.Duration(w)*time.Millisecond)
+	}
+	if o.duration <= 0 || o.duration > time.Hour || o.warmup < 0 || o.chunk < 128 {
+		return errors.New("-duration must be in (0, 1h], -warmup ≥ 0, -chunk ≥ 128")
+	}
+	st, err := loadStream(o)
+	if err != nil {
+		return err
+	}
+	if o.readerCPUs == "" {
+		fmt.Fprintln(os.Stderr, "floor: hint: pin this process (taskset -c 0 floor ...) and the readers (-reader-cpus 1) to different cores")
+	}
+	enc := json.NewEncoder(os.Stdout)
+	for _, n := range o.ns {
+		for _, w := range o.windows {
+			p, err := point(ctx, o, st, n, w)
+			if err != nil {
+				return fmt.Errorf("n=%d window=%v: %w", n, w, err)
+			}
+			if err := enc.Encode(p); err != nil {
+				return err
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// stream is the media as pre-chunked RTMP messages with their send times.
+type stream struct {
+	msgs    [][]byte
+	at      []time.Duration // send time of msgs[i] within a loop
+	span    time.Duration   // one loop
+	bitrate float64         // payload bits per second
+}
+
+// chunk serializes one RTMP message: a type-0 header, then a type-3 header
+// before every further chunk, as every RTMP server sends it.
+func chunk(typ uint8, ts uint32, body []byte, size int) []byte {
+	csid := byte(6)
+	if typ == flvtag.Audio {
+		csid = 4
+	}
+	b := make([]byte, 0, 12+len(body)+len(body)/size+1)
+	b = append(b, csid, byte(ts>>16), byte(ts>>8), byte(ts), byte(len(body)>>16), byte(len(body)>>8), byte(len(body)), typ)
+	b = binary.LittleEndian.AppendUint32(b, 1) // message stream id
+	for off := 0; off < len(body); off += size {
+		if off > 0 {
+			b = append(b, 0xc0|csid)
+		}
+		b = append(b, body[off:min(off+size, len(body))]...)
+	}
+	return b
+}
+
+func loadStream(o options) (*stream, error) {
+	s := &stream{}
+	var bytes int
+	if o.flv != "" {
+		tags, err := flvtag.ReadFile(o.flv)
+		if err != nil {
+			return nil, err
+		}
+		var base, last uint32
+		first := true
+		for _, t := range tags {
+			if (t.Type != flvtag.Audio && t.Type != flvtag.Video) || t.SeqHeader() || (t.Type == flvtag.Video && t.AVCNALUs() == nil) {
+				continue // headers, AVC end of sequence
+			}
+			if first {
+				base, first = t.TS, false
+			}
+			ts := t.TS - min(t.TS, base)
+			s.msgs = append(s.msgs, chunk(t.Type, ts, t.Body, o.chunk))
+			s.at = append(s.at, time.Duration(ts)*time.Millisecond)
+			bytes += len(t.Body)
+			last = max(last, ts)
+		}
+		if len(s.msgs) == 0 {
+			return nil, fmt.Errorf("%s: no audio or video", o.flv)
+		}
+		s.span = time.Duration(last)*time.Millisecond + 33*time.Millisecond
+	} else {
+		// 2 s of 30 fps video (a keyframe 8× a frame every 60 frames) and
+		// 128 kbit/s audio in 1024-sample AAC frames at 44.1 kHz.
+		if o.bitrate < 200_000 {
+			return nil, errors.New("-bitrate must be at least 200000")
+		}
+		s.span = 2 * time.Second
+		videoBytes := (o.bitrate - 128_000) / 8 * 2
+		unit := videoBytes / (59 + 8)
+		type ev struct {
+			at   time.Duration
+			typ  uint8
+			size int
+		}
+		var evs []ev
+		for i := 0; i < 60; i++ {
+			size := unit
+			if i == 0 {
+				size = 8 * unit
+			}
+			evs = append(evs, ev{time.Duration(i) * time.Second / 30, flvtag.Video, size})
+		}
+		for i := 0; i < 86; i++ {
+			evs = append(evs, ev{time.Duration(i) * 1024 * time.Second / 44100, flvtag.Audio, 128_000 / 8 * 1024 / 44100})
+		}
+		// merge by time
+		for len(evs) > 0 {
+			j := 0
+			for i := range evs {
+				if evs[i].at < evs[j].at {
+					j = i
+				}
+			}
+			e := evs[j]
+			evs = append(evs[:j], evs[j+1:]...)
+			body := make([]byte, e.size)
+			for i := range body {
+				body[i] = byte(i * 7)
+			}
+			s.msgs = append(s.msgs, chunk(e.typ, uint32(e.at.Milliseconds()), body, o.chunk))
+			s.at = append(s.at, e.at)
+			bytes += e.size
+		}
+	}
+	s.bitrate = float64(bytes) * 8 / s.span.Seconds()
+	return s, nil
+}
+
+// Point is one line of output.
+type Point struct {
+	N             int     `json:"n"`
+	WindowMS      int     `json:"window_ms"`
+	BitrateBPS    float64 `json:"bitrate_bps"`
+	DurationS     float64 `json:"duration_s"`
+	CPUPerS       float64 `json:"cpu_s_per_s"`
+	CPUPer100     float64 `json:"cpu_s_per_s_per_100"`
+	WritesPerS    float64 `json:"writes_per_s"`
+	BytesPerS     float64 `json:"bytes_per_s"`
+	MaxBehindMS   float64 `json:"max_behind_ms"` // worst lag of the writer behind the schedule
+	ReaderCPUPerS float64 `json:"reader_cpu_s_per_s"`
+}
+
+// point runs one measurement with n sockets and merge window w.
+func point(ctx context.Context, o options, st *stream, n int, w time.Duration) (Point, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return Point{}, err
+	}
+	defer ln.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return Point{}, err
+	}
+	args := []string{self, "-reader", ln.Addr().String(), strconv.Itoa(n)}
+	if o.readerCPUs != "" {
+		args = append([]string{"taskset", "-c", o.readerCPUs}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return Point{}, fmt.Errorf("start readers: %w", err)
+	}
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		_ = cmd.Wait() // the readers exit at EOF on every socket
+	}()
+	if tl, ok := ln.(*net.TCPListener); ok {
+		_ = tl.SetDeadline(time.Now().Add(60 * time.Second))
+	}
+	for len(conns) < n {
+		c, err := ln.Accept()
+		if err != nil {
+			_ = cmd.Process.Kill()
+			return Point{}, fmt.Errorf("accept reader %d of %d: %w", len(conns)+1, n, err)
+		}
+		conns = append(conns, c)
+	}
+	readerPID := strconv.Itoa(cmd.Process.Pid)
+
+	var p Point
+	p.N, p.WindowMS, p.BitrateBPS = n, int(w.Milliseconds()), st.bitrate
+	var (
+		bufs, scratch        net.Buffers
+		writes, bytes        int64
+		cpu0, rcpu0          procstat.Sample
+		measuring            bool
+		mStart               time.Time
+		behind               time.Duration
+		next, loop           int
+		timer                = time.NewTimer(0)
+		start                = time.Now()
+		warmEnd, end         = start.Add(o.warmup), start.Add(o.warmup + o.duration)
+		errWrite             error
+		readerErr, selfErr   error
+		dueAt                = func(i, l int) time.Time { return start.Add(time.Duration(l)*st.span + st.at[i]) }
+		bufsHeld, bytesInBuf int
+	)
+	defer timer.Stop()
+	<-timer.C
+	for ctx.Err() == nil {
+		now := time.Now()
+		if !measuring && now.After(warmEnd) {
+			measuring, mStart = true, now
+			cpu0, selfErr = procstat.Read("self")
+			rcpu0, readerErr = procstat.Read(readerPID)
+			writes, bytes, behind = 0, 0, 0
+		}
+		if now.After(end) {
+			break
+		}
+		// Collect every message due by now (the window's end).
+		bufs, bytesInBuf, bufsHeld = bufs[:0], 0, 0
+		for dueAt(next, loop).Before(now) || dueAt(next, loop).Equal(now) {
+			if lag := now.Sub(dueAt(next, loop)); measuring && lag > behind+w {
+				behind = lag - w
+			}
+			bufs = append(bufs, st.msgs[next])
+			bytesInBuf += len(st.msgs[next])
+			bufsHeld++
+			if next++; next == len(st.msgs) {
+				next, loop = 0, loop+1
+			}
+		}
+		if bufsHeld > 0 {
+			for _, c := range conns {
+				scratch = append(scratch[:0], bufs...)
+				if _, err := scratch.WriteTo(c); err != nil {
+					errWrite = err
+					break
+				}
+			}
+			if errWrite != nil {
+				return Point{}, fmt.Errorf("write: %w", errWrite)
+			}
+			writes += int64(len(conns))
+			bytes += int64(bytesInBuf) * int64(len(conns))
+		}
+		// Sleep to the next write: the next message's time (no window) or
+		// the next window boundary holding a message.
+		wake := dueAt(next, loop)
+		if w > 0 {
+			since := wake.Sub(start)
+			wake = start.Add((since + w - 1) / w * w)
+		}
+		if d := time.Until(wake); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+			case <-timer.C:
+			}
+		}
+	}
+	el := time.Since(mStart).Seconds()
+	if !measuring || el <= 0 {
+		return p, errors.New("interrupted before measuring")
+	}
+	cpu1, err := procstat.Read("self")
+	if err != nil || selfErr != nil {
+		return p, fmt.Errorf("sample own CPU: %v %v", err, selfErr)
+	}
+	p.DurationS = el
+	p.CPUPerS = (cpu1.CPU - cpu0.CPU).Seconds() / el
+	p.CPUPer100 = p.CPUPerS / float64(n) * 100
+	p.WritesPerS = float64(writes) / el
+	p.BytesPerS = float64(bytes) / el
+	p.MaxBehindMS = float64(behind.Microseconds()) / 1000
+	if r1, err := procstat.Read(readerPID); err == nil && readerErr == nil {
+		p.ReaderCPUPerS = (r1.CPU - rcpu0.CPU).Seconds() / el
+	}
+	return p, nil
+}
+
+// reader connects n sockets to addr and discards what arrives until each
+// one is closed.
+func reader(args []string) error {
+	if len(args) != 2 {
+		return errors.New("usage: floor -reader ADDR N")
+	}
+	n, err := strconv.Atoi(args[1])
+	if err != nil || n < 0 {
+		return fmt.Errorf("bad count %q", args[1])
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp", args[0], 10*time.Second)
+		if err != nil {
+			return fmt.Errorf("dial %d of %d: %w", i+1, n, err)
+		}
+		wg.Go(func() {
+			defer c.Close()
+			_, _ = io.Copy(io.Discard, c)
+		})
+	}
+	wg.Wait()
+	return nil
+}

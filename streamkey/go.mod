@@ -1,0 +1,3 @@
+module github.com/livecluster/livecluster/streamkey
+
+go 1.26.0
