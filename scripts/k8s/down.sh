@@ -52,7 +52,7 @@ if [ -n "$(k8s_pid containerd)" ] && command -v crictl >/dev/null; then
   done
   [ -z "$("${cri[@]}" pods -q 2>/dev/null)" ] || k8s_log "pods still listed by the CRI after 5 tries"
 fi
-for p in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$p" 15; done
+for p in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$p" 10; done
 stop containerd 15
 # containerd's shims and the containers they ran belong to our containerd:
 # kill any left behind (found by the state dir on their command line).

@@ -15,6 +15,11 @@ teardown() {
 }
 trap teardown EXIT
 s=$(date +%s)
+# The drill's own helpers live outside go.work: check them here.
+for m in drillplay pause; do
+  (cd scripts/k8s/$m && test -z "$(gofmt -l .)" && GOWORK=off go vet . && GOWORK=off go test -count=1 . >/dev/null) ||
+    k8s_die "scripts/k8s/$m: gofmt, vet or tests failed"
+done
 scripts/k8s/up.sh
 BASE=${BASE:-scratch} scripts/images.sh
 scripts/k8s/load-images.sh "livecluster/ocm:$VERSION" "livecluster/origin:$VERSION" \
