@@ -109,7 +109,7 @@ func setOne(lines []string, path []string, val string) ([]string, error) {
 // runYAMLSet is `drillplay yamlset FILE key=value...`: the edited file on stdout.
 func runYAMLSet(args []string) error {
 	if len(args) < 1 {
-		return fmt.Errorf("usage: drillplay yamlset FILE key.path=value...")
+		return fmt.Errorf("usage: drillplay yamlset FILE key.path=value [key.path=value]")
 	}
 	b, err := os.ReadFile(args[0])
 	if err != nil {
