@@ -208,7 +208,7 @@ if [ ${#COMPOSE[@]} -eq 0 ]; then
   echo "test-images: $passed passed, 0 failed"
   exit 0
 fi
-export LIVECLUSTER_TAG=$TAG LC_BIND=127.0.0.1
+export LC_TAG=$TAG LC_BIND=127.0.0.1
 export OCM_GRPC_PORT=21000 OCM_ADMIN_PORT=21001
 export EDGE1_RTMP_PORT=21035 EDGE1_HTTP_PORT=21080 EDGE2_RTMP_PORT=21036 EDGE2_HTTP_PORT=21081
 compose_up=1

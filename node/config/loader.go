@@ -28,6 +28,7 @@ var ReservedEnv = []string{
 	"LIVECLUSTER_FFMPEG",
 	"LIVECLUSTER_FFPROBE",
 	"LIVECLUSTER_GRPCURL",
+	"LIVECLUSTER_HELM",
 }
 
 // Source is where a configuration comes from, apart from the defaults.

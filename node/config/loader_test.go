@@ -3,6 +3,8 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,40 @@ func TestMerge(t *testing.T) {
 	}
 	if old.Log.Level != "info" {
 		t.Error("Merge mutated running config")
+	}
+}
+
+// The test scripts export tool paths as LIVECLUSTER_ variables, and every
+// binary a test starts inherits them: each must be reserved, or every
+// binary refuses to start ("unknown environment variable"). An unreserved
+// LIVECLUSTER_HELM once failed every multi-process edge test this way.
+func TestScriptExportsAreReserved(t *testing.T) {
+	scripts, err := filepath.Glob("../../scripts/*.sh")
+	if err != nil || len(scripts) == 0 {
+		t.Fatalf("no scripts found: %v", err)
+	}
+	export := regexp.MustCompile(`export (LIVECLUSTER_[A-Z0-9_]+)=`)
+	var env []string
+	for _, p := range scripts {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range export.FindAllSubmatch(b, -1) {
+			name := string(m[1])
+			if !slices.Contains(ReservedEnv, name) {
+				t.Errorf("%s exports %s, which is not in ReservedEnv", filepath.Base(p), name)
+			}
+			env = append(env, name+"=/x")
+		}
+	}
+	if len(env) == 0 {
+		t.Fatal("no LIVECLUSTER_ export found in scripts/*.sh; the pattern is stale")
+	}
+	for _, r := range ReservedEnv {
+		env = append(env, r+"=/x")
+	}
+	if _, err := testLoader().Load(Source{Env: env}); err != nil {
+		t.Fatalf("reserved variables refused: %v", err)
 	}
 }

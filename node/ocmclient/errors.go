@@ -47,6 +47,9 @@ var (
 	// ErrConflict: the OCM kept reporting a concurrent change after the
 	// client's own retries.
 	ErrConflict = errors.New("concurrent change")
+	// ErrUnsupported: the OCM does not implement the call (an older
+	// version); the client does without it.
+	ErrUnsupported = errors.New("not supported by this OCM")
 	// ErrInternal: anything else the OCM answered.
 	ErrInternal = errors.New("OCM error")
 )
@@ -162,6 +165,8 @@ func mapErr(op string, err error) error {
 		e.Kind = ErrRefused
 	case codes.Aborted:
 		e.Kind = ErrConflict
+	case codes.Unimplemented:
+		e.Kind = ErrUnsupported
 	default:
 		e.Kind = ErrInternal
 	}

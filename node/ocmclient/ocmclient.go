@@ -11,7 +11,9 @@
 //
 // It never blocks its caller: Start returns at once and registration
 // proceeds in the background, retrying with capped exponential backoff
-// and jitter. The connection uses the dns resolver and round_robin, so
+// and jitter. Each session also holds a KeepSession stream (session.go),
+// so that the OCM frees the node's streams within its sessionGrace when
+// the process dies, not after the lease TTL. The connection uses the dns resolver and round_robin, so
 // through a Kubernetes Service ("ocm:7000") it reaches, and fails over to,
 // any OCM replica.
 //
@@ -33,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -72,6 +75,9 @@ type Options struct {
 	CallTimeout time.Duration
 	// DialOptions are added to the defaults (insecure, round_robin).
 	DialOptions []grpc.DialOption
+	// Registerer, if set, gets the session stream's metrics
+	// (ocm_session_stream_up, ocm_session_stream_breaks_total).
+	Registerer prometheus.Registerer
 }
 
 // Session is the node's registration at the OCM: node id and lease, present
@@ -120,6 +126,9 @@ type Client struct {
 	done     chan struct{}
 	started  bool
 
+	streamUp     prometheus.Gauge
+	streamBreaks prometheus.Counter
+
 	// sleep waits between retries; tests replace it to observe delays.
 	sleep func(ctx context.Context, d time.Duration) bool
 }
@@ -165,14 +174,27 @@ func New(opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ocm client for %s: %w", opts.Address, err)
 	}
-	return &Client{
+	c := &Client{
 		opts:  opts,
 		log:   opts.Logger.With("component", "ocmclient", "ocm", opts.Address),
 		conn:  conn,
 		api:   ocmv1.NewOCMServiceClient(conn),
 		done:  make(chan struct{}),
 		sleep: backoff.Sleep,
-	}, nil
+		streamUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ocm_session_stream_up",
+			Help: "1 while the node's session stream (KeepSession) to the OCM is open."}),
+		streamBreaks: prometheus.NewCounter(prometheus.CounterOpts{Name: "ocm_session_stream_breaks_total",
+			Help: "Session streams to the OCM that broke (each is reopened at once; the OCM revokes the lease if it stays broken longer than its sessionGrace)."}),
+	}
+	if opts.Registerer != nil {
+		for _, col := range []prometheus.Collector{c.streamUp, c.streamBreaks} {
+			if err := opts.Registerer.Register(col); err != nil {
+				_ = conn.Close()
+				return nil, fmt.Errorf("ocm client metrics: %w", err)
+			}
+		}
+	}
+	return c, nil
 }
 
 // endSession closes s's Done channel once.
@@ -252,8 +274,9 @@ func (c *Client) stop() {
 	}
 }
 
-// Close stops the loop and closes the connection (without Deregister: the
-// lease expires after its TTL). The session's Done is closed.
+// Close stops the loop and closes the connection without a Deregister: the
+// session stream ends, so the OCM revokes the lease after its sessionGrace
+// (after the lease TTL if it is unreachable). The session's Done is closed.
 func (c *Client) Close() error {
 	c.stop()
 	s, _ := c.Session()
@@ -323,7 +346,19 @@ func (c *Client) run(ctx context.Context) {
 			}
 		}
 		first = false
-		if !c.heartbeat(ctx, s) {
+		// The liveness stream lives exactly as long as this session's
+		// heartbeat loop; a session it finds lost ends the loop early.
+		sctx, scancel := context.WithCancel(ctx)
+		lost := make(chan struct{})
+		kept := make(chan struct{})
+		go func() {
+			defer close(kept)
+			c.keepSession(sctx, s, lost)
+		}()
+		again := c.heartbeat(ctx, s, lost)
+		scancel()
+		<-kept
+		if !again {
 			return
 		}
 	}
@@ -373,7 +408,7 @@ func (c *Client) register(ctx context.Context) (Session, error) {
 
 // heartbeat runs until the lease is lost (returns true: register again) or
 // ctx ends (false).
-func (c *Client) heartbeat(ctx context.Context, s Session) bool {
+func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{}) bool {
 	c.mu.Lock()
 	iv := c.interval
 	c.mu.Unlock()
@@ -383,6 +418,10 @@ func (c *Client) heartbeat(ctx context.Context, s Session) bool {
 		select {
 		case <-ctx.Done():
 			return false
+		case <-lost:
+			c.log.Warn("OCM lost the node's session (found by the session stream); registering again", "lease_id", s.LeaseID)
+			c.endSession(s)
+			return true
 		case <-t.C:
 		}
 		req := &ocmv1.HeartbeatRequest{NodeId: s.NodeID, LeaseId: s.LeaseID}

@@ -75,7 +75,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		},
 	}
 	e := &edge{rt: rt, log: rt.Logger}
-	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load})
+	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics})
 	if err != nil {
 		rtmpLn.Close()
 		httpLn.Close()
@@ -94,7 +94,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		Settings: func() relay.Settings {
 			c := rt.Config().Edge
 			return relay.Settings{
-				IdleTimeout: c.IdleTimeout.D(), WaitTimeout: c.WaitTimeout.D(),
+				IdleTimeout: c.IdleTimeout.D(), WaitTimeout: c.WaitTimeout.D(), OwnerLossHold: c.OwnerLossHold.D(),
 				Protocol: c.Upstream.Protocol, DialTimeout: c.Upstream.DialTimeout.D(),
 			}
 		},

@@ -38,12 +38,17 @@ type Config struct {
 type Edge struct {
 	// IdleTimeout closes an upstream this long after its last player left.
 	IdleTimeout config.Duration `yaml:"idleTimeout"`
-	// WaitTimeout is how long a player waits for a stream to be published
-	// (and an interrupted stream for its owner to come back) before 404 /
-	// NetStream.Play.StreamNotFound; it also bounds finding an origin for a
-	// publish.
+	// WaitTimeout is how long a player waits for a stream not playing here
+	// yet to be published before 404 / NetStream.Play.StreamNotFound; it
+	// also bounds finding an origin for a publish.
 	WaitTimeout config.Duration `yaml:"waitTimeout"`
-	Upstream    struct {
+	// OwnerLossHold is how long the players of a stream that was playing
+	// stay connected (silent) after its upstream ended with no owner in
+	// sight, so that the owner can come back anywhere (a crashed owner's
+	// lease TTL plus the publisher's retry); then the splice follows as for
+	// an owner change, or the players are closed when the hold runs out.
+	OwnerLossHold config.Duration `yaml:"ownerLossHold"`
+	Upstream      struct {
 		// Protocol of the pull from the owner: rtmp or flv.
 		Protocol string `yaml:"protocol"`
 		// DialTimeout bounds opening an upstream until its codecs arrive.
@@ -99,6 +104,7 @@ func Defaults() Config {
 	e := &c.Edge
 	e.IdleTimeout = config.Duration(10 * time.Second)
 	e.WaitTimeout = config.Duration(5 * time.Second)
+	e.OwnerLossHold = config.Duration(relay.DefaultOwnerLossHold)
 	e.Upstream.Protocol = relay.ProtocolRTMP
 	e.Upstream.DialTimeout = config.Duration(10 * time.Second)
 	e.Forward.PollInterval = config.Duration(10 * time.Second)
@@ -136,6 +142,7 @@ func Validate(c *Config) error {
 	}{
 		{"edge.idleTimeout", e.IdleTimeout},
 		{"edge.waitTimeout", e.WaitTimeout},
+		{"edge.ownerLossHold", e.OwnerLossHold},
 		{"edge.upstream.dialTimeout", e.Upstream.DialTimeout},
 		{"edge.forward.pollInterval", e.Forward.PollInterval},
 		{"edge.forward.retryTimeout", e.Forward.RetryTimeout},
@@ -181,7 +188,7 @@ func Loader() config.Loader[Config] {
 		Defaults: Defaults,
 		Validate: Validate,
 		Live: []string{
-			"edge.idleTimeout", "edge.waitTimeout", "edge.upstream.*", "edge.forward.*",
+			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.upstream.*", "edge.forward.*",
 		},
 	}
 }

@@ -9,8 +9,9 @@
 // new upstream first and splices it under the running players, then closes
 // the old one, so players keep their connection: the hub resends codec
 // headers and keeps timestamps monotonic. When an upstream ends without a
-// new owner in sight, players stay attached while the session looks for the
-// stream again, for up to the wait timeout. A session with no player for the
+// new owner in sight, players stay attached (silent) while the session looks
+// for the stream again, for up to the owner-loss hold (the wait timeout
+// applies only to a stream never seen playing). A session with no player for the
 // idle timeout closes its upstream.
 package relay
 
@@ -39,6 +40,10 @@ const (
 	ProtocolFLV  = "flv"
 )
 
+// DefaultOwnerLossHold is the default Settings.OwnerLossHold: the default
+// lease TTL (10 s) plus a few seconds for the publisher to come back.
+const DefaultOwnerLossHold = 15 * time.Second
+
 // ErrNotFound is returned to a player of a stream that did not appear
 // within the wait timeout.
 var ErrNotFound = errors.New("stream not found")
@@ -46,8 +51,15 @@ var ErrNotFound = errors.New("stream not found")
 // Settings are read for every new session or upstream, so they reload live.
 type Settings struct {
 	IdleTimeout time.Duration
+	// WaitTimeout is how long a new session waits for a stream never seen
+	// playing here to be published.
 	WaitTimeout time.Duration
-	Protocol    string // ProtocolRTMP or ProtocolFLV
+	// OwnerLossHold is how long a session whose stream was playing keeps its
+	// players (silent, connected) while it has no upstream, so that the
+	// owner can come back anywhere (lease TTL plus the publisher's retry);
+	// then they are closed. Default DefaultOwnerLossHold.
+	OwnerLossHold time.Duration
+	Protocol      string // ProtocolRTMP or ProtocolFLV
 	// DialTimeout bounds opening an upstream until its codecs are known.
 	DialTimeout time.Duration
 }
@@ -267,7 +279,23 @@ func (s *session) settings() Settings {
 	if st.WaitTimeout <= 0 {
 		st.WaitTimeout = 5 * time.Second
 	}
+	if st.OwnerLossHold <= 0 {
+		st.OwnerLossHold = DefaultOwnerLossHold
+	}
 	return st
+}
+
+// missingLimit is how long the session may stay without an upstream: the
+// owner-loss hold once the stream has played here (its players are held,
+// silent), the wait timeout before (nobody is attached yet).
+func (l *loop) missingLimit() time.Duration {
+	st := l.s.settings()
+	select {
+	case <-l.s.ready:
+		return st.OwnerLossHold
+	default:
+		return st.WaitTimeout
+	}
 }
 
 // loop is the state of a session's owner goroutine (run): which upstream
@@ -442,9 +470,9 @@ func (l *loop) dialed(r dialResult) bool {
 		if l.lostSince.IsZero() {
 			// The running upstream still plays; try the new owner again.
 			s.log.Info("new upstream not ready yet; keeping the current one", "err", r.err.Error())
-		} else if time.Since(l.lostSince) > s.settings().WaitTimeout {
-			s.log.Info("stream not available; closing its players", "err", r.err.Error())
-			s.fail(notFound(s.key, r.err, s.settings().WaitTimeout))
+		} else if limit := l.missingLimit(); time.Since(l.lostSince) > limit {
+			s.log.Info("stream not available; closing its players", "err", r.err.Error(), "waited", limit.String())
+			s.fail(notFound(s.key, r.err, limit))
 			return false
 		}
 		l.scheduleRetry()
@@ -531,7 +559,7 @@ func (l *loop) retried() bool {
 func (l *loop) ticked() bool {
 	s := l.s
 	if l.cur == nil {
-		return l.dialing != nil || l.retryC != nil || time.Since(l.lostSince) <= s.settings().WaitTimeout
+		return l.dialing != nil || l.retryC != nil || time.Since(l.lostSince) <= l.missingLimit()
 	}
 	if s.hub.NumReaders() > 0 {
 		l.idleSince = time.Time{}

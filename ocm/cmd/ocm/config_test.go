@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/livecluster/livecluster/node/config"
 )
@@ -45,6 +46,31 @@ func TestRuntimeKeys(t *testing.T) {
 	} {
 		if _, err := l.Load(config.Source{Env: []string{env}}); err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("%s: error %v, want one naming %s", env, err, key)
+		}
+	}
+}
+
+func TestSessionGraceKey(t *testing.T) {
+	l := config.Loader[Config]{Defaults: defaults, Validate: validate}
+	c, err := l.Load(config.Source{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SessionGrace.D() != 1500*time.Millisecond {
+		t.Errorf("default sessionGrace %s, want 1.5s", c.SessionGrace)
+	}
+	c, err = l.Load(config.Source{Env: []string{"LIVECLUSTER_SESSION_GRACE=2s"}})
+	if err != nil || c.SessionGrace.D() != 2*time.Second {
+		t.Errorf("env: sessionGrace %s, %v; want 2s", c.SessionGrace, err)
+	}
+	// Too short for a node to reconnect, or not below the lease TTL.
+	for _, env := range [][]string{
+		{"LIVECLUSTER_SESSION_GRACE=100ms"},
+		{"LIVECLUSTER_SESSION_GRACE=10s"},
+		{"LIVECLUSTER_SESSION_GRACE=3s", "LIVECLUSTER_LEASE_TTL=2s"},
+	} {
+		if _, err := l.Load(config.Source{Env: env}); err == nil || !strings.Contains(err.Error(), "sessionGrace") {
+			t.Errorf("%v: error %v, want one naming sessionGrace", env, err)
 		}
 	}
 }

@@ -45,7 +45,12 @@ type Config struct {
 	} `yaml:"etcd"`
 	// LeaseTTL of node sessions.
 	LeaseTTL config.Duration `yaml:"leaseTTL"`
-	Watch    struct {
+	// SessionGrace is how long a node whose session stream broke (a crashed
+	// process closes its socket) has to reconnect, to any replica, before
+	// its lease is revoked and its streams freed. Must exceed the nodes'
+	// reconnect delay (their first retry is 200ms) and stay below leaseTTL.
+	SessionGrace config.Duration `yaml:"sessionGrace"`
+	Watch        struct {
 		// Buffer of changes per WatchStreams subscriber.
 		Buffer int `yaml:"buffer"`
 	} `yaml:"watch"`
@@ -75,6 +80,7 @@ func defaults() Config {
 	c.Etcd.PeerURL = "http://127.0.0.1:2380"
 	c.Etcd.OpTimeout = config.Duration(5 * time.Second)
 	c.LeaseTTL = config.Duration(10 * time.Second)
+	c.SessionGrace = config.Duration(1500 * time.Millisecond)
 	c.Watch.Buffer = 4096
 	c.Runtime.GCPercent = 400
 	c.Runtime.MemoryLimit = 192 << 20
@@ -87,6 +93,9 @@ func validate(c *Config) error {
 	}
 	if c.LeaseTTL.D() < 2*time.Second {
 		return fmt.Errorf("leaseTTL: must be at least 2s, got %s", c.LeaseTTL)
+	}
+	if g := c.SessionGrace.D(); g < 500*time.Millisecond || g >= c.LeaseTTL.D() {
+		return fmt.Errorf("sessionGrace: must be at least 500ms (nodes need time to reconnect) and below leaseTTL (%s), got %s", c.LeaseTTL, c.SessionGrace)
 	}
 	if c.Etcd.OpTimeout.D() <= 0 {
 		return fmt.Errorf("etcd.opTimeout: must be > 0")
@@ -127,6 +136,7 @@ func run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		EmbeddedPeerURL:   c.Etcd.PeerURL,
 		Prefix:            c.Etcd.Prefix,
 		LeaseTTL:          c.LeaseTTL.D(),
+		SessionGrace:      c.SessionGrace.D(),
 		EtcdOpTimeout:     c.Etcd.OpTimeout.D(),
 		WatchBuffer:       c.Watch.Buffer,
 		Logger:            rt.Logger,
@@ -175,6 +185,7 @@ func main() {
 			{Name: "etcd-client-url", Key: "etcd.clientURL", Usage: "client URL of the embedded etcd (default http://127.0.0.1:2379)"},
 			{Name: "etcd-peer-url", Key: "etcd.peerURL", Usage: "peer URL of the embedded etcd (default http://127.0.0.1:2380)"},
 			{Name: "lease-ttl", Key: "leaseTTL", Usage: "node session lease TTL, e.g. 10s"},
+			{Name: "session-grace", Key: "sessionGrace", Usage: "grace before a node whose session stream broke loses its lease, e.g. 1.5s"},
 		},
 		Run: run,
 	}, os.Args[1:]))

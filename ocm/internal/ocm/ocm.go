@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// WatchBuffer per WatchStreams subscriber; default 4096.
 	WatchBuffer int
+	// SessionGrace is how long a node whose KeepSession stream broke has to
+	// open a new one (on any replica) before this replica revokes its lease;
+	// default 1.5s. It must exceed the nodes' reconnect delay.
+	SessionGrace time.Duration
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // default: a private registry
@@ -137,7 +142,17 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 	if err := m.RegisterCache(o.cache); err != nil {
 		return nil, fmt.Errorf("ocm: metrics: %w", err)
 	}
-	o.srv = server.New(server.Options{Store: o.store, Cache: o.cache, Metrics: m, Logger: o.log, WatchBuffer: cfg.WatchBuffer})
+	o.lis = cfg.Listener
+	if o.lis == nil {
+		o.lis, err = net.Listen("tcp", cfg.GRPCListen)
+		if err != nil {
+			return nil, fmt.Errorf("ocm: listen %s: %w", cfg.GRPCListen, err)
+		}
+	}
+	host, _ := os.Hostname()
+	o.srv = server.New(server.Options{Store: o.store, Cache: o.cache, Metrics: m, Logger: o.log, WatchBuffer: cfg.WatchBuffer,
+		SessionGrace: cfg.SessionGrace, SessionPing: time.Duration(o.store.LeaseTTL()) * time.Second / 3,
+		Replica: host + " " + o.lis.Addr().String()})
 	o.grpc, o.health = server.NewGRPCServer(o.srv,
 		// A fixed pool of stream workers instead of a goroutine per RPC: each
 		// new goroutine grew its stack again (newstack/copystack were ~7% of
@@ -153,14 +168,6 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 		// connection is more than BDP estimation would grow to for them.
 		grpc.StaticStreamWindowSize(1<<20),
 		grpc.StaticConnWindowSize(1<<20))
-
-	o.lis = cfg.Listener
-	if o.lis == nil {
-		o.lis, err = net.Listen("tcp", cfg.GRPCListen)
-		if err != nil {
-			return nil, fmt.Errorf("ocm: listen %s: %w", cfg.GRPCListen, err)
-		}
-	}
 
 	rctx, cancel := context.WithCancel(context.Background())
 	o.cancel = cancel
@@ -192,7 +199,8 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 			}
 		}()
 	}
-	o.log.Info("ocm serving gRPC", "addr", o.lis.Addr().String(), "prefix", o.store.Schema().Prefix, "lease_ttl_s", o.store.LeaseTTL())
+	o.log.Info("ocm serving gRPC", "addr", o.lis.Addr().String(), "prefix", o.store.Schema().Prefix, "lease_ttl_s", o.store.LeaseTTL(),
+		"session_grace", o.srv.SessionGrace().String())
 	return o, nil
 }
 

@@ -22,7 +22,11 @@ type Metrics struct {
 	etcdErrors *prometheus.CounterVec
 	resyncs    prometheus.Counter
 	dropped    prometheus.Counter
-	reg        prometheus.Registerer
+	// sessions are the KeepSession streams this replica holds; breaks count
+	// what became of each stream that broke without a shutdown.
+	sessions prometheus.Gauge
+	breaks   *prometheus.CounterVec
+	reg      prometheus.Registerer
 	// okObs caches the OK-code histogram of each full method name: resolving
 	// labels (hashing, a locked map) on every call was a visible share of a
 	// cheap lookup's cost. It is bounded by the registered methods.
@@ -49,9 +53,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "ocm_watch_subscribers_dropped_total",
 			Help: "WatchStreams subscribers disconnected because they fell behind.",
 		}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ocm_session_streams",
+			Help: "KeepSession streams (node liveness) open on this replica.",
+		}),
+		breaks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ocm_session_breaks_total",
+			Help: "KeepSession streams that broke without a replica shutdown, by outcome after the grace: revoked (the node's lease was revoked), returned (the node opened a new stream or ended its session), error (etcd failed; the lease keeps its TTL).",
+		}, []string{"outcome"}),
 		reg: reg,
 	}
-	for _, c := range []prometheus.Collector{m.rpc, m.etcdErrors, m.resyncs, m.dropped} {
+	for _, c := range []prometheus.Collector{m.rpc, m.etcdErrors, m.resyncs, m.dropped, m.sessions, m.breaks} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

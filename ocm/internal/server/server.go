@@ -40,7 +40,21 @@ type Options struct {
 	// cache to reflect it, so that a caller's next read on the same replica
 	// sees its own write. Default 2s; the write has succeeded either way.
 	ReadYourWritesWait time.Duration
+	// SessionGrace is how long a node whose KeepSession stream broke (without
+	// a Deregister) has to open a new one, on any replica, before this
+	// replica revokes its lease. It must exceed the nodes' reconnect delay.
+	// Default DefaultSessionGrace.
+	SessionGrace time.Duration
+	// SessionPing is the interval of the messages sent on an idle
+	// KeepSession stream; default 3s.
+	SessionPing time.Duration
+	// Replica names this replica in the session markers it writes (for an
+	// operator reading etcd); default "ocm".
+	Replica string
 }
+
+// DefaultSessionGrace is the default Options.SessionGrace.
+const DefaultSessionGrace = 1500 * time.Millisecond
 
 // Server is the OCMService implementation.
 type Server struct {
@@ -52,8 +66,15 @@ type Server struct {
 	log     *slog.Logger
 	buf     int
 	ryw     time.Duration
+	grace   time.Duration
+	ping    time.Duration
+	replica string
 	stopped chan struct{}
 	stop    sync.Once
+	// graceMu orders sessionBroke's check of stopped with Shutdown closing
+	// it, so no grace goroutine starts after Shutdown waits for graces.
+	graceMu sync.Mutex
+	graces  sync.WaitGroup
 }
 
 // New returns a Server.
@@ -70,13 +91,36 @@ func New(o Options) *Server {
 	if o.ReadYourWritesWait <= 0 {
 		o.ReadYourWritesWait = 2 * time.Second
 	}
+	if o.SessionGrace <= 0 {
+		o.SessionGrace = DefaultSessionGrace
+	}
+	if o.SessionPing <= 0 {
+		o.SessionPing = 3 * time.Second
+	}
+	if o.Replica == "" {
+		o.Replica = "ocm"
+	}
 	return &Server{st: o.Store, c: o.Cache, m: o.Metrics, placer: o.Placer, log: o.Logger,
-		buf: o.WatchBuffer, ryw: o.ReadYourWritesWait, stopped: make(chan struct{})}
+		buf: o.WatchBuffer, ryw: o.ReadYourWritesWait, grace: o.SessionGrace, ping: o.SessionPing,
+		replica: o.Replica, stopped: make(chan struct{})}
 }
 
-// Shutdown ends every open WatchStreams with UNAVAILABLE so that a graceful
-// stop of the gRPC server does not wait for them forever.
-func (s *Server) Shutdown() { s.stop.Do(func() { close(s.stopped) }) }
+// SessionGrace is the grace a node has to reopen a broken KeepSession.
+func (s *Server) SessionGrace() time.Duration { return s.grace }
+
+// Shutdown ends every open WatchStreams and KeepSession with UNAVAILABLE so
+// that a graceful stop of the gRPC server does not wait for them forever,
+// and cancels every pending session grace without revoking anything (the
+// nodes reopen their streams on another replica). It waits for the grace
+// goroutines (a revocation already under way finishes or is cancelled).
+func (s *Server) Shutdown() {
+	s.stop.Do(func() {
+		s.graceMu.Lock()
+		close(s.stopped)
+		s.graceMu.Unlock()
+		s.graces.Wait()
+	})
+}
 
 // NewGRPCServer returns a gRPC server with the OCM service, the metrics
 // interceptors, reflection and grpc.health.v1 (initially NOT_SERVING; the

@@ -41,6 +41,8 @@ func ValidateNodeID(id string) error {
 //	<prefix>nodes/<id>               node record (binary ocmv1.Node), on the node's lease
 //	<prefix>streams/<vhost>/<app>/<name>  stream record (binary ocmv1.Stream), on the owner's lease
 //	<prefix>draining/<id>            empty marker, on the node's lease, present while DRAINING
+//	<prefix>sessions/<id>            liveness marker, on the node's lease: written by Register and by
+//	                                 every KeepSession stream; its ModRevision is the session generation
 //
 // The draining marker exists so that a claim can check "the node is not
 // draining" inside its transaction (etcd can only compare whole values).
@@ -70,6 +72,9 @@ func (s Schema) StreamKey(k streamkey.Key) string { return s.Streams() + k.Strin
 
 // DrainKey is a node's draining marker.
 func (s Schema) DrainKey(id string) string { return s.Prefix + "draining/" + id }
+
+// SessionKey is a node's liveness marker (see Store.KeepSession).
+func (s Schema) SessionKey(id string) string { return s.Prefix + "sessions/" + id }
 
 // Classify tells what an etcd key is and returns its id (node id or
 // "vhost/app/name").

@@ -207,6 +207,9 @@ func (s *Store) Register(ctx context.Context, in *ocmv1.Node) (*ocmv1.Node, int6
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpPut(s.schema.NodeKey(id), string(val), clientv3.WithLease(lg.ID), clientv3.WithPrevKV()),
 		clientv3.OpDelete(s.schema.DrainKey(id)),
+		// The liveness marker exists from the start, so that KeepSession can
+		// tell a session being revoked (marker deleted) from a new one.
+		clientv3.OpPut(s.schema.SessionKey(id), "registered", clientv3.WithLease(lg.ID)),
 	).Commit()
 	if err != nil {
 		// Best effort: the lease would expire by itself anyway.

@@ -106,7 +106,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		},
 	}
 	s.oc, err = ocmclient.New(ocmclient.Options{
-		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger,
+		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger, Registerer: rt.Metrics,
 		OnReregistered: func(ctx context.Context, sess ocmclient.Session) { s.owner.Reclaim(ctx, sess) },
 	})
 	if err != nil {

@@ -198,7 +198,7 @@ scripts/test-chart.sh checks this list against them.
 {{- $own := get (dict
   "ocm" (list)
   "origin" (list "ocm.claimTimeout" "hls.enabled")
-  "edge" (list "edge.idleTimeout" "edge.waitTimeout" "edge.upstream.*" "edge.forward.*")
+  "edge" (list "edge.idleTimeout" "edge.waitTimeout" "edge.ownerLossHold" "edge.upstream.*" "edge.forward.*")
   ) . }}
 {{- concat $common $own | toJson }}
 {{- end }}

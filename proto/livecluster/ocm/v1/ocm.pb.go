@@ -263,7 +263,7 @@ func (x WatchStreamsResponse_EventType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchStreamsResponse_EventType.Descriptor instead.
 func (WatchStreamsResponse_EventType) EnumDescriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{24, 0}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{26, 0}
 }
 
 // NodeAddresses are the addresses other nodes and players dial, as
@@ -1173,6 +1173,121 @@ func (*DeregisterResponse) Descriptor() ([]byte, []int) {
 	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{12}
 }
 
+// KeepSessionRequest opens a node session's liveness stream.
+type KeepSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node id.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The node's lease, as returned by Register.
+	LeaseId       int64 `protobuf:"varint,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeepSessionRequest) Reset() {
+	*x = KeepSessionRequest{}
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeepSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeepSessionRequest) ProtoMessage() {}
+
+func (x *KeepSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeepSessionRequest.ProtoReflect.Descriptor instead.
+func (*KeepSessionRequest) Descriptor() ([]byte, []int) {
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *KeepSessionRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *KeepSessionRequest) GetLeaseId() int64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+// KeepSessionResponse is sent when the stream is established and then
+// periodically, to keep it from looking idle.
+type KeepSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long the OCM waits, after this stream breaks without a Deregister,
+	// for the node to open a new one before it revokes the node's lease, in
+	// milliseconds. A node must reconnect faster than this.
+	SessionGraceMs int64 `protobuf:"varint,1,opt,name=session_grace_ms,json=sessionGraceMs,proto3" json:"session_grace_ms,omitempty"`
+	// The session generation: the etcd revision at which this stream was
+	// recorded. A replica revokes the lease only if the generation it recorded
+	// is still the latest one (the node did not come back elsewhere).
+	Generation    int64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeepSessionResponse) Reset() {
+	*x = KeepSessionResponse{}
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeepSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeepSessionResponse) ProtoMessage() {}
+
+func (x *KeepSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeepSessionResponse.ProtoReflect.Descriptor instead.
+func (*KeepSessionResponse) Descriptor() ([]byte, []int) {
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *KeepSessionResponse) GetSessionGraceMs() int64 {
+	if x != nil {
+		return x.SessionGraceMs
+	}
+	return 0
+}
+
+func (x *KeepSessionResponse) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // ClaimStreamRequest asks for ownership of a stream.
 type ClaimStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1192,7 +1307,7 @@ type ClaimStreamRequest struct {
 
 func (x *ClaimStreamRequest) Reset() {
 	*x = ClaimStreamRequest{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[13]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1319,7 @@ func (x *ClaimStreamRequest) String() string {
 func (*ClaimStreamRequest) ProtoMessage() {}
 
 func (x *ClaimStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[13]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1332,7 @@ func (x *ClaimStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimStreamRequest.ProtoReflect.Descriptor instead.
 func (*ClaimStreamRequest) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{13}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ClaimStreamRequest) GetNodeId() string {
@@ -1266,7 +1381,7 @@ type ClaimStreamResponse struct {
 
 func (x *ClaimStreamResponse) Reset() {
 	*x = ClaimStreamResponse{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[14]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1393,7 @@ func (x *ClaimStreamResponse) String() string {
 func (*ClaimStreamResponse) ProtoMessage() {}
 
 func (x *ClaimStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[14]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1406,7 @@ func (x *ClaimStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimStreamResponse.ProtoReflect.Descriptor instead.
 func (*ClaimStreamResponse) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{14}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ClaimStreamResponse) GetStream() *Stream {
@@ -1318,7 +1433,7 @@ type ReleaseStreamRequest struct {
 
 func (x *ReleaseStreamRequest) Reset() {
 	*x = ReleaseStreamRequest{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[15]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1445,7 @@ func (x *ReleaseStreamRequest) String() string {
 func (*ReleaseStreamRequest) ProtoMessage() {}
 
 func (x *ReleaseStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[15]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1458,7 @@ func (x *ReleaseStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseStreamRequest) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{15}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReleaseStreamRequest) GetNodeId() string {
@@ -1383,7 +1498,7 @@ type ReleaseStreamResponse struct {
 
 func (x *ReleaseStreamResponse) Reset() {
 	*x = ReleaseStreamResponse{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[16]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1510,7 @@ func (x *ReleaseStreamResponse) String() string {
 func (*ReleaseStreamResponse) ProtoMessage() {}
 
 func (x *ReleaseStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[16]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1523,7 @@ func (x *ReleaseStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseStreamResponse) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{16}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{18}
 }
 
 // TransferStreamRequest hands a stream to another origin.
@@ -1434,7 +1549,7 @@ type TransferStreamRequest struct {
 
 func (x *TransferStreamRequest) Reset() {
 	*x = TransferStreamRequest{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[17]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1561,7 @@ func (x *TransferStreamRequest) String() string {
 func (*TransferStreamRequest) ProtoMessage() {}
 
 func (x *TransferStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[17]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1574,7 @@ func (x *TransferStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferStreamRequest.ProtoReflect.Descriptor instead.
 func (*TransferStreamRequest) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{17}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TransferStreamRequest) GetNodeId() string {
@@ -1522,7 +1637,7 @@ type TransferStreamResponse struct {
 
 func (x *TransferStreamResponse) Reset() {
 	*x = TransferStreamResponse{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[18]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1649,7 @@ func (x *TransferStreamResponse) String() string {
 func (*TransferStreamResponse) ProtoMessage() {}
 
 func (x *TransferStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[18]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1662,7 @@ func (x *TransferStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferStreamResponse.ProtoReflect.Descriptor instead.
 func (*TransferStreamResponse) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{18}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TransferStreamResponse) GetStream() *Stream {
@@ -1568,7 +1683,7 @@ type LookupStreamRequest struct {
 
 func (x *LookupStreamRequest) Reset() {
 	*x = LookupStreamRequest{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[19]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1695,7 @@ func (x *LookupStreamRequest) String() string {
 func (*LookupStreamRequest) ProtoMessage() {}
 
 func (x *LookupStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[19]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1708,7 @@ func (x *LookupStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupStreamRequest.ProtoReflect.Descriptor instead.
 func (*LookupStreamRequest) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{19}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LookupStreamRequest) GetKey() *StreamKey {
@@ -1616,7 +1731,7 @@ type LookupStreamResponse struct {
 
 func (x *LookupStreamResponse) Reset() {
 	*x = LookupStreamResponse{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[20]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1743,7 @@ func (x *LookupStreamResponse) String() string {
 func (*LookupStreamResponse) ProtoMessage() {}
 
 func (x *LookupStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[20]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1756,7 @@ func (x *LookupStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupStreamResponse.ProtoReflect.Descriptor instead.
 func (*LookupStreamResponse) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{20}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LookupStreamResponse) GetStream() *Stream {
@@ -1673,7 +1788,7 @@ type AssignOriginRequest struct {
 
 func (x *AssignOriginRequest) Reset() {
 	*x = AssignOriginRequest{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[21]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1800,7 @@ func (x *AssignOriginRequest) String() string {
 func (*AssignOriginRequest) ProtoMessage() {}
 
 func (x *AssignOriginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[21]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1813,7 @@ func (x *AssignOriginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignOriginRequest.ProtoReflect.Descriptor instead.
 func (*AssignOriginRequest) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{21}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AssignOriginRequest) GetKey() *StreamKey {
@@ -1738,7 +1853,7 @@ type AssignOriginResponse struct {
 
 func (x *AssignOriginResponse) Reset() {
 	*x = AssignOriginResponse{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[22]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1865,7 @@ func (x *AssignOriginResponse) String() string {
 func (*AssignOriginResponse) ProtoMessage() {}
 
 func (x *AssignOriginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[22]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1878,7 @@ func (x *AssignOriginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignOriginResponse.ProtoReflect.Descriptor instead.
 func (*AssignOriginResponse) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{22}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AssignOriginResponse) GetOrigin() *Node {
@@ -1794,7 +1909,7 @@ type WatchStreamsRequest struct {
 
 func (x *WatchStreamsRequest) Reset() {
 	*x = WatchStreamsRequest{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[23]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1921,7 @@ func (x *WatchStreamsRequest) String() string {
 func (*WatchStreamsRequest) ProtoMessage() {}
 
 func (x *WatchStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[23]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1934,7 @@ func (x *WatchStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStreamsRequest.ProtoReflect.Descriptor instead.
 func (*WatchStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{23}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchStreamsRequest) GetKeys() []*StreamKey {
@@ -1854,7 +1969,7 @@ type WatchStreamsResponse struct {
 
 func (x *WatchStreamsResponse) Reset() {
 	*x = WatchStreamsResponse{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[24]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1981,7 @@ func (x *WatchStreamsResponse) String() string {
 func (*WatchStreamsResponse) ProtoMessage() {}
 
 func (x *WatchStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[24]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1994,7 @@ func (x *WatchStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStreamsResponse.ProtoReflect.Descriptor instead.
 func (*WatchStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{24}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchStreamsResponse) GetType() WatchStreamsResponse_EventType {
@@ -1923,7 +2038,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[25]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2050,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[25]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2063,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{25}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListNodesRequest) GetRole() NodeRole {
@@ -1976,7 +2091,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[26]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2103,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[26]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2116,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{26}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -2030,7 +2145,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[27]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2157,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[27]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2170,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{27}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListStreamsRequest) GetPageSize() int32 {
@@ -2108,7 +2223,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[28]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2235,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[28]
+	mi := &file_livecluster_ocm_v1_ocm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2248,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{28}
+	return file_livecluster_ocm_v1_ocm_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListStreamsResponse) GetStreams() []*Stream {
@@ -2226,7 +2341,15 @@ const file_livecluster_ocm_v1_ocm_proto_rawDesc = "" +
 	"\x11DeregisterRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x03R\aleaseId\"\x14\n" +
-	"\x12DeregisterResponse\"\xe0\x01\n" +
+	"\x12DeregisterResponse\"H\n" +
+	"\x12KeepSessionRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
+	"\blease_id\x18\x02 \x01(\x03R\aleaseId\"_\n" +
+	"\x13KeepSessionResponse\x12(\n" +
+	"\x10session_grace_ms\x18\x01 \x01(\x03R\x0esessionGraceMs\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x03R\n" +
+	"generation\"\xe0\x01\n" +
 	"\x12ClaimStreamRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x03R\aleaseId\x12/\n" +
@@ -2305,14 +2428,15 @@ const file_livecluster_ocm_v1_ocm_proto_rawDesc = "" +
 	"\vPublishPath\x12\x1c\n" +
 	"\x18PUBLISH_PATH_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PUBLISH_PATH_DIRECT\x10\x01\x12\x1a\n" +
-	"\x16PUBLISH_PATH_FORWARDED\x10\x022\xfc\b\n" +
+	"\x16PUBLISH_PATH_FORWARDED\x10\x022\xde\t\n" +
 	"\n" +
 	"OCMService\x12U\n" +
 	"\bRegister\x12#.livecluster.ocm.v1.RegisterRequest\x1a$.livecluster.ocm.v1.RegisterResponse\x12X\n" +
 	"\tHeartbeat\x12$.livecluster.ocm.v1.HeartbeatRequest\x1a%.livecluster.ocm.v1.HeartbeatResponse\x12L\n" +
 	"\x05Drain\x12 .livecluster.ocm.v1.DrainRequest\x1a!.livecluster.ocm.v1.DrainResponse\x12[\n" +
 	"\n" +
-	"Deregister\x12%.livecluster.ocm.v1.DeregisterRequest\x1a&.livecluster.ocm.v1.DeregisterResponse\x12^\n" +
+	"Deregister\x12%.livecluster.ocm.v1.DeregisterRequest\x1a&.livecluster.ocm.v1.DeregisterResponse\x12`\n" +
+	"\vKeepSession\x12&.livecluster.ocm.v1.KeepSessionRequest\x1a'.livecluster.ocm.v1.KeepSessionResponse0\x01\x12^\n" +
 	"\vClaimStream\x12&.livecluster.ocm.v1.ClaimStreamRequest\x1a'.livecluster.ocm.v1.ClaimStreamResponse\x12d\n" +
 	"\rReleaseStream\x12(.livecluster.ocm.v1.ReleaseStreamRequest\x1a).livecluster.ocm.v1.ReleaseStreamResponse\x12g\n" +
 	"\x0eTransferStream\x12).livecluster.ocm.v1.TransferStreamRequest\x1a*.livecluster.ocm.v1.TransferStreamResponse\x12a\n" +
@@ -2335,7 +2459,7 @@ func file_livecluster_ocm_v1_ocm_proto_rawDescGZIP() []byte {
 }
 
 var file_livecluster_ocm_v1_ocm_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_livecluster_ocm_v1_ocm_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_livecluster_ocm_v1_ocm_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_livecluster_ocm_v1_ocm_proto_goTypes = []any{
 	(NodeRole)(0),                       // 0: livecluster.ocm.v1.NodeRole
 	(NodeState)(0),                      // 1: livecluster.ocm.v1.NodeState
@@ -2354,34 +2478,36 @@ var file_livecluster_ocm_v1_ocm_proto_goTypes = []any{
 	(*DrainResponse)(nil),               // 14: livecluster.ocm.v1.DrainResponse
 	(*DeregisterRequest)(nil),           // 15: livecluster.ocm.v1.DeregisterRequest
 	(*DeregisterResponse)(nil),          // 16: livecluster.ocm.v1.DeregisterResponse
-	(*ClaimStreamRequest)(nil),          // 17: livecluster.ocm.v1.ClaimStreamRequest
-	(*ClaimStreamResponse)(nil),         // 18: livecluster.ocm.v1.ClaimStreamResponse
-	(*ReleaseStreamRequest)(nil),        // 19: livecluster.ocm.v1.ReleaseStreamRequest
-	(*ReleaseStreamResponse)(nil),       // 20: livecluster.ocm.v1.ReleaseStreamResponse
-	(*TransferStreamRequest)(nil),       // 21: livecluster.ocm.v1.TransferStreamRequest
-	(*TransferStreamResponse)(nil),      // 22: livecluster.ocm.v1.TransferStreamResponse
-	(*LookupStreamRequest)(nil),         // 23: livecluster.ocm.v1.LookupStreamRequest
-	(*LookupStreamResponse)(nil),        // 24: livecluster.ocm.v1.LookupStreamResponse
-	(*AssignOriginRequest)(nil),         // 25: livecluster.ocm.v1.AssignOriginRequest
-	(*AssignOriginResponse)(nil),        // 26: livecluster.ocm.v1.AssignOriginResponse
-	(*WatchStreamsRequest)(nil),         // 27: livecluster.ocm.v1.WatchStreamsRequest
-	(*WatchStreamsResponse)(nil),        // 28: livecluster.ocm.v1.WatchStreamsResponse
-	(*ListNodesRequest)(nil),            // 29: livecluster.ocm.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),           // 30: livecluster.ocm.v1.ListNodesResponse
-	(*ListStreamsRequest)(nil),          // 31: livecluster.ocm.v1.ListStreamsRequest
-	(*ListStreamsResponse)(nil),         // 32: livecluster.ocm.v1.ListStreamsResponse
-	(*timestamppb.Timestamp)(nil),       // 33: google.protobuf.Timestamp
+	(*KeepSessionRequest)(nil),          // 17: livecluster.ocm.v1.KeepSessionRequest
+	(*KeepSessionResponse)(nil),         // 18: livecluster.ocm.v1.KeepSessionResponse
+	(*ClaimStreamRequest)(nil),          // 19: livecluster.ocm.v1.ClaimStreamRequest
+	(*ClaimStreamResponse)(nil),         // 20: livecluster.ocm.v1.ClaimStreamResponse
+	(*ReleaseStreamRequest)(nil),        // 21: livecluster.ocm.v1.ReleaseStreamRequest
+	(*ReleaseStreamResponse)(nil),       // 22: livecluster.ocm.v1.ReleaseStreamResponse
+	(*TransferStreamRequest)(nil),       // 23: livecluster.ocm.v1.TransferStreamRequest
+	(*TransferStreamResponse)(nil),      // 24: livecluster.ocm.v1.TransferStreamResponse
+	(*LookupStreamRequest)(nil),         // 25: livecluster.ocm.v1.LookupStreamRequest
+	(*LookupStreamResponse)(nil),        // 26: livecluster.ocm.v1.LookupStreamResponse
+	(*AssignOriginRequest)(nil),         // 27: livecluster.ocm.v1.AssignOriginRequest
+	(*AssignOriginResponse)(nil),        // 28: livecluster.ocm.v1.AssignOriginResponse
+	(*WatchStreamsRequest)(nil),         // 29: livecluster.ocm.v1.WatchStreamsRequest
+	(*WatchStreamsResponse)(nil),        // 30: livecluster.ocm.v1.WatchStreamsResponse
+	(*ListNodesRequest)(nil),            // 31: livecluster.ocm.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),           // 32: livecluster.ocm.v1.ListNodesResponse
+	(*ListStreamsRequest)(nil),          // 33: livecluster.ocm.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),         // 34: livecluster.ocm.v1.ListStreamsResponse
+	(*timestamppb.Timestamp)(nil),       // 35: google.protobuf.Timestamp
 }
 var file_livecluster_ocm_v1_ocm_proto_depIdxs = []int32{
 	0,  // 0: livecluster.ocm.v1.Node.role:type_name -> livecluster.ocm.v1.NodeRole
 	4,  // 1: livecluster.ocm.v1.Node.addresses:type_name -> livecluster.ocm.v1.NodeAddresses
 	1,  // 2: livecluster.ocm.v1.Node.state:type_name -> livecluster.ocm.v1.NodeState
 	5,  // 3: livecluster.ocm.v1.Node.load:type_name -> livecluster.ocm.v1.Load
-	33, // 4: livecluster.ocm.v1.Node.registered_at:type_name -> google.protobuf.Timestamp
-	33, // 5: livecluster.ocm.v1.Node.last_heartbeat_at:type_name -> google.protobuf.Timestamp
+	35, // 4: livecluster.ocm.v1.Node.registered_at:type_name -> google.protobuf.Timestamp
+	35, // 5: livecluster.ocm.v1.Node.last_heartbeat_at:type_name -> google.protobuf.Timestamp
 	7,  // 6: livecluster.ocm.v1.Stream.key:type_name -> livecluster.ocm.v1.StreamKey
 	2,  // 7: livecluster.ocm.v1.Stream.publish_path:type_name -> livecluster.ocm.v1.PublishPath
-	33, // 8: livecluster.ocm.v1.Stream.claimed_at:type_name -> google.protobuf.Timestamp
+	35, // 8: livecluster.ocm.v1.Stream.claimed_at:type_name -> google.protobuf.Timestamp
 	6,  // 9: livecluster.ocm.v1.RegisterRequest.node:type_name -> livecluster.ocm.v1.Node
 	6,  // 10: livecluster.ocm.v1.RegisterResponse.node:type_name -> livecluster.ocm.v1.Node
 	5,  // 11: livecluster.ocm.v1.HeartbeatRequest.load:type_name -> livecluster.ocm.v1.Load
@@ -2412,28 +2538,30 @@ var file_livecluster_ocm_v1_ocm_proto_depIdxs = []int32{
 	11, // 36: livecluster.ocm.v1.OCMService.Heartbeat:input_type -> livecluster.ocm.v1.HeartbeatRequest
 	13, // 37: livecluster.ocm.v1.OCMService.Drain:input_type -> livecluster.ocm.v1.DrainRequest
 	15, // 38: livecluster.ocm.v1.OCMService.Deregister:input_type -> livecluster.ocm.v1.DeregisterRequest
-	17, // 39: livecluster.ocm.v1.OCMService.ClaimStream:input_type -> livecluster.ocm.v1.ClaimStreamRequest
-	19, // 40: livecluster.ocm.v1.OCMService.ReleaseStream:input_type -> livecluster.ocm.v1.ReleaseStreamRequest
-	21, // 41: livecluster.ocm.v1.OCMService.TransferStream:input_type -> livecluster.ocm.v1.TransferStreamRequest
-	23, // 42: livecluster.ocm.v1.OCMService.LookupStream:input_type -> livecluster.ocm.v1.LookupStreamRequest
-	25, // 43: livecluster.ocm.v1.OCMService.AssignOrigin:input_type -> livecluster.ocm.v1.AssignOriginRequest
-	27, // 44: livecluster.ocm.v1.OCMService.WatchStreams:input_type -> livecluster.ocm.v1.WatchStreamsRequest
-	29, // 45: livecluster.ocm.v1.OCMService.ListNodes:input_type -> livecluster.ocm.v1.ListNodesRequest
-	31, // 46: livecluster.ocm.v1.OCMService.ListStreams:input_type -> livecluster.ocm.v1.ListStreamsRequest
-	10, // 47: livecluster.ocm.v1.OCMService.Register:output_type -> livecluster.ocm.v1.RegisterResponse
-	12, // 48: livecluster.ocm.v1.OCMService.Heartbeat:output_type -> livecluster.ocm.v1.HeartbeatResponse
-	14, // 49: livecluster.ocm.v1.OCMService.Drain:output_type -> livecluster.ocm.v1.DrainResponse
-	16, // 50: livecluster.ocm.v1.OCMService.Deregister:output_type -> livecluster.ocm.v1.DeregisterResponse
-	18, // 51: livecluster.ocm.v1.OCMService.ClaimStream:output_type -> livecluster.ocm.v1.ClaimStreamResponse
-	20, // 52: livecluster.ocm.v1.OCMService.ReleaseStream:output_type -> livecluster.ocm.v1.ReleaseStreamResponse
-	22, // 53: livecluster.ocm.v1.OCMService.TransferStream:output_type -> livecluster.ocm.v1.TransferStreamResponse
-	24, // 54: livecluster.ocm.v1.OCMService.LookupStream:output_type -> livecluster.ocm.v1.LookupStreamResponse
-	26, // 55: livecluster.ocm.v1.OCMService.AssignOrigin:output_type -> livecluster.ocm.v1.AssignOriginResponse
-	28, // 56: livecluster.ocm.v1.OCMService.WatchStreams:output_type -> livecluster.ocm.v1.WatchStreamsResponse
-	30, // 57: livecluster.ocm.v1.OCMService.ListNodes:output_type -> livecluster.ocm.v1.ListNodesResponse
-	32, // 58: livecluster.ocm.v1.OCMService.ListStreams:output_type -> livecluster.ocm.v1.ListStreamsResponse
-	47, // [47:59] is the sub-list for method output_type
-	35, // [35:47] is the sub-list for method input_type
+	17, // 39: livecluster.ocm.v1.OCMService.KeepSession:input_type -> livecluster.ocm.v1.KeepSessionRequest
+	19, // 40: livecluster.ocm.v1.OCMService.ClaimStream:input_type -> livecluster.ocm.v1.ClaimStreamRequest
+	21, // 41: livecluster.ocm.v1.OCMService.ReleaseStream:input_type -> livecluster.ocm.v1.ReleaseStreamRequest
+	23, // 42: livecluster.ocm.v1.OCMService.TransferStream:input_type -> livecluster.ocm.v1.TransferStreamRequest
+	25, // 43: livecluster.ocm.v1.OCMService.LookupStream:input_type -> livecluster.ocm.v1.LookupStreamRequest
+	27, // 44: livecluster.ocm.v1.OCMService.AssignOrigin:input_type -> livecluster.ocm.v1.AssignOriginRequest
+	29, // 45: livecluster.ocm.v1.OCMService.WatchStreams:input_type -> livecluster.ocm.v1.WatchStreamsRequest
+	31, // 46: livecluster.ocm.v1.OCMService.ListNodes:input_type -> livecluster.ocm.v1.ListNodesRequest
+	33, // 47: livecluster.ocm.v1.OCMService.ListStreams:input_type -> livecluster.ocm.v1.ListStreamsRequest
+	10, // 48: livecluster.ocm.v1.OCMService.Register:output_type -> livecluster.ocm.v1.RegisterResponse
+	12, // 49: livecluster.ocm.v1.OCMService.Heartbeat:output_type -> livecluster.ocm.v1.HeartbeatResponse
+	14, // 50: livecluster.ocm.v1.OCMService.Drain:output_type -> livecluster.ocm.v1.DrainResponse
+	16, // 51: livecluster.ocm.v1.OCMService.Deregister:output_type -> livecluster.ocm.v1.DeregisterResponse
+	18, // 52: livecluster.ocm.v1.OCMService.KeepSession:output_type -> livecluster.ocm.v1.KeepSessionResponse
+	20, // 53: livecluster.ocm.v1.OCMService.ClaimStream:output_type -> livecluster.ocm.v1.ClaimStreamResponse
+	22, // 54: livecluster.ocm.v1.OCMService.ReleaseStream:output_type -> livecluster.ocm.v1.ReleaseStreamResponse
+	24, // 55: livecluster.ocm.v1.OCMService.TransferStream:output_type -> livecluster.ocm.v1.TransferStreamResponse
+	26, // 56: livecluster.ocm.v1.OCMService.LookupStream:output_type -> livecluster.ocm.v1.LookupStreamResponse
+	28, // 57: livecluster.ocm.v1.OCMService.AssignOrigin:output_type -> livecluster.ocm.v1.AssignOriginResponse
+	30, // 58: livecluster.ocm.v1.OCMService.WatchStreams:output_type -> livecluster.ocm.v1.WatchStreamsResponse
+	32, // 59: livecluster.ocm.v1.OCMService.ListNodes:output_type -> livecluster.ocm.v1.ListNodesResponse
+	34, // 60: livecluster.ocm.v1.OCMService.ListStreams:output_type -> livecluster.ocm.v1.ListStreamsResponse
+	48, // [48:61] is the sub-list for method output_type
+	35, // [35:48] is the sub-list for method input_type
 	35, // [35:35] is the sub-list for extension type_name
 	35, // [35:35] is the sub-list for extension extendee
 	0,  // [0:35] is the sub-list for field type_name
@@ -2450,7 +2578,7 @@ func file_livecluster_ocm_v1_ocm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_livecluster_ocm_v1_ocm_proto_rawDesc), len(file_livecluster_ocm_v1_ocm_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

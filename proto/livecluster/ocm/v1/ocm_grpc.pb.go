@@ -48,6 +48,7 @@ const (
 	OCMService_Heartbeat_FullMethodName      = "/livecluster.ocm.v1.OCMService/Heartbeat"
 	OCMService_Drain_FullMethodName          = "/livecluster.ocm.v1.OCMService/Drain"
 	OCMService_Deregister_FullMethodName     = "/livecluster.ocm.v1.OCMService/Deregister"
+	OCMService_KeepSession_FullMethodName    = "/livecluster.ocm.v1.OCMService/KeepSession"
 	OCMService_ClaimStream_FullMethodName    = "/livecluster.ocm.v1.OCMService/ClaimStream"
 	OCMService_ReleaseStream_FullMethodName  = "/livecluster.ocm.v1.OCMService/ReleaseStream"
 	OCMService_TransferStream_FullMethodName = "/livecluster.ocm.v1.OCMService/TransferStream"
@@ -79,6 +80,21 @@ type OCMServiceClient interface {
 	// Deregister ends the session: the lease is revoked, so the node record and
 	// every stream it owns are deleted in one step.
 	Deregister(ctx context.Context, in *DeregisterRequest, opts ...grpc.CallOption) (*DeregisterResponse, error)
+	// KeepSession is the node session's liveness stream, opened by the node
+	// after Register and kept open for the session's life (reopened at once,
+	// on any replica, when it breaks). A process that dies closes its socket,
+	// so the stream breaking without a Deregister is how the OCM notices a
+	// crash well before the lease TTL: the replica holding the stream waits
+	// session_grace_ms for the node to open it again (on any replica), then
+	// revokes the lease, freeing every stream the node owns. A replica that
+	// shuts down ends its streams with UNAVAILABLE and revokes nothing; one
+	// that crashes revokes nothing either (heartbeats keep the lease). A lost
+	// host still costs the lease TTL. The first response comes at once; later
+	// ones every heartbeat interval, so proxies do not see the stream idle.
+	// NOT_FOUND: the session is gone (lease expired or being revoked):
+	// Register again. Heartbeat is still required: the lease is renewed only
+	// by heartbeats.
+	KeepSession(ctx context.Context, in *KeepSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[KeepSessionResponse], error)
 	// ClaimStream makes the calling node the owner of a stream, if nobody owns
 	// it. The claim's epoch fences every later write about the stream.
 	ClaimStream(ctx context.Context, in *ClaimStreamRequest, opts ...grpc.CallOption) (*ClaimStreamResponse, error)
@@ -166,6 +182,25 @@ func (c *oCMServiceClient) Deregister(ctx context.Context, in *DeregisterRequest
 	return out, nil
 }
 
+func (c *oCMServiceClient) KeepSession(ctx context.Context, in *KeepSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[KeepSessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &OCMService_ServiceDesc.Streams[0], OCMService_KeepSession_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[KeepSessionRequest, KeepSessionResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OCMService_KeepSessionClient = grpc.ServerStreamingClient[KeepSessionResponse]
+
 func (c *oCMServiceClient) ClaimStream(ctx context.Context, in *ClaimStreamRequest, opts ...grpc.CallOption) (*ClaimStreamResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ClaimStreamResponse)
@@ -218,7 +253,7 @@ func (c *oCMServiceClient) AssignOrigin(ctx context.Context, in *AssignOriginReq
 
 func (c *oCMServiceClient) WatchStreams(ctx context.Context, in *WatchStreamsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStreamsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &OCMService_ServiceDesc.Streams[0], OCMService_WatchStreams_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &OCMService_ServiceDesc.Streams[1], OCMService_WatchStreams_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -276,6 +311,21 @@ type OCMServiceServer interface {
 	// Deregister ends the session: the lease is revoked, so the node record and
 	// every stream it owns are deleted in one step.
 	Deregister(context.Context, *DeregisterRequest) (*DeregisterResponse, error)
+	// KeepSession is the node session's liveness stream, opened by the node
+	// after Register and kept open for the session's life (reopened at once,
+	// on any replica, when it breaks). A process that dies closes its socket,
+	// so the stream breaking without a Deregister is how the OCM notices a
+	// crash well before the lease TTL: the replica holding the stream waits
+	// session_grace_ms for the node to open it again (on any replica), then
+	// revokes the lease, freeing every stream the node owns. A replica that
+	// shuts down ends its streams with UNAVAILABLE and revokes nothing; one
+	// that crashes revokes nothing either (heartbeats keep the lease). A lost
+	// host still costs the lease TTL. The first response comes at once; later
+	// ones every heartbeat interval, so proxies do not see the stream idle.
+	// NOT_FOUND: the session is gone (lease expired or being revoked):
+	// Register again. Heartbeat is still required: the lease is renewed only
+	// by heartbeats.
+	KeepSession(*KeepSessionRequest, grpc.ServerStreamingServer[KeepSessionResponse]) error
 	// ClaimStream makes the calling node the owner of a stream, if nobody owns
 	// it. The claim's epoch fences every later write about the stream.
 	ClaimStream(context.Context, *ClaimStreamRequest) (*ClaimStreamResponse, error)
@@ -334,6 +384,9 @@ func (UnimplementedOCMServiceServer) Drain(context.Context, *DrainRequest) (*Dra
 }
 func (UnimplementedOCMServiceServer) Deregister(context.Context, *DeregisterRequest) (*DeregisterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Deregister not implemented")
+}
+func (UnimplementedOCMServiceServer) KeepSession(*KeepSessionRequest, grpc.ServerStreamingServer[KeepSessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method KeepSession not implemented")
 }
 func (UnimplementedOCMServiceServer) ClaimStream(context.Context, *ClaimStreamRequest) (*ClaimStreamResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClaimStream not implemented")
@@ -451,6 +504,17 @@ func _OCMService_Deregister_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _OCMService_KeepSession_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(KeepSessionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(OCMServiceServer).KeepSession(m, &grpc.GenericServerStream[KeepSessionRequest, KeepSessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OCMService_KeepSessionServer = grpc.ServerStreamingServer[KeepSessionResponse]
 
 func _OCMService_ClaimStream_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ClaimStreamRequest)
@@ -642,6 +706,11 @@ var OCMService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "KeepSession",
+			Handler:       _OCMService_KeepSession_Handler,
+			ServerStreams: true,
+		},
 		{
 			StreamName:    "WatchStreams",
 			Handler:       _OCMService_WatchStreams_Handler,
