@@ -6,7 +6,9 @@
 #
 #   scripts/test.sh            everything
 #   SHORT=1 scripts/test.sh    skip the slow multi-process tests (-short), the
-#                              local-cluster end-to-end and the image tests
+#                              local-cluster end-to-end, the image tests and
+#                              the Kubernetes drill
+#   LC_SKIP_K8S=1 scripts/test.sh   skip only the Kubernetes drill
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -76,6 +78,20 @@ fi
 if [ -z "${SHORT:-}" ]; then
   step "container images and the compose cluster (skips without Docker)"
   scripts/test-images.sh
+fi
+
+# The Kubernetes drill (scripts/k8s/, docs/kubernetes.md): a real
+# single-node cluster, the images, the chart and the seven drill steps.
+# Cold, the Kubernetes toolchain build adds about 30 minutes once.
+if [ -n "${SHORT:-}" ]; then
+  step "Kubernetes drill: SKIPPED (SHORT=1)"
+elif [ -n "${LC_SKIP_K8S:-}" ]; then
+  step "Kubernetes drill: SKIPPED (LC_SKIP_K8S=1)"
+elif why=$(. scripts/k8s/lib.sh && k8s_cannot_run); then
+  step "Kubernetes drill: SKIPPED: this machine cannot run it: $why"
+else
+  step "Kubernetes drill (scripts/k8s/run-drill.sh)"
+  scripts/k8s/run-drill.sh
 fi
 
 step "all checks passed"

@@ -1,0 +1,3 @@
+module lck8s/drillplay
+
+go 1.24

@@ -1,0 +1,3 @@
+module lck8s/pause
+
+go 1.24

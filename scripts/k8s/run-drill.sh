@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole Kubernetes drill as scripts/test.sh runs it: start the cluster
+# (scripts/k8s/up.sh), build the images (scripts/images.sh, BASE=scratch),
+# import them, run scripts/k8s/drill.sh, and always tear down
+# (scripts/k8s/down.sh), whatever failed. Exits with the drill's status, or
+# non-zero when the teardown left something behind.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$K8S_ROOT"
+export VERSION=${VERSION:-$(git describe --tags --always --dirty)}
+teardown() {
+  local st=$?
+  scripts/k8s/down.sh || st=1
+  exit "$st"
+}
+trap teardown EXIT
+s=$(date +%s)
+# The drill's own helpers live outside go.work: check them here.
+for m in drillplay pause; do
+  (cd scripts/k8s/$m && test -z "$(gofmt -l .)" && GOWORK=off go vet . && GOWORK=off go test -count=1 . >/dev/null) ||
+    k8s_die "scripts/k8s/$m: gofmt, vet or tests failed"
+done
+scripts/k8s/up.sh
+BASE=${BASE:-scratch} scripts/images.sh
+scripts/k8s/load-images.sh "livecluster/ocm:$VERSION" "livecluster/origin:$VERSION" \
+  "livecluster/edge:$VERSION" "livecluster/etcd:$VERSION"
+scripts/k8s/drill.sh
+echo "k8s: drill passed in $(( $(date +%s) - s )) s (cluster, images and drill)" >&2
