@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/livecluster/livecluster/media/hls"
-	"github.com/livecluster/livecluster/media/internal/mediatest"
+	"github.com/livecluster/livecluster/media/mediatest"
 )
 
 // TestAsyncStalledVolume stalls the volume for real: the first segment's

@@ -13,7 +13,7 @@ import (
 	"github.com/nareix/joy4/av"
 
 	"github.com/livecluster/livecluster/media/hls"
-	"github.com/livecluster/livecluster/media/internal/mediatest"
+	"github.com/livecluster/livecluster/media/mediatest"
 )
 
 func TestMain(m *testing.M) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livecluster/livecluster/media/internal/mediatest"
+	"github.com/livecluster/livecluster/media/mediatest"
 )
 
 // endingHandler accepts a publish, reads some packets and ends it with an

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livecluster/livecluster/media/internal/mediatest"
+	"github.com/livecluster/livecluster/media/mediatest"
 	"github.com/livecluster/livecluster/media/rtmp"
 )
 

@@ -16,7 +16,7 @@ import (
 	"github.com/nareix/joy4/av"
 
 	"github.com/livecluster/livecluster/media/hub"
-	"github.com/livecluster/livecluster/media/internal/mediatest"
+	"github.com/livecluster/livecluster/media/mediatest"
 	"github.com/livecluster/livecluster/media/rtmp"
 )
 

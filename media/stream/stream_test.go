@@ -15,7 +15,7 @@ import (
 
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
-	"github.com/livecluster/livecluster/media/internal/mediatest"
+	"github.com/livecluster/livecluster/media/mediatest"
 	"github.com/livecluster/livecluster/media/stream"
 )
 

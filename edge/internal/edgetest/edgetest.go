@@ -8,29 +8,24 @@ package edgetest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nareix/joy4/av"
-	"github.com/nareix/joy4/format/flv"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/mediatest"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/media/stream"
 	"github.com/livecluster/livecluster/node/ocmclient"
-	"github.com/livecluster/livecluster/node/proctest"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
 )
@@ -328,7 +323,7 @@ func (o *Origin) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 // looping, until the test ends or Stop. It returns the hub.
 func (o *Origin) Feed(t testing.TB, key streamkey.Key) *hub.Hub {
 	t.Helper()
-	streams, pkts := ReadFLV(t, TestFLV(t))
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
 	h, _, err := o.Hubs.GetOrCreate(key.String())
 	if err != nil {
 		t.Fatal(err)
@@ -394,76 +389,15 @@ func Blackhole(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-var media struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
-// TestFLV returns a 6 s 320x240 H.264 (GOP 30 at 30 fps) + AAC FLV made by
-// ffmpeg once per test binary (removed by Cleanup).
-func TestFLV(t testing.TB) string {
-	t.Helper()
-	ffmpeg := proctest.Tool(t, "LIVECLUSTER_FFMPEG", "ffmpeg")
-	media.once.Do(func() {
-		media.dir, media.err = os.MkdirTemp("", "edgetest-")
-		if media.err != nil {
-			return
-		}
-		p := filepath.Join(media.dir, "test.flv")
-		out, err := exec.Command(ffmpeg, "-nostdin", "-v", "error", "-y",
-			"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100",
-			"-t", "6", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "500k", "-g", "30", "-keyint_min", "30",
-			"-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-f", "flv", p).CombinedOutput()
-		if err != nil {
-			media.err = fmt.Errorf("%v: %s", err, out)
-			return
-		}
-		media.path = p
-	})
-	if media.err != nil {
-		t.Fatalf("make test flv: %v", media.err)
-	}
-	return media.path
-}
-
 // Cleanup removes the generated media; call from TestMain.
-func Cleanup() {
-	if media.dir != "" {
-		os.RemoveAll(media.dir)
-	}
-}
-
-// ReadFLV demuxes a whole FLV file.
-func ReadFLV(t testing.TB, path string) ([]av.CodecData, []av.Packet) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	d := flv.NewDemuxer(f)
-	streams, err := d.Streams()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pkts []av.Packet
-	for {
-		p, err := d.ReadPacket()
-		if err != nil {
-			return streams, pkts
-		}
-		pkts = append(pkts, p)
-	}
-}
+func Cleanup() { mediatest.Cleanup() }
 
 // FLVSource is a publisher's connection as the edge sees it: the test FLV
 // in real time through a pipe, looping, until the test ends. Close ends it
 // as a leaving publisher does.
 func FLVSource(t testing.TB) (*httpflv.Conn, *io.PipeWriter) {
 	t.Helper()
-	f, err := os.Open(TestFLV(t))
+	f, err := os.Open(mediatest.TestFLV(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,8 @@ import (
 	"context"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,8 +17,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/livecluster/livecluster/media/mediatest"
 	"github.com/livecluster/livecluster/node/ocmclient"
-	"github.com/livecluster/livecluster/node/proctest"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
 
@@ -112,74 +109,23 @@ func startOCM(t *testing.T, f *fakeOCM) *ocmclient.Client {
 	return c
 }
 
-// Test media: ffmpeg-made FLVs, generated once per test binary.
-var media struct {
-	mu   sync.Mutex
-	dir  string
-	path map[string]string
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if media.dir != "" {
-		os.RemoveAll(media.dir)
-	}
+	mediatest.Cleanup()
 	os.Exit(code)
 }
 
-// testFLV returns 6 s of H.264 (GOP 30 at 30 fps) + AAC at size.
-func testFLV(t *testing.T, size string) string {
-	t.Helper()
-	ffmpeg := proctest.Tool(t, "LIVECLUSTER_FFMPEG", "ffmpeg")
-	media.mu.Lock()
-	defer media.mu.Unlock()
-	if p := media.path[size]; p != "" {
-		return p
-	}
-	if media.dir == "" {
-		dir, err := os.MkdirTemp("", "publish-test-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		media.dir, media.path = dir, map[string]string{}
-	}
-	p := filepath.Join(media.dir, size+".flv")
-	out, err := exec.Command(ffmpeg, "-nostdin", "-v", "error", "-y",
-		"-f", "lavfi", "-i", "testsrc2=size="+size+":rate=30", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100",
-		"-t", "6", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "500k", "-g", "30", "-keyint_min", "30",
-		"-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-f", "flv", p).CombinedOutput()
-	if err != nil {
-		t.Fatalf("make test flv: %v: %s", err, out)
-	}
-	media.path[size] = p
-	return p
-}
-
+// part is one encoder configuration's codecs and packets.
 type part struct {
 	streams []av.CodecData
 	pkts    []av.Packet
 }
 
+// readFLV demuxes a test FLV (mediatest.TestFLVSized) into a part.
 func readFLV(t *testing.T, path string) part {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	d := flv.NewDemuxer(f)
-	streams, err := d.Streams()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := part{streams: streams}
-	for {
-		pkt, err := d.ReadPacket()
-		if err != nil {
-			return p
-		}
-		p.pkts = append(p.pkts, pkt)
-	}
+	streams, pkts := mediatest.ReadFLV(t, path)
+	return part{streams: streams, pkts: pkts}
 }
 
 // flvBytes serializes parts as one FLV byte stream, each part with its own
@@ -229,55 +175,5 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 			t.Fatalf("%s: not within %v", what, within)
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// stallFile makes path a file whose writes block, as on a hung NFS mount:
-// a FIFO whose kernel buffer is already full, held open by the test (so
-// opening it for writing does not wait, but the first write(2) does).
-// resume drains it from then on. Both end at test cleanup.
-func stallFile(t *testing.T, path string) (resume func()) {
-	t.Helper()
-	if err := syscall.Mkfifo(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0) // a FIFO opened read-write never waits
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd := int(f.Fd())
-	if err := syscall.SetNonblock(fd, true); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	for {
-		if _, err := syscall.Write(fd, buf); err != nil {
-			break // EAGAIN: the pipe is full
-		}
-	}
-	stop, done := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	t.Cleanup(func() {
-		close(stop)
-		once.Do(func() { close(done) })
-		<-done
-		f.Close()
-	})
-	return func() {
-		once.Do(func() {
-			go func() {
-				defer close(done)
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if _, err := syscall.Read(fd, buf); err != nil {
-						time.Sleep(2 * time.Millisecond) // EAGAIN: drained for now
-					}
-				}
-			}()
-		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/livecluster/livecluster/media/hls"
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/mediatest"
 	"github.com/livecluster/livecluster/media/stream"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	"github.com/livecluster/livecluster/node/proctest"
@@ -55,6 +56,14 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() {
 		cancel()
 		f.hubs.Close()
+		// HLS writers finish in the background after their publish ended:
+		// wait for them, as the origin does before it exits, so none writes
+		// into the test's directory while it is removed.
+		wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer wcancel()
+		if err := f.s.WaitHLS(wctx); err != nil {
+			t.Error(err)
+		}
 		m.Close()
 	})
 	return f
@@ -107,7 +116,7 @@ func (f *fixture) packetsIn() int64 {
 // released with its epoch and the playlist ended.
 func TestPublishClaimFeedRelease(t *testing.T) {
 	f := newFixture(t)
-	a := readFLV(t, testFLV(t, "320x240"))
+	a := readFLV(t, mediatest.TestFLVSized(t, "320x240"))
 	b, _ := flvBytes(t, true, 0, a)
 	src, pw := pipeSource(t, b[:len(b)/2])
 	done := f.serve(Request{Key: key, Path: ocmv1.PublishPath_PUBLISH_PATH_FORWARDED, ForwardedBy: "edge-1", Protocol: "flv"}, src)
@@ -159,7 +168,7 @@ func (c *countingSource) Streams() ([]av.CodecData, error) {
 func TestPublishRefusedWhenOwnedElsewhere(t *testing.T) {
 	f := newFixture(t)
 	f.ocm.setOwner(key.String(), "origin-9")
-	a := readFLV(t, testFLV(t, "320x240"))
+	a := readFLV(t, mediatest.TestFLVSized(t, "320x240"))
 	b, _ := flvBytes(t, true, 0, a)
 	src, _ := pipeSource(t, b)
 	cs := &countingSource{Source: src}
@@ -183,7 +192,7 @@ func TestPublishRefusedWhenOwnedElsewhere(t *testing.T) {
 // claim is released and the hub closed (its players end).
 func TestPublishSourceErrorMidStream(t *testing.T) {
 	f := newFixture(t)
-	a := readFLV(t, testFLV(t, "320x240"))
+	a := readFLV(t, mediatest.TestFLVSized(t, "320x240"))
 	b, _ := flvBytes(t, true, 0, a)
 	src, pw := pipeSource(t, b[:len(b)/3])
 	done := f.serve(Request{Key: key, Protocol: "flv"}, src)
@@ -216,7 +225,7 @@ func TestPublishSourceErrorMidStream(t *testing.T) {
 // reason, and does not release a claim that is no longer its own.
 func TestPublishOwnershipLost(t *testing.T) {
 	f := newFixture(t)
-	a := readFLV(t, testFLV(t, "320x240"))
+	a := readFLV(t, mediatest.TestFLVSized(t, "320x240"))
 	b, _ := flvBytes(t, true, 0, a)
 	src, pw := pipeSource(t, b[:len(b)/3])
 	done := f.serve(Request{Key: key, Protocol: "flv"}, src)
@@ -240,7 +249,7 @@ func TestPublishOwnershipLost(t *testing.T) {
 // A kick through the clients API ends the session with the kick's cause.
 func TestPublishKicked(t *testing.T) {
 	f := newFixture(t)
-	a := readFLV(t, testFLV(t, "320x240"))
+	a := readFLV(t, mediatest.TestFLVSized(t, "320x240"))
 	b, _ := flvBytes(t, true, 0, a)
 	src, _ := pipeSource(t, b[:len(b)/3])
 	done := f.serve(Request{Key: key, Protocol: "flv"}, src)
@@ -261,9 +270,9 @@ func TestCodecChangeWithStalledHLS(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(f.hlsDir, "live"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	resume := stallFile(t, filepath.Join(f.hlsDir, "live", "s-0.ts.tmp"))
-	a := readFLV(t, testFLV(t, "320x240"))
-	bb := readFLV(t, testFLV(t, "640x360"))
+	resume := mediatest.StallFile(t, filepath.Join(f.hlsDir, "live", "s-0.ts.tmp"))
+	a := readFLV(t, mediatest.TestFLVSized(t, "320x240"))
+	bb := readFLV(t, mediatest.TestFLVSized(t, "640x360"))
 	first := part{streams: bb.streams, pkts: bb.pkts[:len(bb.pkts)/2]}
 	for len(first.pkts) < len(bb.pkts) && !(bb.streams[bb.pkts[len(first.pkts)].Idx].Type().IsVideo() && bb.pkts[len(first.pkts)].IsKeyFrame) {
 		first.pkts = bb.pkts[:len(first.pkts)+1]

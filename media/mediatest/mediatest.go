@@ -1,4 +1,5 @@
-// Package mediatest holds helpers shared by media's tests: locating ffmpeg
+// Package mediatest holds test helpers for media and the binaries built on
+// it (as net/http/httptest does for net/http): locating ffmpeg
 // and ffprobe, and generating a small H.264/AAC test FLV.
 package mediatest
 
