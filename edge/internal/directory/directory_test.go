@@ -332,7 +332,9 @@ func TestWatchPath(t *testing.T) {
 	waitChanged(t, sub, "initial state not applied")
 	waitChanged(t, barrier, "barrier not known unowned at SYNCED")
 	deadline := time.Now().Add(5 * time.Second)
-	for !d.WatchUp() && time.Now().Before(deadline) {
+	// The state flips first and the callback is told just after it: wait
+	// for both, or the check below races the callback.
+	for !(d.WatchUp() && up.Load()) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	if !d.WatchUp() || !up.Load() || watches.Load() != 2 {
