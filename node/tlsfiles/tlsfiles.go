@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -265,4 +266,23 @@ func verify(chain []*x509.Certificate, roots *x509.CertPool, name string, usage 
 	_, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: name,
 		KeyUsages: []x509.ExtKeyUsage{usage}})
 	return err
+}
+
+// Listen binds a TCP address and returns a listener that does the TLS
+// handshake with the certificate of certFile and keyFile (re-read as they
+// change), offering HTTP/1.1 only: an HTTP server given it serves HTTPS
+// (HTTP-FLV is a long-lived HTTP/1.1 response, as players expect). It
+// fails when the files do not load or the address is busy.
+func Listen(name, addr, certFile, keyFile string, log *slog.Logger) (net.Listener, *Store, error) {
+	st, err := New(Options{Name: name, CertFile: certFile, KeyFile: keyFile, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s listen: %w", name, err)
+	}
+	cfg := st.ServerConfig()
+	cfg.NextProtos = []string{"http/1.1"}
+	return tls.NewListener(ln, cfg), st, nil
 }

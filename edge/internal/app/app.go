@@ -24,6 +24,7 @@ import (
 	"github.com/livecluster/livecluster/node/admin"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/ocmclient"
+	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
 
@@ -62,6 +63,15 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		rtmpLn.Close()
 		return fmt.Errorf("http listen: %w", err)
 	}
+	var httpsLn net.Listener
+	if cfg.HTTPS.Listen != "" {
+		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger)
+		if err != nil {
+			rtmpLn.Close()
+			httpLn.Close()
+			return fmt.Errorf("https: %w", err)
+		}
+	}
 	host := cfg.Advertise.Host
 	if host == "" {
 		host = cfg.NodeID
@@ -75,11 +85,15 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		},
 	}
 	e := &edge{rt: rt, log: rt.Logger}
-	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics})
+	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics,
+		Security: cfg.OCM.OCMSecurity})
 	if err != nil {
 		rtmpLn.Close()
 		httpLn.Close()
-		return err
+		if httpsLn != nil {
+			httpsLn.Close()
+		}
+		return fmt.Errorf("ocm: %w", err)
 	}
 
 	reg := rt.Metrics
@@ -145,6 +159,9 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	lc := rt.Lifecycle
 	lc.AddListener("rtmp", rtmpLn)
 	lc.AddListener("http", httpLn)
+	if httpsLn != nil {
+		lc.AddListener("https", httpsLn)
+	}
 	oc.Bind(lc)
 	lc.OnDraining("http-keepalive", func(context.Context) error {
 		// HLS players reconnect, on their next request, to another edge.
@@ -160,11 +177,18 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 			lc.Fatal(fmt.Errorf("rtmp server: %w", err))
 		}
 	}()
-	go func() {
-		if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			lc.Fatal(fmt.Errorf("http server: %w", err))
+	for name, ln := range map[string]net.Listener{"http": httpLn, "https": httpsLn} {
+		if ln == nil {
+			continue
 		}
-	}()
+		// One server for both ports: the drain's keep-alive switch and
+		// Close cover the HTTPS connections too.
+		go func() {
+			if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				lc.Fatal(fmt.Errorf("%s server: %w", name, err))
+			}
+		}()
+	}
 	context.AfterFunc(ctx, func() {
 		e.relay.Close()
 		_ = httpSrv.Close()
@@ -172,7 +196,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	oc.Start(ctx)
 
 	rt.Admin.Mux.HandleFunc("GET /api/v1/streams", e.apiStreams)
-	rt.Logger.Info("edge listening", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(),
+	rt.Logger.Info("edge listening", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(), "https", cfg.HTTPS.Listen,
 		"advertise", node.Addresses.Rtmp, "ocm", cfg.OCM.Address)
 	return nil
 }
