@@ -19,7 +19,7 @@ func TestSecurity(t *testing.T) {
 			t.Errorf("%s: security keys set by default: %v", w.component, c)
 		}
 	}
-	if _, err := render(t, "--set", "security.tls.enabled=true"); err == nil || !strings.Contains(err.Error(), "security.tls.ocm.existingSecret") {
+	if _, err := render(t, "--set", "security.tls.enabled=true"); err == nil || !strings.Contains(err.Error(), ".existingSecret: required when security.tls.enabled") {
 		t.Errorf("tls without Secrets: %v", err)
 	}
 
@@ -78,7 +78,7 @@ func TestSecurity(t *testing.T) {
 			t.Errorf("%s ocm %v", w.component, c["ocm"])
 		}
 	}
-	if p := r.find("Pod", "lc-livecluster-test-ocm-grpc"); p == nil || !strings.Contains(str(dig(container(p), "args")), "--grpc-tls") {
+	if p := r.find("Pod", "lc-livecluster-test-ocm-grpc"); p == nil || !strings.Contains(str(dig(p, "spec", "containers", "0", "args")), "--grpc-tls") {
 		t.Errorf("helm test pod without --grpc-tls: %v", p)
 	}
 
