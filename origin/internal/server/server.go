@@ -116,9 +116,10 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	}
 	m := newMetrics(rt.Metrics)
 	s.owner = owner.New(owner.Options{
-		OCM: s.oc, NodeID: cfg.NodeID, Session: s.oc.Session, Draining: rt.Lifecycle.Draining,
-		Timeout: func() time.Duration { return rt.Config().OCM.ClaimTimeout.D() },
-		Logger:  rt.Logger, Claims: m.claims,
+		OCM: s.oc, NodeID: cfg.NodeID, Session: s.oc.Session, LeaseDeadline: s.oc.LeaseDeadline,
+		Draining: rt.Lifecycle.Draining,
+		Timeout:  func() time.Duration { return rt.Config().OCM.ClaimTimeout.D() },
+		Logger:   rt.Logger, Claims: m.claims,
 	})
 	s.pubs = publish.New(ctx, publish.Options{
 		Hubs: s.hubs, Owner: s.owner, Clients: s.clients, HLS: s.hls,
@@ -202,6 +203,9 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		s.hls.Close()
 	}()
 	s.oc.Start(ctx)
+	// Fencing: every claim is let go once the lease may be gone (the local
+	// lease deadline passed, or the OCM lost the session); ends with ctx.
+	go s.owner.Fence(ctx)
 	serving.Store(true)
 	s.log.Info("origin serving", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(),
 		"ocm", cfg.OCM.Address, "advertise", node.Addresses.String(), "hls_dir", cfg.HLS.Dir)
