@@ -122,7 +122,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		Logger:   rt.Logger, Claims: m.claims,
 	})
 	s.pubs = publish.New(ctx, publish.Options{
-		Hubs: s.hubs, Owner: s.owner, Clients: s.clients, HLS: s.hls,
+		NodeID: cfg.NodeID, Hubs: s.hubs, Owner: s.owner, Clients: s.clients, HLS: s.hls,
 		HLSEnabled: func() bool { return rt.Config().HLS.Enabled },
 		Logger:     rt.Logger, Metrics: publish.NewMetrics(rt.Metrics),
 	})
@@ -136,6 +136,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	httpSrv := &http.Server{
 		Handler: web.New(web.Options{
 			HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(), API: a.Handler(),
+			NodeID: cfg.NodeID, Owned: s.owned,
 			SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
 			BytesOut: func(n int64) { s.hlsBytes.Add(n) },
 		}),
