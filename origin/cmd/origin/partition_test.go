@@ -14,7 +14,6 @@ import (
 
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/proctest"
-	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
 
 // cutProxy forwards TCP to target until Cut: from then on it reads and
@@ -236,5 +235,3 @@ func playOnce(url string) error {
 	}
 	return nil
 }
-
-var _ = ocmv1.NodeRole_NODE_ROLE_ORIGIN
