@@ -3,8 +3,8 @@
 // component. 1,000 bare TCP connects a second per port (a handshake, then
 // close: half with FIN, half with RST, as checkers differ), on the OCM's
 // gRPC and admin ports and the origin's and edge's RTMP, HTTP and admin
-// ports at once, for 10 s (3 s in the short form). Targets: every connect
-// succeeds, no component logs an error, and each component's goroutines
+// ports at once, for 10 s (3 s in the short form). Targets: no connect is
+// refused, no component logs an error, and each component's goroutines
 // and open file descriptors (its /metrics go_goroutines,
 // process_open_fds) are back to their baseline within 10 s.
 package lbchecks
@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -90,10 +91,10 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 
 	e.Logf("lb-checks: %d bare TCP connects/s on each of 8 ports for %v", rate, dur)
 	type portRes struct {
-		name          string
-		ok, failed    int64
-		firstErr      string
-		maxConnectLat time.Duration
+		name                 string
+		ok, failed, timedOut int64
+		firstErr             string
+		maxConnectLat        time.Duration
 	}
 	var (
 		wg  sync.WaitGroup
@@ -109,9 +110,9 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 			pr := &portRes{name: t.k.Short + ":" + strconv.Itoa(port)}
 			prs = append(prs, pr)
 			wg.Go(func() {
-				ok, bad, first, lat := hammer(ctx, addr, dur)
+				ok, bad, slow, first, lat := hammer(ctx, addr, dur)
 				mu.Lock()
-				pr.ok, pr.failed, pr.firstErr, pr.maxConnectLat = ok, bad, first, lat
+				pr.ok, pr.failed, pr.timedOut, pr.firstErr, pr.maxConnectLat = ok, bad, slow, first, lat
 				mu.Unlock()
 			})
 		}
@@ -122,14 +123,17 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 	}
 	ports := map[string]any{}
 	for _, pr := range prs {
-		pf := map[string]any{"connects": pr.ok, "failed": pr.failed, "max_connect_ms": drill.Ms(pr.maxConnectLat)}
+		pf := map[string]any{"connects": pr.ok, "refused": pr.failed, "timed_out": pr.timedOut,
+			"per_s": float64(pr.ok+pr.failed+pr.timedOut) / dur.Seconds(), "max_connect_ms": drill.Ms(pr.maxConnectLat)}
 		if pr.firstErr != "" {
 			pf["first_error"] = pr.firstErr
 		}
 		ports[pr.name] = pf
-		// The 1,000/s pace is the load generator's: on a busy machine it
-		// may fall short, which is reported, not a failure of the node.
-		res.Check(pr.failed == 0, "%s: %d of %d connects failed (%s)", pr.name, pr.failed, pr.ok+pr.failed, pr.firstErr)
+		// A refused or reset connect is the node's failure. A connect that
+		// times out (its SYN dropped twice: the accept queue full on a
+		// saturated machine, where the generator shares the CPUs) is
+		// reported, not judged; the pace itself (per_s) is the generator's.
+		res.Check(pr.failed == 0, "%s: %d of %d connects refused (%s)", pr.name, pr.failed, pr.ok+pr.failed+pr.timedOut, pr.firstErr)
 	}
 	res.Figures["ports"] = ports
 	res.Figures["seconds_of_connects"] = dur.Seconds()
@@ -179,10 +183,10 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 // hammer opens rate bare TCP connections a second to addr for d, closing
 // each at once, odd ones with RST (linger 0). It paces by the clock (every
 // 10 ms it starts what is due), so a slow moment is caught up, with at most
-// 256 connects in flight. It returns the successful and failed connects,
-// the first failure and the slowest connect.
-func hammer(ctx context.Context, addr string, d time.Duration) (ok, failed int64, firstErr string, maxLat time.Duration) {
-	var okN, badN atomic.Int64
+// 256 connects in flight. It returns the successful, failed and timed-out
+// (2 s) connects, the first failure and the slowest connect.
+func hammer(ctx context.Context, addr string, d time.Duration) (ok, failed, timedOut int64, firstErr string, maxLat time.Duration) {
+	var okN, badN, slowN atomic.Int64
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	dialer := &net.Dialer{Timeout: 2 * time.Second}
@@ -212,7 +216,12 @@ func hammer(ctx context.Context, addr string, d time.Duration) (ok, failed int64
 						}
 						mu.Unlock()
 						if err != nil {
-							if ctx.Err() == nil {
+							var ne net.Error
+							switch {
+							case ctx.Err() != nil:
+							case errors.As(err, &ne) && ne.Timeout():
+								slowN.Add(1)
+							default:
 								badN.Add(1)
 							}
 							return
@@ -230,7 +239,7 @@ func hammer(ctx context.Context, addr string, d time.Duration) (ok, failed int64
 		wg.Wait()
 		mu.Lock()
 		defer mu.Unlock()
-		return okN.Load(), badN.Load(), firstErr, maxLat
+		return okN.Load(), badN.Load(), slowN.Load(), firstErr, maxLat
 	}
 }
 

@@ -145,14 +145,18 @@ func variant(ctx context.Context, e *drill.Env, how string, n int, res *drill.Re
 	if err != nil {
 		return fail(err)
 	}
-	// docker kill itself takes up to a second on a busy machine: time from
-	// when PID 1 died, as Docker recorded it. A pause has no such record:
-	// its time is the command's start (the figures are then a bit longer).
+	// docker kill and docker pause take up to a second on a busy machine:
+	// a kill is timed from when PID 1 died, as Docker recorded it; a pause
+	// has no such record and is timed from when the command returned (A
+	// was frozen by then; crash_cmd_ms says how much earlier it may have
+	// been).
 	fig["crash_cmd_ms"] = drill.Ms(time.Since(t0))
 	if how == "kill" {
 		if died, err := a.FinishedAt(ctx); err == nil && died.After(t0) {
 			t0 = died
 		}
+	} else {
+		t0 = time.Now()
 	}
 	after, cancel2 := context.WithTimeout(ctx, observe)
 	defer cancel2()
