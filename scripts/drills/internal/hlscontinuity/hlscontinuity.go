@@ -68,17 +68,24 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 	specs := []cluster.Spec{c.OCMSpec("ocm", nil),
 		c.OriginSpec("origin1", "ocm", env(drill.OriginEnv)), c.OriginSpec("origin2", "ocm", env(drill.OriginEnv)),
 		c.OriginSpec("origin3", "ocm", env(drill.OriginEnv)), c.EdgeSpec("edge-pub", "ocm", env(nil)),
-		c.EdgeSpec("edge1", "ocm", env(nil)), c.EdgeSpec("edge2", "ocm", env(nil))}
+		c.EdgeSpec("edge1", "ocm", env(nil))}
 	if !e.Short {
-		// The rollout's new pod: up from the start, but it serves nothing
-		// of the stream until the Service sends it players.
-		specs = append(specs, c.EdgeSpec("edge3", "ocm", env(nil)))
+		// edge2 serves players with edge1 from the start; edge3 is the
+		// rollout's new pod: up from the start, but it serves nothing of
+		// the stream until the Service sends it players.
+		specs = append(specs, c.EdgeSpec("edge2", "ocm", env(nil)), c.EdgeSpec("edge3", "ocm", env(nil)))
 	}
 	ks, err := c.RunAll(ctx, specs...)
 	if err != nil {
 		return fail(err)
 	}
-	ocm, origins, pubEdge, e1, e2 := ks[0], ks[1:4], ks[4], ks[5], ks[6]
+	ocm, origins, pubEdge, e1 := ks[0], ks[1:4], ks[4], ks[5]
+	service := ks[5:6]
+	var e2 *cluster.Container
+	if !e.Short {
+		e2 = ks[6]
+		service = ks[5:7]
+	}
 	byName := map[string]*cluster.Container{}
 	for _, o := range origins {
 		byName[o.Short] = o
@@ -102,7 +109,7 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 	if err != nil {
 		return fail(fmt.Errorf("the publish through edge-pub: %w", err))
 	}
-	lb, err := drill.NewLB(ctx, cluster.PortHTTP, e1, e2)
+	lb, err := drill.NewLB(ctx, cluster.PortHTTP, service...)
 	if err != nil {
 		return fail(err)
 	}
