@@ -44,6 +44,7 @@ type opts struct {
 	idPrefix      string
 	cpuProfile    string
 	watch         watchOpts
+	idleFor       time.Duration
 }
 
 func main() {
@@ -61,12 +62,13 @@ func main() {
 	flag.BoolVar(&o.cleanup, "cleanup", true, "deregister the origins at the end")
 	flag.StringVar(&o.idPrefix, "id-prefix", "bench-origin-", "node id prefix")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write this client's CPU profile of the lookup phase to a file")
+	flag.DurationVar(&o.idleFor, "idle-duration", 0, "after the claims, measure the OCM's CPU this long with only heartbeats running (needs --pid)")
 	flag.IntVar(&o.watch.watchers, "watchers", 0, "watch propagation: this many watchers (each its own connection and WatchStreams, as edges), after the claims; 0 skips the phase")
 	flag.IntVar(&o.watch.keysPer, "watch-keys", 200, "keys each watcher watches")
 	flag.IntVar(&o.watch.pool, "watch-pool", 0, "watchers draw their keys from the first N streams (0: all); fewer means more watchers per key")
 	flag.IntVar(&o.watch.churn, "churn", 1000, "claims plus releases per second on watched keys during the watch phase")
 	flag.DurationVar(&o.watch.churnFor, "churn-duration", 30*time.Second, "how long the churn runs")
-	flag.IntVar(&o.watch.churnWorkers, "churn-workers", 32, "concurrent churn workers (each does a release and the next owner's claim)")
+	flag.IntVar(&o.watch.churnWorkers, "churn-workers", 128, "concurrent churn workers (each does a release and the next owner's claim)")
 	flag.Uint64Var(&o.watch.seed, "seed", 1, "seed of the watchers' key choice")
 	flag.Parse()
 	if o.watch.pool == 0 {
@@ -164,6 +166,7 @@ func run(ctx context.Context, o opts) error {
 	var next atomic.Int64
 	var claimErrs atomic.Int64
 	var firstErr atomic.Value
+	claimCPU0 := cpuOf(o.pid)
 	t0 = time.Now()
 	// owner[i] is the index in sess of stream i's owner (-1: not claimed),
 	// epochs[i] its epoch; the watch phase moves streams between origins.
@@ -201,6 +204,27 @@ func run(ctx context.Context, o opts) error {
 		fmt.Printf(" (first: %s)", e)
 	}
 	fmt.Println()
+	if o.pid > 0 {
+		fmt.Printf("  OCM CPU per claim (OCM + its embedded etcd when it has one): %s\n",
+			((cpuOf(o.pid) - claimCPU0) / time.Duration(max(o.streams, 1))).Round(100*time.Nanosecond))
+	}
+
+	// 2a. Idle: only the origins' heartbeats (lease renewals), the OCM's
+	// baseline with this many streams and nodes.
+	if o.idleFor > 0 && o.pid > 0 {
+		time.Sleep(time.Second) // the claims' tail
+		c0, t := cpuOf(o.pid), time.Now()
+		select {
+		case <-ctx.Done():
+		case <-time.After(o.idleFor):
+		}
+		el := time.Since(t)
+		c := cpuOf(o.pid) - c0
+		hbs := float64(o.origins) * el.Seconds() / sess[0].interval.Seconds()
+		fmt.Printf("idle %s: OCM %.3f cores with %d origins heartbeating every %s (%.0f heartbeats/s): at most %s per heartbeat\n",
+			el.Round(time.Millisecond), c.Seconds()/el.Seconds(), o.origins, sess[0].interval, hbs/el.Seconds(),
+			(time.Duration(float64(c) / max(hbs, 1))).Round(100*time.Nanosecond))
+	}
 
 	// 2b. Watch propagation under churn.
 	if o.watch.watchers > 0 {
