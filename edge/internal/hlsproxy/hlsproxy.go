@@ -221,6 +221,9 @@ type stream struct {
 	obj     *object   // body as served, shared by every hit until the next render
 	expires time.Time // body is refreshed after this
 	good    time.Time // the last good origin playlist
+	// the origin and epoch of the last good origin playlist (headers)
+	srcNode  string
+	srcEpoch int64
 }
 
 type object struct {
@@ -230,9 +233,12 @@ type object struct {
 	contentType string
 	body        []byte
 	expires     time.Time
+	// a playlist's source: streamkey.OriginHeader and EpochHeader
+	srcNode  string
+	srcEpoch int64
 	// Header values built once per object (nil: built per response), so a
 	// cache hit allocates no header.
-	typeHdr, lenHdr []string
+	typeHdr, lenHdr, srcNodeHdr, srcEpochHdr []string
 }
 
 // prepare builds the object's header values; call before sharing it.
@@ -252,6 +258,9 @@ var (
 	hdrNoSniff      = []string{"nosniff"}
 	hdrSegmentType  = []string{"video/mp2t"}
 	hdrPlaylistType = []string{playlistType}
+	hdrExposeSource = []string{streamkey.OriginHeader + ", " + streamkey.EpochHeader}
+	keyOrigin       = http.CanonicalHeaderKey(streamkey.OriginHeader)
+	keyEpoch        = http.CanonicalHeaderKey(streamkey.EpochHeader)
 )
 
 type call struct {
@@ -392,6 +401,17 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj
 	case obj.contentType != "":
 		h.Set("Content-Type", obj.contentType)
 	}
+	switch {
+	case obj.srcNodeHdr != nil:
+		// Where the newest segments of this playlist come from.
+		h[keyOrigin] = obj.srcNodeHdr
+		h[keyEpoch] = obj.srcEpochHdr
+		h["Access-Control-Expose-Headers"] = hdrExposeSource
+	case obj.srcNode != "":
+		h.Set(streamkey.OriginHeader, obj.srcNode)
+		h.Set(streamkey.EpochHeader, strconv.FormatInt(obj.srcEpoch, 10))
+		h["Access-Control-Expose-Headers"] = hdrExposeSource
+	}
 	if obj.status == http.StatusOK {
 		if kind == KindPlaylist {
 			h["Cache-Control"] = hdrNoCache
@@ -492,8 +512,12 @@ func (s *stream) fresh() *object {
 // setBody makes body the playlist served until expires. s.mu must be held.
 func (s *stream) setBody(body []byte, expires time.Time) *object {
 	s.body, s.expires = body, expires
-	s.obj = &object{status: http.StatusOK, contentType: playlistType, body: body, typeHdr: hdrPlaylistType}
+	s.obj = &object{status: http.StatusOK, contentType: playlistType, body: body, typeHdr: hdrPlaylistType,
+		srcNode: s.srcNode, srcEpoch: s.srcEpoch}
 	s.obj.lenHdr = []string{strconv.Itoa(len(body))}
+	if s.srcNode != "" {
+		s.obj.srcNodeHdr, s.obj.srcEpochHdr = []string{s.srcNode}, []string{strconv.FormatInt(s.srcEpoch, 10)}
+	}
 	return s.obj
 }
 
@@ -517,7 +541,9 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 	case err != nil:
 		fail = errObject(http.StatusServiceUnavailable, "%v", err)
 	default:
-		u := "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8" + key.Query()
+		// With the epoch: an origin that does not own the stream at exactly
+		// that epoch answers 409, and the last good playlist is served.
+		u := "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8" + key.PullQuery(owner.Epoch)
 		var pl *upPlaylist
 		pl, fail = p.fetchPlaylist(ctx, u)
 		if fail == nil {
@@ -563,6 +589,7 @@ func (p *Proxy) merge(s *stream, owner *directory.Owner, base *url.URL, pl *upPl
 	added := s.l.merge(owner.NodeID, owner.Epoch, base, pl, p.opts.Window, p.opts.Keep, now)
 	body, target := s.l.render(s.key, p.opts.EndHold, now)
 	s.good = now
+	s.srcNode, s.srcEpoch = owner.NodeID, owner.Epoch
 	obj := s.setBody(body, now.Add(min(p.opts.MaxPlaylistTTL, target/2)))
 	s.mu.Unlock()
 	if prev != "" && prev != owner.NodeID {
