@@ -142,6 +142,12 @@ type Options struct {
 	HTTPClient *http.Client
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// Source, when set, returns the running configuration's auth section
+	// (cli.Runtime.Config().Auth): the policy is rebuilt the first time a
+	// request sees a new pointer, i.e. after a reload. A configuration
+	// that fails to build keeps the old policy (logged); config
+	// validation has refused it before, so that does not happen.
+	Source func() *config.Auth
 }
 
 // Manager is the current authorization policy of a node; safe for
@@ -157,6 +163,7 @@ type Manager struct {
 }
 
 type policy struct {
+	src      *config.Auth // the Source pointer this policy was built from
 	cfg      config.Auth
 	internal *Keyring
 	chain    []Authorizer
@@ -192,10 +199,46 @@ func New(cfg config.Auth, opts Options) (*Manager, error) {
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(m.decided, m.hookErr)
 	}
+	if opts.Source != nil {
+		src := opts.Source()
+		cfg = *src
+		if err := m.updateLocked(cfg, src); err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
 	if err := m.Update(cfg); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// policy returns the current policy, rebuilt first when Source names a new
+// configuration.
+func (m *Manager) policy() *policy {
+	p := m.cur.Load()
+	if m.opts.Source == nil {
+		return p
+	}
+	src := m.opts.Source()
+	if src == nil || src == p.src {
+		return p
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p = m.cur.Load(); p.src == src {
+		return p
+	}
+	if err := m.updateLocked(*src, src); err != nil {
+		m.log.Error("reloaded auth configuration not applied; the previous one stays", "err", err.Error())
+		// Remember the pointer so the failure is logged once per reload.
+		q := *p
+		q.src = src
+		m.cur.Store(&q)
+		return &q
+	}
+	m.log.Info("auth configuration applied")
+	return m.cur.Load()
 }
 
 // Update builds a new policy from cfg and swaps it in; requests already
@@ -204,6 +247,10 @@ func New(cfg config.Auth, opts Options) (*Manager, error) {
 func (m *Manager) Update(cfg config.Auth) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.updateLocked(cfg, nil)
+}
+
+func (m *Manager) updateLocked(cfg config.Auth, src *config.Auth) error {
 	tk, err := config.ParseKeys(cfg.Token.Keys)
 	if err != nil {
 		return fmt.Errorf("auth.token.keys: %w", err)
@@ -212,7 +259,7 @@ func (m *Manager) Update(cfg config.Auth) error {
 	if err != nil {
 		return fmt.Errorf("auth.internal.keys: %w", err)
 	}
-	p := &policy{cfg: cfg, internal: NewKeyring(ik)}
+	p := &policy{src: src, cfg: cfg, internal: NewKeyring(ik)}
 	if cfg.Token.Publish || cfg.Token.Play {
 		p.chain = append(p.chain, &Tokens{Keys: NewKeyring(tk), Publish: cfg.Token.Publish, Play: cfg.Token.Play, Now: m.opts.Now})
 	}
@@ -236,7 +283,7 @@ func (m *Manager) Update(cfg config.Auth) error {
 // Active reports whether anything is checked for action (a token or a
 // hook); when false every request of that action is allowed.
 func (m *Manager) Active(a Action) bool {
-	p := m.cur.Load()
+	p := m.policy()
 	for _, z := range p.chain {
 		switch z := z.(type) {
 		case *Tokens:
@@ -258,7 +305,7 @@ func (m *Manager) Active(a Action) bool {
 // allowed or refused by auth.hooks.failOpen; the refusal then says the
 // authorization service is unavailable.
 func (m *Manager) Check(ctx context.Context, r *Request) error {
-	p := m.cur.Load()
+	p := m.policy()
 	if r.Key.Vhost == "" {
 		r.Key.Vhost = streamkey.DefaultVhost
 	}
@@ -305,7 +352,7 @@ func (m *Manager) Notify(ctx context.Context, r *Request) {
 	if r.Query.Get(InternalParam) != "" {
 		return
 	}
-	p := m.cur.Load()
+	p := m.policy()
 	for _, n := range p.notify {
 		n.Notify(ctx, r)
 	}
@@ -351,15 +398,17 @@ func ClientIP(remote string) string {
 }
 
 // CheckHTTP authorizes a play over HTTP (protocol "flv" or "hls") of key by
-// r; on a refusal it answers 401 or 403 with the reason and returns false,
-// and the caller must do nothing more.
-func (m *Manager) CheckHTTP(w http.ResponseWriter, r *http.Request, key streamkey.Key, protocol string) bool {
-	err := m.Check(r.Context(), &Request{
+// r. Allowed, it returns the request (to Notify its Stop with) and true; on
+// a refusal it answers 401 or 403 with the reason and returns false, and
+// the caller must do nothing more.
+func (m *Manager) CheckHTTP(w http.ResponseWriter, r *http.Request, key streamkey.Key, protocol string) (*Request, bool) {
+	ar := &Request{
 		Action: Play, Key: key, Protocol: protocol, ClientID: m.NewClientID(),
 		IP: ClientIP(r.RemoteAddr), Query: r.URL.Query(),
-	})
+	}
+	err := m.Check(r.Context(), ar)
 	if err == nil {
-		return true
+		return ar, true
 	}
 	status := http.StatusForbidden
 	if d, ok := IsDenied(err); ok {
@@ -367,5 +416,5 @@ func (m *Manager) CheckHTTP(w http.ResponseWriter, r *http.Request, key streamke
 	}
 	w.Header().Del("Cache-Control")
 	http.Error(w, err.Error(), status)
-	return false
+	return nil, false
 }

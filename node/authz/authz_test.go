@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,5 +136,29 @@ func TestRTMPQuery(t *testing.T) {
 	q := RTMPQuery("vhost=v", "rtmp://h/live?token=T&vhost=other")
 	if q.Get("token") != "T" || q.Get("vhost") != "v" {
 		t.Fatalf("got %v", q)
+	}
+}
+
+// A reload replaces the configuration pointer (cli.Runtime.Config); the
+// next request runs under the new keys.
+func TestManagerSourceReload(t *testing.T) {
+	var cur atomic.Pointer[config.Auth]
+	a := tokenConfig("k1:0123456789abcdef-one")
+	cur.Store(&a)
+	m, err := New(config.Auth{}, Options{Source: cur.Load, Now: func() time.Time { return t0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newTok, _ := NewKeyring([]config.Key{k2}).Mint("", "play", s1, t0.Add(time.Hour))
+	r := func() error {
+		return m.Check(context.Background(), req(Play, "s1", "1.1.1.1", "token="+url.QueryEscape(newTok)))
+	}
+	if r() == nil {
+		t.Fatal("k2 valid before the reload")
+	}
+	b := tokenConfig("k2:0123456789abcdef-two", "k1:0123456789abcdef-one")
+	cur.Store(&b)
+	if err := r(); err != nil {
+		t.Fatalf("after the reload: %v", err)
 	}
 }

@@ -35,7 +35,7 @@ func (p *policy) checkInternal(r *Request, tok string, now time.Time) error {
 // expiry is rounded up to the minute so that the URLs of one minute are
 // equal (HLS caches). An unsignable key returns an error.
 func (m *Manager) LegQuery(a Action, key streamkey.Key) (url.Values, error) {
-	p := m.cur.Load()
+	p := m.policy()
 	if p.internal.Len() == 0 {
 		return nil, nil
 	}
