@@ -149,8 +149,15 @@ type Options struct {
 	// is still playable if its origin dies before players get to it.
 	NoPrefetch bool
 	Client     *http.Client
-	Logger     *slog.Logger
-	Metrics    *Metrics
+	// LegQuery returns the credential query of a request to an origin for
+	// key's playlist (authz.Manager.LegQuery); the origin rewrites its
+	// segment URIs to carry it. nil or an empty result: none.
+	LegQuery func(key streamkey.Key) (url.Values, error)
+	// Playlist, when set, rewrites a playlist before it is sent to the
+	// player r (the player's credential on the segment URIs).
+	Playlist func(r *http.Request, body []byte) []byte
+	Logger   *slog.Logger
+	Metrics  *Metrics
 }
 
 // Proxy serves HLS from the owners' HLS.
@@ -249,6 +256,13 @@ func IsHLS(path string) bool {
 	return strings.HasSuffix(path, ".m3u8") || strings.HasSuffix(path, ".ts")
 }
 
+// KeyOf returns the stream key of an HLS request (playlist or segment);
+// an error for a path that is not one.
+func KeyOf(r *http.Request) (streamkey.Key, error) {
+	key, _, _, err := parse(r)
+	return key, err
+}
+
 // parse splits /{app}/{file} and derives the stream key: the playlist is
 // {name}.m3u8, a segment {name}-{seq}.ts.
 func parse(r *http.Request) (key streamkey.Key, file, kind string, err error) {
@@ -302,6 +316,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var obj *object
 	if kind == KindPlaylist {
 		obj = p.playlist(r.Context(), key)
+		if p.opts.Playlist != nil && obj.status == http.StatusOK {
+			// A copy: obj is shared by every player of the stream.
+			o := *obj
+			o.body = p.opts.Playlist(r, obj.body)
+			obj = &o
+		}
 	} else {
 		obj = p.segment(r.Context(), key, file)
 	}
@@ -434,6 +454,17 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 		fail = errObject(http.StatusServiceUnavailable, "%v", err)
 	default:
 		u := "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8" + key.Query()
+		if p.opts.LegQuery != nil {
+			lq, err := p.opts.LegQuery(key)
+			if err != nil {
+				fail = errObject(http.StatusInternalServerError, "%v", err)
+				break
+			}
+			if len(lq) > 0 {
+				key.SetQuery(lq)
+				u = "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8?" + lq.Encode()
+			}
+		}
 		var pl *upPlaylist
 		pl, fail = p.fetchPlaylist(ctx, u)
 		if fail == nil {

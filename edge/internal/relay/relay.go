@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -104,7 +105,10 @@ type Options struct {
 	RTMP       rtmp.Config
 	HTTPClient *http.Client
 	Logger     *slog.Logger
-	Metrics    *Metrics
+	// LegQuery returns the credential query an upstream pull of key
+	// carries (authz.Manager.LegQuery); nil or an empty result: none.
+	LegQuery func(key streamkey.Key) (url.Values, error)
+	Metrics  *Metrics
 }
 
 // Manager owns the pull sessions.
@@ -654,6 +658,17 @@ func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, erro
 		err  error
 	)
 	q := s.key.Query()
+	if s.m.opts.LegQuery != nil {
+		lq, err := s.m.opts.LegQuery(s.key)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("pull %s from %s: %w", s.key, o.NodeID, err)
+		}
+		if len(lq) > 0 {
+			s.key.SetQuery(lq)
+			q = "?" + lq.Encode()
+		}
+	}
 	switch st.Protocol {
 	case ProtocolFLV:
 		u = "http://" + o.HTTP + "/" + s.key.App + "/" + s.key.Name + ".flv" + q

@@ -153,7 +153,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 				_, ok := s.authz.CheckHTTP(w, r, key, "hls")
 				return ok
 			},
-			Carry: func(r *http.Request) url.Values { return authz.CarriedQuery(r.URL.Query()) },
+			Carry:   func(r *http.Request) url.Values { return authz.CarriedQuery(r.URL.Query()) },
 			Rewrite: authz.RewritePlaylist,
 		}),
 		ErrorLog:          admin.QuietErrorLog(rt.Logger),
