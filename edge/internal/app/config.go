@@ -212,5 +212,6 @@ var Flags = []cli.Flag{
 func Binary(version string) cli.Binary[Config] {
 	return cli.Binary[Config]{
 		Name: "edge", Version: version, Config: Loader(), Flags: Flags, Run: Run,
+		Auth: func(c *Config) *config.Auth { return &c.Auth },
 	}
 }
