@@ -300,8 +300,9 @@ func (m *Manager) Active(a Action) bool {
 }
 
 // Check authorizes r (Connect, Publish or Play): nil allows it, a *Denied
-// refuses it. An edge→origin leg with a valid internal credential is
-// allowed at once; with an invalid one it is refused. A hook that fails is
+// refuses it. Where auth.internal.keys are set, an edge→origin leg with a
+// valid internal credential is allowed at once and one with an invalid
+// credential is refused. A hook that fails is
 // allowed or refused by auth.hooks.failOpen; the refusal then says the
 // authorization service is unavailable.
 func (m *Manager) Check(ctx context.Context, r *Request) error {
@@ -309,7 +310,9 @@ func (m *Manager) Check(ctx context.Context, r *Request) error {
 	if r.Key.Vhost == "" {
 		r.Key.Vhost = streamkey.DefaultVhost
 	}
-	if tok := r.Query.Get(InternalParam); tok != "" {
+	// An origin without internal keys ignores a leg credential: the leg is
+	// then judged like any client (allowed when nothing is checked here).
+	if tok := r.Query.Get(InternalParam); tok != "" && p.internal.Len() > 0 {
 		err := p.checkInternal(r, tok, m.opts.Now())
 		if err == nil {
 			m.decided.WithLabelValues(string(r.Action), r.Protocol, "internal").Inc()

@@ -106,12 +106,17 @@ func TestManagerInternalLegs(t *testing.T) {
 	if err := o2.Check(ctx, req(Publish, "s1", "1.1.1.1", InternalParam+"="+user)); err == nil {
 		t.Fatal("user token accepted as an internal credential")
 	}
-	// An origin without internal keys refuses a leg credential.
+	// An origin without internal keys judges a leg like any client: refused
+	// here (tokens required), allowed where nothing is checked.
 	noInt := tokenConfig("k1:0123456789abcdef-one")
 	noInt.Internal.Keys = nil
 	o3 := newManager(t, noInt, now)
 	if err := o3.Check(ctx, r); err == nil {
 		t.Fatal("leg accepted without internal keys")
+	}
+	open := newManager(t, config.DefaultAuth(), now)
+	if err := open.Check(ctx, r); err != nil {
+		t.Fatalf("leg refused where nothing is checked: %v", err)
 	}
 	// Expired leg credential.
 	late := newManager(t, tokenConfig("k1:0123456789abcdef-one"), func() time.Time { return t0.Add(10 * time.Minute) })

@@ -14,9 +14,6 @@ func internalAction(a Action) string { return "edge-" + string(a) }
 
 // checkInternal verifies an edge→origin leg's credential for r.
 func (p *policy) checkInternal(r *Request, tok string, now time.Time) error {
-	if p.internal.Len() == 0 {
-		return &Denied{Reason: "internal credential given but no auth.internal.keys configured here"}
-	}
 	act := r.Action
 	if act == Connect {
 		// An RTMP connect carrying a leg's credential: the stream is not

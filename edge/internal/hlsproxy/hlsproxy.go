@@ -196,6 +196,7 @@ type object struct {
 	contentType string
 	body        []byte
 	expires     time.Time
+	private     bool // rewritten for one player: no shared cache may keep it
 }
 
 type call struct {
@@ -320,6 +321,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// A copy: obj is shared by every player of the stream.
 			o := *obj
 			o.body = p.opts.Playlist(r, obj.body)
+			o.private = len(o.body) != len(obj.body)
 			obj = &o
 		}
 	} else {
@@ -341,9 +343,12 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj
 		h.Set("Content-Type", obj.contentType)
 	}
 	if obj.status == http.StatusOK {
-		if kind == KindPlaylist {
+		switch {
+		case obj.private:
+			h.Set("Cache-Control", "private, no-cache")
+		case kind == KindPlaylist:
 			h.Set("Cache-Control", "no-cache")
-		} else {
+		default:
 			h.Set("Cache-Control", "max-age=60")
 		}
 	}
