@@ -111,6 +111,16 @@ func httpGet(t *testing.T, u string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+func cacheControl(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.Header.Get("Cache-Control")
+}
+
 // TestTokensThroughOriginAndEdge: real ffmpeg and ffprobe with and without
 // valid tokens, on an origin and through an edge whose legs to the origin
 // carry only the internal credential.
@@ -197,6 +207,9 @@ func TestTokensThroughOriginAndEdge(t *testing.T) {
 		if !strings.Contains(seg, "token="+url.QueryEscape(play)) {
 			t.Fatalf("%s: segment URI %q does not carry the token:\n%s", n.id, seg, body)
 		}
+		if cc := cacheControl(t, pl); !strings.Contains(cc, "private") {
+			t.Errorf("%s: playlist with a token is cacheable by shared caches: %q", n.id, cc)
+		}
 		if code, _ := httpGet(t, "http://"+n.http+"/live/"+seg); code != 200 {
 			t.Errorf("%s: segment with the carried token: %d", n.id, code)
 		}
@@ -213,6 +226,37 @@ func TestTokensThroughOriginAndEdge(t *testing.T) {
 	stderr, err := c.publishOnce(t, "rtmp://"+o.rtmp+"/live/s2?lc_forwarded_by=edge-a&token="+c.mint(t, "publish", "s2"))
 	if err == nil || !strings.Contains(stderr, "internal credential") {
 		t.Errorf("forged forward: err %v, %q", err, stderr)
+	}
+	// Key rotation through a live reload of the edge's file: k3 added
+	// first, k1 removed. No restart: the edge process stays the same.
+	k1Play := c.mint(t, "play", "s1", "--kid", "k1")
+	if code, _ := httpGet(t, "http://"+e.http+"/live/s1.flv?token="+url.QueryEscape(k1Play)); code != 200 {
+		t.Fatalf("k1 token before the rotation: %d", code)
+	}
+	rotated := strings.Replace(authYAML(""), userKeys, `["k3:0123456789abcdef-key-three", "k2:0123456789abcdef-key-two"]`, 1)
+	writeFile(t, filepath.Join(c.dir, "mint3.yaml"), rotated)
+	out, err := exec.Command(bins.origin, "token", "--config", filepath.Join(c.dir, "mint3.yaml"), "--action", "play",
+		"--app", "live", "--stream", "s1").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k3Play := strings.TrimSpace(string(out))
+	if code, _ := httpGet(t, "http://"+e.http+"/live/s1.flv?token="+url.QueryEscape(k3Play)); code != 403 {
+		t.Fatalf("k3 token before the rotation: %d, want 403", code)
+	}
+	writeFile(t, filepath.Join(c.dir, "edge-a.yaml"), edgeConfig+rotated)
+	waitFor(t, "k3 accepted after the reload", 15*time.Second, func() bool {
+		code, _ := httpGet(t, "http://"+e.http+"/live/s1.flv?token="+url.QueryEscape(k3Play))
+		return code == 200
+	})
+	if code, _ := httpGet(t, "http://"+e.http+"/live/s1.flv?token="+url.QueryEscape(k1Play)); code != 403 {
+		t.Errorf("k1 token after its removal: %d, want 403", code)
+	}
+	if code, _ := httpGet(t, "http://"+e.http+"/live/s1.flv?token="+url.QueryEscape(play)); code != 200 {
+		t.Errorf("k2 token (kept) after the rotation: %d", code)
+	}
+	if e.Exited() {
+		t.Fatal("the edge restarted")
 	}
 	pub.Stop(5 * time.Second)
 }
