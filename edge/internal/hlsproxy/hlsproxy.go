@@ -187,6 +187,9 @@ type stream struct {
 	body    []byte    // the rendered playlist; nil before the first good one
 	expires time.Time // body is refreshed after this
 	good    time.Time // the last good origin playlist
+	// the origin and epoch of the last good origin playlist (headers)
+	srcNode  string
+	srcEpoch int64
 }
 
 type object struct {
@@ -197,6 +200,9 @@ type object struct {
 	body        []byte
 	expires     time.Time
 	private     bool // rewritten for one player: no shared cache may keep it
+	// a playlist's source: streamkey.OriginHeader and EpochHeader
+	srcNode  string
+	srcEpoch int64
 }
 
 type call struct {
@@ -342,6 +348,12 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj
 	} else if obj.contentType != "" {
 		h.Set("Content-Type", obj.contentType)
 	}
+	if obj.srcNode != "" {
+		// Where the newest segments of this playlist come from.
+		h.Set(streamkey.OriginHeader, obj.srcNode)
+		h.Set(streamkey.EpochHeader, strconv.FormatInt(obj.srcEpoch, 10))
+		h.Set("Access-Control-Expose-Headers", streamkey.OriginHeader+", "+streamkey.EpochHeader)
+	}
 	if obj.status == http.StatusOK {
 		switch {
 		case obj.private:
@@ -433,7 +445,7 @@ func (s *stream) fresh() *object {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.body != nil && time.Now().Before(s.expires) {
-		return &object{status: http.StatusOK, contentType: playlistType, body: s.body}
+		return &object{status: http.StatusOK, contentType: playlistType, body: s.body, srcNode: s.srcNode, srcEpoch: s.srcEpoch}
 	}
 	return nil
 }
@@ -458,17 +470,16 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 	case err != nil:
 		fail = errObject(http.StatusServiceUnavailable, "%v", err)
 	default:
-		u := "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8" + key.Query()
+		// With the epoch: an origin that does not own the stream at exactly
+		// that epoch answers 409, and the last good playlist is served.
+		u := "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8" + key.PullQuery(owner.Epoch)
 		if p.opts.LegQuery != nil {
 			lq, err := p.opts.LegQuery(key)
 			if err != nil {
 				fail = errObject(http.StatusInternalServerError, "%v", err)
 				break
 			}
-			if len(lq) > 0 {
-				key.SetQuery(lq)
-				u = "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8?" + lq.Encode()
-			}
+			u = appendQuery(u, lq)
 		}
 		var pl *upPlaylist
 		pl, fail = p.fetchPlaylist(ctx, u)
@@ -504,7 +515,7 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 	body, target := s.l.render(key, p.opts.EndHold, now)
 	s.body, s.expires = body, now.Add(min(p.opts.MaxPlaylistTTL, target/2))
 	p.log.Debug("serving the last good HLS playlist", "stream", key.String(), "reason", string(fail.body))
-	return &object{status: http.StatusOK, contentType: playlistType, body: body}
+	return &object{status: http.StatusOK, contentType: playlistType, body: body, srcNode: s.srcNode, srcEpoch: s.srcEpoch}
 }
 
 // merge adds pl (from owner) to s and renders the edge playlist.
@@ -515,6 +526,7 @@ func (p *Proxy) merge(s *stream, owner *directory.Owner, base *url.URL, pl *upPl
 	added := s.l.merge(owner.NodeID, owner.Epoch, base, pl, p.opts.Window, p.opts.Keep, now)
 	body, target := s.l.render(s.key, p.opts.EndHold, now)
 	s.body, s.good, s.expires = body, now, now.Add(min(p.opts.MaxPlaylistTTL, target/2))
+	s.srcNode, s.srcEpoch = owner.NodeID, owner.Epoch
 	s.mu.Unlock()
 	if prev != "" && prev != owner.NodeID {
 		p.log.Info("HLS source changed", "stream", s.key.String(), "from", prev, "to", owner.String())
@@ -527,7 +539,7 @@ func (p *Proxy) merge(s *stream, owner *directory.Owner, base *url.URL, pl *upPl
 			p.prefetch(sg.src)
 		}
 	}
-	return &object{status: http.StatusOK, contentType: playlistType, body: body}
+	return &object{status: http.StatusOK, contentType: playlistType, body: body, srcNode: owner.NodeID, srcEpoch: owner.Epoch}
 }
 
 // fetchPlaylist fetches and parses an origin playlist; the failure is the
@@ -757,4 +769,15 @@ func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return Stats{Streams: p.streamLRU.Len(), Objects: p.lru.Len(), Bytes: p.bytes, Inflight: len(p.inflight)}
+}
+
+// appendQuery adds q to the URL u, which may have a query already.
+func appendQuery(u string, q url.Values) string {
+	if len(q) == 0 {
+		return u
+	}
+	if strings.Contains(u, "?") {
+		return u + "&" + q.Encode()
+	}
+	return u + "?" + q.Encode()
 }
