@@ -150,7 +150,8 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		case strings.HasSuffix(r.URL.Path, ".flv"):
 			e.serveFLV(flv, w, r)
 		case hlsproxy.IsHLS(r.URL.Path):
-			if key, err := hlsproxy.KeyOf(r); err == nil {
+			// A CORS preflight carries no credential and gets no media.
+			if key, err := hlsproxy.KeyOf(r); err == nil && r.Method != http.MethodOptions {
 				// Before the proxy: a refused player makes no upstream request.
 				if _, ok := e.authz.CheckHTTP(w, r, key, "hls"); !ok {
 					return
@@ -347,7 +348,7 @@ func (o *ownerHeaders) Unwrap() http.ResponseWriter { return o.ResponseWriter }
 // serveFLV counts an HTTP-FLV player from the moment its stream is found
 // until the response ends.
 func (e *edge) serveFLV(h *httpflv.Handler, w http.ResponseWriter, r *http.Request) {
-	if key, err := httpflv.ParsePath(r, ".flv"); err == nil {
+	if key, err := httpflv.ParsePath(r, ".flv"); err == nil && r.Method != http.MethodOptions {
 		// Before the lookup: a refused player starts no upstream pull.
 		ar, ok := e.authz.CheckHTTP(w, r, key, protoFLV)
 		if !ok {
