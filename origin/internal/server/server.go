@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,9 +22,12 @@ import (
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
+	nodeconfig "github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/origin/internal/api"
 	"github.com/livecluster/livecluster/origin/internal/clients"
@@ -45,6 +49,7 @@ type Server struct {
 	pubs    *publish.Sessions
 	oc      *ocmclient.Client
 	cpu     *cpu.Sampler
+	authz   *authz.Manager
 	start   time.Time
 
 	hlsBytes atomic.Int64 // HLS bytes served over HTTP
@@ -69,6 +74,13 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		MergeWindow: mergeWindow(cfg.Hub.MergeWindow.D()),
 	})
 	var err error
+	s.authz, err = authz.New(cfg.Auth, authz.Options{
+		ServerID: cfg.NodeID, Logger: rt.Logger, Registerer: rt.Metrics, Subsystem: "origin",
+		Source: func() *nodeconfig.Auth { return &rt.Config().Auth },
+	})
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
 	s.hls, err = hls.New(hls.Config{
 		Dir: cfg.HLS.Dir, Fragment: cfg.HLS.Fragment.D(), Window: cfg.HLS.Window,
 		Dispose: cfg.HLS.Dispose.D(), Logger: rt.Logger,
@@ -139,13 +151,19 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 			NodeID: cfg.NodeID, Owned: s.hlsOwned,
 			SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
 			BytesOut: func(n int64) { s.hlsBytes.Add(n) },
+			Authorize: func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool {
+				_, ok := s.authz.CheckHTTP(w, r, key, "hls")
+				return ok
+			},
+			Carry:   func(r *http.Request) url.Values { return authz.CarriedQuery(r.URL.Query()) },
+			Rewrite: authz.RewritePlaylist,
 		}),
 		ErrorLog:          admin.QuietErrorLog(rt.Logger),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	rtmpSrv := &rtmp.Server{Handler: s, Logger: rt.Logger.With("component", "rtmp")}
+	rtmpSrv := &rtmp.Server{Handler: s, Logger: rt.Logger.With("component", "rtmp"), Connect: s.rtmpConnect}
 
 	// Lifecycle: readiness = serving + registered; step 1 marks DRAINING at
 	// the OCM and watches for streams handed over; step 3 closes the
