@@ -143,6 +143,7 @@ type Conn struct {
 	outStreams   []av.CodecData
 
 	server   bool
+	id       string
 	req      Request
 	streamID uint32
 	accepted atomic.Bool
@@ -173,6 +174,10 @@ func (c *Conn) Request() Request { return c.req }
 
 // RemoteAddr returns the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// ID is the server-side connection's id, unique within its Server ("" on
+// a client): the same for its connect and its publish or play.
+func (c *Conn) ID() string { return c.id }
 
 // BytesRead and BytesWritten count the bytes on the wire.
 func (c *Conn) BytesRead() int64    { return c.rx.Load() }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -22,7 +23,9 @@ import (
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
+	"github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
@@ -47,6 +50,7 @@ type edge struct {
 	fwd     *forward.Forwarder
 	hls     *hlsproxy.Proxy
 	dir     *directory.Directory
+	authz   *authz.Manager
 	players *prometheus.GaugeVec
 	nPlay   atomic.Int64
 }
@@ -97,6 +101,16 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	}
 
 	reg := rt.Metrics
+	e.authz, err = authz.New(cfg.Auth, authz.Options{
+		ServerID: cfg.NodeID, Logger: rt.Logger, Registerer: reg, Subsystem: "edge",
+		Source: func() *config.Auth { return &rt.Config().Auth },
+	})
+	if err != nil {
+		rtmpLn.Close()
+		httpLn.Close()
+		return fmt.Errorf("auth: %w", err)
+	}
+	pullLeg := func(key streamkey.Key) (url.Values, error) { return e.authz.LegQuery(authz.Play, key) }
 	m := newMetrics(reg)
 	e.players = m.players
 	e.dir = directory.New(directory.Options{
@@ -104,7 +118,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		OnLookup: m.lookup, OnWatchState: m.watchState,
 	})
 	e.relay = relay.New(relay.Options{
-		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg),
+		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg), LegQuery: pullLeg,
 		Settings: func() relay.Settings {
 			c := rt.Config().Edge
 			return relay.Settings{
@@ -115,6 +129,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	})
 	e.fwd = forward.New(forward.Options{
 		OCM: oc, Dir: e.dir, NodeID: cfg.NodeID, Zone: cfg.Zone, Logger: rt.Logger, Metrics: forward.NewMetrics(reg),
+		LegQuery: func(key streamkey.Key) (url.Values, error) { return e.authz.LegQuery(authz.Publish, key) },
 		// The forward buffer must absorb a move to a new origin.
 		Hub: hub.Config{QueueBytes: 32 << 20, QueuePackets: 8192},
 		Settings: func() forward.Settings {
@@ -136,6 +151,10 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		MaxPlaylistTTL: h.MaxPlaylistTTL.D(), UpstreamTimeout: h.UpstreamTimeout.D(),
 		Hold: h.Hold.D(), EndHold: h.EndHold.D(), Window: h.Window, MaxStreams: h.MaxStreams, NoPrefetch: !h.Prefetch,
 		Logger: rt.Logger, Metrics: hlsproxy.NewMetrics(reg),
+		LegQuery: pullLeg,
+		Playlist: func(r *http.Request, body []byte) []byte {
+			return authz.RewritePlaylist(body, authz.CarriedQuery(r.URL.Query()))
+		},
 	})
 
 	flv := &httpflv.Handler{Lookup: e.lookupFLV, Logger: rt.Logger}
@@ -145,6 +164,13 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		case strings.HasSuffix(r.URL.Path, ".flv"):
 			e.serveFLV(flv, w, r)
 		case hlsproxy.IsHLS(r.URL.Path):
+			// A CORS preflight carries no credential and gets no media.
+			if key, err := hlsproxy.KeyOf(r); err == nil && r.Method != http.MethodOptions {
+				// Before the proxy: a refused player makes no upstream request.
+				if _, ok := e.authz.CheckHTTP(w, r, key, "hls"); !ok {
+					return
+				}
+			}
 			e.hls.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
@@ -154,7 +180,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: admin.QuietErrorLog(rt.Logger),
 	}
-	rtmpSrv := &rtmp.Server{Handler: e, Logger: rt.Logger.With("component", "rtmp")}
+	rtmpSrv := &rtmp.Server{Handler: e, Logger: rt.Logger.With("component", "rtmp"), Connect: e.rtmpConnect}
 
 	lc := rt.Lifecycle
 	lc.AddListener("rtmp", rtmpLn)
@@ -255,6 +281,12 @@ func (e *edge) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 	if err != nil {
 		return err
 	}
+	// Before the forward: a refused publisher makes no AssignOrigin call
+	// and opens no leg.
+	if err := e.authz.Check(ctx, e.authRequest(authz.Publish, key, c)); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
+	}
+	defer e.authz.Notify(ctx, e.authRequest(authz.Unpublish, key, c))
 	err = e.fwd.Serve(ctx, key, c.RemoteAddr().String(), c)
 	var refused *forward.Refused
 	if errors.As(err, &refused) {
@@ -274,6 +306,11 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err != nil {
 		return err
 	}
+	// Before the relay: a refused player starts no upstream pull.
+	if err := e.authz.Check(ctx, e.authRequest(authz.Play, key, c)); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.Failed", Description: err.Error()}
+	}
+	defer e.authz.Notify(ctx, e.authRequest(authz.Stop, key, c))
 	wctx, cancel := context.WithTimeout(ctx, e.waitTimeout()+time.Second)
 	hb, err := e.relay.Acquire(wctx, key)
 	cancel()
@@ -335,6 +372,17 @@ func (o *ownerHeaders) Unwrap() http.ResponseWriter { return o.ResponseWriter }
 // serveFLV counts an HTTP-FLV player from the moment its stream is found
 // until the response ends.
 func (e *edge) serveFLV(h *httpflv.Handler, w http.ResponseWriter, r *http.Request) {
+	if key, err := httpflv.ParsePath(r, ".flv"); err == nil && r.Method != http.MethodOptions {
+		// Before the lookup: a refused player starts no upstream pull.
+		ar, ok := e.authz.CheckHTTP(w, r, key, protoFLV)
+		if !ok {
+			return
+		}
+		defer func() {
+			ar.Action = authz.Stop
+			e.authz.Notify(r.Context(), ar)
+		}()
+	}
 	var joined atomic.Bool
 	ow := &ownerHeaders{ResponseWriter: w, relay: e.relay}
 	h.ServeHTTP(ow, r.WithContext(context.WithValue(context.WithValue(r.Context(), flvJoinKey{}, &joined), flvKeyKey{}, &ow.key)))
@@ -372,4 +420,22 @@ func (e *edge) apiStreams(w http.ResponseWriter, _ *http.Request) {
 		"hls":      e.hls.Stats(),
 		"players":  e.nPlay.Load(),
 	})
+}
+
+// rtmpConnect is the RTMP server's Connect: the on_connect hook.
+func (e *edge) rtmpConnect(ctx context.Context, c *rtmp.Conn, info rtmp.ConnectInfo) error {
+	return e.authz.Check(ctx, &authz.Request{
+		Action: authz.Connect, Key: streamkey.Key{Vhost: info.Vhost, App: info.App}, Protocol: protoRTMP,
+		ClientID: c.ID(), IP: authz.ClientIP(c.RemoteAddr().String()),
+		Query: authz.RTMPQuery(info.Query, info.TcURL), TcURL: info.TcURL,
+	})
+}
+
+// authRequest describes an RTMP publish or play to the authorizer.
+func (e *edge) authRequest(a authz.Action, key streamkey.Key, c *rtmp.Conn) *authz.Request {
+	req := c.Request()
+	return &authz.Request{
+		Action: a, Key: key, Protocol: protoRTMP, ClientID: c.ID(), IP: authz.ClientIP(c.RemoteAddr().String()),
+		Query: authz.RTMPQuery(req.Query, req.TcURL), TcURL: req.TcURL,
+	}
 }

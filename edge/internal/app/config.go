@@ -36,6 +36,10 @@ type Config struct {
 	// Zone is the failure zone, sent to AssignOrigin for placement.
 	Zone string `yaml:"zone"`
 	Edge Edge   `yaml:"edge"`
+	// Auth is publish and play authorization (node/authz): the edge
+	// checks its clients before it pulls or forwards, and signs its legs
+	// to origins with auth.internal.keys.
+	Auth config.Auth `yaml:"auth"`
 }
 
 // Edge holds the edge's own keys.
@@ -124,6 +128,7 @@ func Defaults() Config {
 	e.HLS.Window = 6
 	e.HLS.MaxStreams = 10000
 	e.HLS.Prefetch = true
+	c.Auth = config.DefaultAuth()
 	return c
 }
 
@@ -188,6 +193,7 @@ func Validate(c *Config) error {
 	if e.HLS.MaxStreams <= 0 {
 		errs = append(errs, fmt.Errorf("edge.hls.maxStreams: must be > 0, got %d", e.HLS.MaxStreams))
 	}
+	errs = append(errs, c.Auth.Validate())
 	return errors.Join(errs...)
 }
 
@@ -199,6 +205,7 @@ func Loader() config.Loader[Config] {
 		Validate: Validate,
 		Live: []string{
 			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.upstream.*", "edge.forward.*",
+			config.AuthLive,
 		},
 	}
 }
@@ -215,5 +222,6 @@ var Flags = []cli.Flag{
 func Binary(version string) cli.Binary[Config] {
 	return cli.Binary[Config]{
 		Name: "edge", Version: version, Config: Loader(), Flags: Flags, Run: Run,
+		Auth: func(c *Config) *config.Auth { return &c.Auth },
 	}
 }

@@ -27,6 +27,8 @@ type Config struct {
 	Capacity uint32 `yaml:"capacity"`
 	HLS      HLS    `yaml:"hls"`
 	Hub      Hub    `yaml:"hub"`
+	// Auth is publish and play authorization (node/authz).
+	Auth config.Auth `yaml:"auth"`
 }
 
 // OCM is how the origin reaches the Origin Cluster Master.
@@ -107,12 +109,13 @@ func Defaults() Config {
 	c.Hub.GOPPackets = 2048
 	c.Hub.GOPBytes = 16 << 20
 	c.Hub.MaxOverflows = 3
+	c.Auth = config.DefaultAuth()
 	return c
 }
 
 // Live lists the origin's keys that reload without a restart (besides the
 // common ones). Everything else is read once at start.
-var Live = []string{"ocm.claimTimeout", "hls.enabled"}
+var Live = []string{"ocm.claimTimeout", "hls.enabled", config.AuthLive}
 
 // Validate checks the origin's keys; each error names its key.
 func Validate(c *Config) error {
@@ -166,6 +169,7 @@ func Validate(c *Config) error {
 			add(v.key, fmt.Errorf("must be >= 1, got %d", v.n))
 		}
 	}
+	errs = append(errs, c.Auth.Validate())
 	return errors.Join(errs...)
 }
 

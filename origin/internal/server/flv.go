@@ -11,6 +11,7 @@ import (
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/origin/internal/clients"
@@ -31,8 +32,16 @@ func (s *Server) flvHandler() http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, err := httpflv.ParsePath(r, ".flv")
-		if err != nil || r.Method != http.MethodGet {
-			flv.ServeHTTP(w, r) // answers the error or the HEAD itself
+		if err != nil {
+			flv.ServeHTTP(w, r) // answers the error itself
+			return
+		}
+		ar, ok := s.authz.CheckHTTP(w, r, key, "flv")
+		if !ok {
+			return
+		}
+		if r.Method != http.MethodGet {
+			flv.ServeHTTP(w, r) // answers the HEAD itself
 			return
 		}
 		if h := s.hubs.Get(key.String()); h == nil || !h.Publishing() {
@@ -49,6 +58,10 @@ func (s *Server) flvHandler() http.Handler {
 			return
 		}
 		setOwnerHeaders(w.Header(), s.rt.Config().NodeID, epoch)
+		defer func() {
+			ar.Action = authz.Stop
+			s.authz.Notify(r.Context(), ar)
+		}()
 		ctx, cancel := context.WithCancelCause(r.Context())
 		defer cancel(nil)
 		cw := &countingWriter{ResponseWriter: w}

@@ -7,6 +7,7 @@ import (
 	"net/url"
 
 	"github.com/livecluster/livecluster/media/rtmp"
+	"github.com/livecluster/livecluster/node/authz"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
 
@@ -24,6 +25,10 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
 	}
+	areq := s.authRequest(authz.Publish, key, c)
+	if err := s.authz.Check(ctx, areq); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
+	}
 	path, fwd := ocmv1.PublishPath_PUBLISH_PATH_DIRECT, ""
 	// A forwarded publish (streamkey.ForwardedByParam on the URL) is
 	// claimed as FORWARDED by that edge and may take the stream over from a
@@ -34,8 +39,16 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		}
 		if fwd != "" {
 			path = ocmv1.PublishPath_PUBLISH_PATH_FORWARDED
+			// The marker lets a publish take a stream over from a draining
+			// owner: only an edge's signed leg may set it once publishing
+			// is authorized at all.
+			if s.authz.Active(authz.Publish) && areq.Query.Get(authz.InternalParam) == "" {
+				return &rtmp.StatusError{Code: "NetStream.Publish.BadName",
+					Description: "not authorized: " + streamkey.ForwardedByParam + " needs an edge's internal credential"}
+			}
 		}
 	}
+	defer s.authz.Notify(ctx, s.authRequest(authz.Unpublish, key, c))
 	err = s.pubs.Serve(ctx, publish.Request{
 		Key: key, Path: path, ForwardedBy: fwd, Protocol: "rtmp", Remote: c.RemoteAddr().String(), TcURL: req.TcURL,
 		BytesIn: c.BytesRead, BytesOut: c.BytesWritten,
@@ -77,12 +90,27 @@ func (s *Server) owned(key streamkey.Key, rawQuery string) (int64, error) {
 	return cur, nil
 }
 
+// hlsOwned is owned for HLS playlists: a playlist of a stream that is not
+// published here any more is served whatever epoch is asked (its segments
+// are history, and its ENDLIST tells the edge the stream ended here); one
+// published here under another epoch is refused.
+func (s *Server) hlsOwned(key streamkey.Key, rawQuery string) (int64, error) {
+	cur, err := s.owned(key, rawQuery)
+	if errors.Is(err, errNotOwner) && cur == 0 {
+		return 0, nil
+	}
+	return cur, err
+}
+
 // ServePlay implements rtmp.Handler: the RTMP play adapter, fed from the hub.
 func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	req := c.Request()
 	key, err := req.Key()
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: err.Error()}
+	}
+	if err := s.authz.Check(ctx, s.authRequest(authz.Play, key, c)); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.Failed", Description: err.Error()}
 	}
 	h := s.hubs.Get(key.String())
 	if h == nil || !h.Publishing() {
@@ -92,6 +120,7 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if _, err := s.owned(key, req.Query); err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: err.Error()}
 	}
+	defer s.authz.Notify(ctx, s.authRequest(authz.Stop, key, c))
 	rd, err := h.NewReader()
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: fmt.Sprintf("stream %s ended", key)}
@@ -109,4 +138,22 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 		return playEnded(ctx, err)
 	}
 	return playEnded(ctx, rd.CopyTo(ctx, c.WriteTags))
+}
+
+// rtmpConnect is the RTMP server's Connect: the on_connect hook.
+func (s *Server) rtmpConnect(ctx context.Context, c *rtmp.Conn, info rtmp.ConnectInfo) error {
+	return s.authz.Check(ctx, &authz.Request{
+		Action: authz.Connect, Key: streamkey.Key{Vhost: info.Vhost, App: info.App}, Protocol: "rtmp",
+		ClientID: c.ID(), IP: authz.ClientIP(c.RemoteAddr().String()),
+		Query: authz.RTMPQuery(info.Query, info.TcURL), TcURL: info.TcURL,
+	})
+}
+
+// authRequest describes an RTMP publish or play to the authorizer.
+func (s *Server) authRequest(a authz.Action, key streamkey.Key, c *rtmp.Conn) *authz.Request {
+	req := c.Request()
+	return &authz.Request{
+		Action: a, Key: key, Protocol: "rtmp", ClientID: c.ID(), IP: authz.ClientIP(c.RemoteAddr().String()),
+		Query: authz.RTMPQuery(req.Query, req.TcURL), TcURL: req.TcURL,
+	}
 }

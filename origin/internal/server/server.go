@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,10 +23,13 @@ import (
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/admin"
 	"github.com/livecluster/livecluster/node/authn"
+	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
+	nodeconfig "github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/origin/internal/api"
 	"github.com/livecluster/livecluster/origin/internal/clients"
@@ -47,6 +51,7 @@ type Server struct {
 	pubs    *publish.Sessions
 	oc      *ocmclient.Client
 	cpu     *cpu.Sampler
+	authz   *authz.Manager
 	start   time.Time
 
 	hlsBytes atomic.Int64 // HLS bytes served over HTTP
@@ -71,6 +76,13 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		MergeWindow: mergeWindow(cfg.Hub.MergeWindow.D()),
 	})
 	var err error
+	s.authz, err = authz.New(cfg.Auth, authz.Options{
+		ServerID: cfg.NodeID, Logger: rt.Logger, Registerer: rt.Metrics, Subsystem: "origin",
+		Source: func() *nodeconfig.Auth { return &rt.Config().Auth },
+	})
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
 	s.hls, err = hls.New(hls.Config{
 		Dir: cfg.HLS.Dir, Fragment: cfg.HLS.Fragment.D(), Window: cfg.HLS.Window,
 		Dispose: cfg.HLS.Dispose.D(), Logger: rt.Logger,
@@ -156,16 +168,22 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 			HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(),
 			// The kick (DELETE) needs the admin token here as on the admin port.
 			API:    authn.RequireForChanges(rt.AdminToken, rt.Logger, a.Handler()),
-			NodeID: cfg.NodeID, Owned: s.owned,
+			NodeID: cfg.NodeID, Owned: s.hlsOwned,
 			SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
 			BytesOut: func(n int64) { s.hlsBytes.Add(n) },
+			Authorize: func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool {
+				_, ok := s.authz.CheckHTTP(w, r, key, "hls")
+				return ok
+			},
+			Carry:   func(r *http.Request) url.Values { return authz.CarriedQuery(r.URL.Query()) },
+			Rewrite: authz.RewritePlaylist,
 		}),
 		ErrorLog:          admin.QuietErrorLog(rt.Logger),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	rtmpSrv := &rtmp.Server{Handler: s, Logger: rt.Logger.With("component", "rtmp")}
+	rtmpSrv := &rtmp.Server{Handler: s, Logger: rt.Logger.With("component", "rtmp"), Connect: s.rtmpConnect}
 
 	// Lifecycle: readiness = serving + registered; step 1 marks DRAINING at
 	// the OCM and watches for streams handed over; step 3 closes the
