@@ -68,3 +68,25 @@ func (k Key) ForwardQuery(edgeID string) url.Values {
 	k.SetQuery(q)
 	return q
 }
+
+// RelayParam is the query parameter an edge adds to the play URL (RTMP or
+// HTTP-FLV) of its upstream pull on an origin:
+//
+//	rtmp://origin-0.origin:1935/live/camera1?lc_relay=1
+//
+// The origin then sends that player every packet at once instead of
+// holding it for its merge window: the edge merges for its own players, so
+// the two windows do not add up. Any player may ask; it only costs the
+// origin more write calls for that one connection.
+const RelayParam = "lc_relay"
+
+// IsRelay reports whether a play's query carries RelayParam.
+func IsRelay(q url.Values) bool { return q.Get(RelayParam) != "" }
+
+// RelayQuery returns the query suffix of an edge's upstream play URL: the
+// relay marker and the key's vhost. Append it to "<scheme>://host/app/name<ext>".
+func (k Key) RelayQuery() string {
+	q := url.Values{RelayParam: {"1"}}
+	k.SetQuery(q)
+	return "?" + q.Encode()
+}

@@ -91,6 +91,8 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	})
 	e.relay = relay.New(relay.Options{
 		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg),
+		// Read at every window, so a reload applies at once.
+		Hub: hub.Config{MergeWindowFunc: func() time.Duration { return rt.Config().Edge.MergeWindow.D() }},
 		Settings: func() relay.Settings {
 			c := rt.Config().Edge
 			return relay.Settings{
@@ -265,7 +267,7 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
-	return rd.CopyTo(ctx, c.WriteTags)
+	return rd.CopyWire(ctx, c, c.WriteWire)
 }
 
 type flvJoinKey struct{}

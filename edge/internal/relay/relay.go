@@ -653,7 +653,9 @@ func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, erro
 		u    string
 		err  error
 	)
-	q := s.key.Query()
+	// The relay marker: the origin does not hold this pull for its merge
+	// window, only the edge's own window applies end to end.
+	q := s.key.RelayQuery()
 	switch st.Protocol {
 	case ProtocolFLV:
 		u = "http://" + o.HTTP + "/" + s.key.App + "/" + s.key.Name + ".flv" + q

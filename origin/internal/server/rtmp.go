@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 
+	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
@@ -58,7 +59,10 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound",
 			Description: fmt.Sprintf("stream %s is not published on origin %s", key, s.rt.Config().NodeID)}
 	}
-	rd, err := h.NewReader()
+	// An edge's pull (the relay marker) is fed at once: the edge merges
+	// for its own players, so the windows do not add up.
+	q, _ := url.ParseQuery(req.Query)
+	rd, err := h.NewReaderWith(hub.ReaderOptions{NoMerge: streamkey.IsRelay(q)})
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: fmt.Sprintf("stream %s ended", key)}
 	}
@@ -74,5 +78,5 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return playEnded(ctx, err)
 	}
-	return playEnded(ctx, rd.CopyTo(ctx, c.WriteTags))
+	return playEnded(ctx, rd.CopyWire(ctx, c, c.WriteWire))
 }
