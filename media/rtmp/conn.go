@@ -166,8 +166,25 @@ func newConn(nc net.Conn, cfg Config, log *slog.Logger, server bool) *Conn {
 		demux: flvx.NewDemuxer(),
 	}
 	c.br = bufio.NewReaderSize(countingReader{nc, &c.rx}, 16<<10)
-	c.bw = bufio.NewWriterSize(countingWriter{nc, &c.tx}, 64<<10)
+	// A server writes media to players with WriteWire, not through this
+	// buffer: it carries only control messages and commands, and with
+	// thousands of players every KiB here is a KiB per player. A client
+	// (an edge's forward to an origin) sends media through it.
+	wsize := 64 << 10
+	if server {
+		wsize = 4 << 10
+	}
+	c.bw = bufio.NewWriterSize(countingWriter{nc, &c.tx}, wsize)
 	return c
+}
+
+// shrinkReader replaces the read buffer with a small one when nothing is
+// buffered: a player sends only small control messages once it plays.
+// Called before the play's read goroutine starts.
+func (c *Conn) shrinkReader() {
+	if c.br.Buffered() == 0 {
+		c.br = bufio.NewReaderSize(countingReader{c.nc, &c.rx}, 512)
+	}
 }
 
 // Request returns what the client asked for (server side) or dialed (client side).
