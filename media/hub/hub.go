@@ -8,6 +8,12 @@
 // (counted as skipped), and after repeated overflows it is dropped (counted
 // as dropped). The publisher never waits for a reader.
 //
+// Readers are woken once per merge window, all together, by one timer of
+// the hub; each takes its window's tags into slices it reuses, so nothing
+// is allocated per reader per window. A protocol whose wire form is not the
+// FLV tag (RTMP chunks) asks for it through an Encoder: the first form made
+// of a tag is kept and shared by every reader asking with the same key.
+//
 // A hub outlives its sources: Splice starts a new source under the attached
 // readers (codec headers are sent again and the timestamps readers see stay
 // monotonic), which is how an edge switches upstream without disconnecting

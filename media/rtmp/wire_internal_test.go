@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nareix/joy4/av"
 	"github.com/nareix/joy4/format/flv/flvio"
 
 	"github.com/livecluster/livecluster/media/hub"
@@ -101,101 +102,138 @@ func newPlayers(tb testing.TB, n int) []*player {
 
 // BenchmarkPlayerWrite measures the hot path of fan-out per player: the hub
 // queues a window's packets (3, ~50 ms of the test stream) to N readers,
-// and each reader takes them in their shared RTMP wire form and writes them
-// with one writev to a real loopback socket (its peer discards). One op is
-// one window for all N players; allocs/op must not grow with N (nothing is
-// allocated per player per window). ns/player is wall time, cpu-ns/player
-// the process's CPU (the discarding peers' reads included) per player and
-// window.
+// and each reader writes them to a real loopback socket (its peer
+// discards). One op is one window for all N players. Paths, in one run:
+//
+//   - wire: the hot path (NextWire: RTMP chunks made once per message and
+//     shared, one writev per player);
+//   - tags: what players did before (Next, then WriteTags: each player
+//     chunks every message again through its write buffer);
+//   - floor: the window's chunks, made once, written with one writev per
+//     socket and nothing else (no hub), as cmd/floor does.
+//
+// allocs/op must not grow with N (nothing is allocated per player per
+// window). ns/player is wall time; cpu-ns/player is the process's CPU (the
+// discarding peers' reads included) per player and window.
 func BenchmarkPlayerWrite(b *testing.B) {
 	streams, pkts := mediatest.ReadFLV(b, mediatest.TestFLV(b))
 	const perWindow = 3
-	for _, n := range []int{1, 100, 1000} {
-		b.Run(fmt.Sprintf("readers=%d", n), func(b *testing.B) {
-			h := hub.New("k", hub.Config{MergeWindow: -1, QueuePackets: 1 << 16, QueueBytes: 1 << 30})
-			defer h.Close()
-			src, err := h.Publish(streams, nil)
-			if err != nil {
+	for _, path := range []string{"wire", "tags", "floor"} {
+		for _, n := range []int{1, 100, 1000} {
+			b.Run(fmt.Sprintf("path=%s/readers=%d", path, n), func(b *testing.B) {
+				benchPlayers(b, streams, pkts, path, n, perWindow)
+			})
+		}
+	}
+}
+
+func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path string, n, perWindow int) {
+	h := hub.New("k", hub.Config{MergeWindow: -1, QueuePackets: 1 << 16, QueueBytes: 1 << 30})
+	defer h.Close()
+	src, err := h.Publish(streams, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ps := newPlayers(b, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		done   sync.WaitGroup
+		errc   = make(chan error, n)
+		wg     sync.WaitGroup
+		window [][]byte // floor: this window's chunks, made once
+	)
+	starts := make([]chan struct{}, n)
+	for i, p := range ps {
+		var rd *hub.Reader
+		if path != "floor" {
+			if rd, err = h.NewReader(); err != nil {
 				b.Fatal(err)
 			}
-			ps := newPlayers(b, n)
-			ctx, cancel := context.WithCancel(context.Background())
-			var (
-				done sync.WaitGroup
-				errc = make(chan error, n)
-				wg   sync.WaitGroup
-			)
-			starts := make([]chan struct{}, n)
-			for i, p := range ps {
-				rd, err := h.NewReader()
+		}
+		starts[i] = make(chan struct{}, 1)
+		start := starts[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if rd != nil {
+				defer rd.Close()
+			}
+			var bufs [][]byte
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-start:
+				}
+				var err error
+				switch path {
+				case "wire":
+					if bufs, err = rd.NextWire(ctx, p.c, bufs); err == nil {
+						err = p.c.WriteWire(bufs)
+					}
+				case "tags":
+					var tags [][]byte
+					if tags, err = rd.Next(ctx); err == nil {
+						err = p.c.WriteTags(tags)
+					}
+				default:
+					bufs = append(bufs[:0], window...)
+					err = p.c.WriteWire(bufs)
+				}
+				if err != nil {
+					errc <- err
+				}
+				done.Done()
+			}
+		}()
+	}
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	var base time.Duration
+	next := 0
+	round := func() {
+		window = window[:0]
+		for range perWindow {
+			p := pkts[next]
+			p.Time += base
+			if path == "floor" {
+				tag := flvx.EncodePacket(p, streams[p.Idx])
+				w, err := ps[0].c.Encode(nil, tag)
 				if err != nil {
 					b.Fatal(err)
 				}
-				starts[i] = make(chan struct{}, 1)
-				start := starts[i]
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer rd.Close()
-					var bufs [][]byte
-					for {
-						select {
-						case <-ctx.Done():
-							return
-						case <-start:
-						}
-						var err error
-						if bufs, err = rd.NextWire(ctx, p.c, bufs); err == nil {
-							err = p.c.WriteWire(bufs)
-						}
-						if err != nil {
-							errc <- err
-						}
-						done.Done()
-					}
-				}()
+				window = append(window, w)
+			} else if err := src.WritePacket(p); err != nil {
+				b.Fatal(err)
 			}
-			defer func() {
-				cancel()
-				wg.Wait()
-			}()
-			var base time.Duration
-			next := 0
-			round := func() {
-				for range perWindow {
-					p := pkts[next]
-					p.Time += base
-					if err := src.WritePacket(p); err != nil {
-						b.Fatal(err)
-					}
-					if next++; next == len(pkts) {
-						next, base = 0, base+pkts[len(pkts)-1].Time+40*time.Millisecond
-					}
-				}
-				done.Add(n)
-				for _, s := range starts {
-					s <- struct{}{}
-				}
-				done.Wait()
-				select {
-				case err := <-errc:
-					b.Fatal(err)
-				default:
-				}
+			if next++; next == len(pkts) {
+				next, base = 0, base+pkts[len(pkts)-1].Time+40*time.Millisecond
 			}
-			round() // the cached GOP and headers go out first
-			var ru0, ru1 syscall.Rusage
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				round()
-			}
-			b.StopTimer()
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-			cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/player")
-			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/player")
-		})
+		}
+		done.Add(n)
+		for _, s := range starts {
+			s <- struct{}{}
+		}
+		done.Wait()
+		select {
+		case err := <-errc:
+			b.Fatal(err)
+		default:
+		}
 	}
+	round() // the cached GOP and headers go out first
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		round()
+	}
+	b.StopTimer()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/player")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/player")
 }
