@@ -108,6 +108,27 @@ type BytesCounter interface {
 	CountBytes(n int64)
 }
 
+// HeaderPreparer lets a wrapping ResponseWriter that sets headers when the
+// response starts (in WriteHeader) set them on a hijacked response too: the
+// handler calls PrepareHeader(200) on every wrapper that implements it,
+// through Unwrap, before it writes the header itself.
+type HeaderPreparer interface {
+	PrepareHeader(code int)
+}
+
+func prepareHeader(w http.ResponseWriter, code int) {
+	for {
+		if p, ok := w.(HeaderPreparer); ok {
+			p.PrepareHeader(code)
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
+}
+
 func counterOf(w http.ResponseWriter) BytesCounter {
 	for {
 		if c, ok := w.(BytesCounter); ok {
@@ -131,6 +152,7 @@ func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, rd *hub.Rea
 	// cannot write a batch of shared tags in one writev, and through it a
 	// batch costs two or three write calls (its buffer, the chunk framing,
 	// the flush). HTTP/2 cannot be hijacked: it takes the copying path.
+	prepareHeader(w, http.StatusOK)
 	var hd strings.Builder
 	hd.WriteString("HTTP/1.1 200 OK\r\n")
 	_ = w.Header().Write(&hd)
