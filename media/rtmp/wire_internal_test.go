@@ -101,9 +101,10 @@ func newPlayers(tb testing.TB, n int) []*player {
 }
 
 // BenchmarkPlayerWrite measures the hot path of fan-out per player: the hub
-// queues a window's packets (3, ~50 ms of the test stream) to N readers,
-// and each reader writes them to a real loopback socket (its peer
-// discards). One op is one window for all N players. Paths, in one run:
+// queues one merge window's packets of the test stream (window=0: one
+// packet) to N readers, and each reader writes them to a real loopback
+// socket (its peer discards). One op is one window for all N players.
+// Paths, in one run:
 //
 //   - wire: the hot path (NextWire: RTMP chunks made once per message and
 //     shared, one writev per player);
@@ -113,21 +114,28 @@ func newPlayers(tb testing.TB, n int) []*player {
 //     socket and nothing else (no hub), as cmd/floor does.
 //
 // allocs/op must not grow with N (nothing is allocated per player per
-// window). ns/player is wall time; cpu-ns/player is the process's CPU (the
-// discarding peers' reads included) per player and window.
+// window). cpu-ns/player is the process's CPU per player and window, and
+// cpu-s/s/100 the CPU-seconds per second of stream per 100 players, the
+// unit of scripts/bench-fanout.sh; both include the discarding peers'
+// reads (same process), so compare paths with each other, not with
+// bench-fanout's figures.
 func BenchmarkPlayerWrite(b *testing.B) {
 	streams, pkts := mediatest.ReadFLV(b, mediatest.TestFLV(b))
-	const perWindow = 3
 	for _, path := range []string{"wire", "tags", "floor"} {
-		for _, n := range []int{1, 100, 1000} {
-			b.Run(fmt.Sprintf("path=%s/readers=%d", path, n), func(b *testing.B) {
-				benchPlayers(b, streams, pkts, path, n, perWindow)
-			})
+		for _, w := range []time.Duration{0, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond} {
+			if path == "tags" && w != 50*time.Millisecond {
+				continue
+			}
+			for _, n := range []int{1, 100, 1000} {
+				b.Run(fmt.Sprintf("path=%s/window=%dms/readers=%d", path, w.Milliseconds(), n), func(b *testing.B) {
+					benchPlayers(b, streams, pkts, path, n, w)
+				})
+			}
 		}
 	}
 }
 
-func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path string, n, perWindow int) {
+func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path string, n int, w time.Duration) {
 	h := hub.New("k", hub.Config{MergeWindow: -1, QueuePackets: 1 << 16, QueueBytes: 1 << 30})
 	defer h.Close()
 	src, err := h.Publish(streams, nil)
@@ -191,11 +199,18 @@ func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path s
 		cancel()
 		wg.Wait()
 	}()
-	var base time.Duration
-	next := 0
+	var (
+		base   time.Duration
+		next   int
+		mediaT time.Duration // stream time the rounds covered
+	)
 	round := func() {
 		window = window[:0]
-		for range perWindow {
+		end := pkts[next].Time + base + w
+		for first := true; first || pkts[next].Time+base < end; first = false {
+			if !first && w == 0 {
+				break
+			}
 			p := pkts[next]
 			p.Time += base
 			if path == "floor" {
@@ -224,6 +239,7 @@ func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path s
 		}
 	}
 	round() // the cached GOP and headers go out first
+	t0 := pkts[next].Time + base
 	var ru0, ru1 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	b.ReportAllocs()
@@ -236,4 +252,8 @@ func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path s
 	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/player")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/player")
+	mediaT = pkts[next].Time + base - t0
+	if mediaT > 0 {
+		b.ReportMetric(cpu.Seconds()/mediaT.Seconds()/float64(n)*100, "cpu-s/s/100")
+	}
 }
