@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -405,5 +406,38 @@ func TestAllocsDoNotGrowWithReaders(t *testing.T) {
 	t.Logf("allocs per packet: 1 reader %.2f, 100 readers %.2f", one, hundred)
 	if hundred > one+0.5 {
 		t.Fatalf("allocations grow with readers: %.2f per packet with 1 reader, %.2f with 100", one, hundred)
+	}
+}
+
+// MergeWindowFunc is read at every window: a reloaded window applies to the
+// next packets of a running hub.
+func TestMergeWindowFuncReloads(t *testing.T) {
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	var window atomic.Int64
+	window.Store(int64(time.Hour))
+	h := hub.New("k", hub.Config{MergeWindowFunc: func() time.Duration { return time.Duration(window.Load()) }})
+	src, _ := h.Publish(streams, nil)
+	rd, _ := h.NewReader()
+	first := 0
+	for !pkts[first].IsKeyFrame {
+		first++
+	}
+	if err := src.WritePacket(pkts[first]); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if tags, err := rd.Next(ctx); err == nil {
+		t.Fatalf("got %d tags inside an hour-long window", len(tags))
+	}
+	window.Store(0) // reloaded: no merging; the next packet wakes the reader
+	if err := src.WritePacket(pkts[first+1]); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	tags, err := rd.Next(ctx2)
+	if err != nil || len(tags) < 2 {
+		t.Fatalf("after the reload: %d tags, %v", len(tags), err)
 	}
 }
