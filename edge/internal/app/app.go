@@ -105,6 +105,8 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	})
 	e.relay = relay.New(relay.Options{
 		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg), LegQuery: pullLeg,
+		// Read at every window, so a reload applies at once.
+		Hub: hub.Config{MergeWindowFunc: func() time.Duration { return rt.Config().Edge.MergeWindow.D() }},
 		Settings: func() relay.Settings {
 			c := rt.Config().Edge
 			return relay.Settings{
@@ -302,7 +304,7 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
-	return rd.CopyTo(ctx, c.WriteTags)
+	return rd.CopyWire(ctx, c, c.WriteWire)
 }
 
 type flvJoinKey struct{}
@@ -321,7 +323,10 @@ type ownerHeaders struct {
 	wrote bool
 }
 
-func (o *ownerHeaders) WriteHeader(code int) {
+// PrepareHeader implements httpflv.HeaderPreparer: the HTTP-FLV handler
+// writes its response on the hijacked connection, never through
+// WriteHeader, and asks for the final headers first.
+func (o *ownerHeaders) PrepareHeader(code int) {
 	if !o.wrote {
 		o.wrote = true
 		if code == http.StatusOK && o.key.Name != "" {
@@ -333,6 +338,10 @@ func (o *ownerHeaders) WriteHeader(code int) {
 			}
 		}
 	}
+}
+
+func (o *ownerHeaders) WriteHeader(code int) {
+	o.PrepareHeader(code)
 	o.ResponseWriter.WriteHeader(code)
 }
 

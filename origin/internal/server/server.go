@@ -71,7 +71,8 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	s.hubs = hub.NewRegistry(hub.Config{
 		QueuePackets: cfg.Hub.QueuePackets, QueueBytes: cfg.Hub.QueueBytes,
 		GOPPackets: cfg.Hub.GOPPackets, GOPBytes: cfg.Hub.GOPBytes, MaxOverflows: cfg.Hub.MaxOverflows,
-		MergeWindow: mergeWindow(cfg.Hub.MergeWindow.D()),
+		// Read at every window, so a reload applies at once.
+		MergeWindowFunc: func() time.Duration { return rt.Config().Hub.MergeWindow.D() },
 	})
 	var err error
 	s.authz, err = authz.New(cfg.Auth, authz.Options{
@@ -235,15 +236,6 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 // read where it is used, so there is nothing to push.
 func Apply(context.Context, *cli.Runtime[config.Config], *config.Config, *config.Config) error {
 	return nil
-}
-
-// mergeWindow maps hub.mergeWindow (0 means no merging) to hub.Config's
-// convention (0 means the default, negative no wait).
-func mergeWindow(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }
 
 func port(a net.Addr) string {
