@@ -21,6 +21,7 @@ const (
 	HistRegister    = "register"     // Lease: the new lease (Result ok), or none
 	HistDeregister  = "deregister"   // Lease: the lease ended
 	HistSessionLost = "session_lost" // a heartbeat or the session stream found Lease gone
+	HistHeartbeat   = "heartbeat"    // a renewal that succeeded: Lease was alive
 	HistClaim       = "claim"
 	HistTransfer    = "transfer" // Epoch: the epoch presented; To: the target
 	HistRelease     = "release"  // Epoch: the epoch presented

@@ -444,7 +444,10 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 		_, rerr := c.api.Heartbeat(callCtx, req)
 		cancel()
 		err := mapSessionErr("Heartbeat "+s.NodeID, rerr)
-		if errors.Is(err, ErrSessionLost) {
+		switch {
+		case err == nil:
+			c.record(HistoryEvent{Op: HistHeartbeat, Lease: s.LeaseID}, call, nil)
+		case errors.Is(err, ErrSessionLost):
 			c.record(HistoryEvent{Op: HistSessionLost, Lease: s.LeaseID}, call, nil)
 		}
 		if ctx.Err() != nil {

@@ -58,6 +58,27 @@ func ReadFiles(paths ...string) ([]ocmclient.HistoryEvent, error) {
 type lease struct {
 	node       string
 	start, end int64
+	alive      int64 // the latest call that proves the lease was alive
+}
+
+// provesAlive reports whether ev's answer shows that its lease was alive
+// while it ran: the OCM checked the session (in the same transaction) and
+// found it.
+func provesAlive(ev ocmclient.HistoryEvent) bool {
+	switch ev.Op {
+	case ocmclient.HistHeartbeat:
+		return true
+	case ocmclient.HistClaim:
+		return ev.Result == ocmclient.HistOK || ev.Result == ocmclient.HistOwned || ev.Result == ocmclient.HistDraining
+	case ocmclient.HistRelease:
+		switch ev.Result {
+		case ocmclient.HistOK, ocmclient.HistNotFound, ocmclient.HistStale, ocmclient.HistRefused:
+			return true
+		}
+	case ocmclient.HistTransfer:
+		return ev.Result == ocmclient.HistOK
+	}
+	return false
 }
 
 // Build turns events into porcupine operations, one partition per stream
@@ -96,6 +117,12 @@ func Build(evs []ocmclient.HistoryEvent) (parts [][]porcupine.Operation, calls i
 			continue
 		}
 		ls := get(ev.Lease, ev.Node)
+		if provesAlive(ev) {
+			// The lease was alive at some instant of this call, so it
+			// ended after the call began (whatever key the call was about:
+			// this ties the per-key partitions together).
+			ls.alive = max(ls.alive, ev.Call)
+		}
 		switch {
 		case ev.Op == ocmclient.HistSessionLost,
 			ev.Result == ocmclient.HistSessionGone,
@@ -169,7 +196,10 @@ func Build(evs []ocmclient.HistoryEvent) (parts [][]porcupine.Operation, calls i
 				ops = append(ops, porcupine.Operation{
 					ClientId: client(ls.node),
 					Input:    Input{Op: opEnd, Key: k, Node: ls.node, Lease: l},
-					Call:     ls.start, Output: Output{}, Return: max(ls.end, ls.start),
+					// A call proving the lease alive after its loss was seen
+					// contradicts the loss: keep the end where it was seen,
+					// so that call fails the check.
+					Call: min(max(ls.start, ls.alive), ls.end), Output: Output{}, Return: max(ls.end, ls.start),
 				})
 			}
 		}

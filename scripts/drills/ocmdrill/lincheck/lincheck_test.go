@@ -108,6 +108,13 @@ func TestNonLinearizableHistories(t *testing.T) {
 			lost("o1", 1, 8),
 			claim("o1", 1, 10, 20, ocmclient.HistOK, "o1", 100),
 		},
+		// o1 proves its lease alive on another key after o2 took s over.
+		"two owners, the proof on another key": {
+			reg("o1", 1, 0, 5), reg("o2", 2, 0, 5),
+			claim("o1", 1, 10, 20, ocmclient.HistOK, "o1", 100),
+			claim("o2", 2, 30, 31, ocmclient.HistOK, "o2", 110),
+			{Node: "o1", Op: ocmclient.HistHeartbeat, Lease: 1, Call: 40, Return: 41, Result: ocmclient.HistOK},
+		},
 		"stale owner named after a release": {
 			reg("o1", 1, 0, 5), reg("o2", 2, 0, 5),
 			claim("o1", 1, 10, 20, ocmclient.HistOK, "o1", 100),
