@@ -16,7 +16,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/livecluster/livecluster/scripts/drills/ocmdrill/lincheck"
+	"github.com/livecluster/livecluster/scripts/drills/internal/lincheck"
 )
 
 func main() {
