@@ -1,0 +1,152 @@
+// Package etcdquorum is the drill "etcd-quorum" (issue 10, drill 4): etcd
+// as a 3-member cluster of livecluster/etcd containers, an OCM pointed at
+// it, simulated origins (ocmload: real ocmclients with leases, heartbeats
+// and session streams) owning streams, looking them up and claiming and
+// releasing a second stream each, all the time.
+//
+//   - one member lost (SIGKILL, for good): no effect (every call answered,
+//     none unknown);
+//   - quorum lost (a second member frozen with docker pause, as a host
+//     that hangs): lookups go on from the OCM's cache; claims fail with a
+//     clear UNAVAILABLE error, promptly; no stable stream moves;
+//   - quorum back (unpaused): claims succeed again; no lease lost, every
+//     stable stream kept its owner and epoch (no lost claim), and the
+//     history of every call is linearizable (so no stream had two owners).
+package etcdquorum
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/livecluster/livecluster/scripts/drills/internal/drill"
+	"github.com/livecluster/livecluster/scripts/drills/internal/ocmdrill"
+	"github.com/livecluster/livecluster/scripts/drills/internal/ocmload"
+)
+
+// Drill is the drill's entry.
+var Drill = drill.Drill{Name: "etcd-quorum", Doc: "3-member etcd: one member lost, then quorum lost and back; lookups from the caches, claims fail clearly, nothing lost, history linearizable", Run: run}
+
+func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
+	res := drill.Result{Figures: map[string]any{}}
+	origins := 100
+	steady, oneLost, noQuorum, back := 5*time.Second, 10*time.Second, 20*time.Second, 15*time.Second
+	if e.Short {
+		origins = 50
+		steady, oneLost, noQuorum, back = 2*time.Second, 4*time.Second, 7*time.Second, 5*time.Second
+	}
+	c, err := e.NewCluster(ctx, "etcd-quorum")
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	fail := func(err error) (drill.Result, error) { c.Fail(); return res, err }
+
+	etcd, err := ocmdrill.RunAll(ctx, c, ocmdrill.EtcdSpecs(c, 3)...)
+	if err != nil {
+		return fail(err)
+	}
+	ocms, err := ocmdrill.RunAll(ctx, c, ocmdrill.OCMSpec("ocm", ocmdrill.Endpoints(etcd), nil))
+	if err != nil {
+		return fail(err)
+	}
+	addrs, err := ocmdrill.GRPCAddrs(ctx, ocms...)
+	if err != nil {
+		return fail(err)
+	}
+	hist, histPath, err := ocmdrill.History(e, "etcd-quorum")
+	if err != nil {
+		return fail(err)
+	}
+	defer hist.Close()
+	e.Logf("etcd-quorum: %d simulated origins on %v, etcd %s", origins, addrs, ocmdrill.Endpoints(etcd))
+	// The origins' own claim timeout (ocm.claimTimeout, 5 s).
+	load, err := ocmload.Start(ctx, ocmload.Options{OCM: addrs, Origins: origins, Prefix: "eq",
+		Churn: time.Second, Timeout: 5 * time.Second, History: hist})
+	if err != nil {
+		return fail(err)
+	}
+	stopped := false
+	stop := func() ocmload.Summary {
+		stopped = true
+		return load.Stop(context.WithoutCancel(ctx))
+	}
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
+	step := func(d time.Duration, phase, what string, f func() error) error {
+		if err := drill.Sleep(ctx, d); err != nil {
+			return err
+		}
+		load.Phase(phase)
+		e.Logf("etcd-quorum: %s", what)
+		return f()
+	}
+	if err := step(steady, "one-member-lost", "SIGKILL "+etcd[2].Name, func() error { return etcd[2].Kill(ctx) }); err != nil {
+		return fail(err)
+	}
+	if err := step(oneLost, "quorum-lost", "docker pause "+etcd[1].Name+": no quorum", func() error { return etcd[1].Pause(ctx) }); err != nil {
+		return fail(err)
+	}
+	var backAt time.Time
+	if err := step(noQuorum, "quorum-back", "docker unpause "+etcd[1].Name, func() error {
+		backAt = time.Now()
+		return etcd[1].Unpause(ctx)
+	}); err != nil {
+		return fail(err)
+	}
+	// The OCM's readiness follows etcd: time it back.
+	if err := ocms[0].WaitReady(ctx); err != nil {
+		return fail(fmt.Errorf("OCM not ready after the quorum came back: %w", err))
+	}
+	readyMs := time.Since(backAt).Milliseconds()
+	if err := drill.Sleep(ctx, back); err != nil {
+		return fail(err)
+	}
+	sum := stop()
+	if err := hist.Close(); err != nil {
+		return fail(err)
+	}
+	for _, p := range sum.Phases {
+		e.Logf("etcd-quorum: %s", p.Describe())
+	}
+	one, none, again := sum.Phase("one-member-lost"), sum.Phase("quorum-lost"), sum.Phase("quorum-back")
+	lost := 0
+	for _, p := range sum.Phases {
+		lost += p.LeasesLost
+	}
+	figs := func(p *ocmload.Phase) map[string]any {
+		return map[string]any{"calls": p.Calls, "first_claim_ok_ms": p.FirstClaimOKMs,
+			"max_consecutive_heartbeat_failures": p.MaxHBFailures, "error_samples": p.Samples}
+	}
+	res.Figures["origins"] = origins
+	res.Figures["one_member_lost"] = figs(one)
+	res.Figures["quorum_lost"] = figs(none)
+	res.Figures["quorum_back"] = figs(again)
+	res.Figures["ocm_ready_after_quorum_ms"] = readyMs
+	res.Figures["leases_lost"] = lost
+	res.Figures["stable_kept"] = sum.StableKept
+
+	failed := func(p *ocmload.Phase, op string) int { return p.Total(op) - p.Count(op, "ok") }
+	res.Check(failed(one, "claim")+failed(one, "release")+failed(one, "lookup") == 0,
+		"one member lost had an effect: failed calls %v, e.g. %v", one.Calls, one.Samples)
+	res.Check(none.Total("lookup") > 0 && failed(none, "lookup") == 0,
+		"lookups did not go on from the cache without quorum: %v, e.g. %v", none.Calls["lookup"], none.Samples)
+	res.Check(none.Count("claim", "ok") == 0 && none.Total("claim") > 0,
+		"claims without quorum: %v (want every one to fail)", none.Calls["claim"])
+	msg := none.Samples["claim/unknown"]
+	res.Check(strings.Contains(msg, "etcd"), "claims without quorum did not fail with a clear error naming etcd: %q", msg)
+	res.Check(again.Count("claim", "ok") > 0, "no claim succeeded after the quorum came back: %v", again.Calls["claim"])
+	res.Check(lost == 0 && sum.Registrations == origins, "leases lost: %d (registrations %d for %d origins)", lost, sum.Registrations, origins)
+	res.Check(sum.StableKept == origins, "claims lost: %d of %d stable streams kept: %v", sum.StableKept, origins, sum.StableChanged)
+	if err := ocmdrill.CheckHistories(e, "etcd-quorum", &res, histPath); err != nil {
+		return fail(err)
+	}
+	if len(res.Failed) > 0 {
+		c.Fail()
+	}
+	return res, nil
+}
