@@ -532,10 +532,7 @@ func (s *Store) Release(ctx context.Context, id string, lease int64, k streamkey
 	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	sk, nk := s.schema.StreamKey(k), s.schema.NodeKey(id)
-	// An earlier attempt that applied leaves the key gone: the retry then
-	// answers STREAM_NOT_FOUND ("not owned any more"), which callers treat
-	// as released.
-	resp, _, err := s.commit(ctx, func(ctx context.Context) clientv3.Txn {
+	resp, retried, err := s.commit(ctx, func(ctx context.Context) clientv3.Txn {
 		return s.cli.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(sk), "=", epoch),
 			clientv3.Compare(clientv3.LeaseValue(sk), "=", lease),
@@ -551,6 +548,12 @@ func (s *Store) Release(ctx context.Context, id string, lease int64, k streamkey
 	skv, nkv := firstKV(resp, 0), firstKV(resp, 1)
 	if nkv == nil || nkv.Lease != lease {
 		return 0, sessionNotFound(id, lease)
+	}
+	if skv == nil && retried {
+		// An earlier attempt applied: with the session alive, nothing
+		// else deletes a stream key (a transfer rewrites it, a lease loss
+		// would have failed the session check). Released.
+		return resp.Header.Revision, nil
 	}
 	if skv == nil {
 		return 0, streamNotFound(k)

@@ -4,8 +4,8 @@
 // and session streams) owning streams, looking them up and claiming and
 // releasing a second stream each, all the time.
 //
-//   - one member lost (SIGKILL, for good): no effect (every call answered,
-//     none unknown);
+//   - one member lost (the leader, SIGKILLed, for good): no effect (every
+//     call answered, none failed; the election costs a delay);
 //   - quorum lost (a second member frozen with docker pause, as a host
 //     that hangs): lookups go on from the OCM's cache; claims fail with a
 //     clear UNAVAILABLE error, promptly; no stable stream moves;
@@ -77,24 +77,36 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 			stop()
 		}
 	}()
+	// The phase begins once the fault is made (docker can take a second
+	// on a busy machine), so no call before it counts in it.
 	step := func(d time.Duration, phase, what string, f func() error) error {
 		if err := drill.Sleep(ctx, d); err != nil {
 			return err
 		}
-		load.Phase(phase)
 		e.Logf("etcd-quorum: %s", what)
-		return f()
+		if err := f(); err != nil {
+			return err
+		}
+		load.Phase(phase)
+		return nil
 	}
-	if err := step(steady, "one-member-lost", "SIGKILL "+etcd[2].Name, func() error { return etcd[2].Kill(ctx) }); err != nil {
+	// The member lost is the leader: the worst case (an election), which
+	// a follower's loss does not even cause.
+	li, err := ocmdrill.Leader(ctx, etcd)
+	if err != nil {
 		return fail(err)
 	}
-	if err := step(oneLost, "quorum-lost", "docker pause "+etcd[1].Name+": no quorum", func() error { return etcd[1].Pause(ctx) }); err != nil {
+	lost1, paused := etcd[li], etcd[(li+1)%3]
+	if err := step(steady, "one-member-lost", "SIGKILL the leader "+lost1.Name, func() error { return lost1.Kill(ctx) }); err != nil {
+		return fail(err)
+	}
+	if err := step(oneLost, "quorum-lost", "docker pause "+paused.Name+": no quorum", func() error { return paused.Pause(ctx) }); err != nil {
 		return fail(err)
 	}
 	var backAt time.Time
-	if err := step(noQuorum, "quorum-back", "docker unpause "+etcd[1].Name, func() error {
+	if err := step(noQuorum, "quorum-back", "docker unpause "+paused.Name, func() error {
 		backAt = time.Now()
-		return etcd[1].Unpause(ctx)
+		return paused.Unpause(ctx)
 	}); err != nil {
 		return fail(err)
 	}
@@ -130,7 +142,9 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 	res.Figures["leases_lost"] = lost
 	res.Figures["stable_kept"] = sum.StableKept
 
-	failed := func(p *ocmload.Phase, op string) int { return p.Total(op) - p.Count(op, "ok") }
+	// "owned" is not a failure: the churn's claim of its own stream after
+	// a release that failed (see ocmload).
+	failed := func(p *ocmload.Phase, op string) int { return p.Total(op) - p.Count(op, "ok") - p.Count(op, "owned") }
 	res.Check(failed(one, "claim")+failed(one, "release")+failed(one, "lookup") == 0,
 		"one member lost had an effect: failed calls %v, e.g. %v", one.Calls, one.Samples)
 	res.Check(none.Total("lookup") > 0 && failed(none, "lookup") == 0,
@@ -138,7 +152,8 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 	res.Check(none.Count("claim", "ok") == 0 && none.Total("claim") > 0,
 		"claims without quorum: %v (want every one to fail)", none.Calls["claim"])
 	msg := none.Samples["claim/unknown"]
-	res.Check(strings.Contains(msg, "etcd"), "claims without quorum did not fail with a clear error naming etcd: %q", msg)
+	res.Check(strings.Contains(msg, "etcd unavailable"), "claims without quorum did not fail with a clear error naming etcd: %q", msg)
+	res.Figures["etcd_leader_killed"] = lost1.Short
 	res.Check(again.Count("claim", "ok") > 0, "no claim succeeded after the quorum came back: %v", again.Calls["claim"])
 	res.Check(lost == 0 && sum.Registrations == origins, "leases lost: %d (registrations %d for %d origins)", lost, sum.Registrations, origins)
 	res.Check(sum.StableKept == origins, "claims lost: %d of %d stable streams kept: %v", sum.StableKept, origins, sum.StableChanged)

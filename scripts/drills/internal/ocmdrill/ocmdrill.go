@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -102,6 +104,36 @@ func CheckHistories(e *drill.Env, name string, res *drill.Result, files ...strin
 	res.Check(v.Verdict == "Ok", "history of %d calls on %d streams not linearizable (%s; keys %v): see %s", v.Calls, v.Keys, v.Verdict, v.BadKeys, v.HTML)
 	res.Check(v.Calls > 0, "empty history: no call recorded")
 	return nil
+}
+
+// Leader returns the index in members of etcd's leader (from each member's
+// etcd_server_is_leader metric on its client port), or an error when none
+// says so.
+func Leader(ctx context.Context, members []*cluster.Container) (int, error) {
+	for i, m := range members {
+		addr, err := m.Addr(ctx, cluster.PortEtcd)
+		if err != nil {
+			return -1, err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+		if err != nil {
+			cancel()
+			return -1, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		if strings.Contains(string(b), "\netcd_server_is_leader 1\n") {
+			return i, nil
+		}
+	}
+	return -1, errors.New("no etcd member reports itself leader")
 }
 
 // RunAll starts the containers of specs at once and waits until each is
