@@ -77,17 +77,25 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 			stop()
 		}
 	}()
-	// The phase begins once the fault is made (docker can take a second
-	// on a busy machine), so no call before it counts in it.
+	// A fault's phase begins once the fault is made, a repair's as it
+	// starts (docker can take a second on a busy machine): the time docker
+	// takes counts in the phase before a fault and after a repair, so a
+	// call counted in a fault's phase surely ran under the fault.
 	step := func(d time.Duration, phase, what string, f func() error) error {
 		if err := drill.Sleep(ctx, d); err != nil {
 			return err
 		}
 		e.Logf("etcd-quorum: %s", what)
+		repair := phase == "quorum-back"
+		if repair {
+			load.Phase(phase)
+		}
 		if err := f(); err != nil {
 			return err
 		}
-		load.Phase(phase)
+		if !repair {
+			load.Phase(phase)
+		}
 		return nil
 	}
 	// The member lost is the leader: the worst case (an election), which
