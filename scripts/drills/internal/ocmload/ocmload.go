@@ -126,11 +126,20 @@ func (l *Load) Phase(name string) {
 	l.phaseLocked(name)
 }
 
-func (l *Load) count(op string, err error) {
+// count counts a call that started at t0 in the phase it started in: a
+// call made under a fault is the fault's, even when it returns after the
+// repair (and one made before the fault is not, even when etcd answers it
+// late).
+func (l *Load) count(op string, t0 time.Time, err error) {
 	res, _, _ := ocmclient.HistoryResult(err)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c := l.phases[len(l.phases)-1]
+	c := l.phases[0]
+	for _, p := range l.phases {
+		if !p.Start.After(t0) {
+			c = p
+		}
+	}
 	if c.Calls[op] == nil {
 		c.Calls[op] = map[string]int{}
 	}
@@ -140,7 +149,7 @@ func (l *Load) count(op string, err error) {
 			c.Samples[op+"/"+res] = err.Error()
 		}
 	}
-	if op == "claim" && err == nil && c.FirstClaimOKMs < 0 {
+	if op == "claim" && err == nil && (c.FirstClaimOKMs < 0 || time.Since(c.Start).Milliseconds() < c.FirstClaimOKMs) {
 		c.FirstClaimOKMs = time.Since(c.Start).Milliseconds()
 	}
 }
@@ -192,8 +201,9 @@ func Start(ctx context.Context, o Options) (*Load, error) {
 				l.update(func(p *Phase) { p.LeasesLost++ })
 				cctx, ccancel := context.WithTimeout(ctx, o.Timeout)
 				defer ccancel()
+				t0 := time.Now()
 				st, err := or.c.Claim(cctx, s, ocmclient.ClaimRequest{Key: or.stable})
-				l.count("reclaim", err)
+				l.count("reclaim", t0, err)
 				if err == nil {
 					or.setEpoch(st.GetEpoch())
 				}
@@ -220,9 +230,10 @@ func Start(ctx context.Context, o Options) (*Load, error) {
 					continue
 				}
 				callCtx, cancel := context.WithTimeout(sctx, o.Timeout)
+				t0 := time.Now()
 				st, err := or.c.Claim(callCtx, s, ocmclient.ClaimRequest{Key: or.stable})
 				cancel()
-				l.count("claim", err)
+				l.count("claim", t0, err)
 				if err == nil {
 					or.setEpoch(st.GetEpoch())
 					return
@@ -274,18 +285,22 @@ func (l *Load) churn(ctx context.Context, or *origin) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
+		t0 := time.Now()
 		_, _, lerr := or.c.Lookup(cctx, or.stable)
 		if ctx.Err() != nil {
 			cancel()
 			return
 		}
-		l.count("lookup", lerr)
+		l.count("lookup", t0, lerr)
+		cancel()
+		cctx, cancel = context.WithTimeout(ctx, l.o.Timeout)
+		t0 = time.Now()
 		st, err := or.c.Claim(cctx, s, ocmclient.ClaimRequest{Key: or.churn})
 		if ctx.Err() != nil {
 			cancel()
 			return
 		}
-		l.count("claim", err)
+		l.count("claim", t0, err)
 		epoch := st.GetEpoch()
 		var owned *ocmclient.AlreadyOwnedError
 		if errors.As(err, &owned) && owned.Owner == or.id {
@@ -294,9 +309,12 @@ func (l *Load) churn(ctx context.Context, or *origin) {
 			err, epoch = nil, owned.Epoch
 		}
 		if err == nil {
+			cancel()
+			cctx, cancel = context.WithTimeout(ctx, l.o.Timeout)
+			t0 = time.Now()
 			err = or.c.Release(cctx, s, or.churn, epoch)
 			if ctx.Err() == nil {
-				l.count("release", err)
+				l.count("release", t0, err)
 			}
 		}
 		cancel()
