@@ -20,7 +20,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/livecluster/livecluster/node/ocmclient"
 	"github.com/livecluster/livecluster/scripts/drills/internal/drill"
+	"github.com/livecluster/livecluster/scripts/drills/internal/lincheck"
 	"github.com/livecluster/livecluster/scripts/drills/internal/ocmdrill"
 	"github.com/livecluster/livecluster/scripts/drills/internal/ocmload"
 )
@@ -30,11 +32,19 @@ var Drill = drill.Drill{Name: "etcd-quorum", Doc: "3-member etcd: one member los
 
 func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 	res := drill.Result{Figures: map[string]any{}}
+	// Quorum is lost for less than the lease TTL (10 s) minus a heartbeat
+	// interval (3.3 s) in both forms. A longer loss costs the leases:
+	// etcd's leader keeps counting them down while it cannot commit, its
+	// revocations commit the moment the quorum is back, before any
+	// heartbeat can renew (seen at about 10 s: every origin registered
+	// again and re-claimed its stream; no two owners, nothing lost for
+	// good). With fencing, a real origin also stops serving at its local
+	// lease deadline then.
 	origins := 100
-	steady, oneLost, noQuorum, back := 5*time.Second, 10*time.Second, 20*time.Second, 15*time.Second
+	steady, oneLost, noQuorum, back := 5*time.Second, 10*time.Second, 5*time.Second, 15*time.Second
 	if e.Short {
 		origins = 50
-		steady, oneLost, noQuorum, back = 2*time.Second, 4*time.Second, 7*time.Second, 5*time.Second
+		steady, oneLost, back = 2*time.Second, 4*time.Second, 5*time.Second
 	}
 	c, err := e.NewCluster(ctx, "etcd-quorum")
 	if err != nil {
@@ -171,8 +181,22 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 		"one member lost had an effect: %.1f%% of the calls failed (steady: %.1f%%): %v, e.g. %v", 100*rate(one), 100*rate(steadyPhase), one.Calls, one.Samples)
 	res.Check(none.Total("lookup") > 0 && failed(none, "lookup") == 0,
 		"lookups did not go on from the cache without quorum: %v, e.g. %v", none.Calls["lookup"], none.Samples)
-	res.Check(none.Count("claim", "ok") == 0 && none.Total("claim") > 0,
-		"claims without quorum: %v (want every one to fail)", none.Calls["claim"])
+	// A claim made while the quorum was lost may still succeed if the
+	// quorum comes back within its budget (the OCM tries again): judge the
+	// claims that began and ended within the loss.
+	evs, err := lincheck.ReadFiles(histPath)
+	if err != nil {
+		return fail(err)
+	}
+	within := map[string]int{}
+	for _, ev := range evs {
+		if ev.Op == ocmclient.HistClaim && ev.Call >= none.Start.UnixNano() && ev.Return <= again.Start.UnixNano() {
+			within[ev.Result]++
+		}
+	}
+	res.Figures["claims_within_quorum_loss"] = within
+	res.Check(within[ocmclient.HistOK] == 0 && within[ocmclient.HistUnknown] > 0,
+		"claims begun and ended without quorum: %v (want every one to fail)", within)
 	msg := none.Samples["claim/unknown"]
 	res.Check(strings.Contains(msg, "etcd unavailable"), "claims without quorum did not fail with a clear error naming etcd: %q", msg)
 	res.Figures["etcd_leader_killed"] = lost1.Short
