@@ -476,7 +476,10 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 	c.mu.Lock()
 	iv := c.interval
 	c.mu.Unlock()
-	t := time.NewTicker(iv)
+	// A timer, not a ticker: after a failed heartbeat the next one comes
+	// sooner (the replica that failed it may be gone, and the lease keeps
+	// counting down), paced by the backoff, never later than the interval.
+	t := time.NewTimer(iv)
 	defer t.Stop()
 	for {
 		select {
@@ -523,6 +526,11 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 		}
 		failures := c.status.ConsecutiveFailures
 		c.mu.Unlock()
+		if failures == 0 {
+			t.Reset(iv)
+		} else {
+			t.Reset(backoff.Policy{Min: c.opts.MinBackoff, Max: iv}.Delay(failures - 1))
+		}
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrSessionLost):
