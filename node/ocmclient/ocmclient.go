@@ -527,7 +527,7 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 		failures := c.status.ConsecutiveFailures
 		c.mu.Unlock()
 		if failures == 0 {
-			t.Reset(iv)
+			t.Reset(max(0, iv-time.Since(sent))) // every interval from send to send, as a ticker
 		} else {
 			t.Reset(backoff.Policy{Min: c.opts.MinBackoff, Max: iv}.Delay(failures - 1))
 		}
