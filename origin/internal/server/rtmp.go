@@ -77,6 +77,18 @@ func (s *Server) owned(key streamkey.Key, rawQuery string) (int64, error) {
 	return cur, nil
 }
 
+// hlsOwned is owned for HLS playlists: a playlist of a stream that is not
+// published here any more is served whatever epoch is asked (its segments
+// are history, and its ENDLIST tells the edge the stream ended here); one
+// published here under another epoch is refused.
+func (s *Server) hlsOwned(key streamkey.Key, rawQuery string) (int64, error) {
+	cur, err := s.owned(key, rawQuery)
+	if errors.Is(err, errNotOwner) && cur == 0 {
+		return 0, nil
+	}
+	return cur, err
+}
+
 // ServePlay implements rtmp.Handler: the RTMP play adapter, fed from the hub.
 func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	req := c.Request()

@@ -143,7 +143,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	httpSrv := &http.Server{
 		Handler: web.New(web.Options{
 			HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(), API: a.Handler(),
-			NodeID: cfg.NodeID, Owned: s.owned,
+			NodeID: cfg.NodeID, Owned: s.hlsOwned,
 			SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
 			BytesOut: func(n int64) { s.hlsBytes.Add(n) },
 		}),

@@ -45,7 +45,8 @@ type Options struct {
 	// Owned checks a playlist request's epoch (streamkey.EpochParam in
 	// rawQuery) and returns the epoch the stream is published under here
 	// (0: not published here); an error wrapping ErrNotOwner refuses the
-	// request with 409, any other with 400. nil: nothing is checked.
+	// request with 409 (published here under another epoch), any other
+	// with 400. nil: nothing is checked.
 	Owned func(key streamkey.Key, rawQuery string) (int64, error)
 }
 
