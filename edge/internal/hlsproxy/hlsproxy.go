@@ -8,7 +8,8 @@
 // with #EXT-X-DISCONTINUITY. While the stream has no owner, or the owner no
 // playlist yet, the edge keeps serving the last good playlist (its segments
 // were fetched when they appeared, so they stay playable after their origin
-// is gone) for up to Hold; an origin's #EXT-X-ENDLIST is passed on once it
+// is gone) for up to Hold, and so does a player whose refresh waits longer
+// than StaleAfter on an owner that stopped answering; an origin's #EXT-X-ENDLIST is passed on once it
 // has stood for EndHold without a new owner. Only a stream that has been
 // gone for longer than Hold answers 404.
 //
@@ -88,7 +89,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"kind", "code"})
 	m.Held = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "livecluster_edge_hls_playlist_held_total",
-		Help: "Playlist requests answered with the last good playlist while the stream had no owner or the owner no playlist.",
+		Help: "Playlist requests answered with the last good playlist while the stream had no owner, the owner no playlist, or the owner did not answer within the stale wait.",
 	})
 	m.Discontinuities = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "livecluster_edge_hls_discontinuities_total",
@@ -128,6 +129,9 @@ type Options struct {
 	MaxPlaylistTTL time.Duration
 	// UpstreamTimeout bounds one origin request (10 s).
 	UpstreamTimeout time.Duration
+	// StaleAfter is how long a player waits for a playlist refresh before
+	// it gets the last good playlist instead (1 s), within Hold.
+	StaleAfter time.Duration
 	// Hold is how long the last good playlist of a stream is served while
 	// it has no owner or the owner no playlist (20 s: longer than an
 	// ownership lease, so a crashed owner can be replaced); after that the
@@ -219,6 +223,9 @@ func New(opts Options) *Proxy {
 	}
 	if opts.UpstreamTimeout <= 0 {
 		opts.UpstreamTimeout = 10 * time.Second
+	}
+	if opts.StaleAfter <= 0 {
+		opts.StaleAfter = time.Second
 	}
 	if opts.Hold <= 0 {
 		opts.Hold = 20 * time.Second
@@ -400,19 +407,63 @@ func (p *Proxy) playlist(ctx context.Context, key streamkey.Key) *object {
 		p.count(KindPlaylist, "hit")
 		return obj
 	}
+	// An owner that stopped answering (a lost host: its sockets stay open)
+	// holds a refresh up to UpstreamTimeout. Players that had a playlist
+	// are not kept waiting that long: after StaleAfter they get the last
+	// good one, as while the stream has no owner, and the refresh goes on.
+	stale := time.NewTimer(p.opts.StaleAfter)
+	defer stale.Stop()
 	select {
 	case s.refresh <- struct{}{}:
 	case <-ctx.Done():
 		return errObject(http.StatusServiceUnavailable, "playlist of %s: %v", key, ctx.Err())
+	case <-stale.C:
+		if obj := p.held(s); obj != nil {
+			return obj
+		}
+		select {
+		case s.refresh <- struct{}{}:
+		case <-ctx.Done():
+			return errObject(http.StatusServiceUnavailable, "playlist of %s: %v", key, ctx.Err())
+		}
 	}
-	defer func() { <-s.refresh }()
 	// Another player's refresh may have finished while this one waited.
 	if obj := s.fresh(); obj != nil {
+		<-s.refresh
 		p.count(KindPlaylist, "coalesced")
 		return obj
 	}
 	p.count(KindPlaylist, "miss")
-	return p.refresh(ctx, s)
+	// The refresh is not tied to this player (others wait for it) and is
+	// bounded by UpstreamTimeout; it frees the semaphore when it ends.
+	done := make(chan *object, 1)
+	go func() {
+		defer func() { <-s.refresh }()
+		done <- p.refresh(ctx, s)
+	}()
+	select {
+	case obj := <-done:
+		return obj
+	case <-stale.C:
+		if obj := p.held(s); obj != nil {
+			return obj
+		}
+		return <-done
+	}
+}
+
+// held returns s's last good playlist while it is less than Hold old
+// (nil otherwise), counted as held.
+func (p *Proxy) held(s *stream) *object {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.body == nil || time.Since(s.good) >= p.opts.Hold {
+		return nil
+	}
+	if p.opts.Metrics != nil {
+		p.opts.Metrics.Held.Inc()
+	}
+	return &object{status: http.StatusOK, contentType: playlistType, body: s.body}
 }
 
 // fresh returns s's playlist if it need not be refreshed yet.

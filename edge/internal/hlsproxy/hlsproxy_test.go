@@ -634,3 +634,52 @@ func TestNewEpochIsNewObject(t *testing.T) {
 		t.Fatalf("new epoch served from the old publish's cache: %d origin requests, want 2", n)
 	}
 }
+
+// TestSlowOwnerServesHeld: an owner that stops answering (a lost host
+// keeps its sockets open) holds a refresh up to UpstreamTimeout; players
+// that had a playlist get the last good one after StaleAfter instead of
+// waiting, and the refresh still completes when the owner answers.
+func TestSlowOwnerServesHeld(t *testing.T) {
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	a.set(0, 3)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, m := newTestProxy(&o, Options{NoPrefetch: true, StaleAfter: 200 * time.Millisecond})
+	code, first := fetch(t, p, "/live/s.m3u8")
+	if code != 200 {
+		t.Fatalf("playlist: %d %q", code, first)
+	}
+	a.mu.Lock()
+	a.delay = 2 * time.Second // the owner hangs
+	a.mu.Unlock()
+	a.set(1, 3)
+	time.Sleep(600 * time.Millisecond) // past the playlist's cache time
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			t0 := time.Now()
+			code, body := fetch(t, p, "/live/s.m3u8")
+			if took := time.Since(t0); code != 200 || body != first || took > time.Second {
+				t.Errorf("during the hang: %d after %v, want the last good playlist within 1 s:\n%s", code, took, body)
+			}
+		})
+	}
+	wg.Wait()
+	if testutil.ToFloat64(m.Held) < 3 {
+		t.Fatalf("held playlists counted: %v, want 3", testutil.ToFloat64(m.Held))
+	}
+	a.mu.Lock()
+	a.delay = 0
+	a.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, body := fetch(t, p, "/live/s.m3u8"); strings.Contains(body, "s-3.ts") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the playlist never caught up after the owner answered again")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
