@@ -65,6 +65,11 @@ type Metrics struct {
 	Streams         prometheus.Gauge
 
 	hits, all atomic.Int64
+	// The counters every hit touches, resolved once: a label lookup per
+	// request was a measurable share of serving a cached object.
+	plHit, plCoalesced, plMiss    prometheus.Counter
+	segHit, segCoalesced, segMiss prometheus.Counter
+	pl200, seg200                 prometheus.Counter
 }
 
 // NewMetrics registers the proxy's metrics on reg, including the hit ratio.
@@ -103,7 +108,42 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Share of HLS requests answered without an own origin request (hits and coalesced) since start.",
 	}, func() float64 { return m.ratio() })
 	reg.MustRegister(m.Requests, m.Upstream, m.Bytes, m.Objects, m.Responses, m.Held, m.Discontinuities, m.Streams, ratio)
+	m.plHit, m.plCoalesced, m.plMiss = m.Requests.WithLabelValues(KindPlaylist, "hit"),
+		m.Requests.WithLabelValues(KindPlaylist, "coalesced"), m.Requests.WithLabelValues(KindPlaylist, "miss")
+	m.segHit, m.segCoalesced, m.segMiss = m.Requests.WithLabelValues(KindSegment, "hit"),
+		m.Requests.WithLabelValues(KindSegment, "coalesced"), m.Requests.WithLabelValues(KindSegment, "miss")
+	m.pl200, m.seg200 = m.Responses.WithLabelValues(KindPlaylist, "200"), m.Responses.WithLabelValues(KindSegment, "200")
 	return m
+}
+
+// request returns the request counter of kind and result.
+func (m *Metrics) request(kind, result string) prometheus.Counter {
+	switch {
+	case kind == KindPlaylist && result == "hit":
+		return m.plHit
+	case kind == KindPlaylist && result == "coalesced":
+		return m.plCoalesced
+	case kind == KindPlaylist && result == "miss":
+		return m.plMiss
+	case kind == KindSegment && result == "hit":
+		return m.segHit
+	case kind == KindSegment && result == "coalesced":
+		return m.segCoalesced
+	case kind == KindSegment && result == "miss":
+		return m.segMiss
+	}
+	return m.Requests.WithLabelValues(kind, result)
+}
+
+// response returns the response counter of kind and status.
+func (m *Metrics) response(kind string, status int) prometheus.Counter {
+	switch {
+	case status == http.StatusOK && kind == KindPlaylist:
+		return m.pl200
+	case status == http.StatusOK && kind == KindSegment:
+		return m.seg200
+	}
+	return m.Responses.WithLabelValues(kind, strconv.Itoa(status))
 }
 
 func (m *Metrics) ratio() float64 {
@@ -168,8 +208,8 @@ type Proxy struct {
 	bytes    int64
 	inflight map[string]*call
 
-	streams   map[string]*list.Element // of *stream
-	streamLRU *list.List               // front: most recently played
+	streams   map[streamkey.Key]*list.Element // of *stream
+	streamLRU *list.List                      // front: most recently played
 }
 
 // stream is one stream's edge playlist.
@@ -182,6 +222,7 @@ type stream struct {
 	mu      sync.Mutex
 	l       live
 	body    []byte    // the rendered playlist; nil before the first good one
+	obj     *object   // body as served, shared by every hit until the next render
 	expires time.Time // body is refreshed after this
 	good    time.Time // the last good origin playlist
 	// the origin and epoch of the last good origin playlist (headers)
@@ -199,7 +240,32 @@ type object struct {
 	// a playlist's source: streamkey.OriginHeader and EpochHeader
 	srcNode  string
 	srcEpoch int64
+	// Header values built once per object (nil: built per response), so a
+	// cache hit allocates no header.
+	typeHdr, lenHdr, srcNodeHdr, srcEpochHdr []string
 }
+
+// prepare builds the object's header values; call before sharing it.
+func (o *object) prepare() {
+	if o.contentType != "" {
+		o.typeHdr = []string{o.contentType}
+	}
+	o.lenHdr = []string{strconv.Itoa(len(o.body))}
+}
+
+// Header values shared by every response. net/http only reads them.
+var (
+	hdrAnyOrigin    = []string{"*"}
+	hdrNoCache      = []string{"no-cache"}
+	hdrMaxAge60     = []string{"max-age=60"}
+	hdrTextPlain    = []string{"text/plain; charset=utf-8"}
+	hdrNoSniff      = []string{"nosniff"}
+	hdrSegmentType  = []string{"video/mp2t"}
+	hdrPlaylistType = []string{playlistType}
+	hdrExposeSource = []string{streamkey.OriginHeader + ", " + streamkey.EpochHeader}
+	keyOrigin       = http.CanonicalHeaderKey(streamkey.OriginHeader)
+	keyEpoch        = http.CanonicalHeaderKey(streamkey.EpochHeader)
+)
 
 type call struct {
 	done chan struct{}
@@ -253,7 +319,7 @@ func New(opts Options) *Proxy {
 	return &Proxy{
 		opts: opts, log: opts.Logger.With("component", "hlsproxy"),
 		cache: map[string]*list.Element{}, lru: list.New(), inflight: map[string]*call{},
-		streams: map[string]*list.Element{}, streamLRU: list.New(),
+		streams: map[streamkey.Key]*list.Element{}, streamLRU: list.New(),
 	}
 }
 
@@ -290,13 +356,17 @@ func parse(r *http.Request) (key streamkey.Key, file, kind string, err error) {
 	default:
 		return key, "", "", fmt.Errorf("path %q is not an HLS object", r.URL.Path)
 	}
-	key, err = streamkey.FromURL(app, name, r.URL.Query())
+	var q url.Values // nil unless there is a query: parsing it allocates
+	if r.URL.RawQuery != "" {
+		q = r.URL.Query()
+	}
+	key, err = streamkey.FromURL(app, name, q)
 	return key, file, kind, err
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", "*")
+	h["Access-Control-Allow-Origin"] = hdrAnyOrigin
 	switch r.Method {
 	case http.MethodOptions:
 		h.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
@@ -324,29 +394,43 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // respond writes obj, counting it by kind and status.
 func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj *object) {
 	if p.opts.Metrics != nil {
-		p.opts.Metrics.Responses.WithLabelValues(kind, strconv.Itoa(obj.status)).Inc()
+		p.opts.Metrics.response(kind, obj.status).Inc()
 	}
+	// Headers are set by canonical key with shared values (no allocation
+	// on a hit): the keys below are already canonical.
 	h := w.Header()
-	if obj.status != http.StatusOK {
-		h.Set("Content-Type", "text/plain; charset=utf-8")
-		h.Set("X-Content-Type-Options", "nosniff")
-	} else if obj.contentType != "" {
+	switch {
+	case obj.status != http.StatusOK:
+		h["Content-Type"] = hdrTextPlain
+		h["X-Content-Type-Options"] = hdrNoSniff
+	case obj.typeHdr != nil:
+		h["Content-Type"] = obj.typeHdr
+	case obj.contentType != "":
 		h.Set("Content-Type", obj.contentType)
 	}
-	if obj.srcNode != "" {
+	switch {
+	case obj.srcNodeHdr != nil:
 		// Where the newest segments of this playlist come from.
+		h[keyOrigin] = obj.srcNodeHdr
+		h[keyEpoch] = obj.srcEpochHdr
+		h["Access-Control-Expose-Headers"] = hdrExposeSource
+	case obj.srcNode != "":
 		h.Set(streamkey.OriginHeader, obj.srcNode)
 		h.Set(streamkey.EpochHeader, strconv.FormatInt(obj.srcEpoch, 10))
-		h.Set("Access-Control-Expose-Headers", streamkey.OriginHeader+", "+streamkey.EpochHeader)
+		h["Access-Control-Expose-Headers"] = hdrExposeSource
 	}
 	if obj.status == http.StatusOK {
 		if kind == KindPlaylist {
-			h.Set("Cache-Control", "no-cache")
+			h["Cache-Control"] = hdrNoCache
 		} else {
-			h.Set("Cache-Control", "max-age=60")
+			h["Cache-Control"] = hdrMaxAge60
 		}
 	}
-	h.Set("Content-Length", strconv.Itoa(len(obj.body)))
+	if obj.lenHdr != nil {
+		h["Content-Length"] = obj.lenHdr
+	} else {
+		h.Set("Content-Length", strconv.Itoa(len(obj.body)))
+	}
 	w.WriteHeader(obj.status)
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(obj.body)
@@ -362,7 +446,7 @@ func errObject(status int, format string, args ...any) *object {
 func (p *Proxy) streamFor(key streamkey.Key, create bool) *stream {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := key.String()
+	k := key
 	if el := p.streams[k]; el != nil {
 		p.streamLRU.MoveToFront(el)
 		return el.Value.(*stream)
@@ -375,7 +459,7 @@ func (p *Proxy) streamFor(key streamkey.Key, create bool) *stream {
 	for p.streamLRU.Len() > p.opts.MaxStreams {
 		old := p.streamLRU.Back()
 		p.streamLRU.Remove(old)
-		delete(p.streams, old.Value.(*stream).key.String())
+		delete(p.streams, old.Value.(*stream).key)
 	}
 	p.streamGauge()
 	return s
@@ -385,7 +469,7 @@ func (p *Proxy) streamFor(key streamkey.Key, create bool) *stream {
 func (p *Proxy) forget(s *stream) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := s.key.String()
+	k := s.key
 	if el := p.streams[k]; el != nil && el.Value.(*stream) == s {
 		p.streamLRU.Remove(el)
 		delete(p.streams, k)
@@ -457,13 +541,13 @@ func (p *Proxy) playlist(ctx context.Context, key streamkey.Key) *object {
 func (p *Proxy) held(s *stream) *object {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.body == nil || time.Since(s.good) >= p.opts.Hold {
+	if s.body == nil || s.obj == nil || time.Since(s.good) >= p.opts.Hold {
 		return nil
 	}
 	if p.opts.Metrics != nil {
 		p.opts.Metrics.Held.Inc()
 	}
-	return &object{status: http.StatusOK, contentType: playlistType, body: s.body}
+	return s.obj // as last served, with its source headers
 }
 
 // fresh returns s's playlist if it need not be refreshed yet.
@@ -471,9 +555,21 @@ func (s *stream) fresh() *object {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.body != nil && time.Now().Before(s.expires) {
-		return &object{status: http.StatusOK, contentType: playlistType, body: s.body, srcNode: s.srcNode, srcEpoch: s.srcEpoch}
+		return s.obj
 	}
 	return nil
+}
+
+// setBody makes body the playlist served until expires. s.mu must be held.
+func (s *stream) setBody(body []byte, expires time.Time) *object {
+	s.body, s.expires = body, expires
+	s.obj = &object{status: http.StatusOK, contentType: playlistType, body: body, typeHdr: hdrPlaylistType,
+		srcNode: s.srcNode, srcEpoch: s.srcEpoch}
+	s.obj.lenHdr = []string{strconv.Itoa(len(body))}
+	if s.srcNode != "" {
+		s.obj.srcNodeHdr, s.obj.srcEpochHdr = []string{s.srcNode}, []string{strconv.FormatInt(s.srcEpoch, 10)}
+	}
+	return s.obj
 }
 
 const playlistType = "application/vnd.apple.mpegurl"
@@ -520,7 +616,7 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 		return fail
 	}
 	if now.Sub(s.good) >= p.opts.Hold {
-		s.body = nil
+		s.body, s.obj = nil, nil
 		p.forget(s)
 		p.log.Info("HLS stream gone", "stream", key.String(), "since", s.good, "last", string(fail.body))
 		return errObject(http.StatusNotFound, "stream %s not found (no playlist for %v)", key, p.opts.Hold.Round(time.Second))
@@ -531,9 +627,9 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 	// Re-rendered so a held-back ENDLIST appears in time; retried within
 	// half a target duration like any refresh.
 	body, target := s.l.render(key, p.opts.EndHold, now)
-	s.body, s.expires = body, now.Add(min(p.opts.MaxPlaylistTTL, target/2))
+	obj := s.setBody(body, now.Add(min(p.opts.MaxPlaylistTTL, target/2)))
 	p.log.Debug("serving the last good HLS playlist", "stream", key.String(), "reason", string(fail.body))
-	return &object{status: http.StatusOK, contentType: playlistType, body: body, srcNode: s.srcNode, srcEpoch: s.srcEpoch}
+	return obj
 }
 
 // merge adds pl (from owner) to s and renders the edge playlist.
@@ -543,8 +639,9 @@ func (p *Proxy) merge(s *stream, owner *directory.Owner, base *url.URL, pl *upPl
 	prev := s.l.node
 	added := s.l.merge(owner.NodeID, owner.Epoch, base, pl, p.opts.Window, p.opts.Keep, now)
 	body, target := s.l.render(s.key, p.opts.EndHold, now)
-	s.body, s.good, s.expires = body, now, now.Add(min(p.opts.MaxPlaylistTTL, target/2))
+	s.good = now
 	s.srcNode, s.srcEpoch = owner.NodeID, owner.Epoch
+	obj := s.setBody(body, now.Add(min(p.opts.MaxPlaylistTTL, target/2)))
 	s.mu.Unlock()
 	if prev != "" && prev != owner.NodeID {
 		p.log.Info("HLS source changed", "stream", s.key.String(), "from", prev, "to", owner.String())
@@ -557,7 +654,7 @@ func (p *Proxy) merge(s *stream, owner *directory.Owner, base *url.URL, pl *upPl
 			p.prefetch(sg.src)
 		}
 	}
-	return &object{status: http.StatusOK, contentType: playlistType, body: body, srcNode: owner.NodeID, srcEpoch: owner.Epoch}
+	return obj
 }
 
 // fetchPlaylist fetches and parses an origin playlist; the failure is the
@@ -615,7 +712,7 @@ func (p *Proxy) segment(ctx context.Context, key streamkey.Key, file string) *ob
 		return errObject(obj.status, "origin: %s: %s", sg.src, http.StatusText(obj.status))
 	}
 	if obj.contentType == "" {
-		obj = &object{status: obj.status, contentType: "video/mp2t", body: obj.body}
+		obj = &object{status: obj.status, contentType: "video/mp2t", body: obj.body, typeHdr: hdrSegmentType, lenHdr: obj.lenHdr}
 	}
 	return obj
 }
@@ -638,7 +735,7 @@ func (p *Proxy) prefetch(u string) {
 
 func (p *Proxy) count(kind, result string) {
 	if p.opts.Metrics != nil {
-		p.opts.Metrics.Requests.WithLabelValues(kind, result).Inc()
+		p.opts.Metrics.request(kind, result).Inc()
 		p.opts.Metrics.all.Add(1)
 		if result != "miss" {
 			p.opts.Metrics.hits.Add(1)
@@ -713,6 +810,7 @@ func (p *Proxy) fetchOnce(u, kind string) (*object, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", u, p.opts.MaxObjectBytes)
 	}
 	obj := &object{url: u, kind: kind, status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: body}
+	obj.prepare()
 	now := time.Now()
 	if kind == KindPlaylist {
 		obj.expires = now.Add(min(p.opts.MaxPlaylistTTL, targetDuration(body)/2))

@@ -683,3 +683,74 @@ func TestSlowOwnerServesHeld(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestHeadersAndCounters: a hit answers with the same headers as the miss
+// that filled the cache (its header values are built once and shared), and
+// every request is counted under its kind, result and status.
+func TestHeadersAndCounters(t *testing.T) {
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	a.set(3, 2)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, m := newTestProxy(&o, Options{NoPrefetch: true, MaxPlaylistTTL: time.Minute})
+	get := func(path string) *httptest.ResponseRecorder {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != 200 {
+			t.Fatalf("%s: %d %q", path, rec.Code, rec.Body.String())
+		}
+		return rec
+	}
+	check := func(rec *httptest.ResponseRecorder, typ, cache string) {
+		t.Helper()
+		h := rec.Result().Header
+		if got := h.Get("Content-Length"); got != strconv.Itoa(rec.Body.Len()) {
+			t.Errorf("Content-Length %q for %d bytes", got, rec.Body.Len())
+		}
+		if h.Get("Content-Type") != typ || h.Get("Cache-Control") != cache || h.Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("headers %v", h)
+		}
+	}
+	pl1, pl2 := get("/live/s.m3u8"), get("/live/s.m3u8")
+	check(pl1, playlistType, "no-cache")
+	check(pl2, playlistType, "no-cache")
+	if pl1.Body.String() != pl2.Body.String() {
+		t.Errorf("a playlist hit differs from the miss: %q, %q", pl1.Body, pl2.Body)
+	}
+	// The edge names the segments by its own numbers.
+	uri := parseEdge(t, pl1.Body.String()).uris[0]
+	seg1, seg2 := get("/live/"+uri), get("/live/"+uri)
+	check(seg1, "video/mp2t", "max-age=60")
+	check(seg2, "video/mp2t", "max-age=60")
+	if !bytes.Equal(seg1.Body.Bytes(), seg2.Body.Bytes()) || seg1.Body.Len() <= len(ts) {
+		t.Errorf("segment bodies: %d and %d bytes", seg1.Body.Len(), seg2.Body.Len())
+	}
+	// A failure still gets its own length and type.
+	rec := httptest.NewRecorder()
+	p.ServeHTTP(rec, httptest.NewRequest("GET", "/live/s-999.ts", nil))
+	if rec.Code != 404 || rec.Result().Header.Get("Content-Length") != strconv.Itoa(rec.Body.Len()) ||
+		rec.Result().Header.Get("Content-Type") != "text/plain; charset=utf-8" {
+		t.Errorf("404: %d %v", rec.Code, rec.Result().Header)
+	}
+	for _, c := range []struct {
+		kind, result string
+		want         float64
+	}{
+		{KindPlaylist, "miss", 1}, {KindPlaylist, "hit", 1},
+		{KindSegment, "miss", 1}, {KindSegment, "hit", 1},
+	} {
+		if v := testutil.ToFloat64(m.Requests.WithLabelValues(c.kind, c.result)); v != c.want {
+			t.Errorf("requests %s %s = %v, want %v", c.kind, c.result, v, c.want)
+		}
+	}
+	for _, c := range []struct {
+		kind, code string
+		want       float64
+	}{{KindPlaylist, "200", 2}, {KindSegment, "200", 2}, {KindSegment, "404", 1}} {
+		if v := testutil.ToFloat64(m.Responses.WithLabelValues(c.kind, c.code)); v != c.want {
+			t.Errorf("responses %s %s = %v, want %v", c.kind, c.code, v, c.want)
+		}
+	}
+}
