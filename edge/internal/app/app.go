@@ -79,8 +79,15 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		},
 	}
 	e := &edge{rt: rt, log: rt.Logger}
-	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics})
+	hist, err := ocmclient.HistoryFromEnv()
 	if err != nil {
+		rtmpLn.Close()
+		httpLn.Close()
+		return err
+	}
+	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics, History: hist})
+	if err != nil {
+		_ = hist.Close()
 		rtmpLn.Close()
 		httpLn.Close()
 		return err

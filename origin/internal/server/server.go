@@ -118,11 +118,18 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 			Admin: net.JoinHostPort(cfg.Advertise.Host, port(rt.Admin.Addr())),
 		},
 	}
+	hist, err := ocmclient.HistoryFromEnv()
+	if err != nil {
+		rtmpLn.Close()
+		httpLn.Close()
+		return err
+	}
 	s.oc, err = ocmclient.New(ocmclient.Options{
-		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger, Registerer: rt.Metrics,
+		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger, Registerer: rt.Metrics, History: hist,
 		OnReregistered: func(ctx context.Context, sess ocmclient.Session) { s.owner.Reclaim(ctx, sess) },
 	})
 	if err != nil {
+		_ = hist.Close()
 		rtmpLn.Close()
 		httpLn.Close()
 		return fmt.Errorf("ocm.address: %w", err)
