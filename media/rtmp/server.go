@@ -255,6 +255,7 @@ func (s *Server) serve(ctx context.Context, c *Conn, log *slog.Logger) error {
 	}
 	// A player sends little, but it must be read: pings, acks, deleteStream
 	// or the socket closing end the session.
+	c.shrinkReader()
 	pctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	go func() {

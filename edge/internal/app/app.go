@@ -89,9 +89,19 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		},
 	}
 	e := &edge{rt: rt, log: rt.Logger}
-	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics,
+	hist, err := ocmclient.HistoryFromEnv()
+	if err != nil {
+		rtmpLn.Close()
+		httpLn.Close()
+		if httpsLn != nil {
+			httpsLn.Close()
+		}
+		return fmt.Errorf("ocm: %w", err)
+	}
+	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics, History: hist,
 		Security: cfg.OCM.OCMSecurity})
 	if err != nil {
+		_ = hist.Close()
 		rtmpLn.Close()
 		httpLn.Close()
 		if httpsLn != nil {
@@ -119,6 +129,8 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	})
 	e.relay = relay.New(relay.Options{
 		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg), LegQuery: pullLeg,
+		// Read at every window, so a reload applies at once.
+		Hub: hub.Config{MergeWindowFunc: func() time.Duration { return rt.Config().Edge.MergeWindow.D() }},
 		Settings: func() relay.Settings {
 			c := rt.Config().Edge
 			return relay.Settings{
@@ -326,7 +338,7 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
-	return rd.CopyTo(ctx, c.WriteTags)
+	return rd.CopyWire(ctx, c, c.WriteWire)
 }
 
 type flvJoinKey struct{}
@@ -345,7 +357,10 @@ type ownerHeaders struct {
 	wrote bool
 }
 
-func (o *ownerHeaders) WriteHeader(code int) {
+// PrepareHeader implements httpflv.HeaderPreparer: the HTTP-FLV handler
+// writes its response on the hijacked connection, never through
+// WriteHeader, and asks for the final headers first.
+func (o *ownerHeaders) PrepareHeader(code int) {
 	if !o.wrote {
 		o.wrote = true
 		if code == http.StatusOK && o.key.Name != "" {
@@ -357,6 +372,10 @@ func (o *ownerHeaders) WriteHeader(code int) {
 			}
 		}
 	}
+}
+
+func (o *ownerHeaders) WriteHeader(code int) {
+	o.PrepareHeader(code)
 	o.ResponseWriter.WriteHeader(code)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/config"
 
@@ -56,7 +57,13 @@ type Edge struct {
 	// lease TTL plus the publisher's retry); then the splice follows as for
 	// an owner change, or the players are closed when the hold runs out.
 	OwnerLossHold config.Duration `yaml:"ownerLossHold"`
-	Upstream      struct {
+	// MergeWindow is how long the edge holds a stream's packets before it
+	// writes them to its players, one write per player per window: the
+	// fan-out's CPU goes with the number of writes. 0: no merging. The
+	// edge's pull from the origin is not held by the origin's window, so
+	// this is the only window between publisher and player.
+	MergeWindow config.Duration `yaml:"mergeWindow"`
+	Upstream    struct {
 		// Protocol of the pull from the owner: rtmp or flv.
 		Protocol string `yaml:"protocol"`
 		// DialTimeout bounds opening an upstream until its codecs arrive.
@@ -113,6 +120,7 @@ func Defaults() Config {
 	e.IdleTimeout = config.Duration(10 * time.Second)
 	e.WaitTimeout = config.Duration(5 * time.Second)
 	e.OwnerLossHold = config.Duration(relay.DefaultOwnerLossHold)
+	e.MergeWindow = config.Duration(hub.DefaultMergeWindow)
 	e.Upstream.Protocol = relay.ProtocolRTMP
 	e.Upstream.DialTimeout = config.Duration(10 * time.Second)
 	e.Forward.PollInterval = config.Duration(10 * time.Second)
@@ -172,6 +180,9 @@ func Validate(c *Config) error {
 			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", d.key, d.v))
 		}
 	}
+	if e.MergeWindow < 0 || e.MergeWindow.D() > time.Second {
+		errs = append(errs, fmt.Errorf("edge.mergeWindow: must be in [0s, 1s], got %s", e.MergeWindow))
+	}
 	switch e.Upstream.Protocol {
 	case relay.ProtocolRTMP, relay.ProtocolFLV:
 	default:
@@ -204,7 +215,7 @@ func Loader() config.Loader[Config] {
 		Defaults: Defaults,
 		Validate: Validate,
 		Live: []string{
-			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.upstream.*", "edge.forward.*",
+			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.mergeWindow", "edge.upstream.*", "edge.forward.*",
 			config.AuthLive,
 		},
 	}

@@ -691,8 +691,10 @@ func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, erro
 	)
 	// The epoch goes along: the origin serves the pull only while it owns
 	// the stream at exactly that epoch (a fenced or replaced owner refuses,
-	// and the session looks the owner up again).
-	q := s.key.PullQuery(o.Epoch)
+	// and the session looks the owner up again). The relay marker: the
+	// origin does not hold this pull for its merge window, only the edge's
+	// own window applies end to end.
+	q := s.key.RelayQuery(o.Epoch)
 	if s.m.opts.LegQuery != nil {
 		lq, err := s.m.opts.LegQuery(s.key)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/node/config"
 )
 
@@ -103,7 +104,7 @@ func Defaults() Config {
 	c.HLS.Fragment = config.Duration(2 * time.Second)
 	c.HLS.Window = 6
 	c.HLS.Dispose = config.Duration(30 * time.Second)
-	c.Hub.MergeWindow = config.Duration(30 * time.Millisecond)
+	c.Hub.MergeWindow = config.Duration(hub.DefaultMergeWindow)
 	c.Hub.QueuePackets = 1024
 	c.Hub.QueueBytes = 8 << 20
 	c.Hub.GOPPackets = 2048
@@ -115,7 +116,7 @@ func Defaults() Config {
 
 // Live lists the origin's keys that reload without a restart (besides the
 // common ones). Everything else is read once at start.
-var Live = []string{"ocm.claimTimeout", "hls.enabled", config.AuthLive}
+var Live = []string{"ocm.claimTimeout", "hls.enabled", "hub.mergeWindow", config.AuthLive}
 
 // Validate checks the origin's keys; each error names its key.
 func Validate(c *Config) error {
@@ -154,8 +155,8 @@ func Validate(c *Config) error {
 	if c.HLS.Dispose <= 0 {
 		add("hls.dispose", fmt.Errorf("must be > 0, got %s", c.HLS.Dispose))
 	}
-	if c.Hub.MergeWindow < 0 {
-		add("hub.mergeWindow", fmt.Errorf("must be >= 0, got %s", c.Hub.MergeWindow))
+	if c.Hub.MergeWindow < 0 || c.Hub.MergeWindow.D() > time.Second {
+		add("hub.mergeWindow", fmt.Errorf("must be in [0s, 1s], got %s", c.Hub.MergeWindow))
 	}
 	for _, v := range []struct {
 		key string

@@ -85,6 +85,10 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// CountBytes implements httpflv.BytesCounter: the bytes written on the
+// hijacked connection.
+func (c *countingWriter) CountBytes(n int64) { c.n.Add(n) }
+
 func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // playEnded turns the error that ended a play into its cause: a kick, a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 
+	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/authz"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
@@ -121,7 +122,10 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: err.Error()}
 	}
 	defer s.authz.Notify(ctx, s.authRequest(authz.Stop, key, c))
-	rd, err := h.NewReader()
+	// An edge's pull (the relay marker) is fed at once: the edge merges
+	// for its own players, so the windows do not add up.
+	q, _ := url.ParseQuery(req.Query)
+	rd, err := h.NewReaderWith(hub.ReaderOptions{NoMerge: streamkey.IsRelay(q)})
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: fmt.Sprintf("stream %s ended", key)}
 	}
@@ -137,7 +141,7 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return playEnded(ctx, err)
 	}
-	return playEnded(ctx, rd.CopyTo(ctx, c.WriteTags))
+	return playEnded(ctx, rd.CopyWire(ctx, c, c.WriteWire))
 }
 
 // rtmpConnect is the RTMP server's Connect: the on_connect hook.

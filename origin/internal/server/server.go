@@ -73,7 +73,8 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	s.hubs = hub.NewRegistry(hub.Config{
 		QueuePackets: cfg.Hub.QueuePackets, QueueBytes: cfg.Hub.QueueBytes,
 		GOPPackets: cfg.Hub.GOPPackets, GOPBytes: cfg.Hub.GOPBytes, MaxOverflows: cfg.Hub.MaxOverflows,
-		MergeWindow: mergeWindow(cfg.Hub.MergeWindow.D()),
+		// Read at every window, so a reload applies at once.
+		MergeWindowFunc: func() time.Duration { return rt.Config().Hub.MergeWindow.D() },
 	})
 	var err error
 	s.authz, err = authz.New(cfg.Auth, authz.Options{
@@ -135,12 +136,18 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 			Admin: net.JoinHostPort(cfg.Advertise.Host, port(rt.Admin.Addr())),
 		},
 	}
+	hist, err := ocmclient.HistoryFromEnv()
+	if err != nil {
+		closeListeners()
+		return err
+	}
 	s.oc, err = ocmclient.New(ocmclient.Options{
-		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger, Registerer: rt.Metrics,
+		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger, Registerer: rt.Metrics, History: hist,
 		Security:       cfg.OCM.OCMSecurity,
 		OnReregistered: func(ctx context.Context, sess ocmclient.Session) { s.owner.Reclaim(ctx, sess) },
 	})
 	if err != nil {
+		_ = hist.Close()
 		closeListeners()
 		return fmt.Errorf("ocm: %w", err)
 	}
@@ -265,15 +272,6 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 // read where it is used, so there is nothing to push.
 func Apply(context.Context, *cli.Runtime[config.Config], *config.Config, *config.Config) error {
 	return nil
-}
-
-// mergeWindow maps hub.mergeWindow (0 means no merging) to hub.Config's
-// convention (0 means the default, negative no wait).
-func mergeWindow(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }
 
 func port(a net.Addr) string {
