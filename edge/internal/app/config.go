@@ -32,6 +32,8 @@ type Config struct {
 	// Zone is the failure zone, sent to AssignOrigin for placement.
 	Zone string `yaml:"zone"`
 	Edge Edge   `yaml:"edge"`
+	// Limits bounds what clients may hold (docs/security.md).
+	Limits config.Limits `yaml:"limits"`
 }
 
 // Edge holds the edge's own keys.
@@ -120,6 +122,8 @@ func Defaults() Config {
 	e.HLS.Window = 6
 	e.HLS.MaxStreams = 10000
 	e.HLS.Prefetch = true
+	c.Limits = config.DefaultLimits()
+	c.Limits.Timeouts.HTTPIdle = config.Duration(2 * time.Minute)
 	return c
 }
 
@@ -178,6 +182,9 @@ func Validate(c *Config) error {
 	if e.HLS.MaxStreams <= 0 {
 		errs = append(errs, fmt.Errorf("edge.hls.maxStreams: must be > 0, got %d", e.HLS.MaxStreams))
 	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -187,9 +194,9 @@ func Loader() config.Loader[Config] {
 	return config.Loader[Config]{
 		Defaults: Defaults,
 		Validate: Validate,
-		Live: []string{
+		Live: append([]string{
 			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.upstream.*", "edge.forward.*",
-		},
+		}, config.LimitsLive...),
 	}
 }
 

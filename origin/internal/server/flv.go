@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
@@ -17,9 +18,10 @@ import (
 
 // flvHandler is the HTTP-FLV play adapter: httpflv fed from the hub, with
 // client registration (API, kick, counters).
-func (s *Server) flvHandler() http.Handler {
+// writeTimeout bounds each write to a player (limits.timeouts.httpWrite).
+func (s *Server) flvHandler(writeTimeout time.Duration) http.Handler {
 	flv := &httpflv.Handler{
-		Logger: s.log,
+		Logger: s.log, WriteTimeout: writeTimeout,
 		Lookup: func(_ context.Context, key streamkey.Key) (*hub.Hub, error) {
 			h := s.hubs.Get(key.String())
 			if h == nil || !h.Publishing() {
@@ -38,6 +40,13 @@ func (s *Server) flvHandler() http.Handler {
 			http.Error(w, "stream "+key.String()+" not found", http.StatusNotFound)
 			return
 		}
+		release, err := s.limits.AcquirePlayer("http", key.String())
+		if err != nil {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		defer release()
 		ctx, cancel := context.WithCancelCause(r.Context())
 		defer cancel(nil)
 		cw := &countingWriter{ResponseWriter: w}

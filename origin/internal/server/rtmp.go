@@ -23,6 +23,11 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
 	}
+	release, err := s.limits.AcquireStream("rtmp")
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.Rejected", Description: err.Error()}
+	}
+	defer release()
 	path, fwd := ocmv1.PublishPath_PUBLISH_PATH_DIRECT, ""
 	// A forwarded publish (streamkey.ForwardedByParam on the URL) is
 	// claimed as FORWARDED by that edge and may take the stream over from a
@@ -58,6 +63,11 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound",
 			Description: fmt.Sprintf("stream %s is not published on origin %s", key, s.rt.Config().NodeID)}
 	}
+	release, err := s.limits.AcquirePlayer("rtmp", key.String())
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.Rejected", Description: err.Error()}
+	}
+	defer release()
 	rd, err := h.NewReader()
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: fmt.Sprintf("stream %s ended", key)}

@@ -22,6 +22,8 @@ import (
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/admin"
 	"github.com/livecluster/livecluster/node/cli"
+	nodeconfig "github.com/livecluster/livecluster/node/config"
+	"github.com/livecluster/livecluster/node/connlimit"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 
@@ -45,6 +47,7 @@ type Server struct {
 	pubs    *publish.Sessions
 	oc      *ocmclient.Client
 	cpu     *cpu.Sampler
+	limits  *connlimit.Node
 	start   time.Time
 
 	hlsBytes atomic.Int64 // HLS bytes served over HTTP
@@ -86,15 +89,30 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		}
 	}
 
-	rtmpLn, err := net.Listen("tcp", cfg.RTMP.Listen)
+	rawRTMP, err := net.Listen("tcp", cfg.RTMP.Listen)
 	if err != nil {
 		return fmt.Errorf("rtmp.listen: %w", err)
 	}
-	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	rawHTTP, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		rtmpLn.Close()
+		rawRTMP.Close()
 		return fmt.Errorf("http.listen: %w", err)
 	}
+	s.limits = connlimit.NewNode(rt.Metrics, func() nodeconfig.Limits { return rt.Config().Limits })
+	to := cfg.Limits.Timeouts
+	rtmpSrv := &rtmp.Server{
+		Handler: s, Logger: rt.Logger.With("component", "rtmp"),
+		Config: rtmp.Config{
+			HandshakeTimeout: to.RTMPHandshake.D(), ReadTimeout: to.RTMPIdle.D(), WriteTimeout: to.RTMPWrite.D(),
+		},
+		Rejected: s.limits.Metrics.Rejecter("rtmp"),
+		PublishBitrate: func() (int64, time.Duration) {
+			l := rt.Config().Limits
+			return l.MaxPublishBitrate, l.PublishBitrateWindow.D()
+		},
+	}
+	rtmpLn := s.limits.Listener("rtmp", rawRTMP, rtmpSrv.Refuse)
+	httpLn := s.limits.Listener("http", rawHTTP, connlimit.RefuseHTTP)
 
 	node := &ocmv1.Node{
 		Id: cfg.NodeID, Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN, Zone: cfg.Zone, Capacity: cfg.Capacity,
@@ -132,18 +150,12 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		Streams: s.apiStreams, Status: s.status, StreamOf: s.streamOf,
 	}
 	a.Register(rt.Admin.Mux)
-	httpSrv := &http.Server{
-		Handler: web.New(web.Options{
-			HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(), API: a.Handler(),
-			SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
-			BytesOut: func(n int64) { s.hlsBytes.Add(n) },
-		}),
-		ErrorLog:          admin.QuietErrorLog(rt.Logger),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	rtmpSrv := &rtmp.Server{Handler: s, Logger: rt.Logger.With("component", "rtmp")}
+	httpSrv := s.limits.HTTPServer(web.New(web.Options{
+		HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(to.HTTPWrite.D()), API: a.Handler(),
+		SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
+		BytesOut: func(n int64) { s.hlsBytes.Add(n) },
+	}), admin.QuietErrorLog(rt.Logger))
+	httpSrv.BaseContext = func(net.Listener) context.Context { return ctx }
 
 	// Lifecycle: readiness = serving + registered; step 1 marks DRAINING at
 	// the OCM and watches for streams handed over; step 3 closes the
