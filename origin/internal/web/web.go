@@ -103,7 +103,7 @@ func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 		}
 		o.count("playlist")
 		w.Header().Set("Cache-Control", PlaylistCacheControl)
-		o.serveFile(w, r, filepath.Join(o.HLSDir, app, file), "application/vnd.apple.mpegurl")
+		o.serveFile(w, r, o.HLSDir, app+"/"+file, "application/vnd.apple.mpegurl")
 	case strings.HasSuffix(file, ".ts"):
 		base := strings.TrimSuffix(file, ".ts")
 		i := strings.LastIndexByte(base, '-')
@@ -117,7 +117,7 @@ func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 		}
 		o.count("segment")
 		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(o.SegmentMaxAge.Seconds())))
-		o.serveFile(w, r, filepath.Join(o.HLSDir, app, file), "video/mp2t")
+		o.serveFile(w, r, o.HLSDir, app+"/"+file, "video/mp2t")
 	default:
 		http.NotFound(w, r)
 	}
@@ -146,15 +146,18 @@ func (o *Options) static(w http.ResponseWriter, r *http.Request, name string) {
 	if strings.HasSuffix(name, ".xml") {
 		ct = "text/xml; charset=utf-8"
 	}
-	o.serveFile(w, r, filepath.Join(o.Root, name), ct)
+	o.serveFile(w, r, o.Root, name, ct)
 }
 
-// serveFile serves one regular file (Range, HEAD and conditional requests
-// included); the path was built from validated parts only.
-func (o *Options) serveFile(w http.ResponseWriter, r *http.Request, path, contentType string) {
-	f, err := os.Open(path)
+// serveFile serves one regular file name inside dir (Range, HEAD and
+// conditional requests included). name was built from validated parts
+// only, and it is opened through os.OpenInRoot besides: no "..", absolute
+// path or symbolic link leads outside dir (a symlink planted in the HLS
+// volume answers 404, never the file it points to).
+func (o *Options) serveFile(w http.ResponseWriter, r *http.Request, dir, name, contentType string) {
+	f, err := os.OpenInRoot(dir, name)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || isEscape(err) {
 			w.Header().Del("Cache-Control") // a 404 of a live file must not stick
 			http.NotFound(w, r)
 			return
@@ -175,6 +178,14 @@ func (o *Options) serveFile(w http.ResponseWriter, r *http.Request, path, conten
 	if o.BytesOut != nil {
 		o.BytesOut(cw.n)
 	}
+}
+
+// isEscape reports os.Root's refusal of a path that leaves the root (its
+// error is not exported; TestSymlinksNeverLeaveTheDirectory notices a
+// change of its text as a 500).
+func isEscape(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"
 }
 
 type countingWriter struct {
