@@ -96,3 +96,26 @@ func TestURLForm(t *testing.T) {
 		t.Errorf("bad marker accepted: %v", err)
 	}
 }
+
+func TestEpochParam(t *testing.T) {
+	k := Key{Vhost: "v1", App: "live", Name: "s"}
+	q := k.PullQuery(4711)
+	if q != "?lc_epoch=4711&vhost=v1" {
+		t.Fatalf("PullQuery = %q", q)
+	}
+	if got := (Key{Vhost: DefaultVhost, App: "live", Name: "s"}).PullQuery(0); got != "" {
+		t.Fatalf("PullQuery(0) of the default vhost = %q, want empty", got)
+	}
+	vals, _ := url.ParseQuery(q[1:])
+	if e, err := Epoch(vals); err != nil || e != 4711 {
+		t.Fatalf("Epoch = %d, %v", e, err)
+	}
+	if e, err := Epoch(url.Values{}); err != nil || e != 0 {
+		t.Fatalf("Epoch of no param = %d, %v", e, err)
+	}
+	for _, bad := range []string{"0", "-3", "x", "1e3", "99999999999999999999"} {
+		if _, err := Epoch(url.Values{EpochParam: {bad}}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Epoch(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}

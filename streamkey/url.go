@@ -3,6 +3,7 @@ package streamkey
 import (
 	"fmt"
 	"net/url"
+	"strconv"
 
 	"github.com/livecluster/livecluster/streamkey/nodeid"
 )
@@ -67,4 +68,56 @@ func (k Key) ForwardQuery(edgeID string) url.Values {
 	q := url.Values{ForwardedByParam: {edgeID}}
 	k.SetQuery(q)
 	return q
+}
+
+// EpochParam is the query parameter an edge adds to every pull it opens on
+// an origin (RTMP play, HTTP-FLV, HLS playlist), naming the ownership epoch
+// the OCM gave it for the stream:
+//
+//	rtmp://origin-0.origin:1935/live/camera1?lc_epoch=4711
+//
+// The origin serves the pull only while it owns the stream at exactly that
+// epoch, so an edge never plays from an origin the OCM no longer names.
+const EpochParam = "lc_epoch"
+
+// The HTTP response headers and onMetaData fields that name the origin and
+// the ownership epoch of what is served: the origin sets them on its
+// HTTP-FLV and HLS playlist responses and in the onMetaData it sends (RTMP
+// and HTTP-FLV, again after every source change at an edge); an edge sets
+// the headers on its HTTP-FLV and HLS playlist responses from the upstream
+// it plays.
+const (
+	EpochHeader  = "X-Livecluster-Epoch"
+	OriginHeader = "X-Livecluster-Origin"
+	EpochMeta    = "livecluster_epoch"
+	OriginMeta   = "livecluster_origin"
+)
+
+// Epoch returns the epoch named by q (EpochParam), 0 when absent. Anything
+// but a positive decimal integer is an error wrapping ErrInvalid: the pull
+// must be refused, not served unchecked.
+func Epoch(q url.Values) (int64, error) {
+	v := q.Get(EpochParam)
+	if v == "" {
+		return 0, nil
+	}
+	e, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || e <= 0 {
+		return 0, fmt.Errorf("%w: %s %q is not a positive integer", ErrInvalid, EpochParam, v)
+	}
+	return e, nil
+}
+
+// PullQuery returns the query suffix of an edge's pull of the key at epoch
+// (0: none): "" or "?vhost=...&lc_epoch=...".
+func (k Key) PullQuery(epoch int64) string {
+	q := url.Values{}
+	k.SetQuery(q)
+	if epoch > 0 {
+		q.Set(EpochParam, strconv.FormatInt(epoch, 10))
+	}
+	if len(q) == 0 {
+		return ""
+	}
+	return "?" + q.Encode()
 }

@@ -106,6 +106,8 @@ type Status struct {
 	LastHeartbeat       time.Time
 	ConsecutiveFailures int
 	Registrations       int
+	// LeaseDeadline is the local lease deadline (see Client.LeaseDeadline).
+	LeaseDeadline time.Time
 }
 
 // Client holds the node session with the OCM.
@@ -121,6 +123,8 @@ type Client struct {
 	mu       sync.Mutex
 	session  Session
 	interval time.Duration
+	ttl      time.Duration // the lease TTL the OCM last gave
+	deadline time.Time     // see LeaseDeadline
 	status   Status
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -204,6 +208,9 @@ func (c *Client) endSession(s Session) {
 	if s.done == nil {
 		return
 	}
+	if c.session.LeaseID == s.LeaseID {
+		c.deadline = time.Time{} // that lease is gone
+	}
 	select {
 	case <-s.done:
 	default:
@@ -239,7 +246,49 @@ func (c *Client) Status() Status {
 	st := c.status
 	st.Registered = c.registered.Load()
 	st.Session = c.session
+	st.LeaseDeadline = c.deadline
 	return st
+}
+
+// FenceMargin is how much of a lease TTL the local lease deadline keeps in
+// hand against the OCM's clock running at another rate than ours: TTL/5,
+// at least 1 s, at most TTL/2.
+func FenceMargin(ttl time.Duration) time.Duration {
+	return min(max(ttl/5, time.Second), ttl/2)
+}
+
+// LeaseDeadline returns the time before which the node's lease certainly
+// still exists at the OCM: the send time of the last Register or Heartbeat
+// that succeeded, plus the lease TTL it was answered with, minus
+// FenceMargin. The OCM grants or renews the lease after that send, and the
+// lease lives TTL from then, so a node that stops acting as owner at this
+// deadline has stopped before the OCM can hand its streams to anyone (see
+// docs/ocm.md, "Fencing"). It is zero before the first registration, after
+// Deregister/Close, and when the OCM gives no TTL (then nothing fences).
+// It may lie in the past while the OCM is unreachable; a later successful
+// heartbeat or registration moves it forward. It does not cover a lease
+// the OCM revoked early (a session stream seen broken): the session's Done
+// then closes when the node learns of it.
+func (c *Client) LeaseDeadline() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deadline
+}
+
+// renewed records a successful Register or Heartbeat sent at sent with the
+// lease TTL the OCM answered (0: keep the last known TTL).
+func (c *Client) renewed(sent time.Time, ttl time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ttl > 0 {
+		c.ttl = ttl
+	}
+	if c.ttl <= 0 {
+		return
+	}
+	if d := sent.Add(c.ttl - FenceMargin(c.ttl)); d.After(c.deadline) {
+		c.deadline = d
+	}
 }
 
 // Start begins registration and heartbeats in the background and returns
@@ -368,6 +417,7 @@ func (c *Client) run(ctx context.Context) {
 func (c *Client) register(ctx context.Context) (Session, error) {
 	for attempt := 0; ; attempt++ {
 		callCtx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
+		sent := time.Now()
 		resp, err := c.api.Register(callCtx, &ocmv1.RegisterRequest{Node: c.opts.Node})
 		cancel()
 		if err == nil {
@@ -381,6 +431,10 @@ func (c *Client) register(ctx context.Context) (Session, error) {
 			}
 			c.mu.Lock()
 			c.session, c.interval = s, iv
+			c.deadline = time.Time{} // a new lease: counted from this Register
+			c.mu.Unlock()
+			c.renewed(sent, time.Duration(resp.GetLeaseTtlSeconds())*time.Second)
+			c.mu.Lock()
 			c.status.Registrations++
 			c.status.ConsecutiveFailures = 0
 			c.status.LastHeartbeat = time.Now()
@@ -429,11 +483,15 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 			req.Load = c.opts.Load()
 		}
 		callCtx, cancel := context.WithTimeout(ctx, min(c.opts.CallTimeout, iv))
-		_, rerr := c.api.Heartbeat(callCtx, req)
+		sent := time.Now() // the renewal at the OCM happens after this
+		resp, rerr := c.api.Heartbeat(callCtx, req)
 		cancel()
 		err := mapSessionErr("Heartbeat "+s.NodeID, rerr)
 		if ctx.Err() != nil {
 			return false
+		}
+		if err == nil {
+			c.renewed(sent, time.Duration(resp.GetLeaseTtlSeconds())*time.Second)
 		}
 		c.mu.Lock()
 		if err == nil {

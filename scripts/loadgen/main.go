@@ -50,6 +50,7 @@ type options struct {
 	reqTimeout time.Duration
 	stamp      bool
 	quiet      bool
+	gaps       time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -70,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.reqTimeout, "request-timeout", 10*time.Second, "HLS: bound of each playlist or segment request")
 	fs.BoolVar(&o.stamp, "stamp", true, "publisher mode: embed the send time in each H.264 frame (SEI) for end-to-end latency")
 	fs.BoolVar(&o.quiet, "quiet", false, "no per-second lines")
+	fs.DurationVar(&o.gaps, "gaps", 0, "list every media gap of at least this long (wall time between two arrivals of one client, with both ends) in the summary; 0: off")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -102,6 +104,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-ramp must be positive")
 	case o.duration <= 0 || o.duration > maxDuration:
 		return nil, fmt.Errorf("-duration must be in (0, %v]", maxDuration)
+	case o.gaps < 0:
+		return nil, errors.New("-gaps must not be negative")
 	case o.stall <= 0 || o.reqTimeout <= 0:
 		return nil, errors.New("-stall and -request-timeout must be positive")
 	}
@@ -166,6 +170,7 @@ func run(ctx context.Context, o *options, lines io.Writer) (stats.Summary, error
 	if err != nil {
 		return stats.Summary{}, err
 	}
+	st.RecordGaps(o.gaps)
 	ctx, cancel := context.WithTimeout(ctx, o.duration)
 	defer cancel()
 

@@ -296,6 +296,44 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 
 type flvJoinKey struct{}
 
+// flvKeyKey carries where lookupFLV stores the stream key it found.
+type flvKeyKey struct{}
+
+// ownerHeaders names, on a 200 HTTP-FLV response, the origin and epoch the
+// edge plays the stream from when the response starts
+// (streamkey.OriginHeader, EpochHeader); later owner changes show in the
+// onMetaData the edge sends after each splice.
+type ownerHeaders struct {
+	http.ResponseWriter
+	relay *relay.Manager
+	key   streamkey.Key // set by lookupFLV before the handler writes
+	wrote bool
+}
+
+func (o *ownerHeaders) WriteHeader(code int) {
+	if !o.wrote {
+		o.wrote = true
+		if code == http.StatusOK && o.key.Name != "" {
+			if node, epoch, ok := o.relay.Playing(o.key); ok {
+				h := o.Header()
+				h.Set(streamkey.OriginHeader, node)
+				h.Set(streamkey.EpochHeader, strconv.FormatInt(epoch, 10))
+				h.Set("Access-Control-Expose-Headers", streamkey.OriginHeader+", "+streamkey.EpochHeader)
+			}
+		}
+	}
+	o.ResponseWriter.WriteHeader(code)
+}
+
+func (o *ownerHeaders) Write(b []byte) (int, error) {
+	if !o.wrote {
+		o.WriteHeader(http.StatusOK)
+	}
+	return o.ResponseWriter.Write(b)
+}
+
+func (o *ownerHeaders) Unwrap() http.ResponseWriter { return o.ResponseWriter }
+
 // serveFLV counts an HTTP-FLV player from the moment its stream is found
 // until the response ends.
 func (e *edge) serveFLV(h *httpflv.Handler, w http.ResponseWriter, r *http.Request) {
@@ -310,7 +348,8 @@ func (e *edge) serveFLV(h *httpflv.Handler, w http.ResponseWriter, r *http.Reque
 		defer release()
 	}
 	var joined atomic.Bool
-	h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), flvJoinKey{}, &joined)))
+	ow := &ownerHeaders{ResponseWriter: w, relay: e.relay}
+	h.ServeHTTP(ow, r.WithContext(context.WithValue(context.WithValue(r.Context(), flvJoinKey{}, &joined), flvKeyKey{}, &ow.key)))
 	if joined.Load() {
 		e.players.WithLabelValues(protoFLV).Dec()
 		e.nPlay.Add(-1)
@@ -326,6 +365,9 @@ func (e *edge) lookupFLV(ctx context.Context, key streamkey.Key) (*hub.Hub, erro
 			return nil, fmt.Errorf("%w: %v", httpflv.ErrNotFound, err)
 		}
 		return nil, err
+	}
+	if k, ok := ctx.Value(flvKeyKey{}).(*streamkey.Key); ok {
+		*k = key
 	}
 	if j, ok := ctx.Value(flvJoinKey{}).(*atomic.Bool); ok && !j.Swap(true) {
 		e.nPlay.Add(1)

@@ -180,6 +180,9 @@ type stream struct {
 	body    []byte    // the rendered playlist; nil before the first good one
 	expires time.Time // body is refreshed after this
 	good    time.Time // the last good origin playlist
+	// the origin and epoch of the last good origin playlist (headers)
+	srcNode  string
+	srcEpoch int64
 }
 
 type object struct {
@@ -189,6 +192,9 @@ type object struct {
 	contentType string
 	body        []byte
 	expires     time.Time
+	// a playlist's source: streamkey.OriginHeader and EpochHeader
+	srcNode  string
+	srcEpoch int64
 }
 
 type call struct {
@@ -320,6 +326,12 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj
 	} else if obj.contentType != "" {
 		h.Set("Content-Type", obj.contentType)
 	}
+	if obj.srcNode != "" {
+		// Where the newest segments of this playlist come from.
+		h.Set(streamkey.OriginHeader, obj.srcNode)
+		h.Set(streamkey.EpochHeader, strconv.FormatInt(obj.srcEpoch, 10))
+		h.Set("Access-Control-Expose-Headers", streamkey.OriginHeader+", "+streamkey.EpochHeader)
+	}
 	if obj.status == http.StatusOK {
 		if kind == KindPlaylist {
 			h.Set("Cache-Control", "no-cache")
@@ -408,7 +420,7 @@ func (s *stream) fresh() *object {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.body != nil && time.Now().Before(s.expires) {
-		return &object{status: http.StatusOK, contentType: playlistType, body: s.body}
+		return &object{status: http.StatusOK, contentType: playlistType, body: s.body, srcNode: s.srcNode, srcEpoch: s.srcEpoch}
 	}
 	return nil
 }
@@ -433,7 +445,9 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 	case err != nil:
 		fail = errObject(http.StatusServiceUnavailable, "%v", err)
 	default:
-		u := "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8" + key.Query()
+		// With the epoch: an origin that does not own the stream at exactly
+		// that epoch answers 409, and the last good playlist is served.
+		u := "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8" + key.PullQuery(owner.Epoch)
 		var pl *upPlaylist
 		pl, fail = p.fetchPlaylist(ctx, u)
 		if fail == nil {
@@ -468,7 +482,7 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 	body, target := s.l.render(key, p.opts.EndHold, now)
 	s.body, s.expires = body, now.Add(min(p.opts.MaxPlaylistTTL, target/2))
 	p.log.Debug("serving the last good HLS playlist", "stream", key.String(), "reason", string(fail.body))
-	return &object{status: http.StatusOK, contentType: playlistType, body: body}
+	return &object{status: http.StatusOK, contentType: playlistType, body: body, srcNode: s.srcNode, srcEpoch: s.srcEpoch}
 }
 
 // merge adds pl (from owner) to s and renders the edge playlist.
@@ -479,6 +493,7 @@ func (p *Proxy) merge(s *stream, owner *directory.Owner, base *url.URL, pl *upPl
 	added := s.l.merge(owner.NodeID, owner.Epoch, base, pl, p.opts.Window, p.opts.Keep, now)
 	body, target := s.l.render(s.key, p.opts.EndHold, now)
 	s.body, s.good, s.expires = body, now, now.Add(min(p.opts.MaxPlaylistTTL, target/2))
+	s.srcNode, s.srcEpoch = owner.NodeID, owner.Epoch
 	s.mu.Unlock()
 	if prev != "" && prev != owner.NodeID {
 		p.log.Info("HLS source changed", "stream", s.key.String(), "from", prev, "to", owner.String())
@@ -491,7 +506,7 @@ func (p *Proxy) merge(s *stream, owner *directory.Owner, base *url.URL, pl *upPl
 			p.prefetch(sg.src)
 		}
 	}
-	return &object{status: http.StatusOK, contentType: playlistType, body: body}
+	return &object{status: http.StatusOK, contentType: playlistType, body: body, srcNode: owner.NodeID, srcEpoch: owner.Epoch}
 }
 
 // fetchPlaylist fetches and parses an origin playlist; the failure is the

@@ -175,8 +175,13 @@ func (m *Manager) Acquire(ctx context.Context, key streamkey.Key) (*hub.Hub, err
 
 // StreamInfo describes one session for the API.
 type StreamInfo struct {
-	Key       string    `json:"key"`
-	Owner     string    `json:"owner,omitempty"`
+	Key   string `json:"key"`
+	Owner string `json:"owner,omitempty"` // "node@epoch"
+	// OwnerNode and Epoch name the origin and the ownership epoch of the
+	// upstream playing now (the drills check that one stream never has
+	// two at once).
+	OwnerNode string    `json:"owner_node,omitempty"`
+	Epoch     int64     `json:"epoch,omitempty"`
 	Upstream  string    `json:"upstream,omitempty"`
 	Players   int       `json:"players"`
 	Switches  int       `json:"switches"`
@@ -249,8 +254,26 @@ func (s *session) info() StreamInfo {
 	in := StreamInfo{Key: s.key.String(), Players: s.hub.NumReaders(), Switches: s.switches, Since: s.since}
 	if s.cur != nil {
 		in.Owner, in.Upstream, in.Connected = s.cur.owner.String(), s.cur.url, true
+		in.OwnerNode, in.Epoch = s.cur.owner.NodeID, s.cur.owner.Epoch
 	}
 	return in
+}
+
+// Playing returns the origin and epoch key's upstream plays from now
+// (ok false: no session, or no upstream at the moment).
+func (m *Manager) Playing(key streamkey.Key) (node string, epoch int64, ok bool) {
+	m.mu.Lock()
+	s := m.sessions[key.String()]
+	m.mu.Unlock()
+	if s == nil {
+		return "", 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return "", 0, false
+	}
+	return s.cur.owner.NodeID, s.cur.owner.Epoch, true
 }
 
 // upstream is one open pull.
@@ -480,6 +503,15 @@ func (l *loop) dialed(r dialResult) bool {
 	}
 	m.count(nil)
 	up := r.up
+	if o, ok := l.sub.Owner(); ok && o.Epoch > up.owner.Epoch {
+		// A newer ownership became known while this dial ran: never
+		// splice the old one in; open the new owner instead.
+		s.log.Info("dialed upstream is older than the stream's current owner; dropping it",
+			"dialed", up.owner.String(), "owner", o.String())
+		up.stop()
+		l.startDial(o)
+		return true
+	}
 	pump, err := stream.Start(s.hub, up.conn, stream.Options{Splice: true})
 	if err != nil {
 		up.stop()
@@ -653,7 +685,10 @@ func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, erro
 		u    string
 		err  error
 	)
-	q := s.key.Query()
+	// The epoch goes along: the origin serves the pull only while it owns
+	// the stream at exactly that epoch (a fenced or replaced owner refuses,
+	// and the session looks the owner up again).
+	q := s.key.PullQuery(o.Epoch)
 	switch st.Protocol {
 	case ProtocolFLV:
 		u = "http://" + o.HTTP + "/" + s.key.App + "/" + s.key.Name + ".flv" + q

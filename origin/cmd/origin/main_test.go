@@ -546,27 +546,39 @@ func TestSecondOriginRefused(t *testing.T) {
 	b.noErrors(t)
 }
 
-// With the OCM down a new publish is refused clearly, an owned stream
-// keeps flowing; an origin never registered refuses too.
+// With the OCM down a new publish is refused clearly; an owned stream
+// keeps flowing until the origin's local lease deadline (the last
+// heartbeat's send + TTL - margin: at least 4.7 s after the kill with the
+// default 10 s TTL), then it is fenced; an origin never registered refuses
+// too.
 func TestOCMDown(t *testing.T) {
 	slow(t)
 	ffmpeg := proctest.Tool(t, "LIVECLUSTER_FFMPEG", "ffmpeg")
 	ocm := startOCM(t)
 	a := startOrigin(t, "origin-a", ocm.addr, "ocm:\n  claimTimeout: 2s\n", true)
-	publish(t, a.url("kept"))
+	pub := publish(t, a.url("kept"))
 	waitOwner(t, ocm, "kept", "origin-a", 10*time.Second)
 
+	killed := time.Now()
 	ocm.Cmd.Process.Kill()
 	waitExit(t, ocm.Proc, 5*time.Second)
+	playRTMP(t, a.url("kept"), time.Second)
+	// Readiness holds through the blip.
+	proctest.WaitHTTP(t, "http://"+a.admin+"/readyz", 200, time.Second)
 
 	cmd := exec.Command(ffmpeg, "-nostdin", "-v", "error", "-re", "-i", flvFile(t), "-t", "3", "-c", "copy", "-f", "flv", a.url("new"))
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "unreachable") {
 		t.Errorf("publish with the OCM down: err %v, output %s", err, out)
 	}
-	playRTMP(t, a.url("kept"), 2*time.Second)
-	// Readiness holds through the blip.
-	proctest.WaitHTTP(t, "http://"+a.admin+"/readyz", 200, time.Second)
+	select {
+	case <-pub.Done():
+		if d := time.Since(killed); d > 8500*time.Millisecond {
+			t.Errorf("publisher fenced %v after the OCM died, want by the lease deadline (< 8 s)", d)
+		}
+	case <-time.After(9 * time.Second):
+		t.Error("owned stream not fenced 9 s after the OCM died")
+	}
 
 	// An origin that never registered refuses with its own message.
 	n := startOrigin(t, "origin-n", proctest.FreeAddr(t), "", false)

@@ -106,9 +106,12 @@ type Client struct {
 
 // Status is the node's own state for summaries.
 type Status struct {
-	NodeID     string  `json:"node_id"`
-	Registered bool    `json:"ocm_registered"`
-	Draining   bool    `json:"draining"`
+	NodeID     string `json:"node_id"`
+	Registered bool   `json:"ocm_registered"`
+	Draining   bool   `json:"draining"`
+	// Fenced says why the origin does not act as owner now (its lease may
+	// be gone); empty when it does.
+	Fenced     string  `json:"fenced,omitempty"`
 	Streams    int     `json:"streams"`
 	Publishers int     `json:"publishers"`
 	Players    int     `json:"players"`

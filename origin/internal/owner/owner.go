@@ -7,8 +7,11 @@
 //
 // No publish is accepted without a successful claim: while the OCM is
 // unreachable or the node is not registered, new publishes are refused;
-// streams already owned keep flowing (their claims live as long as the
-// node's lease).
+// streams already owned keep flowing while the node's lease certainly
+// lives. Fence stops them (every claim lost, publishers closed) once the
+// local lease deadline passes without a renewal, or the OCM says the lease
+// is gone, so that this origin has stopped acting as owner before the OCM
+// can give its streams to another origin (docs/ocm.md, "Fencing").
 package owner
 
 import (
@@ -42,8 +45,13 @@ const (
 	ResultDraining       = "draining"
 	ResultBusy           = "busy" // already published on this origin
 	ResultError          = "error"
-	ResultLost           = "lost" // ownership lost while publishing
+	ResultLost           = "lost"   // ownership lost while publishing
+	ResultFenced         = "fenced" // the lease may be gone: refused, or let go
 )
+
+// fencePoll paces the fence loop while the node is fenced (waiting for a
+// renewal or a new session).
+const fencePoll = 200 * time.Millisecond
 
 // Refused is why a publish cannot be owned here; Msg is meant for the
 // publisher (ffmpeg prints it).
@@ -63,6 +71,10 @@ type Options struct {
 	NodeID string
 	// Session returns the node's current OCM session.
 	Session func() (ocmclient.Session, bool)
+	// LeaseDeadline returns the local lease deadline
+	// (ocmclient.Client.LeaseDeadline); nil or a zero time: never fence on
+	// time.
+	LeaseDeadline func() time.Time
 	// Draining reports whether this node drains (new publishes refused).
 	Draining func() bool
 	// Timeout returns the bound of each call made while a publisher waits.
@@ -85,8 +97,10 @@ type Claim struct {
 	mu       sync.Mutex
 	session  ocmclient.Session
 	epoch    int64 // 0: not owned (lost)
+	last     int64 // the last epoch owned, kept after a loss for Release
 	since    time.Time
 	active   bool
+	lost     bool
 	lostOnce sync.Once
 	// release retry loop of an ended publish
 	releaseCancel context.CancelFunc
@@ -107,15 +121,31 @@ func (c *Claim) Since() time.Time {
 	return c.since
 }
 
+func (c *Claim) isLost() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lost
+}
+
 func (c *Claim) set(s ocmclient.Session, epoch int64) {
 	c.mu.Lock()
-	c.session, c.epoch, c.since = s, epoch, time.Now()
+	c.session, c.epoch, c.last, c.since = s, epoch, epoch, time.Now()
 	c.mu.Unlock()
 }
 
-func (c *Claim) lose(err error) {
+// lose ends the ownership; err is given to OnLost. The claim is not
+// released at the OCM (another origin owns it, or the lease took it).
+func (c *Claim) lose(err error) { c.loseAs(err, false) }
+
+// loseAs ends the ownership; with mayOwn the OCM may still hold the claim
+// (fenced on the local deadline while the lease lives on), so Release
+// still frees it with its last epoch.
+func (c *Claim) loseAs(err error, mayOwn bool) {
 	c.mu.Lock()
-	c.epoch = 0
+	if !mayOwn {
+		c.last = 0
+	}
+	c.epoch, c.lost = 0, true
 	c.mu.Unlock()
 	c.lostOnce.Do(func() {
 		if c.onLost != nil {
@@ -176,6 +206,9 @@ func (m *Manager) Acquire(ctx context.Context, key streamkey.Key, path ocmv1.Pub
 	s, ok := m.opts.Session()
 	if !ok {
 		return nil, m.refuse(ResultNotRegistered, fmt.Sprintf("origin %s is not registered with the cluster master (OCM) yet, so it cannot own %s; try again later", m.opts.NodeID, ks), nil)
+	}
+	if why := m.fenced(s, time.Now()); why != "" {
+		return nil, m.refuse(ResultFenced, fmt.Sprintf("origin %s cannot own %s: %s; publish again to reach another origin", m.opts.NodeID, ks, why), nil)
 	}
 	m.mu.Lock()
 	old := m.claims[ks]
@@ -298,7 +331,10 @@ func (m *Manager) Release(ctx context.Context, c *Claim) {
 	ks := c.Key.String()
 	c.mu.Lock()
 	c.active = false
-	s, epoch := c.session, c.epoch
+	// A claim lost by fencing may still exist at the OCM (the lease may
+	// have been renewed meanwhile): release it with the epoch it had. A
+	// claim lost to another owner gets STALE_EPOCH or NOT_FOUND, harmless.
+	s, epoch := c.session, c.last
 	c.mu.Unlock()
 	forget := func() {
 		m.mu.Lock()
@@ -391,7 +427,15 @@ func (m *Manager) isActive(c *Claim) bool {
 // published (ocmclient's OnReregistered hook: the old lease expired and took
 // our claims with it). A stream now owned by another origin is lost: its
 // publisher is let go.
+//
+// With fencing on (Options.LeaseDeadline set) nothing is re-claimed: the
+// lost lease's claims are let go (Fence does the same), since another
+// origin may have owned a stream meanwhile.
 func (m *Manager) Reclaim(ctx context.Context, s ocmclient.Session) {
+	if m.opts.LeaseDeadline != nil {
+		m.fenceClaims("", false) // those of ended sessions only
+		return
+	}
 	var wg sync.WaitGroup
 	for _, c := range m.Active() {
 		wg.Add(1)
@@ -492,4 +536,113 @@ func (m *Manager) WatchTransfers(ctx context.Context) {
 		m.log.Warn("watch of owned streams ended; retrying", "err", err.Error(), "retry_in", retryIn.String())
 	}
 	m.opts.OCM.Watch(ctx, w)
+}
+
+// fenced says why this origin must not act as owner under session s at
+// now ("" when it may): the OCM said the lease is gone (s is done), or the
+// local lease deadline passed without a renewal.
+func (m *Manager) fenced(s ocmclient.Session, now time.Time) string {
+	select {
+	case <-s.Done():
+		return "its lease with the cluster master (OCM) was lost and is being renewed"
+	default:
+	}
+	if m.opts.LeaseDeadline == nil {
+		return ""
+	}
+	if dl := m.opts.LeaseDeadline(); !dl.IsZero() && !now.Before(dl) {
+		return fmt.Sprintf("its lease with the cluster master (OCM) was not renewed in time (deadline %s passed)", dl.Format(time.RFC3339Nano))
+	}
+	return ""
+}
+
+// Fenced reports whether this origin currently must not act as owner (the
+// reason, or ""). The API shows it.
+func (m *Manager) Fenced() string {
+	s, ok := m.opts.Session()
+	if !ok {
+		return ""
+	}
+	return m.fenced(s, time.Now())
+}
+
+// Fence runs until ctx ends and lets go of every claim whenever this
+// origin may no longer own its streams: the local lease deadline
+// (Options.LeaseDeadline) passed without a renewal, or the session the
+// claim was made under ended (the OCM lost the lease). Each such claim is
+// lost (its OnLost closes the publisher with the reason; its players end
+// with the hub); a claim that appears while fenced is lost at the next
+// check. New publishes are refused by Acquire until a renewal or a new
+// session. The OCM can grant the streams to another origin only after the
+// lease expires there, which is later than the local deadline (docs/ocm.md,
+// "Fencing").
+func (m *Manager) Fence(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	was := ""
+	for {
+		var done <-chan struct{}
+		wait := fencePoll
+		why := ""
+		if s, ok := m.opts.Session(); ok {
+			now := time.Now()
+			if why = m.fenced(s, now); why == "" {
+				done = s.Done()
+				if m.opts.LeaseDeadline != nil {
+					if dl := m.opts.LeaseDeadline(); !dl.IsZero() {
+						// Wake at the deadline, or at the next poll.
+						wait = min(max(dl.Sub(now), time.Millisecond), fencePoll)
+					}
+				}
+			}
+		}
+		m.fenceClaims(why, why != "" && was == "")
+		if why == "" && was != "" {
+			m.log.Info("lease renewed: taking new publishes again")
+		}
+		was = why
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+		case <-t.C:
+		}
+	}
+}
+
+// fenceClaims loses every active claim when why is set, and otherwise
+// those made under a session that has ended.
+func (m *Manager) fenceClaims(why string, first bool) {
+	n := 0
+	for _, c := range m.Active() {
+		if c.isLost() {
+			continue
+		}
+		c.mu.Lock()
+		done := c.session.Done() // nil (not claimed yet) never closes
+		c.mu.Unlock()
+		ended := false
+		select {
+		case <-done:
+			ended = true
+		default:
+		}
+		cwhy := why
+		switch {
+		case ended:
+			cwhy = "its lease with the cluster master (OCM) was lost"
+		case cwhy == "":
+			continue
+		}
+		// Fenced on the deadline alone, the lease may live on at the OCM:
+		// Release then frees the claim. An ended session took it along.
+		mayOwn := !ended
+		n++
+		m.count(ResultFenced)
+		c.loseAs(fmt.Errorf("origin %s stopped serving %s: %s; publish again to reach the stream's new origin", m.opts.NodeID, c.Key, cwhy), mayOwn)
+	}
+	if first || n > 0 {
+		m.log.Warn("fenced: stopped acting as owner", "reason", why, "streams_let_go", n)
+	}
 }

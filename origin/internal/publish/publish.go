@@ -13,11 +13,14 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nareix/joy4/av"
+	"github.com/nareix/joy4/format/flv"
+	"github.com/nareix/joy4/format/flv/flvio"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livecluster/livecluster/media/hls"
@@ -57,6 +60,9 @@ type Request struct {
 
 // Options configure Sessions.
 type Options struct {
+	// NodeID names this origin in the onMetaData it serves
+	// (streamkey.OriginMeta, with the epoch in streamkey.EpochMeta).
+	NodeID  string
 	Hubs    *hub.Registry
 	Owner   Owner
 	Clients *clients.Registry
@@ -172,7 +178,7 @@ func (s *Sessions) Serve(ctx context.Context, req Request, src stream.Source) er
 	out := &hlsOut{s: s, log: log}
 	sess := &session{id: cl.ID(), req: req, claim: claim, hub: h, started: time.Now()}
 	var streams []av.CodecData // the callbacks run on Run's goroutine
-	pump, err := stream.Start(h, src, stream.Options{
+	pump, err := stream.Start(h, &taggedSource{Source: src, meta: s.ownerMeta(claim)}, stream.Options{
 		OnCodecs: func(st []av.CodecData) {
 			streams = st
 			out.restart(st)
@@ -268,6 +274,60 @@ func (s *Sessions) SlowReaders() (skipped, dropped int64) {
 		dropped += st.Dropped
 	}
 	return skipped, dropped
+}
+
+// Epoch returns the ownership epoch under which key is published here, 0
+// when it is not published or its ownership was lost (fenced, handed
+// over): pulls naming an epoch are served only when it matches.
+func (s *Sessions) Epoch(key streamkey.Key) int64 {
+	s.mu.Lock()
+	p := s.pubs[key.String()]
+	s.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	return p.claim.Epoch()
+}
+
+// ownerMeta is what the session adds to the publisher's onMetaData: this
+// origin and the claim's epoch, so that a player (through any number of
+// edges) can tell which ownership the media it gets comes from.
+func (s *Sessions) ownerMeta(c *owner.Claim) flvio.AMFMap {
+	return flvio.AMFMap{
+		streamkey.OriginMeta: s.opts.NodeID,
+		streamkey.EpochMeta:  strconv.FormatInt(c.Epoch(), 10),
+	}
+}
+
+// taggedSource adds fields to its source's onMetaData (the hub sends it to
+// every player, again after a codec change).
+type taggedSource struct {
+	stream.Source
+	meta flvio.AMFMap
+}
+
+func (t *taggedSource) Metadata() flvio.AMFMap {
+	out := flvio.AMFMap{}
+	src := t.Source.Metadata()
+	if src == nil {
+		// None sent: what the hub would derive from the codecs.
+		if streams, err := t.Source.Streams(); err == nil {
+			src, _ = flv.NewMetadataByStreams(streams)
+		}
+	}
+	for k, v := range src {
+		out[k] = v
+	}
+	for k, v := range t.meta {
+		out[k] = v
+	}
+	return out
+}
+
+// CloseWithError passes the cause on to the publisher (stream.CloseWithCause).
+func (t *taggedSource) CloseWithError(err error) error {
+	stream.CloseWithCause(t.Source, err)
+	return nil
 }
 
 // PublisherOf returns the client id of key's publisher, or "".

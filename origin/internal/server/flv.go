@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,16 @@ func (s *Server) flvHandler(writeTimeout time.Duration) http.Handler {
 			http.Error(w, "stream "+key.String()+" not found", http.StatusNotFound)
 			return
 		}
+		epoch, err := s.owned(key, r.URL.RawQuery)
+		if err != nil {
+			code := http.StatusBadRequest
+			if errors.Is(err, errNotOwner) {
+				code = http.StatusConflict
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		setOwnerHeaders(w.Header(), s.rt.Config().NodeID, epoch)
 		release, err := s.limits.AcquirePlayer("http", key.String())
 		if err != nil {
 			w.Header().Set("Retry-After", "5")
@@ -82,4 +93,14 @@ func playEnded(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
+}
+
+// setOwnerHeaders names the origin and the epoch of what a response serves
+// (epoch 0: not owned, no epoch header).
+func setOwnerHeaders(h http.Header, nodeID string, epoch int64) {
+	h.Set(streamkey.OriginHeader, nodeID)
+	if epoch > 0 {
+		h.Set(streamkey.EpochHeader, strconv.FormatInt(epoch, 10))
+	}
+	h.Add("Access-Control-Expose-Headers", streamkey.OriginHeader+", "+streamkey.EpochHeader)
 }

@@ -44,6 +44,6 @@ func (s *Server) status() api.Status {
 	s.loadMu.Unlock()
 	return api.Status{
 		NodeID: s.rt.Config().NodeID, Registered: s.oc.Registered(), Draining: s.rt.Lifecycle.Draining(),
-		Streams: n, Publishers: pubs, Players: players["rtmp"] + players["flv"], CPUCores: c,
+		Fenced: s.owner.Fenced(), Streams: n, Publishers: pubs, Players: players["rtmp"] + players["flv"], CPUCores: c,
 	}
 }

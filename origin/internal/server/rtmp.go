@@ -13,6 +13,7 @@ import (
 	"github.com/livecluster/livecluster/origin/internal/clients"
 	"github.com/livecluster/livecluster/origin/internal/owner"
 	"github.com/livecluster/livecluster/origin/internal/publish"
+	"github.com/livecluster/livecluster/origin/internal/web"
 )
 
 // ServePublish implements rtmp.Handler: the RTMP ingest adapter of the
@@ -51,6 +52,48 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 	return err
 }
 
+// errNotOwner is why a pull naming an epoch is refused.
+var errNotOwner = web.ErrNotOwner
+
+// owned checks a pull's epoch (streamkey.EpochParam in the raw query, as
+// edges send it) against the epoch key is published under here and
+// returns that epoch (0: not published, or its ownership lost). A pull
+// without the parameter (a player straight on the origin) is not checked;
+// one naming another epoch is refused with an error wrapping errNotOwner
+// (the edge looks the owner up again): serving it could let an edge play
+// an ownership the OCM has replaced, or one it has not told the edge of yet.
+func (s *Server) owned(key streamkey.Key, rawQuery string) (int64, error) {
+	cur := s.pubs.Epoch(key)
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return cur, fmt.Errorf("stream %s: bad query: %w", key, err)
+	}
+	want, err := streamkey.Epoch(q)
+	if err != nil {
+		return cur, err
+	}
+	if want != 0 && want != cur {
+		id := s.rt.Config().NodeID
+		if cur == 0 {
+			return cur, fmt.Errorf("origin %s does not own stream %s (asked for epoch %d): %w", id, key, want, errNotOwner)
+		}
+		return cur, fmt.Errorf("origin %s owns stream %s at epoch %d, not %d: %w", id, key, cur, want, errNotOwner)
+	}
+	return cur, nil
+}
+
+// hlsOwned is owned for HLS playlists: a playlist of a stream that is not
+// published here any more is served whatever epoch is asked (its segments
+// are history, and its ENDLIST tells the edge the stream ended here); one
+// published here under another epoch is refused.
+func (s *Server) hlsOwned(key streamkey.Key, rawQuery string) (int64, error) {
+	cur, err := s.owned(key, rawQuery)
+	if errors.Is(err, errNotOwner) && cur == 0 {
+		return 0, nil
+	}
+	return cur, err
+}
+
 // ServePlay implements rtmp.Handler: the RTMP play adapter, fed from the hub.
 func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	req := c.Request()
@@ -62,6 +105,9 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if h == nil || !h.Publishing() {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound",
 			Description: fmt.Sprintf("stream %s is not published on origin %s", key, s.rt.Config().NodeID)}
+	}
+	if _, err := s.owned(key, req.Query); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: err.Error()}
 	}
 	release, err := s.limits.AcquirePlayer("rtmp", key.String())
 	if err != nil {

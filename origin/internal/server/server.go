@@ -134,12 +134,13 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	}
 	m := newMetrics(rt.Metrics)
 	s.owner = owner.New(owner.Options{
-		OCM: s.oc, NodeID: cfg.NodeID, Session: s.oc.Session, Draining: rt.Lifecycle.Draining,
-		Timeout: func() time.Duration { return rt.Config().OCM.ClaimTimeout.D() },
-		Logger:  rt.Logger, Claims: m.claims,
+		OCM: s.oc, NodeID: cfg.NodeID, Session: s.oc.Session, LeaseDeadline: s.oc.LeaseDeadline,
+		Draining: rt.Lifecycle.Draining,
+		Timeout:  func() time.Duration { return rt.Config().OCM.ClaimTimeout.D() },
+		Logger:   rt.Logger, Claims: m.claims,
 	})
 	s.pubs = publish.New(ctx, publish.Options{
-		Hubs: s.hubs, Owner: s.owner, Clients: s.clients, HLS: s.hls,
+		NodeID: cfg.NodeID, Hubs: s.hubs, Owner: s.owner, Clients: s.clients, HLS: s.hls,
 		HLSEnabled: func() bool { return rt.Config().HLS.Enabled },
 		Logger:     rt.Logger, Metrics: publish.NewMetrics(rt.Metrics),
 	})
@@ -152,6 +153,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	a.Register(rt.Admin.Mux)
 	httpSrv := s.limits.HTTPServer(web.New(web.Options{
 		HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(to.HTTPWrite.D()), API: a.Handler(),
+		NodeID: cfg.NodeID, Owned: s.hlsOwned,
 		SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
 		BytesOut: func(n int64) { s.hlsBytes.Add(n) },
 	}), admin.QuietErrorLog(rt.Logger))
@@ -214,6 +216,9 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		s.hls.Close()
 	}()
 	s.oc.Start(ctx)
+	// Fencing: every claim is let go once the lease may be gone (the local
+	// lease deadline passed, or the OCM lost the session); ends with ctx.
+	go s.owner.Fence(ctx)
 	serving.Store(true)
 	s.log.Info("origin serving", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(),
 		"ocm", cfg.OCM.Address, "advertise", node.Addresses.String(), "hls_dir", cfg.HLS.Dir)

@@ -40,7 +40,19 @@ type Options struct {
 	HLSRequests *prometheus.CounterVec
 	// BytesOut is told the bytes of each HLS or static response.
 	BytesOut func(n int64)
+	// NodeID names this origin in the playlist's streamkey.OriginHeader.
+	NodeID string
+	// Owned checks a playlist request's epoch (streamkey.EpochParam in
+	// rawQuery) and returns the epoch the stream is published under here
+	// (0: not published here); an error wrapping ErrNotOwner refuses the
+	// request with 409 (published here under another epoch), any other
+	// with 400. nil: nothing is checked.
+	Owned func(key streamkey.Key, rawQuery string) (int64, error)
 }
+
+// ErrNotOwner is what Options.Owned wraps when the origin does not own the
+// stream at the epoch the request names.
+var ErrNotOwner = errors.New("not the owner at that epoch")
 
 // PlaylistCacheControl lets a cache hold a live playlist for one second:
 // players poll it about once per segment duration and must see new
@@ -102,6 +114,28 @@ func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		o.count("playlist")
+		if o.Owned != nil {
+			key, err := streamkey.FromURL(app, strings.TrimSuffix(file, ".m3u8"), r.URL.Query())
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			epoch, err := o.Owned(key, r.URL.RawQuery)
+			if err != nil {
+				code := http.StatusBadRequest
+				if errors.Is(err, ErrNotOwner) {
+					code = http.StatusConflict
+				}
+				http.Error(w, err.Error(), code)
+				return
+			}
+			h := w.Header()
+			h.Set(streamkey.OriginHeader, o.NodeID)
+			if epoch > 0 {
+				h.Set(streamkey.EpochHeader, strconv.FormatInt(epoch, 10))
+			}
+			h.Add("Access-Control-Expose-Headers", streamkey.OriginHeader+", "+streamkey.EpochHeader)
+		}
 		w.Header().Set("Cache-Control", PlaylistCacheControl)
 		o.serveFile(w, r, o.HLSDir, app+"/"+file, "application/vnd.apple.mpegurl")
 	case strings.HasSuffix(file, ".ts"):

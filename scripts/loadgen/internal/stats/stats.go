@@ -35,6 +35,9 @@ type Run struct {
 	lateMax     int
 	lateClients int64
 	launchEnd   time.Time // when the last client was started; zero before
+	nextID      int
+	gapMin      time.Duration // record media gaps at least this long; 0: none
+	gaps        []Gap
 
 	// tick state, owned by the caller of Tick
 	lastTick  time.Time
@@ -68,6 +71,27 @@ func New(mode string, lateAfter time.Duration, pids []string) (*Run, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// maxGaps bounds the gaps kept for the summary.
+const maxGaps = 10000
+
+// Gap is a pause in one client's media: no media arrived from From to To
+// (wall clock, unix milliseconds), both ends media arrivals.
+type Gap struct {
+	Client int   `json:"client"` // the client's index, in start order from 0
+	FromMS int64 `json:"from_unix_ms"`
+	ToMS   int64 `json:"to_unix_ms"`
+	MS     int64 `json:"ms"`
+}
+
+// RecordGaps makes the run keep every media gap of at least min (wall
+// time between two media arrivals of one client; the first maxGaps of
+// them) for the summary. Call it before clients start.
+func (r *Run) RecordGaps(min time.Duration) {
+	r.mu.Lock()
+	r.gapMin = min
+	r.mu.Unlock()
 }
 
 // Launched counts a client started; LaunchDone marks that all were.
@@ -108,6 +132,9 @@ type Client struct {
 	late      atomic.Bool  // was late at some tick
 	keyframes int
 	began     time.Time
+	id        int
+	gapMin    time.Duration
+	lastAt    time.Time // wall time of the latest media arrival
 }
 
 // NewClient registers a client whose connection attempt begins now.
@@ -115,6 +142,8 @@ func (r *Run) NewClient() *Client {
 	c := &Client{run: r, began: time.Now()}
 	r.mu.Lock()
 	r.clients[c] = struct{}{}
+	c.id, c.gapMin = r.nextID, r.gapMin
+	r.nextID++
 	r.mu.Unlock()
 	return c
 }
@@ -141,6 +170,13 @@ func (c *Client) Connected() {
 // first arrival sets the start-up latency.
 func (c *Client) Media(ts time.Duration, key bool) {
 	ms := ts.Milliseconds()
+	if c.gapMin > 0 {
+		now := time.Now()
+		if !c.lastAt.IsZero() && now.Sub(c.lastAt) >= c.gapMin {
+			c.run.gap(Gap{Client: c.id, FromMS: c.lastAt.UnixMilli(), ToMS: now.UnixMilli(), MS: now.Sub(c.lastAt).Milliseconds()})
+		}
+		c.lastAt = now
+	}
 	if c.firstWall.Load() == 0 {
 		c.firstTS.Store(ms)
 		c.lastTS.Store(ms)
@@ -161,6 +197,14 @@ func (c *Client) Media(ts time.Duration, key bool) {
 			c.firstWall.Store(time.Now().UnixNano())
 		}
 	}
+}
+
+func (r *Run) gap(g Gap) {
+	r.mu.Lock()
+	if len(r.gaps) < maxGaps {
+		r.gaps = append(r.gaps, g)
+	}
+	r.mu.Unlock()
 }
 
 // Live reports whether the client's media is live: from its second

@@ -101,3 +101,36 @@ func TestLateAfterGOPBurst(t *testing.T) {
 		t.Fatal("not live after the second keyframe")
 	}
 }
+
+// TestGaps: a pause between two media arrivals of at least the threshold
+// is listed with both ends and the client's index; shorter ones are not.
+func TestGaps(t *testing.T) {
+	r, err := New("play", 3*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.RecordGaps(time.Second)
+	a, b := r.NewClient(), r.NewClient()
+	a.Media(0, true)
+	b.Media(0, true)
+	a.Media(10*time.Millisecond, false) // at once: not a gap
+	time.Sleep(1100 * time.Millisecond)
+	before := time.Now().UnixMilli()
+	b.Media(90*time.Millisecond, false) // 1.1 s: a gap
+	s := r.Summary("u", "rtmp", 2)
+	if len(s.Gaps) != 1 {
+		t.Fatalf("gaps %+v, want one", s.Gaps)
+	}
+	g := s.Gaps[0]
+	if g.Client != 1 || g.MS < 1100 || g.ToMS < before || g.ToMS-g.FromMS > g.MS+1 {
+		t.Fatalf("gap %+v: want client 1, >= 1100 ms, ending at or after %d", g, before)
+	}
+	off, _ := New("play", 3*time.Second, nil)
+	c := off.NewClient()
+	c.Media(0, true)
+	time.Sleep(60 * time.Millisecond)
+	c.Media(time.Millisecond, false)
+	if s := off.Summary("u", "rtmp", 1); s.Gaps != nil {
+		t.Fatalf("gaps recorded without RecordGaps: %+v", s.Gaps)
+	}
+}

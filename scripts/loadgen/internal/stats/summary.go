@@ -82,6 +82,9 @@ type Summary struct {
 	StartupMS *Percentiles `json:"startup_ms"` // connect → first keyframe (nil: none)
 	LatencyMS *Percentiles `json:"latency_ms"` // embedded send time → arrival (nil: no stamps)
 
+	// Gaps are the media gaps of at least -gaps (nil when not asked for).
+	Gaps []Gap `json:"gaps,omitempty"`
+
 	Server  *ServerFigures `json:"server"`  // nil without -pids
 	Loadgen LoadFigures    `json:"loadgen"` // this process
 }
@@ -116,6 +119,10 @@ func (r *Run) Summary(url, proto string, requested int) Summary {
 		first[k] = v
 	}
 	lateMax, lateClients := r.lateMax, r.lateClients
+	var gaps []Gap
+	if r.gapMin > 0 {
+		gaps = append([]Gap{}, r.gaps...)
+	}
 	r.mu.Unlock()
 	var total int64
 	for _, m := range errs {
@@ -130,7 +137,7 @@ func (r *Run) Summary(url, proto string, requested int) Summary {
 		ConnectedEnd: r.connected.Load(), Bytes: r.Bytes.Load(),
 		Errors: errs, ErrorsTotal: total, FirstErrors: first, LateMax: lateMax, LateClients: lateClients,
 		LateAfterS: r.lateAfter.Seconds(),
-		StartupMS:  r.Startup.Summary(), LatencyMS: r.Latency.Summary(),
+		StartupMS:  r.Startup.Summary(), LatencyMS: r.Latency.Summary(), Gaps: gaps,
 	}
 	if dur > 0 {
 		s.Mbps = float64(s.Bytes) * 8 / dur / 1e6

@@ -1,0 +1,3 @@
+module github.com/livecluster/livecluster/scripts/drills
+
+go 1.26.0
