@@ -6,18 +6,26 @@
 # are free. Prints the figures; record them in docs/benchmarks.md.
 #
 #   scripts/bench-ocm.sh [ocm-bench flags...]     e.g. --streams 20000
+#   scripts/bench-ocm.sh --watchers 500 --watch-keys 200 --churn 1000 \
+#     --lookup-duration 0 --assign-duration 0 --expiry=false
+#                                                 watch propagation under churn
+#
+# Environment: GRPC, ADMIN (the OCM's listen addresses), ETCD_CLIENT,
+# ETCD_PEER (its embedded etcd's), LEASE_TTL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 STATE=$(mktemp -d /tmp/livecluster-bench.XXXXXX)
 GRPC=${GRPC:-127.0.0.1:17000}
 ADMIN=${ADMIN:-127.0.0.1:17985}
+ETCD_CLIENT=${ETCD_CLIENT:-127.0.0.1:12379}
+ETCD_PEER=${ETCD_PEER:-127.0.0.1:12380}
 LEASE_TTL=${LEASE_TTL:-5s}
 
 mkdir -p bin
 (cd ocm && go build -o "$ROOT/bin/ocm" ./cmd/ocm && go build -o "$ROOT/bin/ocm-bench" ./cmd/ocm-bench)
 
-LIVECLUSTER_ETCD_CLIENT_URL=http://127.0.0.1:12379 LIVECLUSTER_ETCD_PEER_URL=http://127.0.0.1:12380 \
+LIVECLUSTER_ETCD_CLIENT_URL=http://$ETCD_CLIENT LIVECLUSTER_ETCD_PEER_URL=http://$ETCD_PEER \
   ./bin/ocm --node-id ocm-bench --grpc-listen "$GRPC" --admin-listen "$ADMIN" \
   --data-dir "$STATE/etcd" --lease-ttl "$LEASE_TTL" --log-level warn >"$STATE/ocm.log" 2>&1 &
 OCM_PID=$!

@@ -6,8 +6,8 @@
 #
 #   scripts/test.sh            everything
 #   SHORT=1 scripts/test.sh    skip the slow multi-process tests (-short), the
-#                              local-cluster end-to-end, the image tests and
-#                              the Kubernetes drill
+#                              local-cluster end-to-end, the image tests, the
+#                              container drills and the Kubernetes drill
 #   LC_SKIP_K8S=1 scripts/test.sh   skip only the Kubernetes drill
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,6 +85,13 @@ fi
 if [ -z "${SHORT:-}" ]; then
   step "container images and the compose cluster (skips without Docker)"
   scripts/test-images.sh
+fi
+
+# The short form of the failure drills (docs/operations.md, "Drills") on
+# the images test-images.sh just built (same $VERSION, so the same tag).
+if [ -z "${SHORT:-}" ]; then
+  step "failure drills, short form (scripts/drills/run.sh --short; skips without Docker)"
+  scripts/drills/run.sh --short
 fi
 
 # The Kubernetes drill (scripts/k8s/, docs/kubernetes.md): a real

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -228,13 +229,48 @@ func (c *Conn) writeMessageLocked(csid uint32, typ uint8, sid, ts uint32, body [
 	return nil
 }
 
+// appendMessage appends one message chunked as writeMessageLocked writes
+// it: a type-0 header, then a type-3 header (with the extended timestamp
+// when there is one) before every further chunk.
+func appendMessage(dst []byte, csid uint32, typ uint8, sid, ts uint32, body []byte, chunkSize uint32) []byte {
+	ext := ts >= 0xffffff
+	field := ts
+	if ext {
+		field = 0xffffff
+	}
+	cs := max(int(chunkSize), 1)
+	n := len(body)
+	chunks := (n + cs - 1) / cs
+	size := 12 + n + max(chunks-1, 0)
+	if ext {
+		size += 4 * max(chunks, 1)
+	}
+	dst = slices.Grow(dst, size)
+	dst = append(dst, byte(csid&0x3f), byte(field>>16), byte(field>>8), byte(field), byte(n>>16), byte(n>>8), byte(n), typ)
+	dst = binary.LittleEndian.AppendUint32(dst, sid)
+	if ext {
+		dst = binary.BigEndian.AppendUint32(dst, ts)
+	}
+	for off := 0; ; {
+		k := min(cs, n-off)
+		dst = append(dst, body[off:off+k]...)
+		off += k
+		if off >= n {
+			break
+		}
+		dst = append(dst, 0xc0|byte(csid&0x3f))
+		if ext {
+			dst = binary.BigEndian.AppendUint32(dst, ts)
+		}
+	}
+	return dst
+}
+
 func (c *Conn) flushLocked() error {
 	if c.werr != nil {
 		return c.werr
 	}
-	if c.cfg.WriteTimeout > 0 {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-	}
+	c.armWriteDeadline()
 	if err := c.bw.Flush(); err != nil {
 		return c.failWrite(err)
 	}

@@ -158,8 +158,11 @@ type Conn struct {
 	outChunkSize uint32
 	werr         error
 	outStreams   []av.CodecData
+	deadlineSet  time.Time   // when the write deadline was last moved
+	wbufs        net.Buffers // WriteWire's: a field, so writev does not allocate it
 
 	server   bool
+	id       string
 	req      Request
 	streamID uint32
 	accepted atomic.Bool
@@ -181,8 +184,25 @@ func newConn(nc net.Conn, cfg Config, log *slog.Logger, server bool) *Conn {
 		demux: flvx.NewDemuxer(),
 	}
 	c.br = bufio.NewReaderSize(countingReader{nc, &c.rx}, 16<<10)
-	c.bw = bufio.NewWriterSize(countingWriter{nc, &c.tx}, 64<<10)
+	// A server writes media to players with WriteWire, not through this
+	// buffer: it carries only control messages and commands, and with
+	// thousands of players every KiB here is a KiB per player. A client
+	// (an edge's forward to an origin) sends media through it.
+	wsize := 64 << 10
+	if server {
+		wsize = 4 << 10
+	}
+	c.bw = bufio.NewWriterSize(countingWriter{nc, &c.tx}, wsize)
 	return c
+}
+
+// shrinkReader replaces the read buffer with a small one when nothing is
+// buffered: a player sends only small control messages once it plays.
+// Called before the play's read goroutine starts.
+func (c *Conn) shrinkReader() {
+	if c.br.Buffered() == 0 {
+		c.br = bufio.NewReaderSize(countingReader{c.nc, &c.rx}, 512)
+	}
 }
 
 // Request returns what the client asked for (server side) or dialed (client side).
@@ -190,6 +210,10 @@ func (c *Conn) Request() Request { return c.req }
 
 // RemoteAddr returns the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// ID is the server-side connection's id, unique within its Server ("" on
+// a client): the same for its connect and its publish or play.
+func (c *Conn) ID() string { return c.id }
 
 // BytesRead and BytesWritten count the bytes on the wire.
 func (c *Conn) BytesRead() int64    { return c.rx.Load() }
@@ -254,7 +278,7 @@ func (c *Conn) writeError(err error) {
 // decided to serve; reading or writing media accepts implicitly. Only for
 // server-side connections.
 func (c *Conn) Accept() error {
-	if !c.server || c.accepted.Swap(true) {
+	if !c.server || c.accepted.Load() || c.accepted.Swap(true) {
 		return nil
 	}
 	return c.acceptFn()
@@ -560,19 +584,8 @@ func (c *Conn) writeTags(tags [][]byte) error {
 		if err != nil {
 			return err
 		}
-		var csid uint32
-		switch typ {
-		case flvio.TAG_AUDIO:
-			csid = csAudio
-		case flvio.TAG_VIDEO:
-			csid = csVideo
-		case flvio.TAG_SCRIPTDATA:
-			csid = csData
-			if !c.server {
-				// Publishers wrap metadata in @setDataFrame so the server stores it.
-				body = append(flvx.AMFBody("@setDataFrame"), body...)
-			}
-		default:
+		csid, body, ok := c.tagMessage(typ, body)
+		if !ok {
 			continue
 		}
 		if err := c.writeMessageLocked(csid, typ, c.streamID, ts, body); err != nil {
@@ -580,6 +593,113 @@ func (c *Conn) writeTags(tags [][]byte) error {
 		}
 	}
 	return c.flushLocked()
+}
+
+// wireKeyRTMP marks the RTMP wire forms among hub.Encoder keys (the top
+// byte names the protocol).
+const wireKeyRTMP = uint64(1) << 56
+
+// EncoderKey implements hub.Encoder: connections with the same outgoing
+// chunk size, message stream id and side chunk a tag to the same bytes
+// (every message has a full type-0 header with an absolute timestamp and
+// a fixed chunk stream per media type), so their players share one
+// serialization of each message. Servers answer createStream with stream
+// id 1 and announce the same chunk size to every player, so all players
+// of a server share it.
+func (c *Conn) EncoderKey() uint64 {
+	c.wmu.Lock()
+	cs, sid := c.outChunkSize, c.streamID
+	c.wmu.Unlock()
+	k := wireKeyRTMP | uint64(cs&(1<<23-1))<<32 | uint64(sid)
+	if c.server {
+		k |= 1 << 55
+	}
+	if cs >= 1<<23 {
+		k = wireKeyRTMP | 1<<54 | uint64(sid) // not shared with anything
+	}
+	return k
+}
+
+// Encode implements hub.Encoder: it appends the RTMP chunks of one FLV tag
+// (audio, video or script data; other tags encode to nothing) as WriteTags
+// would send them.
+func (c *Conn) Encode(dst, tag []byte) ([]byte, error) {
+	typ, ts, body, err := flvx.TagInfo(tag)
+	if err != nil {
+		return dst, err
+	}
+	c.wmu.Lock()
+	cs, sid := c.outChunkSize, c.streamID
+	c.wmu.Unlock()
+	csid, body, ok := c.tagMessage(typ, body)
+	if !ok {
+		return dst, nil
+	}
+	return appendMessage(dst, csid, typ, sid, ts, body, cs), nil
+}
+
+// tagMessage returns the chunk stream and message body of an FLV tag's
+// type, ok false for a tag RTMP does not carry.
+func (c *Conn) tagMessage(typ uint8, body []byte) (csid uint32, msg []byte, ok bool) {
+	switch typ {
+	case flvio.TAG_AUDIO:
+		return csAudio, body, true
+	case flvio.TAG_VIDEO:
+		return csVideo, body, true
+	case flvio.TAG_SCRIPTDATA:
+		if !c.server {
+			// Publishers wrap metadata in @setDataFrame so the server stores it.
+			body = append(flvx.AMFBody("@setDataFrame"), body...)
+		}
+		return csData, body, true
+	}
+	return 0, nil, false
+}
+
+// WriteWire sends wire forms made by Encode (as hub.Reader.NextWire returns
+// them: shared slices) with one writev, and consumes bufs (not the bytes).
+// The connection's write lock is held during the write so control messages
+// do not interleave; no other lock is. A failed or timed-out write makes
+// every later write fail.
+func (c *Conn) WriteWire(bufs [][]byte) error {
+	if err := c.Accept(); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if c.bw.Buffered() > 0 {
+		if err := c.flushLocked(); err != nil {
+			return err
+		}
+	}
+	c.armWriteDeadline()
+	c.wbufs = bufs
+	n, err := c.wbufs.WriteTo(c.nc)
+	c.wbufs = nil
+	c.tx.Add(n)
+	if err != nil {
+		return c.publishErr(c.failWrite(err))
+	}
+	return nil
+}
+
+// armWriteDeadline moves the write deadline to WriteTimeout from now, at
+// most once a second: a deadline change costs a runtime timer update, and
+// at one write per merge window per player that was a measurable share of
+// the fan-out. A write may so time out up to a second early. c.wmu held.
+func (c *Conn) armWriteDeadline() {
+	if c.cfg.WriteTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(c.deadlineSet) < time.Second {
+		return
+	}
+	c.deadlineSet = now
+	_ = c.nc.SetWriteDeadline(now.Add(c.cfg.WriteTimeout))
 }
 
 // parseStreamName splits "name?query" and app "app?query".

@@ -90,7 +90,7 @@ func (h *hubHandler) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
-	return rd.CopyTo(ctx, c.WriteTags)
+	return rd.CopyWire(ctx, c, c.WriteWire)
 }
 
 type testServer struct {

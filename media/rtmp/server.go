@@ -19,7 +19,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +54,22 @@ type Server struct {
 	// second, 0: none) and its averaging window; it is read when each
 	// publish starts, so a reload applies to the next publisher.
 	PublishBitrate func() (bitsPerSecond int64, window time.Duration)
+	// Connect, when set, is asked about each connect command before it is
+	// answered (c.ID and c.RemoteAddr are set, c.Request is not yet). An
+	// error refuses the connection: the client gets a _error
+	// NetConnection.Connect.Rejected whose description is a *StatusError's
+	// Description or the error's text, and the connection is closed.
+	Connect func(ctx context.Context, c *Conn, info ConnectInfo) error
+
+	ids atomic.Uint64
+}
+
+// ConnectInfo is what a connect command tells.
+type ConnectInfo struct {
+	App   string // without query
+	Query string // the app's raw query
+	TcURL string
+	Vhost string // the app's vhost query parameter, else streamkey.DefaultVhost
 }
 
 // Serve accepts connections on ln until ln is closed or ctx ends, then waits
@@ -100,6 +118,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, cfg Config, log *sl
 	defer cancel()
 	c := newConn(nc, cfg, log, true)
 	c.rejected = s.Rejected
+	c.id = strconv.FormatUint(s.ids.Add(1), 10)
 	c.stopAfter = context.AfterFunc(ctx, func() { nc.Close() })
 	defer c.Close()
 	log = log.With("remote", nc.RemoteAddr().String())
@@ -151,7 +170,15 @@ func (s *Server) session(ctx context.Context, c *Conn, log *slog.Logger) error {
 			app, _ = cmd.obj["app"].(string)
 			tcURL, _ = cmd.obj["tcUrl"].(string)
 			req := parseRequest(app, "x", tcURL)
-			if err := streamkey.ValidatePart("app", req.App); err != nil {
+			err := streamkey.ValidatePart("app", req.App)
+			if err == nil && s.Connect != nil {
+				err = s.Connect(ctx, c, ConnectInfo{App: req.App, Query: req.Query, TcURL: tcURL, Vhost: req.Vhost})
+				var se *StatusError
+				if errors.As(err, &se) {
+					err = errors.New(se.Description)
+				}
+			}
+			if err != nil {
 				_ = c.writeCommand(csCommand, 0, "_error", cmd.txn, nil, flvio.AMFMap{
 					"level": "error", "code": "NetConnection.Connect.Rejected", "description": err.Error(),
 				})
@@ -255,6 +282,7 @@ func (s *Server) serve(ctx context.Context, c *Conn, log *slog.Logger) error {
 	}
 	// A player sends little, but it must be read: pings, acks, deleteStream
 	// or the socket closing end the session.
+	c.shrinkReader()
 	pctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	go func() {

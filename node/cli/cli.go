@@ -14,6 +14,8 @@
 //	drain        POST the local /api/v1/drain, then wait until the process
 //	             has exited (a Kubernetes preStop hook)
 //	version      print the binary's name and version
+//	token        mint a signed URL token with auth.token.keys (binaries
+//	             that set Binary.Auth: origin, edge; docs/security.md)
 //
 // Common flags: --config FILE (or LIVECLUSTER_CONFIG), --node-id,
 // --admin-listen, --log-level; a binary adds its own with Binary.Flags.
@@ -150,6 +152,11 @@ type Binary[T any] struct {
 	// error refuses the reload and keeps old.
 	Apply func(ctx context.Context, rt *Runtime[T], old, next *T) error
 
+	// Auth returns the configuration's auth section (node/authz); when
+	// set, the binary has the `token` subcommand that mints signed URL
+	// tokens with auth.token.keys.
+	Auth func(*T) *config.Auth
+
 	// Stdout and Stderr default to os.Stdout and os.Stderr.
 	Stdout, Stderr io.Writer
 }
@@ -191,21 +198,29 @@ func Main[T any](b Binary[T], args []string) int {
 		return healthcheck(b, args)
 	case "drain":
 		return drain(b, args)
+	case "token":
+		if b.Auth == nil {
+			break
+		}
+		return token(b, args)
 	case "version":
 		fmt.Fprintf(b.Stdout, "%s %s %s/%s %s\n", b.Name, b.Version, runtime.GOOS, runtime.GOARCH, runtime.Version())
 		return 0
 	case "help", "-h", "--help":
 		usage(b, nil)
 		return 0
-	default:
-		fmt.Fprintf(b.Stderr, "%s: unknown subcommand %q\n", b.Name, cmd)
-		usage(b, nil)
-		return ExitUsage
 	}
+	fmt.Fprintf(b.Stderr, "%s: unknown subcommand %q\n", b.Name, cmd)
+	usage(b, nil)
+	return ExitUsage
 }
 
 func usage[T any](b Binary[T], fs *flag.FlagSet) {
-	fmt.Fprintf(b.Stderr, "usage: %s [serve|healthcheck|drain|version] [flags]\n", b.Name)
+	subs := "serve|healthcheck|drain|version"
+	if b.Auth != nil {
+		subs += "|token"
+	}
+	fmt.Fprintf(b.Stderr, "usage: %s [%s] [flags]\n", b.Name, subs)
 	if fs != nil {
 		fs.PrintDefaults()
 	}

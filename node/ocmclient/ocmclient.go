@@ -78,6 +78,10 @@ type Options struct {
 	// Registerer, if set, gets the session stream's metrics
 	// (ocm_session_stream_up, ocm_session_stream_breaks_total).
 	Registerer prometheus.Registerer
+	// History, if set, records every Register, Deregister, lost session,
+	// claim, transfer, release and lookup with its times and result (for
+	// the drills' linearizability check; see HistoryEnv).
+	History *History
 }
 
 // Session is the node's registration at the OCM: node id and lease, present
@@ -364,8 +368,12 @@ func (c *Client) Deregister(ctx context.Context) error {
 		return nil
 	}
 	defer c.endSession(s)
-	if _, err := c.api.Deregister(ctx, &ocmv1.DeregisterRequest{NodeId: s.NodeID, LeaseId: s.LeaseID}); err != nil {
-		return mapSessionErr("Deregister "+s.NodeID, err)
+	call := c.opts.History.Now()
+	_, err := c.api.Deregister(ctx, &ocmv1.DeregisterRequest{NodeId: s.NodeID, LeaseId: s.LeaseID})
+	err = mapSessionErr("Deregister "+s.NodeID, err)
+	c.record(HistoryEvent{Op: HistDeregister, Lease: s.LeaseID}, call, err)
+	if err != nil {
+		return err
 	}
 	c.log.Info("deregistered from the OCM")
 	return nil
@@ -417,9 +425,11 @@ func (c *Client) run(ctx context.Context) {
 func (c *Client) register(ctx context.Context) (Session, error) {
 	for attempt := 0; ; attempt++ {
 		callCtx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
+		call := c.opts.History.Now()
 		sent := time.Now()
 		resp, err := c.api.Register(callCtx, &ocmv1.RegisterRequest{Node: c.opts.Node})
 		cancel()
+		c.record(HistoryEvent{Op: HistRegister, Lease: resp.GetLeaseId()}, call, mapErr("Register", err))
 		if err == nil {
 			s := Session{NodeID: c.opts.Node.GetId(), LeaseID: resp.GetLeaseId(), done: make(chan struct{})}
 			iv := time.Duration(resp.GetHeartbeatIntervalMs()) * time.Millisecond
@@ -466,13 +476,17 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 	c.mu.Lock()
 	iv := c.interval
 	c.mu.Unlock()
-	t := time.NewTicker(iv)
+	// A timer, not a ticker: after a failed heartbeat the next one comes
+	// sooner (the replica that failed it may be gone, and the lease keeps
+	// counting down), paced by the backoff, never later than the interval.
+	t := time.NewTimer(iv)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return false
 		case <-lost:
+			// keepSession recorded the loss.
 			c.log.Warn("OCM lost the node's session (found by the session stream); registering again", "lease_id", s.LeaseID)
 			c.endSession(s)
 			return true
@@ -483,10 +497,17 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 			req.Load = c.opts.Load()
 		}
 		callCtx, cancel := context.WithTimeout(ctx, min(c.opts.CallTimeout, iv))
+		call := c.opts.History.Now()
 		sent := time.Now() // the renewal at the OCM happens after this
 		resp, rerr := c.api.Heartbeat(callCtx, req)
 		cancel()
 		err := mapSessionErr("Heartbeat "+s.NodeID, rerr)
+		switch {
+		case err == nil:
+			c.record(HistoryEvent{Op: HistHeartbeat, Lease: s.LeaseID}, call, nil)
+		case errors.Is(err, ErrSessionLost):
+			c.record(HistoryEvent{Op: HistSessionLost, Lease: s.LeaseID}, call, nil)
+		}
 		if ctx.Err() != nil {
 			return false
 		}
@@ -505,6 +526,11 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 		}
 		failures := c.status.ConsecutiveFailures
 		c.mu.Unlock()
+		if failures == 0 {
+			t.Reset(max(0, iv-time.Since(sent))) // every interval from send to send, as a ticker
+		} else {
+			t.Reset(backoff.Policy{Min: c.opts.MinBackoff, Max: iv}.Delay(failures - 1))
+		}
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrSessionLost):
@@ -520,7 +546,8 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 
 // Bind wires the session into a node's lifecycle: readiness waits for the
 // first registration ("ocm-registered"), the drain marks the node DRAINING
-// at step 1, and the final step deregisters and closes the connection. A
+// at step 1, and the final step deregisters and closes the connection (and
+// the history log, if any). A
 // failed Drain or Deregister is reported to the lifecycle (logged); the
 // lease then expires by itself after its TTL.
 func (c *Client) Bind(lc *lifecycle.Lifecycle) {
@@ -529,6 +556,7 @@ func (c *Client) Bind(lc *lifecycle.Lifecycle) {
 	lc.OnFinal("ocm-deregister", func(ctx context.Context) error {
 		err := c.Deregister(ctx)
 		_ = c.conn.Close()
-		return err
+		// After the Deregister, so that its record is the log's last.
+		return errors.Join(err, c.opts.History.Close())
 	})
 }

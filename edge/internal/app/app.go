@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/connlimit"
@@ -48,6 +50,7 @@ type edge struct {
 	fwd     *forward.Forwarder
 	hls     *hlsproxy.Proxy
 	dir     *directory.Directory
+	authz   *authz.Manager
 	players *prometheus.GaugeVec
 	nPlay   atomic.Int64
 	limits  *connlimit.Node
@@ -94,14 +97,32 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	}
 	e := &edge{rt: rt, log: rt.Logger, limits: limits}
 	rtmpSrv.Handler = e
-	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics})
+	rtmpSrv.Connect = e.rtmpConnect
+	hist, err := ocmclient.HistoryFromEnv()
 	if err != nil {
+		rtmpLn.Close()
+		httpLn.Close()
+		return err
+	}
+	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics, History: hist})
+	if err != nil {
+		_ = hist.Close()
 		rtmpLn.Close()
 		httpLn.Close()
 		return err
 	}
 
 	reg := rt.Metrics
+	e.authz, err = authz.New(cfg.Auth, authz.Options{
+		ServerID: cfg.NodeID, Logger: rt.Logger, Registerer: reg, Subsystem: "edge",
+		Source: func() *config.Auth { return &rt.Config().Auth },
+	})
+	if err != nil {
+		rtmpLn.Close()
+		httpLn.Close()
+		return fmt.Errorf("auth: %w", err)
+	}
+	pullLeg := func(key streamkey.Key) (url.Values, error) { return e.authz.LegQuery(authz.Play, key) }
 	m := newMetrics(reg)
 	e.players = m.players
 	e.dir = directory.New(directory.Options{
@@ -109,7 +130,9 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		OnLookup: m.lookup, OnWatchState: m.watchState,
 	})
 	e.relay = relay.New(relay.Options{
-		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg),
+		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg), LegQuery: pullLeg,
+		// Read at every window, so a reload applies at once.
+		Hub: hub.Config{MergeWindowFunc: func() time.Duration { return rt.Config().Edge.MergeWindow.D() }},
 		Settings: func() relay.Settings {
 			c := rt.Config().Edge
 			return relay.Settings{
@@ -120,6 +143,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	})
 	e.fwd = forward.New(forward.Options{
 		OCM: oc, Dir: e.dir, NodeID: cfg.NodeID, Zone: cfg.Zone, Logger: rt.Logger, Metrics: forward.NewMetrics(reg),
+		LegQuery: func(key streamkey.Key) (url.Values, error) { return e.authz.LegQuery(authz.Publish, key) },
 		// The forward buffer must absorb a move to a new origin.
 		Hub: hub.Config{QueueBytes: 32 << 20, QueuePackets: 8192},
 		Settings: func() forward.Settings {
@@ -141,6 +165,10 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		MaxPlaylistTTL: h.MaxPlaylistTTL.D(), UpstreamTimeout: h.UpstreamTimeout.D(),
 		Hold: h.Hold.D(), EndHold: h.EndHold.D(), Window: h.Window, MaxStreams: h.MaxStreams, NoPrefetch: !h.Prefetch,
 		Logger: rt.Logger, Metrics: hlsproxy.NewMetrics(reg),
+		LegQuery: pullLeg,
+		Playlist: func(r *http.Request, body []byte) []byte {
+			return authz.RewritePlaylist(body, authz.CarriedQuery(r.URL.Query()))
+		},
 	})
 
 	flv := &httpflv.Handler{Lookup: e.lookupFLV, Logger: rt.Logger, WriteTimeout: to.HTTPWrite.D()}
@@ -150,6 +178,13 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		case strings.HasSuffix(r.URL.Path, ".flv"):
 			e.serveFLV(flv, w, r)
 		case hlsproxy.IsHLS(r.URL.Path):
+			// A CORS preflight carries no credential and gets no media.
+			if key, err := hlsproxy.KeyOf(r); err == nil && r.Method != http.MethodOptions {
+				// Before the proxy: a refused player makes no upstream request.
+				if _, ok := e.authz.CheckHTTP(w, r, key, "hls"); !ok {
+					return
+				}
+			}
 			e.hls.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
@@ -246,6 +281,12 @@ func (e *edge) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 	if err != nil {
 		return err
 	}
+	// Before the forward: a refused publisher makes no AssignOrigin call
+	// and opens no leg.
+	if err := e.authz.Check(ctx, e.authRequest(authz.Publish, key, c)); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
+	}
+	defer e.authz.Notify(ctx, e.authRequest(authz.Unpublish, key, c))
 	release, err := e.limits.AcquireStream("rtmp")
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Publish.Rejected", Description: err.Error()}
@@ -270,6 +311,11 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err != nil {
 		return err
 	}
+	// Before the relay: a refused player starts no upstream pull.
+	if err := e.authz.Check(ctx, e.authRequest(authz.Play, key, c)); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.Failed", Description: err.Error()}
+	}
+	defer e.authz.Notify(ctx, e.authRequest(authz.Stop, key, c))
 	// Checked before any upstream is pulled for this player.
 	release, err := e.limits.AcquirePlayer("rtmp", key.String())
 	if err != nil {
@@ -291,7 +337,7 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
-	return rd.CopyTo(ctx, c.WriteTags)
+	return rd.CopyWire(ctx, c, c.WriteWire)
 }
 
 type flvJoinKey struct{}
@@ -310,7 +356,10 @@ type ownerHeaders struct {
 	wrote bool
 }
 
-func (o *ownerHeaders) WriteHeader(code int) {
+// PrepareHeader implements httpflv.HeaderPreparer: the HTTP-FLV handler
+// writes its response on the hijacked connection, never through
+// WriteHeader, and asks for the final headers first.
+func (o *ownerHeaders) PrepareHeader(code int) {
 	if !o.wrote {
 		o.wrote = true
 		if code == http.StatusOK && o.key.Name != "" {
@@ -322,6 +371,10 @@ func (o *ownerHeaders) WriteHeader(code int) {
 			}
 		}
 	}
+}
+
+func (o *ownerHeaders) WriteHeader(code int) {
+	o.PrepareHeader(code)
 	o.ResponseWriter.WriteHeader(code)
 }
 
@@ -337,15 +390,26 @@ func (o *ownerHeaders) Unwrap() http.ResponseWriter { return o.ResponseWriter }
 // serveFLV counts an HTTP-FLV player from the moment its stream is found
 // until the response ends.
 func (e *edge) serveFLV(h *httpflv.Handler, w http.ResponseWriter, r *http.Request) {
-	if key, err := httpflv.ParsePath(r, ".flv"); err == nil && r.Method == http.MethodGet {
-		// Checked before any upstream is pulled for this player.
-		release, err := e.limits.AcquirePlayer("http", key.String())
-		if err != nil {
-			w.Header().Set("Retry-After", "5")
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	if key, err := httpflv.ParsePath(r, ".flv"); err == nil && r.Method != http.MethodOptions {
+		// Before the lookup: a refused player starts no upstream pull.
+		ar, ok := e.authz.CheckHTTP(w, r, key, protoFLV)
+		if !ok {
 			return
 		}
-		defer release()
+		defer func() {
+			ar.Action = authz.Stop
+			e.authz.Notify(r.Context(), ar)
+		}()
+		if r.Method == http.MethodGet {
+			// Checked before any upstream is pulled for this player.
+			release, err := e.limits.AcquirePlayer("http", key.String())
+			if err != nil {
+				w.Header().Set("Retry-After", "5")
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			defer release()
+		}
 	}
 	var joined atomic.Bool
 	ow := &ownerHeaders{ResponseWriter: w, relay: e.relay}
@@ -384,4 +448,22 @@ func (e *edge) apiStreams(w http.ResponseWriter, _ *http.Request) {
 		"hls":      e.hls.Stats(),
 		"players":  e.nPlay.Load(),
 	})
+}
+
+// rtmpConnect is the RTMP server's Connect: the on_connect hook.
+func (e *edge) rtmpConnect(ctx context.Context, c *rtmp.Conn, info rtmp.ConnectInfo) error {
+	return e.authz.Check(ctx, &authz.Request{
+		Action: authz.Connect, Key: streamkey.Key{Vhost: info.Vhost, App: info.App}, Protocol: protoRTMP,
+		ClientID: c.ID(), IP: authz.ClientIP(c.RemoteAddr().String()),
+		Query: authz.RTMPQuery(info.Query, info.TcURL), TcURL: info.TcURL,
+	})
+}
+
+// authRequest describes an RTMP publish or play to the authorizer.
+func (e *edge) authRequest(a authz.Action, key streamkey.Key, c *rtmp.Conn) *authz.Request {
+	req := c.Request()
+	return &authz.Request{
+		Action: a, Key: key, Protocol: protoRTMP, ClientID: c.ID(), IP: authz.ClientIP(c.RemoteAddr().String()),
+		Query: authz.RTMPQuery(req.Query, req.TcURL), TcURL: req.TcURL,
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/config"
 
@@ -34,6 +35,10 @@ type Config struct {
 	Edge Edge   `yaml:"edge"`
 	// Limits bounds what clients may hold (docs/security.md).
 	Limits config.Limits `yaml:"limits"`
+	// Auth is publish and play authorization (node/authz): the edge
+	// checks its clients before it pulls or forwards, and signs its legs
+	// to origins with auth.internal.keys.
+	Auth config.Auth `yaml:"auth"`
 }
 
 // Edge holds the edge's own keys.
@@ -50,7 +55,13 @@ type Edge struct {
 	// lease TTL plus the publisher's retry); then the splice follows as for
 	// an owner change, or the players are closed when the hold runs out.
 	OwnerLossHold config.Duration `yaml:"ownerLossHold"`
-	Upstream      struct {
+	// MergeWindow is how long the edge holds a stream's packets before it
+	// writes them to its players, one write per player per window: the
+	// fan-out's CPU goes with the number of writes. 0: no merging. The
+	// edge's pull from the origin is not held by the origin's window, so
+	// this is the only window between publisher and player.
+	MergeWindow config.Duration `yaml:"mergeWindow"`
+	Upstream    struct {
 		// Protocol of the pull from the owner: rtmp or flv.
 		Protocol string `yaml:"protocol"`
 		// DialTimeout bounds opening an upstream until its codecs arrive.
@@ -107,6 +118,7 @@ func Defaults() Config {
 	e.IdleTimeout = config.Duration(10 * time.Second)
 	e.WaitTimeout = config.Duration(5 * time.Second)
 	e.OwnerLossHold = config.Duration(relay.DefaultOwnerLossHold)
+	e.MergeWindow = config.Duration(hub.DefaultMergeWindow)
 	e.Upstream.Protocol = relay.ProtocolRTMP
 	e.Upstream.DialTimeout = config.Duration(10 * time.Second)
 	e.Forward.PollInterval = config.Duration(10 * time.Second)
@@ -124,6 +136,7 @@ func Defaults() Config {
 	e.HLS.Prefetch = true
 	c.Limits = config.DefaultLimits()
 	c.Limits.Timeouts.HTTPIdle = config.Duration(2 * time.Minute)
+	c.Auth = config.DefaultAuth()
 	return c
 }
 
@@ -161,6 +174,9 @@ func Validate(c *Config) error {
 			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", d.key, d.v))
 		}
 	}
+	if e.MergeWindow < 0 || e.MergeWindow.D() > time.Second {
+		errs = append(errs, fmt.Errorf("edge.mergeWindow: must be in [0s, 1s], got %s", e.MergeWindow))
+	}
 	switch e.Upstream.Protocol {
 	case relay.ProtocolRTMP, relay.ProtocolFLV:
 	default:
@@ -185,6 +201,7 @@ func Validate(c *Config) error {
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Auth.Validate())
 	return errors.Join(errs...)
 }
 
@@ -195,7 +212,8 @@ func Loader() config.Loader[Config] {
 		Defaults: Defaults,
 		Validate: Validate,
 		Live: append([]string{
-			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.upstream.*", "edge.forward.*",
+			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.mergeWindow", "edge.upstream.*", "edge.forward.*",
+			config.AuthLive,
 		}, config.LimitsLive...),
 	}
 }
@@ -212,5 +230,6 @@ var Flags = []cli.Flag{
 func Binary(version string) cli.Binary[Config] {
 	return cli.Binary[Config]{
 		Name: "edge", Version: version, Config: Loader(), Flags: Flags, Run: Run,
+		Auth: func(c *Config) *config.Auth { return &c.Auth },
 	}
 }

@@ -68,3 +68,20 @@ func TestLimitsKeys(t *testing.T) {
 		t.Error("limits live keys")
 	}
 }
+
+func TestMergeWindowKey(t *testing.T) {
+	l := Loader()
+	c, err := l.Load(config.Source{Env: []string{"LIVECLUSTER_EDGE_MERGE_WINDOW=0s"}})
+	if err != nil || c.Edge.MergeWindow != 0 {
+		t.Fatalf("0s (no merging) refused: %v", err)
+	}
+	for _, bad := range []string{"-1ms", "2s"} {
+		_, err := l.Load(config.Source{Env: []string{"LIVECLUSTER_EDGE_MERGE_WINDOW=" + bad}})
+		if err == nil || !strings.Contains(err.Error(), "edge.mergeWindow") {
+			t.Errorf("edge.mergeWindow=%s: %v", bad, err)
+		}
+	}
+	if !l.IsLive("edge.mergeWindow") {
+		t.Error("edge.mergeWindow is not live")
+	}
+}

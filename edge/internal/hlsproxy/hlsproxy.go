@@ -8,7 +8,8 @@
 // with #EXT-X-DISCONTINUITY. While the stream has no owner, or the owner no
 // playlist yet, the edge keeps serving the last good playlist (its segments
 // were fetched when they appeared, so they stay playable after their origin
-// is gone) for up to Hold; an origin's #EXT-X-ENDLIST is passed on once it
+// is gone) for up to Hold, and so does a player whose refresh waits longer
+// than StaleAfter on an owner that stopped answering; an origin's #EXT-X-ENDLIST is passed on once it
 // has stood for EndHold without a new owner. Only a stream that has been
 // gone for longer than Hold answers 404.
 //
@@ -64,6 +65,11 @@ type Metrics struct {
 	Streams         prometheus.Gauge
 
 	hits, all atomic.Int64
+	// The counters every hit touches, resolved once: a label lookup per
+	// request was a measurable share of serving a cached object.
+	plHit, plCoalesced, plMiss    prometheus.Counter
+	segHit, segCoalesced, segMiss prometheus.Counter
+	pl200, seg200                 prometheus.Counter
 }
 
 // NewMetrics registers the proxy's metrics on reg, including the hit ratio.
@@ -88,7 +94,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"kind", "code"})
 	m.Held = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "livecluster_edge_hls_playlist_held_total",
-		Help: "Playlist requests answered with the last good playlist while the stream had no owner or the owner no playlist.",
+		Help: "Playlist requests answered with the last good playlist while the stream had no owner, the owner no playlist, or the owner did not answer within the stale wait.",
 	})
 	m.Discontinuities = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "livecluster_edge_hls_discontinuities_total",
@@ -102,7 +108,42 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Share of HLS requests answered without an own origin request (hits and coalesced) since start.",
 	}, func() float64 { return m.ratio() })
 	reg.MustRegister(m.Requests, m.Upstream, m.Bytes, m.Objects, m.Responses, m.Held, m.Discontinuities, m.Streams, ratio)
+	m.plHit, m.plCoalesced, m.plMiss = m.Requests.WithLabelValues(KindPlaylist, "hit"),
+		m.Requests.WithLabelValues(KindPlaylist, "coalesced"), m.Requests.WithLabelValues(KindPlaylist, "miss")
+	m.segHit, m.segCoalesced, m.segMiss = m.Requests.WithLabelValues(KindSegment, "hit"),
+		m.Requests.WithLabelValues(KindSegment, "coalesced"), m.Requests.WithLabelValues(KindSegment, "miss")
+	m.pl200, m.seg200 = m.Responses.WithLabelValues(KindPlaylist, "200"), m.Responses.WithLabelValues(KindSegment, "200")
 	return m
+}
+
+// request returns the request counter of kind and result.
+func (m *Metrics) request(kind, result string) prometheus.Counter {
+	switch {
+	case kind == KindPlaylist && result == "hit":
+		return m.plHit
+	case kind == KindPlaylist && result == "coalesced":
+		return m.plCoalesced
+	case kind == KindPlaylist && result == "miss":
+		return m.plMiss
+	case kind == KindSegment && result == "hit":
+		return m.segHit
+	case kind == KindSegment && result == "coalesced":
+		return m.segCoalesced
+	case kind == KindSegment && result == "miss":
+		return m.segMiss
+	}
+	return m.Requests.WithLabelValues(kind, result)
+}
+
+// response returns the response counter of kind and status.
+func (m *Metrics) response(kind string, status int) prometheus.Counter {
+	switch {
+	case status == http.StatusOK && kind == KindPlaylist:
+		return m.pl200
+	case status == http.StatusOK && kind == KindSegment:
+		return m.seg200
+	}
+	return m.Responses.WithLabelValues(kind, strconv.Itoa(status))
 }
 
 func (m *Metrics) ratio() float64 {
@@ -128,6 +169,9 @@ type Options struct {
 	MaxPlaylistTTL time.Duration
 	// UpstreamTimeout bounds one origin request (10 s).
 	UpstreamTimeout time.Duration
+	// StaleAfter is how long a player waits for a playlist refresh before
+	// it gets the last good playlist instead (1 s), within Hold.
+	StaleAfter time.Duration
 	// Hold is how long the last good playlist of a stream is served while
 	// it has no owner or the owner no playlist (20 s: longer than an
 	// ownership lease, so a crashed owner can be replaced); after that the
@@ -149,8 +193,15 @@ type Options struct {
 	// is still playable if its origin dies before players get to it.
 	NoPrefetch bool
 	Client     *http.Client
-	Logger     *slog.Logger
-	Metrics    *Metrics
+	// LegQuery returns the credential query of a request to an origin for
+	// key's playlist (authz.Manager.LegQuery); the origin rewrites its
+	// segment URIs to carry it. nil or an empty result: none.
+	LegQuery func(key streamkey.Key) (url.Values, error)
+	// Playlist, when set, rewrites a playlist before it is sent to the
+	// player r (the player's credential on the segment URIs).
+	Playlist func(r *http.Request, body []byte) []byte
+	Logger   *slog.Logger
+	Metrics  *Metrics
 }
 
 // Proxy serves HLS from the owners' HLS.
@@ -164,8 +215,8 @@ type Proxy struct {
 	bytes    int64
 	inflight map[string]*call
 
-	streams   map[string]*list.Element // of *stream
-	streamLRU *list.List               // front: most recently played
+	streams   map[streamkey.Key]*list.Element // of *stream
+	streamLRU *list.List                      // front: most recently played
 }
 
 // stream is one stream's edge playlist.
@@ -178,6 +229,7 @@ type stream struct {
 	mu      sync.Mutex
 	l       live
 	body    []byte    // the rendered playlist; nil before the first good one
+	obj     *object   // body as served, shared by every hit until the next render
 	expires time.Time // body is refreshed after this
 	good    time.Time // the last good origin playlist
 	// the origin and epoch of the last good origin playlist (headers)
@@ -192,10 +244,36 @@ type object struct {
 	contentType string
 	body        []byte
 	expires     time.Time
+	private     bool // rewritten for one player: no shared cache may keep it
 	// a playlist's source: streamkey.OriginHeader and EpochHeader
 	srcNode  string
 	srcEpoch int64
+	// Header values built once per object (nil: built per response), so a
+	// cache hit allocates no header.
+	typeHdr, lenHdr, srcNodeHdr, srcEpochHdr []string
 }
+
+// prepare builds the object's header values; call before sharing it.
+func (o *object) prepare() {
+	if o.contentType != "" {
+		o.typeHdr = []string{o.contentType}
+	}
+	o.lenHdr = []string{strconv.Itoa(len(o.body))}
+}
+
+// Header values shared by every response. net/http only reads them.
+var (
+	hdrAnyOrigin    = []string{"*"}
+	hdrNoCache      = []string{"no-cache"}
+	hdrMaxAge60     = []string{"max-age=60"}
+	hdrTextPlain    = []string{"text/plain; charset=utf-8"}
+	hdrNoSniff      = []string{"nosniff"}
+	hdrSegmentType  = []string{"video/mp2t"}
+	hdrPlaylistType = []string{playlistType}
+	hdrExposeSource = []string{streamkey.OriginHeader + ", " + streamkey.EpochHeader}
+	keyOrigin       = http.CanonicalHeaderKey(streamkey.OriginHeader)
+	keyEpoch        = http.CanonicalHeaderKey(streamkey.EpochHeader)
+)
 
 type call struct {
 	done chan struct{}
@@ -219,6 +297,9 @@ func New(opts Options) *Proxy {
 	}
 	if opts.UpstreamTimeout <= 0 {
 		opts.UpstreamTimeout = 10 * time.Second
+	}
+	if opts.StaleAfter <= 0 {
+		opts.StaleAfter = time.Second
 	}
 	if opts.Hold <= 0 {
 		opts.Hold = 20 * time.Second
@@ -246,13 +327,20 @@ func New(opts Options) *Proxy {
 	return &Proxy{
 		opts: opts, log: opts.Logger.With("component", "hlsproxy"),
 		cache: map[string]*list.Element{}, lru: list.New(), inflight: map[string]*call{},
-		streams: map[string]*list.Element{}, streamLRU: list.New(),
+		streams: map[streamkey.Key]*list.Element{}, streamLRU: list.New(),
 	}
 }
 
 // IsHLS reports whether path names an HLS object.
 func IsHLS(path string) bool {
 	return strings.HasSuffix(path, ".m3u8") || strings.HasSuffix(path, ".ts")
+}
+
+// KeyOf returns the stream key of an HLS request (playlist or segment);
+// an error for a path that is not one.
+func KeyOf(r *http.Request) (streamkey.Key, error) {
+	key, _, _, err := parse(r)
+	return key, err
 }
 
 // parse splits /{app}/{file} and derives the stream key: the playlist is
@@ -283,13 +371,17 @@ func parse(r *http.Request) (key streamkey.Key, file, kind string, err error) {
 	default:
 		return key, "", "", fmt.Errorf("path %q is not an HLS object", r.URL.Path)
 	}
-	key, err = streamkey.FromURL(app, name, r.URL.Query())
+	var q url.Values // nil unless there is a query: parsing it allocates
+	if r.URL.RawQuery != "" {
+		q = r.URL.Query()
+	}
+	key, err = streamkey.FromURL(app, name, q)
 	return key, file, kind, err
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", "*")
+	h["Access-Control-Allow-Origin"] = hdrAnyOrigin
 	switch r.Method {
 	case http.MethodOptions:
 		h.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
@@ -308,6 +400,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var obj *object
 	if kind == KindPlaylist {
 		obj = p.playlist(r.Context(), key)
+		if p.opts.Playlist != nil && obj.status == http.StatusOK {
+			// A copy: obj is shared by every player of the stream.
+			o := *obj
+			o.body = p.opts.Playlist(r, obj.body)
+			o.private = len(o.body) != len(obj.body)
+			obj = &o
+		}
 	} else {
 		obj = p.segment(r.Context(), key, file)
 	}
@@ -317,29 +416,46 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // respond writes obj, counting it by kind and status.
 func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj *object) {
 	if p.opts.Metrics != nil {
-		p.opts.Metrics.Responses.WithLabelValues(kind, strconv.Itoa(obj.status)).Inc()
+		p.opts.Metrics.response(kind, obj.status).Inc()
 	}
+	// Headers are set by canonical key with shared values (no allocation
+	// on a hit): the keys below are already canonical.
 	h := w.Header()
-	if obj.status != http.StatusOK {
-		h.Set("Content-Type", "text/plain; charset=utf-8")
-		h.Set("X-Content-Type-Options", "nosniff")
-	} else if obj.contentType != "" {
+	switch {
+	case obj.status != http.StatusOK:
+		h["Content-Type"] = hdrTextPlain
+		h["X-Content-Type-Options"] = hdrNoSniff
+	case obj.typeHdr != nil:
+		h["Content-Type"] = obj.typeHdr
+	case obj.contentType != "":
 		h.Set("Content-Type", obj.contentType)
 	}
-	if obj.srcNode != "" {
+	switch {
+	case obj.srcNodeHdr != nil:
 		// Where the newest segments of this playlist come from.
+		h[keyOrigin] = obj.srcNodeHdr
+		h[keyEpoch] = obj.srcEpochHdr
+		h["Access-Control-Expose-Headers"] = hdrExposeSource
+	case obj.srcNode != "":
 		h.Set(streamkey.OriginHeader, obj.srcNode)
 		h.Set(streamkey.EpochHeader, strconv.FormatInt(obj.srcEpoch, 10))
-		h.Set("Access-Control-Expose-Headers", streamkey.OriginHeader+", "+streamkey.EpochHeader)
+		h["Access-Control-Expose-Headers"] = hdrExposeSource
 	}
 	if obj.status == http.StatusOK {
-		if kind == KindPlaylist {
-			h.Set("Cache-Control", "no-cache")
-		} else {
-			h.Set("Cache-Control", "max-age=60")
+		switch {
+		case obj.private:
+			h.Set("Cache-Control", "private, no-cache")
+		case kind == KindPlaylist:
+			h["Cache-Control"] = hdrNoCache
+		default:
+			h["Cache-Control"] = hdrMaxAge60
 		}
 	}
-	h.Set("Content-Length", strconv.Itoa(len(obj.body)))
+	if obj.lenHdr != nil {
+		h["Content-Length"] = obj.lenHdr
+	} else {
+		h.Set("Content-Length", strconv.Itoa(len(obj.body)))
+	}
 	w.WriteHeader(obj.status)
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(obj.body)
@@ -355,7 +471,7 @@ func errObject(status int, format string, args ...any) *object {
 func (p *Proxy) streamFor(key streamkey.Key, create bool) *stream {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := key.String()
+	k := key
 	if el := p.streams[k]; el != nil {
 		p.streamLRU.MoveToFront(el)
 		return el.Value.(*stream)
@@ -368,7 +484,7 @@ func (p *Proxy) streamFor(key streamkey.Key, create bool) *stream {
 	for p.streamLRU.Len() > p.opts.MaxStreams {
 		old := p.streamLRU.Back()
 		p.streamLRU.Remove(old)
-		delete(p.streams, old.Value.(*stream).key.String())
+		delete(p.streams, old.Value.(*stream).key)
 	}
 	p.streamGauge()
 	return s
@@ -378,7 +494,7 @@ func (p *Proxy) streamFor(key streamkey.Key, create bool) *stream {
 func (p *Proxy) forget(s *stream) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	k := s.key.String()
+	k := s.key
 	if el := p.streams[k]; el != nil && el.Value.(*stream) == s {
 		p.streamLRU.Remove(el)
 		delete(p.streams, k)
@@ -400,19 +516,63 @@ func (p *Proxy) playlist(ctx context.Context, key streamkey.Key) *object {
 		p.count(KindPlaylist, "hit")
 		return obj
 	}
+	// An owner that stopped answering (a lost host: its sockets stay open)
+	// holds a refresh up to UpstreamTimeout. Players that had a playlist
+	// are not kept waiting that long: after StaleAfter they get the last
+	// good one, as while the stream has no owner, and the refresh goes on.
+	stale := time.NewTimer(p.opts.StaleAfter)
+	defer stale.Stop()
 	select {
 	case s.refresh <- struct{}{}:
 	case <-ctx.Done():
 		return errObject(http.StatusServiceUnavailable, "playlist of %s: %v", key, ctx.Err())
+	case <-stale.C:
+		if obj := p.held(s); obj != nil {
+			return obj
+		}
+		select {
+		case s.refresh <- struct{}{}:
+		case <-ctx.Done():
+			return errObject(http.StatusServiceUnavailable, "playlist of %s: %v", key, ctx.Err())
+		}
 	}
-	defer func() { <-s.refresh }()
 	// Another player's refresh may have finished while this one waited.
 	if obj := s.fresh(); obj != nil {
+		<-s.refresh
 		p.count(KindPlaylist, "coalesced")
 		return obj
 	}
 	p.count(KindPlaylist, "miss")
-	return p.refresh(ctx, s)
+	// The refresh is not tied to this player (others wait for it) and is
+	// bounded by UpstreamTimeout; it frees the semaphore when it ends.
+	done := make(chan *object, 1)
+	go func() {
+		defer func() { <-s.refresh }()
+		done <- p.refresh(ctx, s)
+	}()
+	select {
+	case obj := <-done:
+		return obj
+	case <-stale.C:
+		if obj := p.held(s); obj != nil {
+			return obj
+		}
+		return <-done
+	}
+}
+
+// held returns s's last good playlist while it is less than Hold old
+// (nil otherwise), counted as held.
+func (p *Proxy) held(s *stream) *object {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.body == nil || s.obj == nil || time.Since(s.good) >= p.opts.Hold {
+		return nil
+	}
+	if p.opts.Metrics != nil {
+		p.opts.Metrics.Held.Inc()
+	}
+	return s.obj // as last served, with its source headers
 }
 
 // fresh returns s's playlist if it need not be refreshed yet.
@@ -420,9 +580,21 @@ func (s *stream) fresh() *object {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.body != nil && time.Now().Before(s.expires) {
-		return &object{status: http.StatusOK, contentType: playlistType, body: s.body, srcNode: s.srcNode, srcEpoch: s.srcEpoch}
+		return s.obj
 	}
 	return nil
+}
+
+// setBody makes body the playlist served until expires. s.mu must be held.
+func (s *stream) setBody(body []byte, expires time.Time) *object {
+	s.body, s.expires = body, expires
+	s.obj = &object{status: http.StatusOK, contentType: playlistType, body: body, typeHdr: hdrPlaylistType,
+		srcNode: s.srcNode, srcEpoch: s.srcEpoch}
+	s.obj.lenHdr = []string{strconv.Itoa(len(body))}
+	if s.srcNode != "" {
+		s.obj.srcNodeHdr, s.obj.srcEpochHdr = []string{s.srcNode}, []string{strconv.FormatInt(s.srcEpoch, 10)}
+	}
+	return s.obj
 }
 
 const playlistType = "application/vnd.apple.mpegurl"
@@ -448,6 +620,14 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 		// With the epoch: an origin that does not own the stream at exactly
 		// that epoch answers 409, and the last good playlist is served.
 		u := "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8" + key.PullQuery(owner.Epoch)
+		if p.opts.LegQuery != nil {
+			lq, err := p.opts.LegQuery(key)
+			if err != nil {
+				fail = errObject(http.StatusInternalServerError, "%v", err)
+				break
+			}
+			u = appendQuery(u, lq)
+		}
 		var pl *upPlaylist
 		pl, fail = p.fetchPlaylist(ctx, u)
 		if fail == nil {
@@ -469,7 +649,7 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 		return fail
 	}
 	if now.Sub(s.good) >= p.opts.Hold {
-		s.body = nil
+		s.body, s.obj = nil, nil
 		p.forget(s)
 		p.log.Info("HLS stream gone", "stream", key.String(), "since", s.good, "last", string(fail.body))
 		return errObject(http.StatusNotFound, "stream %s not found (no playlist for %v)", key, p.opts.Hold.Round(time.Second))
@@ -480,9 +660,9 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 	// Re-rendered so a held-back ENDLIST appears in time; retried within
 	// half a target duration like any refresh.
 	body, target := s.l.render(key, p.opts.EndHold, now)
-	s.body, s.expires = body, now.Add(min(p.opts.MaxPlaylistTTL, target/2))
+	obj := s.setBody(body, now.Add(min(p.opts.MaxPlaylistTTL, target/2)))
 	p.log.Debug("serving the last good HLS playlist", "stream", key.String(), "reason", string(fail.body))
-	return &object{status: http.StatusOK, contentType: playlistType, body: body, srcNode: s.srcNode, srcEpoch: s.srcEpoch}
+	return obj
 }
 
 // merge adds pl (from owner) to s and renders the edge playlist.
@@ -492,8 +672,9 @@ func (p *Proxy) merge(s *stream, owner *directory.Owner, base *url.URL, pl *upPl
 	prev := s.l.node
 	added := s.l.merge(owner.NodeID, owner.Epoch, base, pl, p.opts.Window, p.opts.Keep, now)
 	body, target := s.l.render(s.key, p.opts.EndHold, now)
-	s.body, s.good, s.expires = body, now, now.Add(min(p.opts.MaxPlaylistTTL, target/2))
+	s.good = now
 	s.srcNode, s.srcEpoch = owner.NodeID, owner.Epoch
+	obj := s.setBody(body, now.Add(min(p.opts.MaxPlaylistTTL, target/2)))
 	s.mu.Unlock()
 	if prev != "" && prev != owner.NodeID {
 		p.log.Info("HLS source changed", "stream", s.key.String(), "from", prev, "to", owner.String())
@@ -506,7 +687,7 @@ func (p *Proxy) merge(s *stream, owner *directory.Owner, base *url.URL, pl *upPl
 			p.prefetch(sg.src)
 		}
 	}
-	return &object{status: http.StatusOK, contentType: playlistType, body: body, srcNode: owner.NodeID, srcEpoch: owner.Epoch}
+	return obj
 }
 
 // fetchPlaylist fetches and parses an origin playlist; the failure is the
@@ -564,7 +745,7 @@ func (p *Proxy) segment(ctx context.Context, key streamkey.Key, file string) *ob
 		return errObject(obj.status, "origin: %s: %s", sg.src, http.StatusText(obj.status))
 	}
 	if obj.contentType == "" {
-		obj = &object{status: obj.status, contentType: "video/mp2t", body: obj.body}
+		obj = &object{status: obj.status, contentType: "video/mp2t", body: obj.body, typeHdr: hdrSegmentType, lenHdr: obj.lenHdr}
 	}
 	return obj
 }
@@ -587,7 +768,7 @@ func (p *Proxy) prefetch(u string) {
 
 func (p *Proxy) count(kind, result string) {
 	if p.opts.Metrics != nil {
-		p.opts.Metrics.Requests.WithLabelValues(kind, result).Inc()
+		p.opts.Metrics.request(kind, result).Inc()
 		p.opts.Metrics.all.Add(1)
 		if result != "miss" {
 			p.opts.Metrics.hits.Add(1)
@@ -662,6 +843,7 @@ func (p *Proxy) fetchOnce(u, kind string) (*object, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", u, p.opts.MaxObjectBytes)
 	}
 	obj := &object{url: u, kind: kind, status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: body}
+	obj.prepare()
 	now := time.Now()
 	if kind == KindPlaylist {
 		obj.expires = now.Add(min(p.opts.MaxPlaylistTTL, targetDuration(body)/2))
@@ -736,4 +918,15 @@ func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return Stats{Streams: p.streamLRU.Len(), Objects: p.lru.Len(), Bytes: p.bytes, Inflight: len(p.inflight)}
+}
+
+// appendQuery adds q to the URL u, which may have a query already.
+func appendQuery(u string, q url.Values) string {
+	if len(q) == 0 {
+		return u
+	}
+	if strings.Contains(u, "?") {
+		return u + "&" + q.Encode()
+	}
+	return u + "?" + q.Encode()
 }

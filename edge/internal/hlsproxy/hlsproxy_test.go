@@ -634,3 +634,123 @@ func TestNewEpochIsNewObject(t *testing.T) {
 		t.Fatalf("new epoch served from the old publish's cache: %d origin requests, want 2", n)
 	}
 }
+
+// TestSlowOwnerServesHeld: an owner that stops answering (a lost host
+// keeps its sockets open) holds a refresh up to UpstreamTimeout; players
+// that had a playlist get the last good one after StaleAfter instead of
+// waiting, and the refresh still completes when the owner answers.
+func TestSlowOwnerServesHeld(t *testing.T) {
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	a.set(0, 3)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, m := newTestProxy(&o, Options{NoPrefetch: true, StaleAfter: 200 * time.Millisecond})
+	code, first := fetch(t, p, "/live/s.m3u8")
+	if code != 200 {
+		t.Fatalf("playlist: %d %q", code, first)
+	}
+	a.mu.Lock()
+	a.delay = 2 * time.Second // the owner hangs
+	a.mu.Unlock()
+	a.set(1, 3)
+	time.Sleep(600 * time.Millisecond) // past the playlist's cache time
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			t0 := time.Now()
+			code, body := fetch(t, p, "/live/s.m3u8")
+			if took := time.Since(t0); code != 200 || body != first || took > time.Second {
+				t.Errorf("during the hang: %d after %v, want the last good playlist within 1 s:\n%s", code, took, body)
+			}
+		})
+	}
+	wg.Wait()
+	if testutil.ToFloat64(m.Held) < 3 {
+		t.Fatalf("held playlists counted: %v, want 3", testutil.ToFloat64(m.Held))
+	}
+	a.mu.Lock()
+	a.delay = 0
+	a.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, body := fetch(t, p, "/live/s.m3u8"); strings.Contains(body, "s-3.ts") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the playlist never caught up after the owner answered again")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestHeadersAndCounters: a hit answers with the same headers as the miss
+// that filled the cache (its header values are built once and shared), and
+// every request is counted under its kind, result and status.
+func TestHeadersAndCounters(t *testing.T) {
+	ts := tsBytes(t)
+	a := newUpstream(t, ts)
+	a.set(3, 2)
+	var o owners
+	o.set("origin-a", 1, a)
+	p, m := newTestProxy(&o, Options{NoPrefetch: true, MaxPlaylistTTL: time.Minute})
+	get := func(path string) *httptest.ResponseRecorder {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != 200 {
+			t.Fatalf("%s: %d %q", path, rec.Code, rec.Body.String())
+		}
+		return rec
+	}
+	check := func(rec *httptest.ResponseRecorder, typ, cache string) {
+		t.Helper()
+		h := rec.Result().Header
+		if got := h.Get("Content-Length"); got != strconv.Itoa(rec.Body.Len()) {
+			t.Errorf("Content-Length %q for %d bytes", got, rec.Body.Len())
+		}
+		if h.Get("Content-Type") != typ || h.Get("Cache-Control") != cache || h.Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("headers %v", h)
+		}
+	}
+	pl1, pl2 := get("/live/s.m3u8"), get("/live/s.m3u8")
+	check(pl1, playlistType, "no-cache")
+	check(pl2, playlistType, "no-cache")
+	if pl1.Body.String() != pl2.Body.String() {
+		t.Errorf("a playlist hit differs from the miss: %q, %q", pl1.Body, pl2.Body)
+	}
+	// The edge names the segments by its own numbers.
+	uri := parseEdge(t, pl1.Body.String()).uris[0]
+	seg1, seg2 := get("/live/"+uri), get("/live/"+uri)
+	check(seg1, "video/mp2t", "max-age=60")
+	check(seg2, "video/mp2t", "max-age=60")
+	if !bytes.Equal(seg1.Body.Bytes(), seg2.Body.Bytes()) || seg1.Body.Len() <= len(ts) {
+		t.Errorf("segment bodies: %d and %d bytes", seg1.Body.Len(), seg2.Body.Len())
+	}
+	// A failure still gets its own length and type.
+	rec := httptest.NewRecorder()
+	p.ServeHTTP(rec, httptest.NewRequest("GET", "/live/s-999.ts", nil))
+	if rec.Code != 404 || rec.Result().Header.Get("Content-Length") != strconv.Itoa(rec.Body.Len()) ||
+		rec.Result().Header.Get("Content-Type") != "text/plain; charset=utf-8" {
+		t.Errorf("404: %d %v", rec.Code, rec.Result().Header)
+	}
+	for _, c := range []struct {
+		kind, result string
+		want         float64
+	}{
+		{KindPlaylist, "miss", 1}, {KindPlaylist, "hit", 1},
+		{KindSegment, "miss", 1}, {KindSegment, "hit", 1},
+	} {
+		if v := testutil.ToFloat64(m.Requests.WithLabelValues(c.kind, c.result)); v != c.want {
+			t.Errorf("requests %s %s = %v, want %v", c.kind, c.result, v, c.want)
+		}
+	}
+	for _, c := range []struct {
+		kind, code string
+		want       float64
+	}{{KindPlaylist, "200", 2}, {KindSegment, "200", 2}, {KindSegment, "404", 1}} {
+		if v := testutil.ToFloat64(m.Responses.WithLabelValues(c.kind, c.code)); v != c.want {
+			t.Errorf("responses %s %s = %v, want %v", c.kind, c.code, v, c.want)
+		}
+	}
+}

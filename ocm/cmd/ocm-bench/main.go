@@ -1,5 +1,7 @@
 // Command ocm-bench loads a running OCM over gRPC and prints figures: time to
-// claim many streams, LookupStream and AssignOrigin throughput and latency,
+// claim many streams, watch propagation under claim/release churn (with
+// --watchers: the time from a claim or release to every interested watcher
+// being told), LookupStream and AssignOrigin throughput and latency,
 // the OCM's RSS (with --pid) and the time from a node's last heartbeat until
 // all its streams are gone.
 package main
@@ -41,6 +43,8 @@ type opts struct {
 	cleanup       bool
 	idPrefix      string
 	cpuProfile    string
+	watch         watchOpts
+	idleFor       time.Duration
 }
 
 func main() {
@@ -58,7 +62,18 @@ func main() {
 	flag.BoolVar(&o.cleanup, "cleanup", true, "deregister the origins at the end")
 	flag.StringVar(&o.idPrefix, "id-prefix", "bench-origin-", "node id prefix")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write this client's CPU profile of the lookup phase to a file")
+	flag.DurationVar(&o.idleFor, "idle-duration", 0, "after the claims, measure the OCM's CPU this long with only heartbeats running (needs --pid)")
+	flag.IntVar(&o.watch.watchers, "watchers", 0, "watch propagation: this many watchers (each its own connection and WatchStreams, as edges), after the claims; 0 skips the phase")
+	flag.IntVar(&o.watch.keysPer, "watch-keys", 200, "keys each watcher watches")
+	flag.IntVar(&o.watch.pool, "watch-pool", 0, "watchers draw their keys from the first N streams (0: all); fewer means more watchers per key")
+	flag.IntVar(&o.watch.churn, "churn", 1000, "claims plus releases per second on watched keys during the watch phase")
+	flag.DurationVar(&o.watch.churnFor, "churn-duration", 30*time.Second, "how long the churn runs")
+	flag.IntVar(&o.watch.churnWorkers, "churn-workers", 128, "concurrent churn workers (each does a release and the next owner's claim)")
+	flag.Uint64Var(&o.watch.seed, "seed", 1, "seed of the watchers' key choice")
 	flag.Parse()
+	if o.watch.pool == 0 {
+		o.watch.pool = o.streams
+	}
 	for f := range strings.SplitSeq(*workers, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
@@ -151,7 +166,14 @@ func run(ctx context.Context, o opts) error {
 	var next atomic.Int64
 	var claimErrs atomic.Int64
 	var firstErr atomic.Value
+	claimCPU0 := cpuOf(o.pid)
 	t0 = time.Now()
+	// owner[i] is the index in sess of stream i's owner (-1: not claimed),
+	// epochs[i] its epoch; the watch phase moves streams between origins.
+	owner, epochs := make([]int, o.streams), make([]int64, o.streams)
+	for i := range owner {
+		owner[i] = -1
+	}
 	var wg sync.WaitGroup
 	for w := range o.workers {
 		wg.Add(1)
@@ -164,10 +186,13 @@ func run(ctx context.Context, o opts) error {
 					return
 				}
 				s := sess[i%len(sess)]
-				if _, err := c.ClaimStream(ctx, &ocmv1.ClaimStreamRequest{NodeId: s.id, LeaseId: s.lease, Key: keyOf(i)}); err != nil {
+				r, err := c.ClaimStream(ctx, &ocmv1.ClaimStreamRequest{NodeId: s.id, LeaseId: s.lease, Key: keyOf(i)})
+				if err != nil {
 					claimErrs.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
+					continue
 				}
+				owner[i], epochs[i] = i%len(sess), r.GetStream().GetEpoch()
 			}
 		}()
 	}
@@ -179,6 +204,34 @@ func run(ctx context.Context, o opts) error {
 		fmt.Printf(" (first: %s)", e)
 	}
 	fmt.Println()
+	if o.pid > 0 {
+		fmt.Printf("  OCM CPU per claim (OCM + its embedded etcd when it has one): %s\n",
+			((cpuOf(o.pid) - claimCPU0) / time.Duration(max(o.streams, 1))).Round(100*time.Nanosecond))
+	}
+
+	// 2a. Idle: only the origins' heartbeats (lease renewals), the OCM's
+	// baseline with this many streams and nodes.
+	if o.idleFor > 0 && o.pid > 0 {
+		time.Sleep(time.Second) // the claims' tail
+		c0, t := cpuOf(o.pid), time.Now()
+		select {
+		case <-ctx.Done():
+		case <-time.After(o.idleFor):
+		}
+		el := time.Since(t)
+		c := cpuOf(o.pid) - c0
+		hbs := float64(o.origins) * el.Seconds() / sess[0].interval.Seconds()
+		fmt.Printf("idle %s: OCM %.3f cores with %d origins heartbeating every %s (%.0f heartbeats/s): at most %s per heartbeat\n",
+			el.Round(time.Millisecond), c.Seconds()/el.Seconds(), o.origins, sess[0].interval, hbs/el.Seconds(),
+			(time.Duration(float64(c) / max(hbs, 1))).Round(100*time.Nanosecond))
+	}
+
+	// 2b. Watch propagation under churn.
+	if o.watch.watchers > 0 {
+		if err := runWatch(ctx, o, o.watch, sess, owner, epochs, keyOf, cl); err != nil {
+			return err
+		}
+	}
 
 	// 3. Lookups. Requests are built beforehand (marshalling a shared message
 	// concurrently is safe) so the client spends its CPU on gRPC, not on
@@ -202,6 +255,9 @@ func run(ctx context.Context, o opts) error {
 		}
 	}
 	for _, w := range o.lookupWorkers {
+		if o.lookupFor <= 0 {
+			break
+		}
 		load(ctx, "LookupStream", o.lookupFor, w, o.pid, cl, lookup)
 	}
 	if o.cpuProfile != "" {
@@ -213,7 +269,9 @@ func run(ctx context.Context, o opts) error {
 		_, err := c.AssignOrigin(ctx, &ocmv1.AssignOriginRequest{Key: keyOf(o.streams + rand.IntN(1<<30)), Zone: "z1"})
 		return err
 	}
-	load(ctx, "AssignOrigin", o.assignFor, o.lookupWorkers[0], o.pid, cl, assign)
+	if o.assignFor > 0 {
+		load(ctx, "AssignOrigin", o.assignFor, o.lookupWorkers[0], o.pid, cl, assign)
+	}
 
 	if o.pid > 0 {
 		if rss, err := rssOf(o.pid); err == nil {
@@ -228,8 +286,10 @@ func run(ctx context.Context, o opts) error {
 	if o.expiry && ctx.Err() == nil {
 		victim := sess[0]
 		want := 0
-		for i := 0; i < o.streams; i += len(sess) {
-			want++
+		for _, ow := range owner {
+			if ow == 0 {
+				want++
+			}
 		}
 		wctx, cancel := context.WithCancel(ctx)
 		w, err := cl(0).WatchStreams(wctx, &ocmv1.WatchStreamsRequest{})

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/node/config"
 )
 
@@ -27,6 +28,8 @@ type Config struct {
 	Hub      Hub    `yaml:"hub"`
 	// Limits bounds what clients may hold (docs/security.md).
 	Limits config.Limits `yaml:"limits"`
+	// Auth is publish and play authorization (node/authz).
+	Auth config.Auth `yaml:"auth"`
 }
 
 // OCM is how the origin reaches the Origin Cluster Master.
@@ -99,19 +102,20 @@ func Defaults() Config {
 	c.HLS.Fragment = config.Duration(2 * time.Second)
 	c.HLS.Window = 6
 	c.HLS.Dispose = config.Duration(30 * time.Second)
-	c.Hub.MergeWindow = config.Duration(30 * time.Millisecond)
+	c.Hub.MergeWindow = config.Duration(hub.DefaultMergeWindow)
 	c.Hub.QueuePackets = 1024
 	c.Hub.QueueBytes = 8 << 20
 	c.Hub.GOPPackets = 2048
 	c.Hub.GOPBytes = 16 << 20
 	c.Hub.MaxOverflows = 3
 	c.Limits = config.DefaultLimits()
+	c.Auth = config.DefaultAuth()
 	return c
 }
 
 // Live lists the origin's keys that reload without a restart (besides the
 // common ones). Everything else is read once at start.
-var Live = append([]string{"ocm.claimTimeout", "hls.enabled"}, config.LimitsLive...)
+var Live = append([]string{"ocm.claimTimeout", "hls.enabled", "hub.mergeWindow", config.AuthLive}, config.LimitsLive...)
 
 // Validate checks the origin's keys; each error names its key.
 func Validate(c *Config) error {
@@ -144,8 +148,8 @@ func Validate(c *Config) error {
 	if c.HLS.Dispose <= 0 {
 		add("hls.dispose", fmt.Errorf("must be > 0, got %s", c.HLS.Dispose))
 	}
-	if c.Hub.MergeWindow < 0 {
-		add("hub.mergeWindow", fmt.Errorf("must be >= 0, got %s", c.Hub.MergeWindow))
+	if c.Hub.MergeWindow < 0 || c.Hub.MergeWindow.D() > time.Second {
+		add("hub.mergeWindow", fmt.Errorf("must be in [0s, 1s], got %s", c.Hub.MergeWindow))
 	}
 	for _, v := range []struct {
 		key string
@@ -162,6 +166,7 @@ func Validate(c *Config) error {
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.Auth.Validate())
 	return errors.Join(errs...)
 }
 

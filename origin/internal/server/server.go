@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,11 +22,13 @@ import (
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
 	nodeconfig "github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/connlimit"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/origin/internal/api"
 	"github.com/livecluster/livecluster/origin/internal/clients"
@@ -48,6 +51,7 @@ type Server struct {
 	oc      *ocmclient.Client
 	cpu     *cpu.Sampler
 	limits  *connlimit.Node
+	authz   *authz.Manager
 	start   time.Time
 
 	hlsBytes atomic.Int64 // HLS bytes served over HTTP
@@ -69,9 +73,17 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	s.hubs = hub.NewRegistry(hub.Config{
 		QueuePackets: cfg.Hub.QueuePackets, QueueBytes: cfg.Hub.QueueBytes,
 		GOPPackets: cfg.Hub.GOPPackets, GOPBytes: cfg.Hub.GOPBytes, MaxOverflows: cfg.Hub.MaxOverflows,
-		MergeWindow: mergeWindow(cfg.Hub.MergeWindow.D()),
+		// Read at every window, so a reload applies at once.
+		MergeWindowFunc: func() time.Duration { return rt.Config().Hub.MergeWindow.D() },
 	})
 	var err error
+	s.authz, err = authz.New(cfg.Auth, authz.Options{
+		ServerID: cfg.NodeID, Logger: rt.Logger, Registerer: rt.Metrics, Subsystem: "origin",
+		Source: func() *nodeconfig.Auth { return &rt.Config().Auth },
+	})
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
 	s.hls, err = hls.New(hls.Config{
 		Dir: cfg.HLS.Dir, Fragment: cfg.HLS.Fragment.D(), Window: cfg.HLS.Window,
 		Dispose: cfg.HLS.Dispose.D(), Logger: rt.Logger,
@@ -101,7 +113,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	s.limits = connlimit.NewNode(rt.Metrics, func() nodeconfig.Limits { return rt.Config().Limits })
 	to := cfg.Limits.Timeouts
 	rtmpSrv := &rtmp.Server{
-		Handler: s, Logger: rt.Logger.With("component", "rtmp"),
+		Handler: s, Logger: rt.Logger.With("component", "rtmp"), Connect: s.rtmpConnect,
 		Config: rtmp.Config{
 			HandshakeTimeout: to.RTMPHandshake.D(), ReadTimeout: to.RTMPIdle.D(), WriteTimeout: to.RTMPWrite.D(),
 		},
@@ -123,11 +135,18 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 			Admin: net.JoinHostPort(cfg.Advertise.Host, port(rt.Admin.Addr())),
 		},
 	}
+	hist, err := ocmclient.HistoryFromEnv()
+	if err != nil {
+		rtmpLn.Close()
+		httpLn.Close()
+		return err
+	}
 	s.oc, err = ocmclient.New(ocmclient.Options{
-		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger, Registerer: rt.Metrics,
+		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger, Registerer: rt.Metrics, History: hist,
 		OnReregistered: func(ctx context.Context, sess ocmclient.Session) { s.owner.Reclaim(ctx, sess) },
 	})
 	if err != nil {
+		_ = hist.Close()
 		rtmpLn.Close()
 		httpLn.Close()
 		return fmt.Errorf("ocm.address: %w", err)
@@ -156,6 +175,12 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		NodeID: cfg.NodeID, Owned: s.hlsOwned,
 		SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
 		BytesOut: func(n int64) { s.hlsBytes.Add(n) },
+		Authorize: func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool {
+			_, ok := s.authz.CheckHTTP(w, r, key, "hls")
+			return ok
+		},
+		Carry:   func(r *http.Request) url.Values { return authz.CarriedQuery(r.URL.Query()) },
+		Rewrite: authz.RewritePlaylist,
 	}), admin.QuietErrorLog(rt.Logger))
 	httpSrv.BaseContext = func(net.Listener) context.Context { return ctx }
 
@@ -229,15 +254,6 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 // read where it is used, so there is nothing to push.
 func Apply(context.Context, *cli.Runtime[config.Config], *config.Config, *config.Config) error {
 	return nil
-}
-
-// mergeWindow maps hub.mergeWindow (0 means no merging) to hub.Config's
-// convention (0 means the default, negative no wait).
-func mergeWindow(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }
 
 func port(a net.Addr) string {

@@ -12,9 +12,9 @@
 //	c, err := cluster.New(ctx, cluster.Options{Prefix: "lc-dmedia", Tag: "wip-dmedia"})
 //	if err != nil { ... }
 //	defer c.Close()                  // always: removes containers and networks
-//	ocm, _ := c.OCM(ctx, "ocm", nil)
-//	o1, _ := c.Origin(ctx, "origin1", ocm, nil)
-//	_ = c.WaitReady(ctx, ocm, o1)
+//	ks, err := c.RunAll(ctx, c.OCMSpec("ocm", nil), // started at once, ready when it returns
+//		c.OriginSpec("origin1", "ocm", nil), c.EdgeSpec("edge1", "ocm", nil))
+//	ocm, o1 := ks[0], ks[1]
 //	_ = o1.Kill(ctx)                 // docker kill -s KILL: SIGKILL to PID 1
 //
 // Every container and network carries the label lc.drill.run=<run id>
@@ -212,27 +212,67 @@ func (c *Cluster) Run(ctx context.Context, s Spec) (*Container, error) {
 	return k, nil
 }
 
-// OCM starts an OCM with its embedded etcd. env adds or overrides
-// variables (e.g. LIVECLUSTER_SESSION_GRACE).
+// OCM starts an OCM with its embedded etcd (OCMSpec).
 func (c *Cluster) OCM(ctx context.Context, name string, env map[string]string) (*Container, error) {
-	return c.Run(ctx, Spec{Name: name, Image: "ocm", Env: merge(map[string]string{"LIVECLUSTER_NODE_ID": name}, env)})
+	return c.Run(ctx, c.OCMSpec(name, env))
 }
 
-// Origin starts an origin registered with ocm, advertising its container
-// name.
+// Origin starts an origin registered with ocm (OriginSpec).
 func (c *Cluster) Origin(ctx context.Context, name string, ocm *Container, env map[string]string) (*Container, error) {
-	return c.Run(ctx, Spec{Name: name, Image: "origin", Env: merge(c.nodeEnv(name, ocm), env)})
+	return c.Run(ctx, c.OriginSpec(name, ocm.Short, env))
 }
 
-// Edge starts an edge registered with ocm, advertising its container name.
+// Edge starts an edge registered with ocm (EdgeSpec).
 func (c *Cluster) Edge(ctx context.Context, name string, ocm *Container, env map[string]string) (*Container, error) {
-	return c.Run(ctx, Spec{Name: name, Image: "edge", Env: merge(c.nodeEnv(name, ocm), env)})
+	return c.Run(ctx, c.EdgeSpec(name, ocm.Short, env))
 }
 
-func (c *Cluster) nodeEnv(name string, ocm *Container) map[string]string {
+// OCMSpec is an OCM with its embedded etcd; env adds or overrides
+// variables (e.g. LIVECLUSTER_SESSION_GRACE).
+func (c *Cluster) OCMSpec(name string, env map[string]string) Spec {
+	return Spec{Name: name, Image: "ocm", Env: merge(map[string]string{"LIVECLUSTER_NODE_ID": name}, env)}
+}
+
+// OriginSpec is an origin registered with the OCM whose Spec.Name is ocm
+// (it may start at the same time: nodes retry until the OCM answers),
+// advertising its container name; env adds or overrides variables.
+func (c *Cluster) OriginSpec(name, ocm string, env map[string]string) Spec {
+	return Spec{Name: name, Image: "origin", Env: merge(c.nodeEnv(name, ocm), env)}
+}
+
+// EdgeSpec is an edge registered with the OCM whose Spec.Name is ocm, as
+// OriginSpec.
+func (c *Cluster) EdgeSpec(name, ocm string, env map[string]string) Spec {
+	return Spec{Name: name, Image: "edge", Env: merge(c.nodeEnv(name, ocm), env)}
+}
+
+// RunAll starts the containers of specs at once (docker run is slow on a
+// busy machine) and waits until every one is ready. It returns them in the
+// order of specs, or the first error.
+func (c *Cluster) RunAll(ctx context.Context, specs ...Spec) ([]*Container, error) {
+	ks := make([]*Container, len(specs))
+	errs := make([]error, len(specs))
+	var wg sync.WaitGroup
+	for i, s := range specs {
+		wg.Go(func() {
+			k, err := c.Run(ctx, s)
+			if err == nil {
+				err = k.WaitReady(ctx)
+			}
+			ks[i], errs[i] = k, err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return ks, nil
+}
+
+func (c *Cluster) nodeEnv(name, ocm string) map[string]string {
 	return map[string]string{
 		"LIVECLUSTER_NODE_ID":        name,
-		"LIVECLUSTER_OCM_ADDRESS":    net.JoinHostPort(ocm.Name, strconv.Itoa(PortGRPC)),
+		"LIVECLUSTER_OCM_ADDRESS":    net.JoinHostPort(c.net+"-"+ocm, strconv.Itoa(PortGRPC)),
 		"LIVECLUSTER_ADVERTISE_HOST": c.net + "-" + name,
 	}
 }
@@ -501,6 +541,24 @@ func (k *Container) Wait(ctx context.Context) (int, error) {
 		return -1, fmt.Errorf("cluster: wait for %s: exit code %q: %w", k.Name, out, err)
 	}
 	return code, nil
+}
+
+// FinishedAt returns when the container's PID 1 exited, as Docker
+// recorded it (zero while it runs): the moment a Kill took effect.
+func (k *Container) FinishedAt(ctx context.Context) (time.Time, error) {
+	out, err := k.c.docker(ctx, "inspect", "-f", "{{.State.Running}} {{.State.FinishedAt}}", k.Name)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("cluster: state of %s: %w", k.Name, err)
+	}
+	running, at, _ := strings.Cut(out, " ")
+	if running == "true" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, at)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("cluster: %s finished at %q: %w", k.Name, at, err)
+	}
+	return t, nil
 }
 
 // Logs returns the container's stdout and stderr so far (the binaries log
