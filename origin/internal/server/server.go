@@ -25,6 +25,7 @@ import (
 	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
 	nodeconfig "github.com/livecluster/livecluster/node/config"
+	"github.com/livecluster/livecluster/node/connlimit"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
@@ -49,6 +50,7 @@ type Server struct {
 	pubs    *publish.Sessions
 	oc      *ocmclient.Client
 	cpu     *cpu.Sampler
+	limits  *connlimit.Node
 	authz   *authz.Manager
 	start   time.Time
 
@@ -99,15 +101,30 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		}
 	}
 
-	rtmpLn, err := net.Listen("tcp", cfg.RTMP.Listen)
+	rawRTMP, err := net.Listen("tcp", cfg.RTMP.Listen)
 	if err != nil {
 		return fmt.Errorf("rtmp.listen: %w", err)
 	}
-	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	rawHTTP, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		rtmpLn.Close()
+		rawRTMP.Close()
 		return fmt.Errorf("http.listen: %w", err)
 	}
+	s.limits = connlimit.NewNode(rt.Metrics, func() nodeconfig.Limits { return rt.Config().Limits })
+	to := cfg.Limits.Timeouts
+	rtmpSrv := &rtmp.Server{
+		Handler: s, Logger: rt.Logger.With("component", "rtmp"), Connect: s.rtmpConnect,
+		Config: rtmp.Config{
+			HandshakeTimeout: to.RTMPHandshake.D(), ReadTimeout: to.RTMPIdle.D(), WriteTimeout: to.RTMPWrite.D(),
+		},
+		Rejected: s.limits.Metrics.Rejecter("rtmp"),
+		PublishBitrate: func() (int64, time.Duration) {
+			l := rt.Config().Limits
+			return l.MaxPublishBitrate, l.PublishBitrateWindow.D()
+		},
+	}
+	rtmpLn := s.limits.Listener("rtmp", rawRTMP, rtmpSrv.Refuse)
+	httpLn := s.limits.Listener("http", rawHTTP, connlimit.RefuseHTTP)
 
 	node := &ocmv1.Node{
 		Id: cfg.NodeID, Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN, Zone: cfg.Zone, Capacity: cfg.Capacity,
@@ -153,25 +170,19 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		Streams: s.apiStreams, Status: s.status, StreamOf: s.streamOf,
 	}
 	a.Register(rt.Admin.Mux)
-	httpSrv := &http.Server{
-		Handler: web.New(web.Options{
-			HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(), API: a.Handler(),
-			NodeID: cfg.NodeID, Owned: s.hlsOwned,
-			SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
-			BytesOut: func(n int64) { s.hlsBytes.Add(n) },
-			Authorize: func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool {
-				_, ok := s.authz.CheckHTTP(w, r, key, "hls")
-				return ok
-			},
-			Carry:   func(r *http.Request) url.Values { return authz.CarriedQuery(r.URL.Query()) },
-			Rewrite: authz.RewritePlaylist,
-		}),
-		ErrorLog:          admin.QuietErrorLog(rt.Logger),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	rtmpSrv := &rtmp.Server{Handler: s, Logger: rt.Logger.With("component", "rtmp"), Connect: s.rtmpConnect}
+	httpSrv := s.limits.HTTPServer(web.New(web.Options{
+		HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(to.HTTPWrite.D()), API: a.Handler(),
+		NodeID: cfg.NodeID, Owned: s.hlsOwned,
+		SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
+		BytesOut: func(n int64) { s.hlsBytes.Add(n) },
+		Authorize: func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool {
+			_, ok := s.authz.CheckHTTP(w, r, key, "hls")
+			return ok
+		},
+		Carry:   func(r *http.Request) url.Values { return authz.CarriedQuery(r.URL.Query()) },
+		Rewrite: authz.RewritePlaylist,
+	}), admin.QuietErrorLog(rt.Logger))
+	httpSrv.BaseContext = func(net.Listener) context.Context { return ctx }
 
 	// Lifecycle: readiness = serving + registered; step 1 marks DRAINING at
 	// the OCM and watches for streams handed over; step 3 closes the
