@@ -64,9 +64,7 @@ type chunkStream struct {
 
 // readChunk reads one chunk and returns a message when it completes one.
 func (c *Conn) readChunk() (*message, error) {
-	if c.cfg.ReadTimeout > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.ReadTimeout))
-	}
+	c.armReadDeadline()
 	var hb [16]byte
 	if _, err := io.ReadFull(c.br, hb[:1]); err != nil {
 		return nil, err
@@ -159,7 +157,26 @@ func (c *Conn) readChunk() (*message, error) {
 	}
 	m := &message{typ: cs.typ, streamID: cs.sid, ts: cs.ts, data: cs.buf}
 	cs.buf, cs.inMsg = nil, false
+	c.msgDeadline = time.Time{} // the next message gets a fresh deadline
 	return m, nil
+}
+
+// armReadDeadline sets the read deadline of the message being read, once
+// per message: chunks trickled one by one never extend it. Until publish
+// or play it is also bounded by the setup deadline.
+func (c *Conn) armReadDeadline() {
+	if c.noReadDeadline || c.cfg.ReadTimeout <= 0 {
+		return
+	}
+	if !c.msgDeadline.IsZero() {
+		return
+	}
+	d := time.Now().Add(c.cfg.ReadTimeout)
+	if !c.setupDeadline.IsZero() && c.setupDeadline.Before(d) {
+		d = c.setupDeadline
+	}
+	c.msgDeadline = d
+	_ = c.nc.SetReadDeadline(d)
 }
 
 func be24(b []byte) uint32 { return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]) }

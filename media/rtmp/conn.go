@@ -28,8 +28,17 @@ var errBadHandshake = errors.New("rtmp: bad handshake")
 
 // Config holds limits and timeouts. Zero fields take the defaults.
 type Config struct {
-	HandshakeTimeout time.Duration // 10 s
-	// ReadTimeout bounds the wait for each chunk; WriteTimeout each flush (30 s).
+	// HandshakeTimeout bounds, on the server, the handshake and the
+	// commands up to publish or play together (10 s): a client trickling
+	// its handshake or its connect is cut there. On the client it bounds
+	// the handshake.
+	HandshakeTimeout time.Duration
+	// ReadTimeout bounds the wait for each whole message (a peer trickling
+	// chunks is cut), and on the server a publisher that sent no audio or
+	// video this long is closed (30 s). A server's players are not read
+	// with a deadline (they owe us nothing but acks, which may come
+	// minutes apart at low bitrates); WriteTimeout tells whether they are
+	// there. WriteTimeout bounds each flush (30 s).
 	// A publishing client reads with no deadline once publishing: the server
 	// owes a publisher nothing, and its writes tell whether the server is there.
 	ReadTimeout  time.Duration
@@ -134,6 +143,14 @@ type Conn struct {
 	lastAck     int64
 	demux       *flvx.Demuxer
 	eof         bool // peer ended the stream (FCUnpublish, deleteStream)
+	// setupDeadline, on a server connection until publish or play, is when
+	// the handshake and commands must be done by.
+	setupDeadline  time.Time
+	noReadDeadline bool      // a server's player: see Config.ReadTimeout
+	msgDeadline    time.Time // the read deadline of the message being read
+	lastMedia      time.Time // a server's publisher: last audio or video
+	bitrate        bitrateLimit
+	rejected       func(reason string)
 
 	// write side
 	wmu          sync.Mutex
@@ -222,6 +239,26 @@ func (c *Conn) Close() error {
 // description is err's text (a kick, a lost ownership), so the client
 // learns why, then closes. The status write is bounded by a short deadline.
 func (c *Conn) CloseWithError(err error) error {
+	c.writeError(err)
+	return c.Close()
+}
+
+// closeLingering is CloseWithError for a connection nobody else reads: a
+// publisher still sending would reset the connection when closed with
+// unread data, and a reset can discard the status before the client reads
+// it. So it half-closes and reads what the client still sends, for up to
+// a second, before closing.
+func (c *Conn) closeLingering(err error) error {
+	c.writeError(err)
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 4<<20))
+	}
+	return c.Close()
+}
+
+// writeError sends err as an onStatus error on an accepted server session.
+func (c *Conn) writeError(err error) {
 	if c.server && c.accepted.Load() && err != nil {
 		code := "NetStream.Failed"
 		desc := err.Error()
@@ -234,7 +271,6 @@ func (c *Conn) CloseWithError(err error) error {
 		_ = c.writeStatus("error", code, desc)
 		t.Stop()
 	}
-	return c.Close()
 }
 
 // Accept tells the client its publish or play started (onStatus
@@ -439,6 +475,11 @@ func (c *Conn) readOne() error {
 	m, err := c.readMessage()
 	if err != nil {
 		return err
+	}
+	if c.server && c.req.Publish {
+		if err := c.checkPublisher(m.typ == msgAudio || m.typ == msgVideo); err != nil {
+			return err
+		}
 	}
 	switch m.typ {
 	case msgAudio, msgVideo, msgDataAMF0, msgDataAMF3:
@@ -679,4 +720,63 @@ func parseRequest(app, name, tcURL string) Request {
 		r.Vhost = q.Get(streamkey.VhostParam)
 	}
 	return r
+}
+
+// Rejection reasons passed to Server.Rejected; the same words as
+// node/connlimit's reason label.
+const (
+	ReasonHandshakeTimeout = "handshake_timeout"
+	ReasonIdleTimeout      = "idle_timeout"
+	ReasonBitrate          = "bitrate"
+	ReasonMaxConns         = "max_conns"
+)
+
+// bitrateLimit is a publisher's bitrate ceiling and its current window.
+type bitrateLimit struct {
+	max    int64         // bits per second; 0: none
+	window time.Duration // averaging window
+	start  time.Time     // of the current window
+	rx0    int64         // bytes read at start
+}
+
+// checkPublisher enforces, on a server's publisher, the media idle timeout
+// and the bitrate ceiling; media tells whether the message just read was
+// audio or video. The error is a *StatusError the publisher is sent.
+func (c *Conn) checkPublisher(media bool) error {
+	now := time.Now()
+	if c.lastMedia.IsZero() || media {
+		c.lastMedia = now
+	} else if c.cfg.ReadTimeout > 0 && now.Sub(c.lastMedia) > c.cfg.ReadTimeout {
+		c.reject(ReasonIdleTimeout)
+		return &StatusError{Code: "NetStream.Publish.Idle",
+			Description: fmt.Sprintf("no audio or video for %s", c.cfg.ReadTimeout)}
+	}
+	b := &c.bitrate
+	if b.max <= 0 || b.window <= 0 {
+		return nil
+	}
+	rx := c.rx.Load()
+	if b.start.IsZero() {
+		b.start, b.rx0 = now, rx
+		return nil
+	}
+	el := now.Sub(b.start)
+	if el < b.window {
+		return nil
+	}
+	rate := float64(rx-b.rx0) * 8 / el.Seconds()
+	b.start, b.rx0 = now, rx
+	if rate > float64(b.max) {
+		c.reject(ReasonBitrate)
+		return &StatusError{Code: "NetStream.Publish.Rejected",
+			Description: fmt.Sprintf("publish bitrate %.0f kbit/s over %s is above this server's limit of %d kbit/s",
+				rate/1000, el.Round(100*time.Millisecond), b.max/1000)}
+	}
+	return nil
+}
+
+func (c *Conn) reject(reason string) {
+	if c.rejected != nil {
+		c.rejected(reason)
+	}
 }

@@ -271,9 +271,10 @@ func verify(chain []*x509.Certificate, roots *x509.CertPool, name string, usage 
 // Listen binds a TCP address and returns a listener that does the TLS
 // handshake with the certificate of certFile and keyFile (re-read as they
 // change), offering HTTP/1.1 only: an HTTP server given it serves HTTPS
-// (HTTP-FLV is a long-lived HTTP/1.1 response, as players expect). It
+// (HTTP-FLV is a long-lived HTTP/1.1 response, as players expect). wrap,
+// when not nil, wraps the TCP listener under TLS (connection limits). It
 // fails when the files do not load or the address is busy.
-func Listen(name, addr, certFile, keyFile string, log *slog.Logger) (net.Listener, *Store, error) {
+func Listen(name, addr, certFile, keyFile string, log *slog.Logger, wrap func(net.Listener) net.Listener) (net.Listener, *Store, error) {
 	st, err := New(Options{Name: name, CertFile: certFile, KeyFile: keyFile, Logger: log})
 	if err != nil {
 		return nil, nil, err
@@ -281,6 +282,9 @@ func Listen(name, addr, certFile, keyFile string, log *slog.Logger) (net.Listene
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s listen: %w", name, err)
+	}
+	if wrap != nil {
+		ln = wrap(ln)
 	}
 	cfg := st.ServerConfig()
 	cfg.NextProtos = []string{"http/1.1"}

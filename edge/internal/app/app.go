@@ -26,6 +26,7 @@ import (
 	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/config"
+	"github.com/livecluster/livecluster/node/connlimit"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
@@ -53,27 +54,51 @@ type edge struct {
 	authz   *authz.Manager
 	players *prometheus.GaugeVec
 	nPlay   atomic.Int64
+	limits  *connlimit.Node
 }
 
 // Run starts the edge; it implements cli.Binary.Run.
 func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	cfg := rt.Config()
-	rtmpLn, err := net.Listen("tcp", cfg.RTMP.Listen)
+	rawRTMP, err := net.Listen("tcp", cfg.RTMP.Listen)
 	if err != nil {
 		return fmt.Errorf("rtmp listen: %w", err)
 	}
-	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	rawHTTP, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		rtmpLn.Close()
+		rawRTMP.Close()
 		return fmt.Errorf("http listen: %w", err)
 	}
+	limits := connlimit.NewNode(rt.Metrics, func() config.Limits { return rt.Config().Limits })
+	to := cfg.Limits.Timeouts
+	rtmpSrv := &rtmp.Server{
+		Logger: rt.Logger.With("component", "rtmp"),
+		Config: rtmp.Config{
+			HandshakeTimeout: to.RTMPHandshake.D(), ReadTimeout: to.RTMPIdle.D(), WriteTimeout: to.RTMPWrite.D(),
+		},
+		Rejected: limits.Metrics.Rejecter("rtmp"),
+		PublishBitrate: func() (int64, time.Duration) {
+			l := rt.Config().Limits
+			return l.MaxPublishBitrate, l.PublishBitrateWindow.D()
+		},
+	}
+	rtmpLn := limits.Listener("rtmp", rawRTMP, rtmpSrv.Refuse)
+	httpLn := limits.Listener("http", rawHTTP, connlimit.RefuseHTTP)
 	var httpsLn net.Listener
 	if cfg.HTTPS.Listen != "" {
-		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger)
+		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger,
+			func(ln net.Listener) net.Listener { return limits.Listener("https", ln, connlimit.RefuseHTTP) })
 		if err != nil {
 			rtmpLn.Close()
 			httpLn.Close()
 			return fmt.Errorf("https: %w", err)
+		}
+	}
+	closeListeners := func() {
+		rtmpLn.Close()
+		httpLn.Close()
+		if httpsLn != nil {
+			httpsLn.Close()
 		}
 	}
 	host := cfg.Advertise.Host
@@ -88,26 +113,20 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 			Admin: net.JoinHostPort(host, port(rt.Admin.Addr())),
 		},
 	}
-	e := &edge{rt: rt, log: rt.Logger}
+	e := &edge{rt: rt, log: rt.Logger, limits: limits}
+	rtmpSrv.Handler = e
+	rtmpSrv.Connect = e.rtmpConnect
 	hist, err := ocmclient.HistoryFromEnv()
 	if err != nil {
-		rtmpLn.Close()
-		httpLn.Close()
-		if httpsLn != nil {
-			httpsLn.Close()
-		}
-		return fmt.Errorf("ocm: %w", err)
+		closeListeners()
+		return err
 	}
 	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics, History: hist,
 		Security: cfg.OCM.OCMSecurity})
 	if err != nil {
 		_ = hist.Close()
-		rtmpLn.Close()
-		httpLn.Close()
-		if httpsLn != nil {
-			httpsLn.Close()
-		}
-		return fmt.Errorf("ocm: %w", err)
+		closeListeners()
+		return err
 	}
 
 	reg := rt.Metrics
@@ -116,8 +135,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		Source: func() *config.Auth { return &rt.Config().Auth },
 	})
 	if err != nil {
-		rtmpLn.Close()
-		httpLn.Close()
+		closeListeners()
 		return fmt.Errorf("auth: %w", err)
 	}
 	pullLeg := func(key streamkey.Key) (url.Values, error) { return e.authz.LegQuery(authz.Play, key) }
@@ -169,7 +187,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		},
 	})
 
-	flv := &httpflv.Handler{Lookup: e.lookupFLV, Logger: rt.Logger}
+	flv := &httpflv.Handler{Lookup: e.lookupFLV, Logger: rt.Logger, WriteTimeout: to.HTTPWrite.D()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -188,11 +206,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 			http.NotFound(w, r)
 		}
 	})
-	httpSrv := &http.Server{
-		Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: admin.QuietErrorLog(rt.Logger),
-	}
-	rtmpSrv := &rtmp.Server{Handler: e, Logger: rt.Logger.With("component", "rtmp"), Connect: e.rtmpConnect}
+	httpSrv := limits.HTTPServer(mux, admin.QuietErrorLog(rt.Logger))
 
 	lc := rt.Lifecycle
 	lc.AddListener("rtmp", rtmpLn)
@@ -299,6 +313,11 @@ func (e *edge) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
 	}
 	defer e.authz.Notify(ctx, e.authRequest(authz.Unpublish, key, c))
+	release, err := e.limits.AcquireStream("rtmp")
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.Rejected", Description: err.Error()}
+	}
+	defer release()
 	err = e.fwd.Serve(ctx, key, c.RemoteAddr().String(), c)
 	var refused *forward.Refused
 	if errors.As(err, &refused) {
@@ -323,6 +342,12 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 		return &rtmp.StatusError{Code: "NetStream.Play.Failed", Description: err.Error()}
 	}
 	defer e.authz.Notify(ctx, e.authRequest(authz.Stop, key, c))
+	// Checked before any upstream is pulled for this player.
+	release, err := e.limits.AcquirePlayer("rtmp", key.String())
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.Rejected", Description: err.Error()}
+	}
+	defer release()
 	wctx, cancel := context.WithTimeout(ctx, e.waitTimeout()+time.Second)
 	hb, err := e.relay.Acquire(wctx, key)
 	cancel()
@@ -401,6 +426,16 @@ func (e *edge) serveFLV(h *httpflv.Handler, w http.ResponseWriter, r *http.Reque
 			ar.Action = authz.Stop
 			e.authz.Notify(r.Context(), ar)
 		}()
+		if r.Method == http.MethodGet {
+			// Checked before any upstream is pulled for this player.
+			release, err := e.limits.AcquirePlayer("http", key.String())
+			if err != nil {
+				w.Header().Set("Retry-After", "5")
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			defer release()
+		}
 	}
 	var joined atomic.Bool
 	ow := &ownerHeaders{ResponseWriter: w, relay: e.relay}

@@ -37,6 +37,8 @@ type Config struct {
 	// Zone is the failure zone, sent to AssignOrigin for placement.
 	Zone string `yaml:"zone"`
 	Edge Edge   `yaml:"edge"`
+	// Limits bounds what clients may hold (docs/security.md).
+	Limits config.Limits `yaml:"limits"`
 	// Auth is publish and play authorization (node/authz): the edge
 	// checks its clients before it pulls or forwards, and signs its legs
 	// to origins with auth.internal.keys.
@@ -136,6 +138,8 @@ func Defaults() Config {
 	e.HLS.Window = 6
 	e.HLS.MaxStreams = 10000
 	e.HLS.Prefetch = true
+	c.Limits = config.DefaultLimits()
+	c.Limits.Timeouts.HTTPIdle = config.Duration(2 * time.Minute)
 	c.Auth = config.DefaultAuth()
 	return c
 }
@@ -204,6 +208,9 @@ func Validate(c *Config) error {
 	if e.HLS.MaxStreams <= 0 {
 		errs = append(errs, fmt.Errorf("edge.hls.maxStreams: must be > 0, got %d", e.HLS.MaxStreams))
 	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	errs = append(errs, c.Auth.Validate())
 	return errors.Join(errs...)
 }
@@ -214,10 +221,10 @@ func Loader() config.Loader[Config] {
 	return config.Loader[Config]{
 		Defaults: Defaults,
 		Validate: Validate,
-		Live: []string{
+		Live: append([]string{
 			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.mergeWindow", "edge.upstream.*", "edge.forward.*",
 			config.AuthLive,
-		},
+		}, config.LimitsLive...),
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/livecluster/livecluster/node/backoff"
 	"github.com/livecluster/livecluster/ocm/internal/cache"
@@ -182,7 +183,15 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 		// OCM receives only small requests; 1 MiB per stream and per
 		// connection is more than BDP estimation would grow to for them.
 		grpc.StaticStreamWindowSize(1<<20),
-		grpc.StaticConnWindowSize(1<<20))...)
+		grpc.StaticConnWindowSize(1<<20),
+		// Deadlines against idle and hostile clients: a connection must
+		// finish its HTTP/2 preface within 10 s (a trickled preface is
+		// cut), a peer that stops answering pings is dropped after 30+10 s,
+		// and a client pinging more often than every 10 s (a ping flood)
+		// is sent GOAWAY. Nodes send no keepalive pings of their own.
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))...)
 
 	rctx, cancel := context.WithCancel(context.Background())
 	o.cancel = cancel

@@ -28,6 +28,8 @@ type Config struct {
 	Capacity uint32 `yaml:"capacity"`
 	HLS      HLS    `yaml:"hls"`
 	Hub      Hub    `yaml:"hub"`
+	// Limits bounds what clients may hold (docs/security.md).
+	Limits config.Limits `yaml:"limits"`
 	// Auth is publish and play authorization (node/authz).
 	Auth config.Auth `yaml:"auth"`
 }
@@ -110,13 +112,14 @@ func Defaults() Config {
 	c.Hub.GOPPackets = 2048
 	c.Hub.GOPBytes = 16 << 20
 	c.Hub.MaxOverflows = 3
+	c.Limits = config.DefaultLimits()
 	c.Auth = config.DefaultAuth()
 	return c
 }
 
 // Live lists the origin's keys that reload without a restart (besides the
 // common ones). Everything else is read once at start.
-var Live = []string{"ocm.claimTimeout", "hls.enabled", "hub.mergeWindow", config.AuthLive}
+var Live = append([]string{"ocm.claimTimeout", "hls.enabled", "hub.mergeWindow", config.AuthLive}, config.LimitsLive...)
 
 // Validate checks the origin's keys; each error names its key.
 func Validate(c *Config) error {
@@ -169,6 +172,9 @@ func Validate(c *Config) error {
 		if v.n < 1 {
 			add(v.key, fmt.Errorf("must be >= 1, got %d", v.n))
 		}
+	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, c.Auth.Validate())
 	return errors.Join(errs...)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
@@ -19,9 +20,10 @@ import (
 
 // flvHandler is the HTTP-FLV play adapter: httpflv fed from the hub, with
 // client registration (API, kick, counters).
-func (s *Server) flvHandler() http.Handler {
+// writeTimeout bounds each write to a player (limits.timeouts.httpWrite).
+func (s *Server) flvHandler(writeTimeout time.Duration) http.Handler {
 	flv := &httpflv.Handler{
-		Logger: s.log,
+		Logger: s.log, WriteTimeout: writeTimeout,
 		Lookup: func(_ context.Context, key streamkey.Key) (*hub.Hub, error) {
 			h := s.hubs.Get(key.String())
 			if h == nil || !h.Publishing() {
@@ -58,6 +60,13 @@ func (s *Server) flvHandler() http.Handler {
 			return
 		}
 		setOwnerHeaders(w.Header(), s.rt.Config().NodeID, epoch)
+		release, err := s.limits.AcquirePlayer("http", key.String())
+		if err != nil {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		defer release()
 		defer func() {
 			ar.Action = authz.Stop
 			s.authz.Notify(r.Context(), ar)

@@ -30,6 +30,11 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 	if err := s.authz.Check(ctx, areq); err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
 	}
+	release, err := s.limits.AcquireStream("rtmp")
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.Rejected", Description: err.Error()}
+	}
+	defer release()
 	path, fwd := ocmv1.PublishPath_PUBLISH_PATH_DIRECT, ""
 	// A forwarded publish (streamkey.ForwardedByParam on the URL) is
 	// claimed as FORWARDED by that edge and may take the stream over from a
@@ -121,6 +126,11 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if _, err := s.owned(key, req.Query); err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: err.Error()}
 	}
+	release, err := s.limits.AcquirePlayer("rtmp", key.String())
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.Rejected", Description: err.Error()}
+	}
+	defer release()
 	defer s.authz.Notify(ctx, s.authRequest(authz.Stop, key, c))
 	// An edge's pull (the relay marker) is fed at once: the edge merges
 	// for its own players, so the windows do not add up.

@@ -26,6 +26,7 @@ import (
 	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
 	nodeconfig "github.com/livecluster/livecluster/node/config"
+	"github.com/livecluster/livecluster/node/connlimit"
 	"github.com/livecluster/livecluster/node/ocmclient"
 	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
@@ -51,6 +52,7 @@ type Server struct {
 	pubs    *publish.Sessions
 	oc      *ocmclient.Client
 	cpu     *cpu.Sampler
+	limits  *connlimit.Node
 	authz   *authz.Manager
 	start   time.Time
 
@@ -101,18 +103,34 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		}
 	}
 
-	rtmpLn, err := net.Listen("tcp", cfg.RTMP.Listen)
+	rawRTMP, err := net.Listen("tcp", cfg.RTMP.Listen)
 	if err != nil {
 		return fmt.Errorf("rtmp.listen: %w", err)
 	}
-	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	rawHTTP, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		rtmpLn.Close()
+		rawRTMP.Close()
 		return fmt.Errorf("http.listen: %w", err)
 	}
+	s.limits = connlimit.NewNode(rt.Metrics, func() nodeconfig.Limits { return rt.Config().Limits })
+	to := cfg.Limits.Timeouts
+	rtmpSrv := &rtmp.Server{
+		Handler: s, Logger: rt.Logger.With("component", "rtmp"), Connect: s.rtmpConnect,
+		Config: rtmp.Config{
+			HandshakeTimeout: to.RTMPHandshake.D(), ReadTimeout: to.RTMPIdle.D(), WriteTimeout: to.RTMPWrite.D(),
+		},
+		Rejected: s.limits.Metrics.Rejecter("rtmp"),
+		PublishBitrate: func() (int64, time.Duration) {
+			l := rt.Config().Limits
+			return l.MaxPublishBitrate, l.PublishBitrateWindow.D()
+		},
+	}
+	rtmpLn := s.limits.Listener("rtmp", rawRTMP, rtmpSrv.Refuse)
+	httpLn := s.limits.Listener("http", rawHTTP, connlimit.RefuseHTTP)
 	var httpsLn net.Listener
 	if cfg.HTTPS.Listen != "" {
-		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger)
+		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger,
+			func(ln net.Listener) net.Listener { return s.limits.Listener("https", ln, connlimit.RefuseHTTP) })
 		if err != nil {
 			rtmpLn.Close()
 			httpLn.Close()
@@ -149,7 +167,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	if err != nil {
 		_ = hist.Close()
 		closeListeners()
-		return fmt.Errorf("ocm: %w", err)
+		return fmt.Errorf("ocm.address: %w", err)
 	}
 	m := newMetrics(rt.Metrics)
 	s.owner = owner.New(owner.Options{
@@ -170,27 +188,21 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		Streams: s.apiStreams, Status: s.status, StreamOf: s.streamOf,
 	}
 	a.Register(rt.Admin.Mux)
-	httpSrv := &http.Server{
-		Handler: web.New(web.Options{
-			HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(),
-			// The kick (DELETE) needs the admin token here as on the admin port.
-			API:    authn.RequireForChanges(rt.AdminToken, rt.Logger, a.Handler()),
-			NodeID: cfg.NodeID, Owned: s.hlsOwned,
-			SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
-			BytesOut: func(n int64) { s.hlsBytes.Add(n) },
-			Authorize: func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool {
-				_, ok := s.authz.CheckHTTP(w, r, key, "hls")
-				return ok
-			},
-			Carry:   func(r *http.Request) url.Values { return authz.CarriedQuery(r.URL.Query()) },
-			Rewrite: authz.RewritePlaylist,
-		}),
-		ErrorLog:          admin.QuietErrorLog(rt.Logger),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	rtmpSrv := &rtmp.Server{Handler: s, Logger: rt.Logger.With("component", "rtmp"), Connect: s.rtmpConnect}
+	httpSrv := s.limits.HTTPServer(web.New(web.Options{
+		HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(to.HTTPWrite.D()),
+		// The kick (DELETE) needs the admin token here as on the admin port.
+		API:    authn.RequireForChanges(rt.AdminToken, rt.Logger, a.Handler()),
+		NodeID: cfg.NodeID, Owned: s.hlsOwned,
+		SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
+		BytesOut: func(n int64) { s.hlsBytes.Add(n) },
+		Authorize: func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool {
+			_, ok := s.authz.CheckHTTP(w, r, key, "hls")
+			return ok
+		},
+		Carry:   func(r *http.Request) url.Values { return authz.CarriedQuery(r.URL.Query()) },
+		Rewrite: authz.RewritePlaylist,
+	}), admin.QuietErrorLog(rt.Logger))
+	httpSrv.BaseContext = func(net.Listener) context.Context { return ctx }
 
 	// Lifecycle: readiness = serving + registered; step 1 marks DRAINING at
 	// the OCM and watches for streams handed over; step 3 closes the

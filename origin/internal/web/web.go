@@ -148,15 +148,14 @@ func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 			}
 			h.Add("Access-Control-Expose-Headers", streamkey.OriginHeader+", "+streamkey.EpochHeader)
 		}
-		path := filepath.Join(o.HLSDir, app, file)
 		if o.Carry != nil && o.Rewrite != nil {
 			if carry := o.Carry(r); len(carry) > 0 {
-				o.servePlaylist(w, r, path, carry)
+				o.servePlaylist(w, r, o.HLSDir, app+"/"+file, carry)
 				return
 			}
 		}
 		w.Header().Set("Cache-Control", PlaylistCacheControl)
-		o.serveFile(w, r, path, "application/vnd.apple.mpegurl")
+		o.serveFile(w, r, o.HLSDir, app+"/"+file, "application/vnd.apple.mpegurl")
 	case strings.HasSuffix(file, ".ts"):
 		base := strings.TrimSuffix(file, ".ts")
 		i := strings.LastIndexByte(base, '-')
@@ -173,7 +172,7 @@ func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 		}
 		o.count("segment")
 		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(o.SegmentMaxAge.Seconds())))
-		o.serveFile(w, r, filepath.Join(o.HLSDir, app, file), "video/mp2t")
+		o.serveFile(w, r, o.HLSDir, app+"/"+file, "video/mp2t")
 	default:
 		http.NotFound(w, r)
 	}
@@ -193,10 +192,15 @@ func (o *Options) authorize(w http.ResponseWriter, r *http.Request, app, name st
 
 // servePlaylist serves a playlist rewritten so that its segment URIs carry
 // the request's credentials. Private: the body holds a player's token.
-func (o *Options) servePlaylist(w http.ResponseWriter, r *http.Request, path string, carry url.Values) {
-	body, err := os.ReadFile(path)
+func (o *Options) servePlaylist(w http.ResponseWriter, r *http.Request, dir, name string, carry url.Values) {
+	f, err := os.OpenInRoot(dir, name)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(f)
+		f.Close()
+	}
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || isEscape(err) {
 			http.NotFound(w, r)
 			return
 		}
@@ -238,15 +242,18 @@ func (o *Options) static(w http.ResponseWriter, r *http.Request, name string) {
 	if strings.HasSuffix(name, ".xml") {
 		ct = "text/xml; charset=utf-8"
 	}
-	o.serveFile(w, r, filepath.Join(o.Root, name), ct)
+	o.serveFile(w, r, o.Root, name, ct)
 }
 
-// serveFile serves one regular file (Range, HEAD and conditional requests
-// included); the path was built from validated parts only.
-func (o *Options) serveFile(w http.ResponseWriter, r *http.Request, path, contentType string) {
-	f, err := os.Open(path)
+// serveFile serves one regular file name inside dir (Range, HEAD and
+// conditional requests included). name was built from validated parts
+// only, and it is opened through os.OpenInRoot besides: no "..", absolute
+// path or symbolic link leads outside dir (a symlink planted in the HLS
+// volume answers 404, never the file it points to).
+func (o *Options) serveFile(w http.ResponseWriter, r *http.Request, dir, name, contentType string) {
+	f, err := os.OpenInRoot(dir, name)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || isEscape(err) {
 			w.Header().Del("Cache-Control") // a 404 of a live file must not stick
 			http.NotFound(w, r)
 			return
@@ -267,6 +274,14 @@ func (o *Options) serveFile(w http.ResponseWriter, r *http.Request, path, conten
 	if o.BytesOut != nil {
 		o.BytesOut(cw.n)
 	}
+}
+
+// isEscape reports os.Root's refusal of a path that leaves the root (its
+// error is not exported; TestSymlinksNeverLeaveTheDirectory notices a
+// change of its text as a 500).
+func isEscape(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"
 }
 
 type countingWriter struct {

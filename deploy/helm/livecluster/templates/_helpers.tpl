@@ -280,10 +280,11 @@ scripts/test-chart.sh checks this list against them.
 */}}
 {{- define "livecluster.liveKeys" -}}
 {{- $common := list "log.level" "shutdown.*" }}
+{{- $limits := list "limits.maxConns" "limits.maxConnsPerIP" "limits.maxStreams" "limits.maxPlayersPerStream" "limits.maxPublishBitrate" "limits.publishBitrateWindow" }}
 {{- $own := get (dict
   "ocm" (list)
-  "origin" (list "ocm.claimTimeout" "hls.enabled")
-  "edge" (list "edge.idleTimeout" "edge.waitTimeout" "edge.ownerLossHold" "edge.upstream.*" "edge.forward.*")
+  "origin" (concat (list "ocm.claimTimeout" "hls.enabled" "hub.mergeWindow") $limits)
+  "edge" (concat (list "edge.idleTimeout" "edge.waitTimeout" "edge.ownerLossHold" "edge.mergeWindow" "edge.upstream.*" "edge.forward.*") $limits)
   ) . }}
 {{- concat $common $own | toJson }}
 {{- end }}
