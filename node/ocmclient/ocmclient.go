@@ -27,6 +27,7 @@ package ocmclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,10 +39,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/livecluster/livecluster/node/authn"
 	"github.com/livecluster/livecluster/node/backoff"
+	"github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/lifecycle"
+	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
 
@@ -73,7 +78,12 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// CallTimeout bounds each Register / Heartbeat call.
 	CallTimeout time.Duration
-	// DialOptions are added to the defaults (insecure, round_robin).
+	// Security is how the node proves who it is: a client certificate
+	// (mTLS; the files are re-read as they rotate, for each new connection)
+	// and/or a bearer token sent on every call. Zero: plaintext, no token.
+	Security config.OCMSecurity
+	// DialOptions are added to the defaults (Security's credentials,
+	// round_robin).
 	DialOptions []grpc.DialOption
 	// Registerer, if set, gets the session stream's metrics
 	// (ocm_session_stream_up, ocm_session_stream_breaks_total).
@@ -143,8 +153,8 @@ type Client struct {
 
 // New validates opts and creates the connection object; it does not dial
 // (gRPC connects lazily, in the background), so an unreachable OCM is not
-// an error here. It fails only on a missing address or node id, or a
-// target gRPC cannot parse.
+// an error here. It fails on a missing address or node id, a target gRPC
+// cannot parse, or certificate or token files that do not load.
 func New(opts Options) (*Client, error) {
 	if opts.Address == "" {
 		return nil, errors.New("ocmclient: no OCM address")
@@ -168,8 +178,11 @@ func New(opts Options) (*Client, error) {
 	if !strings.Contains(target, "://") {
 		target = "dns:///" + target
 	}
-	dial := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds, err := security(opts.Security, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("ocm client for %s: %w", opts.Address, err)
+	}
+	dial := append(creds, []grpc.DialOption{
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: grpcbackoff.Config{
@@ -177,7 +190,8 @@ func New(opts Options) (*Client, error) {
 			},
 			MinConnectTimeout: opts.CallTimeout,
 		}),
-	}, opts.DialOptions...)
+	}...)
+	dial = append(dial, opts.DialOptions...)
 	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("ocm client for %s: %w", opts.Address, err)
@@ -559,4 +573,33 @@ func (c *Client) Bind(lc *lifecycle.Lifecycle) {
 		// After the Deregister, so that its record is the log's last.
 		return errors.Join(err, c.opts.History.Close())
 	})
+}
+
+// security returns the dial options of sec: TLS (with the certificate and
+// CA files re-read as they change) or plaintext, and the bearer token.
+func security(sec config.OCMSecurity, log *slog.Logger) ([]grpc.DialOption, error) {
+	var opts []grpc.DialOption
+	switch t := sec.TLS; {
+	case !t.On():
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	case t.CAFile == "" && t.CertFile == "":
+		// Server verified against the system roots, no client certificate.
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName})))
+	default:
+		st, err := tlsfiles.New(tlsfiles.Options{Name: "ocm client", CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("ocm.tls: %w", err)
+		}
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(st.ClientConfig(t.ServerName))))
+	}
+	tok, err := authn.NewToken("ocm", sec.Token, 0, log)
+	if err != nil {
+		return nil, fmt.Errorf("ocm.token: %w", err)
+	}
+	if tok != nil {
+		// Sent over plaintext too when TLS is off: the operator chose a
+		// token without TLS (docs/security.md says what that exposes).
+		opts = append(opts, grpc.WithPerRPCCredentials(authn.PerRPC(tok, false)))
+	}
+	return opts, nil
 }

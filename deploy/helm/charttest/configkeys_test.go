@@ -28,7 +28,7 @@ func TestSchemaConfigKeysMatchBinaries(t *testing.T) {
 	if err := json.Unmarshal(b, &schema); err != nil {
 		t.Fatal(err)
 	}
-	common := []string{"node/config/common.go", "node/config/limits.go"}
+	common := []string{"node/config/common.go", "node/config/limits.go", "node/config/security.go"}
 	for _, c := range []struct {
 		component string
 		files     []string
@@ -111,7 +111,7 @@ func structKeys(t *testing.T, files []string, root string) []string {
 				sub = ty
 			case *ast.Ident:
 				sub = types[ty.Name]
-			case *ast.SelectorExpr: // config.Common, config.Limits, config.Auth
+			case *ast.SelectorExpr: // config.Common, config.Limits, config.Auth, config.OCMSecurity, ...
 				sub = types[ty.Sel.Name]
 			}
 			if opts == "inline" && sub != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/connlimit"
 	"github.com/livecluster/livecluster/node/ocmclient"
+	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
 
@@ -83,6 +84,23 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	}
 	rtmpLn := limits.Listener("rtmp", rawRTMP, rtmpSrv.Refuse)
 	httpLn := limits.Listener("http", rawHTTP, connlimit.RefuseHTTP)
+	var httpsLn net.Listener
+	if cfg.HTTPS.Listen != "" {
+		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger,
+			func(ln net.Listener) net.Listener { return limits.Listener("https", ln, connlimit.RefuseHTTP) })
+		if err != nil {
+			rtmpLn.Close()
+			httpLn.Close()
+			return fmt.Errorf("https: %w", err)
+		}
+	}
+	closeListeners := func() {
+		rtmpLn.Close()
+		httpLn.Close()
+		if httpsLn != nil {
+			httpsLn.Close()
+		}
+	}
 	host := cfg.Advertise.Host
 	if host == "" {
 		host = cfg.NodeID
@@ -100,15 +118,14 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	rtmpSrv.Connect = e.rtmpConnect
 	hist, err := ocmclient.HistoryFromEnv()
 	if err != nil {
-		rtmpLn.Close()
-		httpLn.Close()
+		closeListeners()
 		return err
 	}
-	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics, History: hist})
+	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics, History: hist,
+		Security: cfg.OCM.OCMSecurity})
 	if err != nil {
 		_ = hist.Close()
-		rtmpLn.Close()
-		httpLn.Close()
+		closeListeners()
 		return err
 	}
 
@@ -118,8 +135,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		Source: func() *config.Auth { return &rt.Config().Auth },
 	})
 	if err != nil {
-		rtmpLn.Close()
-		httpLn.Close()
+		closeListeners()
 		return fmt.Errorf("auth: %w", err)
 	}
 	pullLeg := func(key streamkey.Key) (url.Values, error) { return e.authz.LegQuery(authz.Play, key) }
@@ -195,6 +211,9 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	lc := rt.Lifecycle
 	lc.AddListener("rtmp", rtmpLn)
 	lc.AddListener("http", httpLn)
+	if httpsLn != nil {
+		lc.AddListener("https", httpsLn)
+	}
 	oc.Bind(lc)
 	lc.OnDraining("http-keepalive", func(context.Context) error {
 		// HLS players reconnect, on their next request, to another edge.
@@ -210,11 +229,18 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 			lc.Fatal(fmt.Errorf("rtmp server: %w", err))
 		}
 	}()
-	go func() {
-		if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			lc.Fatal(fmt.Errorf("http server: %w", err))
+	for name, ln := range map[string]net.Listener{"http": httpLn, "https": httpsLn} {
+		if ln == nil {
+			continue
 		}
-	}()
+		// One server for both ports: the drain's keep-alive switch and
+		// Close cover the HTTPS connections too.
+		go func() {
+			if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				lc.Fatal(fmt.Errorf("%s server: %w", name, err))
+			}
+		}()
+	}
 	context.AfterFunc(ctx, func() {
 		e.relay.Close()
 		_ = httpSrv.Close()
@@ -222,7 +248,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	oc.Start(ctx)
 
 	rt.Admin.Mux.HandleFunc("GET /api/v1/streams", e.apiStreams)
-	rt.Logger.Info("edge listening", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(),
+	rt.Logger.Info("edge listening", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(), "https", cfg.HTTPS.Listen,
 		"advertise", node.Addresses.Rtmp, "ocm", cfg.OCM.Address)
 	return nil
 }

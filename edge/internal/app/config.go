@@ -18,6 +18,8 @@ type Config struct {
 	OCM           struct {
 		// Address is the OCM's "host:port" (a Kubernetes Service name).
 		Address string `yaml:"address"`
+		// OCMSecurity: ocm.tls (client certificate, mTLS) and ocm.token.
+		config.OCMSecurity `yaml:",inline"`
 	} `yaml:"ocm"`
 	RTMP struct {
 		Listen string `yaml:"listen"`
@@ -25,6 +27,8 @@ type Config struct {
 	HTTP struct {
 		Listen string `yaml:"listen"`
 	} `yaml:"http"`
+	// HTTPS serves HTTP-FLV and HLS over TLS, on its own port.
+	HTTPS     config.HTTPS `yaml:"https"`
 	Advertise struct {
 		// Host other nodes dial (the pod's DNS name or IP); the ports are
 		// those of the listeners. Empty: the node id.
@@ -151,6 +155,12 @@ func Validate(c *Config) error {
 	}
 	if err := config.ValidListen(c.HTTP.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("http.listen: %w", err))
+	}
+	if err := c.HTTPS.Validate("https"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.OCM.OCMSecurity.Validate("ocm"); err != nil {
+		errs = append(errs, err)
 	}
 	e := &c.Edge
 	for _, d := range []struct {

@@ -16,10 +16,12 @@ import (
 // Config is the origin's configuration file.
 type Config struct {
 	config.Common `yaml:",inline"`
-	OCM           OCM       `yaml:"ocm"`
-	RTMP          RTMP      `yaml:"rtmp"`
-	HTTP          HTTP      `yaml:"http"`
-	Advertise     Advertise `yaml:"advertise"`
+	OCM           OCM  `yaml:"ocm"`
+	RTMP          RTMP `yaml:"rtmp"`
+	HTTP          HTTP `yaml:"http"`
+	// HTTPS serves what the HTTP port serves over TLS, on its own port.
+	HTTPS     config.HTTPS `yaml:"https"`
+	Advertise Advertise    `yaml:"advertise"`
 	// Zone is the failure zone reported to the OCM (placement affinity).
 	Zone string `yaml:"zone"`
 	// Capacity is the most streams the OCM should place here; 0: no limit.
@@ -39,6 +41,8 @@ type OCM struct {
 	// ClaimTimeout bounds each ownership call made while a publisher waits
 	// (ClaimStream, LookupStream, TransferStream).
 	ClaimTimeout config.Duration `yaml:"claimTimeout"`
+	// OCMSecurity: ocm.tls (client certificate, mTLS) and ocm.token.
+	config.OCMSecurity `yaml:",inline"`
 }
 
 // RTMP is the RTMP listener.
@@ -133,6 +137,12 @@ func Validate(c *Config) error {
 	}
 	add("rtmp.listen", config.ValidListen(c.RTMP.Listen))
 	add("http.listen", config.ValidListen(c.HTTP.Listen))
+	if err := c.HTTPS.Validate("https"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.OCM.OCMSecurity.Validate("ocm"); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Advertise.Host == "" {
 		add("advertise.host", errors.New("must not be empty"))
 	}

@@ -22,11 +22,13 @@ import (
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/authn"
 	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
 	nodeconfig "github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/connlimit"
 	"github.com/livecluster/livecluster/node/ocmclient"
+	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
 
@@ -125,6 +127,23 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	}
 	rtmpLn := s.limits.Listener("rtmp", rawRTMP, rtmpSrv.Refuse)
 	httpLn := s.limits.Listener("http", rawHTTP, connlimit.RefuseHTTP)
+	var httpsLn net.Listener
+	if cfg.HTTPS.Listen != "" {
+		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger,
+			func(ln net.Listener) net.Listener { return s.limits.Listener("https", ln, connlimit.RefuseHTTP) })
+		if err != nil {
+			rtmpLn.Close()
+			httpLn.Close()
+			return fmt.Errorf("https: %w", err)
+		}
+	}
+	closeListeners := func() {
+		rtmpLn.Close()
+		httpLn.Close()
+		if httpsLn != nil {
+			httpsLn.Close()
+		}
+	}
 
 	node := &ocmv1.Node{
 		Id: cfg.NodeID, Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN, Zone: cfg.Zone, Capacity: cfg.Capacity,
@@ -137,18 +156,17 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	}
 	hist, err := ocmclient.HistoryFromEnv()
 	if err != nil {
-		rtmpLn.Close()
-		httpLn.Close()
+		closeListeners()
 		return err
 	}
 	s.oc, err = ocmclient.New(ocmclient.Options{
 		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger, Registerer: rt.Metrics, History: hist,
+		Security:       cfg.OCM.OCMSecurity,
 		OnReregistered: func(ctx context.Context, sess ocmclient.Session) { s.owner.Reclaim(ctx, sess) },
 	})
 	if err != nil {
 		_ = hist.Close()
-		rtmpLn.Close()
-		httpLn.Close()
+		closeListeners()
 		return fmt.Errorf("ocm.address: %w", err)
 	}
 	m := newMetrics(rt.Metrics)
@@ -171,7 +189,9 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	}
 	a.Register(rt.Admin.Mux)
 	httpSrv := s.limits.HTTPServer(web.New(web.Options{
-		HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(to.HTTPWrite.D()), API: a.Handler(),
+		HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(to.HTTPWrite.D()),
+		// The kick (DELETE) needs the admin token here as on the admin port.
+		API:    authn.RequireForChanges(rt.AdminToken, rt.Logger, a.Handler()),
 		NodeID: cfg.NodeID, Owned: s.hlsOwned,
 		SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
 		BytesOut: func(n int64) { s.hlsBytes.Add(n) },
@@ -201,6 +221,9 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	})
 	rt.Lifecycle.AddListener("rtmp", rtmpLn)
 	rt.Lifecycle.AddListener("http", httpLn)
+	if httpsLn != nil {
+		rt.Lifecycle.AddListener("https", httpsLn)
+	}
 	rt.Lifecycle.OnDrain("clients", func(ctx context.Context) error {
 		httpSrv.SetKeepAlivesEnabled(false)
 		err := s.clients.WaitEmpty(ctx)
@@ -221,12 +244,19 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 			rt.Lifecycle.Fatal(fmt.Errorf("rtmp server: %w", err))
 		}
 	}()
-	go func() {
-		err := httpSrv.Serve(httpLn)
-		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			rt.Lifecycle.Fatal(fmt.Errorf("http server: %w", err))
+	for name, ln := range map[string]net.Listener{"http": httpLn, "https": httpsLn} {
+		if ln == nil {
+			continue
 		}
-	}()
+		// One server for both ports: the drain's keep-alive switch and
+		// Close cover the HTTPS connections too.
+		go func() {
+			err := httpSrv.Serve(ln)
+			if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				rt.Lifecycle.Fatal(fmt.Errorf("%s server: %w", name, err))
+			}
+		}()
+	}
 	go func() {
 		<-ctx.Done()
 		_ = httpSrv.Close()
@@ -245,7 +275,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	// lease deadline passed, or the OCM lost the session); ends with ctx.
 	go s.owner.Fence(ctx)
 	serving.Store(true)
-	s.log.Info("origin serving", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(),
+	s.log.Info("origin serving", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(), "https", cfg.HTTPS.Listen,
 		"ocm", cfg.OCM.Address, "advertise", node.Addresses.String(), "hls_dir", cfg.HLS.Dir)
 	return nil
 }
