@@ -1,11 +1,11 @@
-// Package hlsproxy is the edge's HLS: the owning origin's HLS served under
-// the edge's own, continuous numbering (/{app}/{name}.m3u8 and
-// /{app}/{name}-{seq}.ts).
+// Package hlsproxy is the edge's HLS: the owning origin's HLS, under the
+// origins' own segment numbers (/{app}/{name}.m3u8 and
+// /{app}/{name}-{seq}.ts), so every edge names the same bytes alike.
 //
 // Per stream the edge keeps a playlist of its own (live.go): its media
 // sequence only grows and its segment names never change meaning across
-// owner changes, origin restarts and republishes; a source change is marked
-// with #EXT-X-DISCONTINUITY. While the stream has no owner, or the owner no
+// owner changes and republishes (origins number above their predecessors,
+// media/hls StartSeq); a source change is marked with #EXT-X-DISCONTINUITY. While the stream has no owner, or the owner no
 // playlist yet, the edge keeps serving the last good playlist (its segments
 // were fetched when they appeared, so they stay playable after their origin
 // is gone) for up to Hold, and so does a player whose refresh waits longer
@@ -688,8 +688,8 @@ func (p *Proxy) fetchPlaylist(ctx context.Context, u string) (*upPlaylist, *obje
 	return pl, nil
 }
 
-// segment answers a segment request: the origin segment the edge named
-// with that number, from the cache or the origin. A number the edge's
+// segment answers a segment request: the origin segment the edge's
+// playlist has with that number, from the cache or the origin. A number the edge's
 // playlist does not (or no longer) list is 404.
 func (p *Proxy) segment(ctx context.Context, key streamkey.Key, file string) *object {
 	base := strings.TrimSuffix(file, ".ts")
