@@ -689,18 +689,35 @@ func (p *Proxy) fetchPlaylist(ctx context.Context, u string) (*upPlaylist, *obje
 }
 
 // segment answers a segment request: the origin segment the edge's
-// playlist has with that number, from the cache or the origin. A number the edge's
-// playlist does not (or no longer) list is 404.
+// playlist has with that number, from the cache or the origin. A number
+// above the playlist's refreshes it first; one the playlist does not (or no
+// longer) list is 404, and so is a segment of a stream without a playlist.
 func (p *Proxy) segment(ctx context.Context, key streamkey.Key, file string) *object {
 	base := strings.TrimSuffix(file, ".ts")
 	seq, _ := strconv.ParseInt(base[strings.LastIndexByte(base, '-')+1:], 10, 64) // checked by parse
 	s := p.streamFor(key, false)
-	if s == nil {
-		return errObject(http.StatusNotFound, "segment %s of %s: the stream's playlist was not fetched through this edge", file, key)
+	var sg edgeSeg
+	ok, ahead := false, s == nil
+	if s != nil {
+		s.mu.Lock()
+		sg, ok = s.l.find(seq)
+		ahead = !ok && seq > s.l.last
+		s.mu.Unlock()
+		// A playlist still fresh is as new as this edge gets it.
+		ahead = ahead && s.fresh() == nil
 	}
-	s.mu.Lock()
-	sg, ok := s.l.find(seq)
-	s.mu.Unlock()
+	if ahead {
+		// Edges share the origins' numbers, so a player may have the
+		// playlist from another edge that polled more recently (a drain, a
+		// load balancer without stickiness): refresh this edge's playlist
+		// (coalesced with the players' refreshes) and look again.
+		p.playlist(ctx, key)
+		if s = p.streamFor(key, false); s != nil {
+			s.mu.Lock()
+			sg, ok = s.l.find(seq)
+			s.mu.Unlock()
+		}
+	}
 	if !ok {
 		return errObject(http.StatusNotFound, "segment %s of %s is not in the playlist", file, key)
 	}

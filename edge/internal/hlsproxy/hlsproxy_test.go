@@ -416,6 +416,15 @@ func TestTwoEdgesAgree(t *testing.T) {
 	o.set("origin-c", 12, c)
 	run(c, 5000, 10, 0)
 	e2.poll()
+	// A player with edge 1's newer playlist asks edge 2 for its newest
+	// segment (a load balancer without stickiness): edge 2 refreshes and
+	// serves the same bytes.
+	c.set(5010, 6)
+	l := e1.poll()
+	newest := l.uris[len(l.uris)-1]
+	if code, body := fetch(t, p2, "/live/"+newest); code != 200 || body != e1.bytes[newest] {
+		t.Errorf("edge 2's %s: %d, want edge 1's bytes", newest, code)
+	}
 
 	if len(e1.bytes) == 0 || len(e2.bytes) == 0 {
 		t.Fatal("no segments")
@@ -810,7 +819,7 @@ func TestHeadersAndCounters(t *testing.T) {
 	if pl1.Body.String() != pl2.Body.String() {
 		t.Errorf("a playlist hit differs from the miss: %q, %q", pl1.Body, pl2.Body)
 	}
-	// The edge names the segments by its own numbers.
+	// The edge names the segments by the origin's numbers.
 	uri := parseEdge(t, pl1.Body.String()).uris[0]
 	seg1, seg2 := get("/live/"+uri), get("/live/"+uri)
 	check(seg1, "video/mp2t", "max-age=60")
