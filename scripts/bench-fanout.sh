@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# Fan-out benchmark (issue 11): one ~2 Mbps H.264/AAC stream, N RTMP players
-# on one edge pinned to one core (taskset -c 0), the load generator on the
-# other (taskset -c 1); nginx-rtmp (Debian's nginx + libnginx-mod-rtmp,
-# installed when missing) pinned the same way at the same points in the same
-# run; then the floor (cmd/floor: the same bytes written with writev and
-# nothing else) at the same points. Prints one JSON line per point:
+# Fan-out benchmark (issue 11): one ~2 Mbps H.264/AAC stream published to an
+# origin, N players on one edge pinned to one core (taskset -c 0), the load
+# generator on the other (taskset -c 1). For every protocol (RTMP, HTTP-FLV)
+# and edge merge window (edge.mergeWindow; the edge is restarted with each)
+# the points run in turn; nginx-rtmp (Debian's nginx + libnginx-mod-rtmp,
+# installed when missing, one process) is pinned the same way and plays the
+# same points over RTMP in the same run; then the floor (cmd/floor: the same
+# bytes written with writev to N sockets and nothing else) at the same
+# points and windows; then, unless TWO_CORE=0, the edge on both cores
+# against nginx with two workers. Prints one JSON line per run and a summary
+# table (CPU per 100 players, ratios to nginx-rtmp and to the floor, RSS per
+# player, latency) at the end.
 #
-#   {"bench":"fanout","players":500,"edge":{...},"nginx":{...},"ratio_cpu":0.74}
+#   {"bench":"fanout","protocol":"rtmp","window_ms":50,"players":500,"server":"edge",...}
 #   {"bench":"floor","n":500,"window_ms":20,...}
 #
-# CPU is CPU-seconds per second of the server process per 100 connected
+# CPU is CPU-seconds per second of the server process(es) per 100 connected
 # players over the steady part of each run; RSS per player is (peak − start)
 # / players; late is players more than 3 s behind the wall clock; latency is
-# publisher → player, from send times the publisher embeds (H.264 SEI).
+# publisher → origin → edge → player, from send times the publisher embeds
+# (H.264 SEI). nginx-rtmp does not merge writes.
 #
 #   scripts/bench-fanout.sh                                  full size (quiet machine!)
-#   POINTS="50 100" DURATION=10s scripts/bench-fanout.sh     smoke run
+#   POINTS="50 100" WINDOWS=50 DURATION=10s scripts/bench-fanout.sh   smoke run
 #
-# Environment: POINTS ("500 1000 2000 4000"), DURATION per run (30s), RAMP
-# players started per second (500), FLOOR_WINDOWS ms ("0 20 50 100"),
-# PORT_BASE (22000: uses PORT_BASE+1 .. +40 on 127.0.0.1), SERVER_CPU (0),
-# LOAD_CPU (1), NGINX=0 to skip nginx, FLOOR=0 to skip the floor, PROTO
-# (rtmp; httpflv plays the edge over HTTP-FLV, and nginx-rtmp, which has no
-# HTTP-FLV, is then skipped).
+# Environment: POINTS ("500 1000 2000 4000"), WINDOWS edge merge windows in
+# ms ("0 20 50 100"), PROTOS ("rtmp httpflv"), DURATION per run (30s), RAMP
+# players started per second (500), PORT_BASE (22000: uses PORT_BASE+1 ..
+# +40 on 127.0.0.1), SERVER_CPU (0), LOAD_CPU (1), NGINX=0 to skip nginx,
+# FLOOR=0 to skip the floor, TWO_CORE=0 to skip the two-core runs,
+# TWO_CORE_POINTS (the largest point) and TWO_CORE_WINDOW (the last window).
+# Run it under flock /tmp/lc-bench.lock so that no other benchmark runs.
 # Every process is started here, stopped by PID, and its state removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,18 +40,24 @@ ROOT=$PWD
 POINTS=${POINTS:-"500 1000 2000 4000"}
 DURATION=${DURATION:-30s}
 RAMP=${RAMP:-500}
-FLOOR_WINDOWS=${FLOOR_WINDOWS:-"0 20 50 100"}
+WINDOWS=${WINDOWS:-${FLOOR_WINDOWS:-"0 20 50 100"}}
+PROTOS=${PROTOS:-${PROTO:-"rtmp httpflv"}}
+TWO_CORE=${TWO_CORE:-1}
 P=${PORT_BASE:-22000}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 NGINX=${NGINX:-1}
 FLOOR=${FLOOR:-1}
-PROTO=${PROTO:-rtmp}
-case "$PROTO" in
-  rtmp) ;;
-  httpflv) NGINX=0 ;;
-  *) echo "bench-fanout: PROTO must be rtmp or httpflv" >&2; exit 2 ;;
-esac
+for proto in $PROTOS; do
+  case "$proto" in
+    rtmp | httpflv) ;;
+    *) echo "bench-fanout: PROTOS may hold rtmp and httpflv, not $proto" >&2; exit 2 ;;
+  esac
+done
+case " $PROTOS " in *" rtmp "*) ;; *) NGINX=0 ;; esac # nginx-rtmp has no HTTP-FLV
+LAST_POINT=${POINTS##* }
+TWO_CORE_POINTS=${TWO_CORE_POINTS:-$LAST_POINT}
+TWO_CORE_WINDOW=${TWO_CORE_WINDOW:-${WINDOWS##* }}
 H=127.0.0.1
 OCM_GRPC=$H:$((P + 1)) OCM_ADMIN=$H:$((P + 2)) ETCD_CLIENT=$H:$((P + 3)) ETCD_PEER=$H:$((P + 4))
 ORIGIN_RTMP=$H:$((P + 10)) ORIGIN_HTTP=$H:$((P + 11)) ORIGIN_ADMIN=$H:$((P + 12))
@@ -114,22 +128,39 @@ taskset -c "$LOAD_CPU" ./bin/origin --node-id origin-bench --ocm "$OCM_GRPC" --r
   --hls-dir "$STATE/hls" --log-level warn >"$STATE/origin.log" 2>&1 &
 pids+=($!)
 wait_http "http://$ORIGIN_ADMIN/readyz" "${pids[-1]}" origin
-taskset -c "$SERVER_CPU" ./bin/edge --node-id edge-bench --ocm "$OCM_GRPC" --rtmp-listen "$EDGE_RTMP" \
-  --http-listen "$EDGE_HTTP" --admin-listen "$EDGE_ADMIN" --advertise-host 127.0.0.1 \
-  --log-level warn >"$STATE/edge.log" 2>&1 &
-EDGE_PID=$!
-pids+=($EDGE_PID)
-wait_http "http://$EDGE_ADMIN/readyz" "$EDGE_PID" edge
+# start_edge WINDOW_MS CPUS: (re)starts the edge with that merge window.
+EDGE_PID=
+start_edge() {
+  stop_edge
+  LIVECLUSTER_SHUTDOWN_SIGTERM=fast LIVECLUSTER_EDGE_MERGE_WINDOW=${1}ms taskset -c "$2" ./bin/edge --node-id edge-bench --ocm "$OCM_GRPC" \
+    --rtmp-listen "$EDGE_RTMP" --http-listen "$EDGE_HTTP" --admin-listen "$EDGE_ADMIN" --advertise-host 127.0.0.1 \
+    --log-level warn >>"$STATE/edge.log" 2>&1 &
+  EDGE_PID=$!
+  pids+=($EDGE_PID)
+  wait_http "http://$EDGE_ADMIN/readyz" "$EDGE_PID" edge
+}
+stop_edge() {
+  [ -n "$EDGE_PID" ] || return 0
+  kill -TERM "$EDGE_PID" 2>/dev/null || true
+  wait "$EDGE_PID" 2>/dev/null || true
+  EDGE_PID=
+}
 
-if [ "$NGINX" = 1 ]; then
+# start_nginx WORKERS CPUS: nginx-rtmp with one process (WORKERS=1, no
+# master: its PID is the one that works, like the edge's) or a master and
+# WORKERS workers; NGINX_PIDS lists the processes to sample.
+NGINX_PID= NGINX_PIDS=
+start_nginx() {
+  stop_nginx
   [ -f "$NGINX_MOD" ] || fail "nginx-rtmp module not at $NGINX_MOD"
   mkdir -p "$STATE/nginx/logs"
-  # One process (no master), like the edge: its PID is the one that works.
+  local master=off
+  [ "$1" -gt 1 ] && master=on
   cat >"$STATE/nginx/nginx.conf" <<CONF
 load_module $NGINX_MOD;
 daemon off;
-master_process off;
-worker_processes 1;
+master_process $master;
+worker_processes $1;
 worker_rlimit_nofile 65536;
 pid $STATE/nginx/nginx.pid;
 error_log $STATE/nginx/logs/error.log warn;
@@ -142,33 +173,48 @@ rtmp {
   }
 }
 CONF
-  taskset -c "$SERVER_CPU" nginx -p "$STATE/nginx" -e "$STATE/nginx/logs/error.log" -c "$STATE/nginx/nginx.conf" \
-    >"$STATE/nginx.log" 2>&1 &
+  taskset -c "$2" nginx -p "$STATE/nginx" -e "$STATE/nginx/logs/error.log" -c "$STATE/nginx/nginx.conf" \
+    >>"$STATE/nginx.log" 2>&1 &
   NGINX_PID=$!
   pids+=($NGINX_PID)
+  local i
   for i in $(seq 1 50); do
     (exec 3<>"/dev/tcp/${NGINX_RTMP%:*}/${NGINX_RTMP#*:}") 2>/dev/null && break
     kill -0 "$NGINX_PID" 2>/dev/null || fail "nginx exited at start"
     sleep 0.1
   done
-fi
+  NGINX_PIDS=$NGINX_PID
+  if [ "$1" -gt 1 ]; then
+    NGINX_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ',' | sed 's/,$//')
+    [ -n "$NGINX_PIDS" ] || fail "nginx started no workers"
+  fi
+  # Its publisher (stamping send times), for as long as this nginx runs.
+  taskset -c "$LOAD_CPU" ./bin/loadgen -publish 1 -flv "$FLV" -url "rtmp://$NGINX_RTMP/live/bench" \
+    -duration 24h -quiet >>"$STATE/publish-nginx.log" 2>&1 &
+  NGINX_PUB=$!
+  pids+=($NGINX_PUB)
+  sleep 3 # a GOP in its cache
+}
+stop_nginx() {
+  [ -n "$NGINX_PID" ] || return 0
+  kill -TERM "$NGINX_PUB" "$NGINX_PID" 2>/dev/null || true
+  wait "$NGINX_PUB" 2>/dev/null || true
+  wait "$NGINX_PID" 2>/dev/null || true
+  NGINX_PID=
+}
 
 # The publishers (loadgen publisher mode, stamping send times) run for the
 # whole benchmark on the load core.
 taskset -c "$LOAD_CPU" ./bin/loadgen -publish 1 -flv "$FLV" -url "rtmp://$ORIGIN_RTMP/live/bench" \
   -duration 24h -quiet >"$STATE/publish-origin.log" 2>&1 &
 pids+=($!)
-if [ "$NGINX" = 1 ]; then
-  taskset -c "$LOAD_CPU" ./bin/loadgen -publish 1 -flv "$FLV" -url "rtmp://$NGINX_RTMP/live/bench" \
-    -duration 24h -quiet >"$STATE/publish-nginx.log" 2>&1 &
-  pids+=($!)
-fi
-sleep 3 # a GOP in every server's cache
+sleep 2 # the origin has the stream
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-echo "go: $(go version | cut -d' ' -f3); points: $POINTS; $DURATION per run; ramp $RAMP/s; server on cpu $SERVER_CPU, players on cpu $LOAD_CPU" >&2
+echo "go: $(go version | cut -d' ' -f3); points: $POINTS; windows: $WINDOWS ms; protocols: $PROTOS; $DURATION per run; ramp $RAMP/s; server on cpu $SERVER_CPU, players on cpu $LOAD_CPU" >&2
 
-# play name url pid players: one loadgen run; its summary in $STATE/name.json
+OUT=$STATE/results.jsonl
+# play name url pids players: one loadgen run; its summary in $STATE/name.json
 play() {
   taskset -c "$LOAD_CPU" ./bin/loadgen -url "$2" -players "$4" -ramp "$RAMP" -duration "$DURATION" \
     -pids "$3" -json "$STATE/$1.json" -quiet 2>>"$STATE/loadgen.log" || true
@@ -180,29 +226,78 @@ FIGS='{connected: .max_concurrent, errors: .errors_total, late_max, late_clients
   rss_peak_mib: ((.server.rss_peak_bytes // 0) / 1048576 | floor),
   latency_p50_ms: .latency_ms.p50, latency_p99_ms: .latency_ms.p99,
   startup_p50_ms: .startup_ms.p50, loadgen_cpu_s_per_s: .loadgen.cpu_s_per_s}'
-best_edge=0 best_nginx=0
-for n in $POINTS; do
-  if [ "$PROTO" = httpflv ]; then
-    play "edge-$n" "http://$EDGE_HTTP/live/bench.flv" "$EDGE_PID" "$n"
-  else
-    play "edge-$n" "rtmp://$EDGE_RTMP/live/bench" "$EDGE_PID" "$n"
-  fi
-  nginx_json=null
-  if [ "$NGINX" = 1 ]; then
-    play "nginx-$n" "rtmp://$NGINX_RTMP/live/bench" "$NGINX_PID" "$n"
-    nginx_json=$(jq -c "$FIGS" "$STATE/nginx-$n.json")
-  fi
-  line=$(jq -c --argjson n "$n" --argjson nginx "$nginx_json" "$FIGS as \$e | {bench: \"fanout\", protocol: \"$PROTO\", players: \$n,
-      edge: \$e, nginx: \$nginx,
-      ratio_cpu: (if \$nginx != null and (\$nginx.cpu_per_100 // 0) > 0 then (\$e.cpu_per_100 / \$nginx.cpu_per_100) else null end)}" \
-    "$STATE/edge-$n.json")
-  echo "$line"
-  [ "$(jq '.edge.late_max == 0 and .edge.errors == 0 and .edge.connected == .players' <<<"$line")" = true ] && best_edge=$n
-  [ "$(jq '.nginx != null and .nginx.late_max == 0 and .nginx.errors == 0 and .nginx.connected == .players' <<<"$line")" = true ] && best_nginx=$n
+# record name server proto window players cores: one JSON line from a run
+record() {
+  jq -c --arg server "$2" --arg proto "$3" --argjson w "$4" --argjson n "$5" --argjson cores "$6" \
+    "{bench: \"fanout\", server: \$server, protocol: \$proto, window_ms: \$w, players: \$n, cores: \$cores} + $FIGS" \
+    "$STATE/$1.json" | tee -a "$OUT"
+}
+edge_url() { # proto
+  if [ "$1" = httpflv ]; then echo "http://$EDGE_HTTP/live/bench.flv"; else echo "rtmp://$EDGE_RTMP/live/bench"; fi
+}
+
+# nginx-rtmp first, one process on the server core: it does not merge, so
+# one pass over the points serves every window.
+if [ "$NGINX" = 1 ]; then
+  start_nginx 1 "$SERVER_CPU"
+  for n in $POINTS; do
+    play "nginx-$n" "rtmp://$NGINX_RTMP/live/bench" "$NGINX_PIDS" "$n"
+    record "nginx-$n" nginx-rtmp rtmp 0 "$n" 1
+  done
+  stop_nginx
+fi
+for w in $WINDOWS; do
+  start_edge "$w" "$SERVER_CPU"
+  for proto in $PROTOS; do
+    for n in $POINTS; do
+      play "edge-$proto-$w-$n" "$(edge_url "$proto")" "$EDGE_PID" "$n"
+      record "edge-$proto-$w-$n" edge "$proto" "$w" "$n" 1
+    done
+  done
 done
-echo "{\"bench\":\"fanout-summary\",\"most_players_none_late\":{\"edge\":$best_edge,\"nginx\":$([ "$NGINX" = 1 ] && echo "$best_nginx" || echo null)}}"
+stop_edge
 
 if [ "$FLOOR" = 1 ]; then
-  taskset -c "$SERVER_CPU" ./bin/floor -flv "$FLV" -n "$(tr ' ' ',' <<<"$POINTS")" -window "$(tr ' ' ',' <<<"$FLOOR_WINDOWS")" \
-    -duration "$DURATION" -reader-cpus "$LOAD_CPU" | jq -c '{bench: "floor"} + .'
+  taskset -c "$SERVER_CPU" ./bin/floor -flv "$FLV" -n "$(tr ' ' ',' <<<"$POINTS")" -window "$(tr ' ' ',' <<<"$WINDOWS")" \
+    -duration "$DURATION" -reader-cpus "$LOAD_CPU" | jq -c '{bench: "floor"} + .' | tee -a "$OUT"
 fi
+
+# Both cores: the edge (players sharing the cores with it) against nginx
+# with two workers, at the same points.
+if [ "$TWO_CORE" = 1 ]; then
+  ALL_CPUS="$SERVER_CPU,$LOAD_CPU"
+  for n in $TWO_CORE_POINTS; do
+    start_edge "$TWO_CORE_WINDOW" "$ALL_CPUS"
+    for proto in $PROTOS; do
+      LOAD_CPU=$ALL_CPUS play "edge2-$proto-$n" "$(edge_url "$proto")" "$EDGE_PID" "$n"
+      record "edge2-$proto-$n" edge "$proto" "$TWO_CORE_WINDOW" "$n" 2
+    done
+    stop_edge
+    if [ "$NGINX" = 1 ]; then
+      start_nginx 2 "$ALL_CPUS"
+      LOAD_CPU=$ALL_CPUS play "nginx2-$n" "rtmp://$NGINX_RTMP/live/bench" "$NGINX_PIDS" "$n"
+      record "nginx2-$n" nginx-rtmp rtmp 0 "$n" 2
+      stop_nginx
+    fi
+  done
+fi
+
+# The summary: every edge run against nginx-rtmp at the same point (one
+# core) and the floor at the same point and window.
+echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+jq -rs '
+  def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
+  def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
+  (map(select(.bench == "fanout" and .server == "nginx-rtmp" and .cores == 1)) | map({key: (.players|tostring), value: .}) | from_entries) as $ng
+  | (map(select(.bench == "floor")) | map({key: "\(.n)/\(.window_ms)", value: .}) | from_entries) as $fl
+  | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max | errors | latency p50 / p99 ms | loadgen CPU |",
+     "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  + (map(select(.bench == "fanout")) | map(
+      . as $e | ($ng[$e.players|tostring]) as $n | ($fl["\($e.players)/\($e.window_ms)"]) as $f
+      | "| \($e.server) | \($e.protocol) | \($e.cores) | \($e.window_ms) | \($e.players) (\($e.connected)) | \($e.cpu_per_100|r3) | "
+        + (if $e.server == "edge" and $e.cores == 1 and $n != null then ($e.cpu_per_100 / $n.cpu_per_100 | r2) else "—" end) + " | "
+        + (if $e.server == "edge" and $e.cores == 1 and $f != null and $e.window_ms > 0 then ($e.cpu_per_100 / $f.cpu_s_per_s_per_100 | r2) elif $e.server == "edge" and $e.cores == 1 and $f != null then ($e.cpu_per_100 / $f.cpu_s_per_s_per_100 | r2) else "—" end)
+        + " | \($e.rss_per_player_kib) | \($e.late_max) | \($e.errors) | \($e.latency_p50_ms|r2) / \($e.latency_p99_ms|r2) | \($e.loadgen_cpu_s_per_s|r3) |"))
+  + ["", "| floor sockets | window ms | CPU s/s per 100 | writes/s | max behind ms |", "|---|---|---|---|---|"]
+  + (map(select(.bench == "floor")) | map("| \(.n) | \(.window_ms) | \(.cpu_s_per_s_per_100|r3) | \(.writes_per_s|round) | \(.max_behind_ms) |"))
+  | .[]' "$OUT"

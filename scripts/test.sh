@@ -71,6 +71,13 @@ for m in "${MODULES[@]}"; do
 done
 
 if [ -z "${SHORT:-}" ]; then
+  # Each target a few seconds (FUZZTIME); the seeds and corpora already ran
+  # as plain tests above.
+  step "fuzz targets (scripts/fuzz.sh, ${FUZZTIME:-3s} each)"
+  scripts/fuzz.sh
+fi
+
+if [ -z "${SHORT:-}" ]; then
   step "the README's local cluster, end to end"
   scripts/e2e-local-cluster.sh
 fi

@@ -119,3 +119,17 @@ func TestEpochParam(t *testing.T) {
 		}
 	}
 }
+
+func TestRelayQuery(t *testing.T) {
+	k := Key{Vhost: "v1", App: "live", Name: "s"}
+	q, err := url.ParseQuery(strings.TrimPrefix(k.RelayQuery(4711), "?"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !IsRelay(q) || q.Get(EpochParam) != "4711" || q.Get(VhostParam) != "v1" {
+		t.Fatalf("RelayQuery(4711) = %v: want the relay marker, the epoch and the vhost", q)
+	}
+	if IsRelay(url.Values{}) {
+		t.Fatal("a query without the marker is a relay")
+	}
+}

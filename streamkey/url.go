@@ -70,6 +70,20 @@ func (k Key) ForwardQuery(edgeID string) url.Values {
 	return q
 }
 
+// RelayParam is the query parameter an edge adds to the play URL (RTMP or
+// HTTP-FLV) of its upstream pull on an origin:
+//
+//	rtmp://origin-0.origin:1935/live/camera1?lc_relay=1
+//
+// The origin then sends that player every packet at once instead of
+// holding it for its merge window: the edge merges for its own players, so
+// the two windows do not add up. Any player may ask; it only costs the
+// origin more write calls for that one connection.
+const RelayParam = "lc_relay"
+
+// IsRelay reports whether a play's query carries RelayParam.
+func IsRelay(q url.Values) bool { return q.Get(RelayParam) != "" }
+
 // EpochParam is the query parameter an edge adds to every pull it opens on
 // an origin (RTMP play, HTTP-FLV, HLS playlist), naming the ownership epoch
 // the OCM gave it for the stream:
@@ -118,6 +132,18 @@ func (k Key) PullQuery(epoch int64) string {
 	}
 	if len(q) == 0 {
 		return ""
+	}
+	return "?" + q.Encode()
+}
+
+// RelayQuery returns the query suffix of an edge's upstream play (RTMP or
+// HTTP-FLV) of the key at epoch (0: none): PullQuery's parameters and the
+// relay marker. Append it to "<scheme>://host/app/name<ext>".
+func (k Key) RelayQuery(epoch int64) string {
+	q := url.Values{RelayParam: {"1"}}
+	k.SetQuery(q)
+	if epoch > 0 {
+		q.Set(EpochParam, strconv.FormatInt(epoch, 10))
 	}
 	return "?" + q.Encode()
 }

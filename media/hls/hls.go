@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +52,11 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
+	// root is cfg.Dir opened as an os.Root: every file is created,
+	// renamed and removed through it, so no name, ".." or symbolic link
+	// planted in the directory makes the writer touch a file outside it.
+	root *os.Root
+
 	mu      sync.Mutex
 	streams map[string]*state
 	closed  bool
@@ -83,11 +87,15 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("hls: create %s: %w", cfg.Dir, err)
 	}
+	root, err := os.OpenRoot(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("hls: open %s: %w", cfg.Dir, err)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{cfg: cfg, log: log, streams: map[string]*state{}}, nil
+	return &Manager{cfg: cfg, log: log, root: root, streams: map[string]*state{}}, nil
 }
 
 type segment struct {
@@ -111,7 +119,7 @@ type state struct {
 }
 
 func (st *state) segPath(seq int64) string {
-	return filepath.Join(st.dir, st.name+"-"+strconv.FormatInt(seq, 10)+".ts")
+	return st.dir + "/" + st.name + "-" + strconv.FormatInt(seq, 10) + ".ts"
 }
 
 // checkPart refuses anything that could escape the directory, even though
@@ -150,8 +158,8 @@ func (m *Manager) Open(app, name string, streams []av.CodecData) (*Stream, error
 	key := app + "/" + name
 	st := m.streams[key]
 	if st == nil {
-		st = &state{dir: filepath.Join(m.cfg.Dir, app), name: name, muxer: ts.NewMuxer(nil)}
-		if err := os.MkdirAll(st.dir, 0o755); err != nil {
+		st = &state{dir: app, name: name, muxer: ts.NewMuxer(nil)}
+		if err := m.root.MkdirAll(st.dir, 0o755); err != nil {
 			return nil, fmt.Errorf("hls %s: %w", key, err)
 		}
 		m.streams[key] = st
@@ -183,6 +191,8 @@ func (m *Manager) Close() {
 			st.disposeTimer.Stop()
 		}
 	}
+	// A segment still being written after Close fails with an error.
+	m.root.Close()
 }
 
 // Stream writes one publish session. Not safe for concurrent use.
@@ -285,7 +295,7 @@ func (s *Stream) openSegment(t time.Duration) error {
 	}
 	s.seq = st.nextSeq
 	st.nextSeq++
-	f, err := os.Create(st.segPath(s.seq) + ".tmp")
+	f, err := s.m.root.Create(st.segPath(s.seq) + ".tmp")
 	if err != nil {
 		return fmt.Errorf("hls %s: create segment: %w", s.key, err)
 	}
@@ -317,11 +327,12 @@ func (s *Stream) closeSegment(end time.Duration, final bool) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	tmp := st.segPath(s.seq) + ".tmp"
 	if err == nil {
-		err = os.Rename(f.Name(), st.segPath(s.seq))
+		err = s.m.root.Rename(tmp, st.segPath(s.seq))
 	}
 	if err != nil {
-		os.Remove(f.Name())
+		s.m.root.Remove(tmp)
 		return fmt.Errorf("hls %s: write segment %d: %w", s.key, s.seq, err)
 	}
 	st.segs = append(st.segs, segment{seq: s.seq, dur: end - s.segStart, disc: s.disc})
@@ -335,15 +346,15 @@ func (s *Stream) closeSegment(end time.Duration, final bool) error {
 		st.segs = st.segs[1:]
 	}
 	for len(st.gone) > s.m.cfg.Keep {
-		if err := os.Remove(st.segPath(st.gone[0])); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := s.m.root.Remove(st.segPath(st.gone[0])); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.m.log.Warn("hls: remove old segment", "stream", s.key, "err", err)
 		}
 		st.gone = st.gone[1:]
 	}
-	return st.writePlaylist(final)
+	return st.writePlaylist(s.m.root, final)
 }
 
-func (st *state) writePlaylist(ended bool) error {
+func (st *state) writePlaylist(root *os.Root, ended bool) error {
 	var maxDur time.Duration
 	for _, sg := range st.segs {
 		maxDur = max(maxDur, sg.dur)
@@ -370,11 +381,11 @@ func (st *state) writePlaylist(ended bool) error {
 	if ended {
 		b.WriteString("#EXT-X-ENDLIST\n")
 	}
-	p := filepath.Join(st.dir, st.name+".m3u8")
-	if err := os.WriteFile(p+".tmp", []byte(b.String()), 0o644); err != nil {
+	p := st.dir + "/" + st.name + ".m3u8"
+	if err := root.WriteFile(p+".tmp", []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("hls: write playlist: %w", err)
 	}
-	if err := os.Rename(p+".tmp", p); err != nil {
+	if err := root.Rename(p+".tmp", p); err != nil {
 		return fmt.Errorf("hls: write playlist: %w", err)
 	}
 	return nil
@@ -396,7 +407,7 @@ func (s *Stream) Close() error {
 		}
 		err = s.closeSegment(end, true)
 	} else if len(s.st.segs) > 0 {
-		err = s.st.writePlaylist(true)
+		err = s.st.writePlaylist(s.m.root, true)
 	}
 	m := s.m
 	m.mu.Lock()
@@ -419,7 +430,7 @@ func (m *Manager) dispose(key string, st *state) {
 		return
 	}
 	delete(m.streams, key)
-	paths := []string{filepath.Join(st.dir, st.name+".m3u8")}
+	paths := []string{st.dir + "/" + st.name + ".m3u8"}
 	for _, sg := range st.segs {
 		paths = append(paths, st.segPath(sg.seq))
 	}
@@ -428,7 +439,7 @@ func (m *Manager) dispose(key string, st *state) {
 	}
 	m.mu.Unlock()
 	for _, p := range paths {
-		os.Remove(p)
+		m.root.Remove(p)
 	}
 	m.log.Debug("hls: disposed", "stream", key)
 }

@@ -209,3 +209,35 @@ func TestTargetDurationAndNames(t *testing.T) {
 
 // epochClock numbers from 0, so expectations can name segments.
 func epochClock() time.Time { return time.Unix(0, 0) }
+
+// A symbolic link planted in the HLS directory is never followed out of
+// it: a stream whose app directory is a link to elsewhere fails to open
+// and writes nothing there.
+func TestSymlinkedAppNeverLeavesTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	hlsDir, outside := filepath.Join(dir, "hls"), filepath.Join(dir, "outside")
+	os.MkdirAll(hlsDir, 0o755)
+	os.MkdirAll(outside, 0o755)
+	if err := os.Symlink(outside, filepath.Join(hlsDir, "live")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := hls.New(hls.Config{Dir: hlsDir, Fragment: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	s, err := m.Open("live", "s", streams)
+	if err == nil {
+		for _, p := range pkts[:min(len(pkts), 200)] {
+			if s.WritePacket(p) != nil {
+				break
+			}
+		}
+		s.Close()
+	}
+	ents, _ := os.ReadDir(outside)
+	if len(ents) != 0 {
+		t.Fatalf("the writer followed the link out of hls.dir: %v", ents)
+	}
+}

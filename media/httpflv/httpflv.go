@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -79,7 +80,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	rd, err := hb.NewReader()
+	// An edge's pull is fed at once: the edge merges for its players.
+	rd, err := hb.NewReaderWith(hub.ReaderOptions{NoMerge: streamkey.IsRelay(r.URL.Query())})
 	if err != nil {
 		http.Error(w, "stream "+key.String()+" not found", http.StatusNotFound)
 		return
@@ -99,12 +101,125 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log.Debug("http-flv player left", "stream", key.String(), "remote", r.RemoteAddr, "err", err)
 }
 
+// BytesCounter is told the bytes written on a hijacked connection, which
+// bypass the ResponseWriter: a wrapper that counts what it writes (an
+// origin's client list) implements it. Found through Unwrap.
+type BytesCounter interface {
+	CountBytes(n int64)
+}
+
+// HeaderPreparer lets a wrapping ResponseWriter that sets headers when the
+// response starts (in WriteHeader) set them on a hijacked response too: the
+// handler calls PrepareHeader(200) on every wrapper that implements it,
+// through Unwrap, before it writes the header itself.
+type HeaderPreparer interface {
+	PrepareHeader(code int)
+}
+
+func prepareHeader(w http.ResponseWriter, code int) {
+	for {
+		if p, ok := w.(HeaderPreparer); ok {
+			p.PrepareHeader(code)
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
+}
+
+func counterOf(w http.ResponseWriter) BytesCounter {
+	for {
+		if c, ok := w.(BytesCounter); ok {
+			return c
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
+}
+
 func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, rd *hub.Reader) error {
-	rc := http.NewResponseController(w)
 	timeout := h.WriteTimeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
+	count := counterOf(w)
+	// The response is written on the connection itself: the ResponseWriter
+	// cannot write a batch of shared tags in one writev, and through it a
+	// batch costs two or three write calls (its buffer, the chunk framing,
+	// the flush). HTTP/2 cannot be hijacked: it takes the copying path.
+	prepareHeader(w, http.StatusOK)
+	var hd strings.Builder
+	hd.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = w.Header().Write(&hd)
+	hd.WriteString("Connection: close\r\n\r\n")
+	nc, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return h.streamCopy(ctx, w, rd, timeout)
+	}
+	// The player sends nothing more; its closing ends the stream, which
+	// the server no longer watches once the connection is hijacked.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer cancel()
+		_, _ = io.Copy(io.Discard, nc)
+	}()
+	defer func() {
+		nc.Close()
+		<-done
+	}()
+	head := make([]byte, 0, hd.Len()+flvio.FileHeaderLength+4)
+	head = append(head, hd.String()...)
+	fh := make([]byte, flvio.FileHeaderLength+4)
+	flvio.FillFileHeader(fh, flvio.FILE_HAS_AUDIO|flvio.FILE_HAS_VIDEO)
+	head = append(head, fh...)
+	var (
+		armed time.Time
+		nb    net.Buffers // one per player: writev takes its address
+	)
+	write := func(b [][]byte) error {
+		if now := time.Now(); now.Sub(armed) >= time.Second {
+			// Moved at most once a second: a deadline change is a runtime
+			// timer update, per write a measurable share of the fan-out.
+			armed = now
+			_ = nc.SetWriteDeadline(now.Add(timeout))
+		}
+		nb = b
+		n, err := nb.WriteTo(nc)
+		if count != nil {
+			count.CountBytes(n)
+		}
+		return err
+	}
+	if err := write([][]byte{head}); err != nil {
+		return err
+	}
+	for {
+		tags, err := rd.Next(ctx)
+		if err != nil {
+			return err
+		}
+		// One writev of the shared tags; WriteTo consumes the reader's
+		// slice of them, never the bytes.
+		if err := write(tags); err != nil {
+			return err
+		}
+	}
+}
+
+// streamCopy writes through the ResponseWriter (HTTP/2): each batch is
+// copied into one buffer and written at once.
+func (h *Handler) streamCopy(ctx context.Context, w http.ResponseWriter, rd *hub.Reader, timeout time.Duration) error {
+	rc := http.NewResponseController(w)
 	buf := make([]byte, flvio.FileHeaderLength+4, 64<<10)
 	flvio.FillFileHeader(buf, flvio.FILE_HAS_AUDIO|flvio.FILE_HAS_VIDEO)
 	for {
@@ -122,7 +237,6 @@ func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, rd *hub.Rea
 		if err != nil {
 			return err
 		}
-		// One write per batch: the tags are copied into one buffer.
 		buf = buf[:0]
 		for _, t := range tags {
 			buf = append(buf, t...)

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -363,4 +364,67 @@ func TestStalledReader(t *testing.T) {
 	if st.Skipped == 0 && st.Dropped == 0 {
 		t.Errorf("stalled reader was neither skipped nor dropped: %+v", st)
 	}
+}
+
+// headerWrapper is what the edge and the origin wrap the handler's
+// ResponseWriter with: a header set when the response starts, and a count
+// of the bytes written.
+type headerWrapper struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (h *headerWrapper) PrepareHeader(code int) {
+	h.Header().Set("X-Test-Owner", fmt.Sprintf("code-%d", code))
+}
+func (h *headerWrapper) CountBytes(n int64)          { atomic.AddInt64(&h.n, n) }
+func (h *headerWrapper) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+func (h *headerWrapper) count() int64                { return atomic.LoadInt64(&h.n) }
+
+// The response is written on the hijacked connection: a wrapper's headers
+// still reach the player, and its byte count sees every byte.
+func TestHijackedResponseHeadersAndCount(t *testing.T) {
+	reg := hub.NewRegistry(hub.Config{MergeWindow: 20 * time.Millisecond})
+	fh := &httpflv.Handler{Lookup: func(ctx context.Context, k streamkey.Key) (*hub.Hub, error) {
+		if hb := reg.Get(k.String()); hb != nil {
+			return hb, nil
+		}
+		return nil, httpflv.ErrNotFound
+	}}
+	wrappers := make(chan *headerWrapper, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hw := &headerWrapper{ResponseWriter: w}
+		wrappers <- hw
+		fh.ServeHTTP(hw, r)
+	}))
+	defer srv.Close()
+	defer reg.Close()
+	f := &fixture{reg: reg, srv: srv}
+	f.publish(t, "default/live/s")
+
+	resp, err := http.Get(srv.URL + "/live/s.flv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if got := resp.Header.Get("X-Test-Owner"); got != "code-200" {
+		t.Fatalf("X-Test-Owner = %q, want code-200 (headers %v)", got, resp.Header)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "video/x-flv" {
+		t.Fatalf("Content-Type = %q", ct)
+	}
+	c, err := httpflv.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Streams(); err != nil {
+		t.Fatal(err)
+	}
+	hw := <-wrappers
+	for range 50 {
+		if _, err := c.ReadPacket(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mediatest.Eventually(t, 5*time.Second, "bytes counted", func() bool { return hw.count() > 10_000 })
 }

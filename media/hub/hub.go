@@ -8,6 +8,12 @@
 // (counted as skipped), and after repeated overflows it is dropped (counted
 // as dropped). The publisher never waits for a reader.
 //
+// Readers are woken once per merge window, all together, by one timer of
+// the hub; each takes its window's tags into slices it reuses, so nothing
+// is allocated per reader per window. A protocol whose wire form is not the
+// FLV tag (RTMP chunks) asks for it through an Encoder: the first form made
+// of a tag is kept and shared by every reader asking with the same key.
+//
 // A hub outlives its sources: Splice starts a new source under the attached
 // readers (codec headers are sent again and the timestamps readers see stay
 // monotonic), which is how an edge switches upstream without disconnecting
@@ -53,10 +59,16 @@ type Config struct {
 	// exceeding them is not cached: new readers wait for the next keyframe.
 	GOPPackets int
 	GOPBytes   int
-	// MergeWindow is how long Reader.Next waits after the first queued tag
-	// to collect more, merging writes into fewer syscalls (30 ms; negative:
-	// no wait).
+	// MergeWindow is how long the hub holds tags after the first one of a
+	// window before it wakes its readers, so each reader writes a window's
+	// tags in one syscall (DefaultMergeWindow; negative: no wait, every tag
+	// wakes the readers at once). There is one window per hub, not one per
+	// reader: all readers wake together, one timer for the hub.
 	MergeWindow time.Duration
+	// MergeWindowFunc, when set, replaces MergeWindow and is read at the
+	// start of every window, so a reloaded configuration applies at once.
+	// Zero or negative: no wait.
+	MergeWindowFunc func() time.Duration
 	// SpliceGap is the timestamp step readers see at a source change (40 ms).
 	SpliceGap time.Duration
 }
@@ -76,7 +88,7 @@ func (c Config) withDefaults() Config {
 		c.OverflowReset = 30 * time.Second
 	}
 	if c.MergeWindow == 0 {
-		c.MergeWindow = 30 * time.Millisecond
+		c.MergeWindow = DefaultMergeWindow
 	}
 	if c.SpliceGap <= 0 {
 		c.SpliceGap = 40 * time.Millisecond
@@ -84,15 +96,62 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// DefaultMergeWindow is MergeWindow's default. The CPU a fan-out spends
+// goes with the number of write calls, one per player per window; this
+// window is where the measured cost curve (docs/benchmarks.md) has flattened
+// while it adds at most this much latency.
+const DefaultMergeWindow = 50 * time.Millisecond
+
 // tag is one serialized FLV tag shared by all readers; never modified. It
 // keeps what it was made from, so a sink that needs packets (a muxer other
-// than FLV) gets them without parsing the FLV again for every player.
+// than FLV) gets them without parsing the FLV again for every player, and
+// the first wire form an Encoder made of it, so that players of the same
+// protocol and settings share it too.
 type tag struct {
 	b       []byte
 	key     bool           // a point a reader may start from
 	streams []av.CodecData // set on the first header of a source: the codecs from here on
 	pkt     av.Packet      // the packet, when isPkt
 	isPkt   bool
+
+	wmu     sync.Mutex
+	wireKey uint64
+	wire    []byte // nil until an Encoder made it
+}
+
+// Encoder turns FLV tags into a protocol's wire form (an RTMP connection's
+// chunked messages). Two encoders returning the same Key must make the same
+// bytes of the same tag: the hub keeps the first encoding of each tag and
+// hands it to every reader asking with that key, so a message is
+// serialized once, not once per player.
+type Encoder interface {
+	EncoderKey() uint64
+	// Encode appends tag's wire form to dst. A tag the protocol does not
+	// carry encodes to nothing.
+	Encode(dst, tag []byte) ([]byte, error)
+}
+
+// wireFor returns t's wire form for enc, made once per tag for the first
+// key asked (a different key is encoded again at every call).
+func (t *tag) wireFor(enc Encoder) ([]byte, error) {
+	key := enc.EncoderKey()
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.wire != nil {
+		if t.wireKey == key {
+			return t.wire, nil
+		}
+		return enc.Encode(nil, t.b)
+	}
+	b, err := enc.Encode(nil, t.b)
+	if err != nil {
+		return nil, err
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	t.wire, t.wireKey = b, key
+	return b, nil
 }
 
 // Stats are the hub's counters.
@@ -125,13 +184,39 @@ type Hub struct {
 	lastTS   time.Duration // highest timestamp handed to readers
 	haveTS   bool
 	done     chan struct{}
+	flushT   *time.Timer // wakes the readers at the end of a window
+	armed    bool        // flushT runs
 
 	sources, packetsIn, bytesIn, bytesOut, skipped, dropped, readersAll atomic.Int64
 }
 
 // New returns a hub outside any registry.
 func New(key string, cfg Config) *Hub {
-	return &Hub{key: key, cfg: cfg.withDefaults(), readers: map[*Reader]struct{}{}, done: make(chan struct{})}
+	h := &Hub{key: key, cfg: cfg.withDefaults(), readers: map[*Reader]struct{}{}, done: make(chan struct{})}
+	h.flushT = time.AfterFunc(time.Hour, h.flush)
+	h.flushT.Stop()
+	return h
+}
+
+// window returns the merge window now; ≤ 0: none.
+func (h *Hub) window() time.Duration {
+	if h.cfg.MergeWindowFunc != nil {
+		return h.cfg.MergeWindowFunc()
+	}
+	return h.cfg.MergeWindow
+}
+
+// flush ends a window: every reader with queued tags wakes.
+func (h *Hub) flush() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.armed = false
+	for r := range h.readers {
+		if len(r.queue) > 0 {
+			r.due = true
+			r.wake()
+		}
+	}
 }
 
 // Key returns the key the hub was created with.
@@ -244,6 +329,8 @@ func (h *Hub) Close() {
 	h.closed = true
 	h.src = nil
 	h.gop = nil
+	h.flushT.Stop()
+	h.armed = false
 	for r := range h.readers {
 		r.finish(io.EOF)
 	}
@@ -268,19 +355,18 @@ type Source struct {
 // Streams returns the codecs given when the source started.
 func (s *Source) Streams() []av.CodecData { return s.streams }
 
-// WritePacket serializes pkt once and queues it to every reader.
+// WritePacket serializes pkt once and queues it to every reader. The
+// serialization runs outside the hub's lock, so readers taking their
+// queues never wait for it.
 func (s *Source) WritePacket(pkt av.Packet) error {
 	h := s.h
 	if int(pkt.Idx) < 0 || int(pkt.Idx) >= len(s.streams) {
 		return fmt.Errorf("hub %s: packet for stream %d of %d", h.key, pkt.Idx, len(s.streams))
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return ErrClosed
-	}
-	if h.src != s {
-		return ErrSourceReplaced
+	if err := h.writable(s); err != nil {
+		h.mu.Unlock()
+		return err
 	}
 	if !s.started {
 		s.started = true
@@ -289,12 +375,10 @@ func (s *Source) WritePacket(pkt av.Packet) error {
 			s.offset = h.lastTS + h.cfg.SpliceGap - pkt.Time
 		}
 	}
+	h.mu.Unlock()
 	pkt.Time += s.offset
 	if pkt.Time < 0 {
 		pkt.Time = 0
-	}
-	if !h.haveTS || pkt.Time > h.lastTS {
-		h.lastTS, h.haveTS = pkt.Time, true
 	}
 	isVideo := int(pkt.Idx) == s.videoIdx && s.hasVideo
 	t := &tag{
@@ -302,9 +386,19 @@ func (s *Source) WritePacket(pkt av.Packet) error {
 		key: (isVideo && pkt.IsKeyFrame) || !s.hasVideo,
 		pkt: pkt, isPkt: true,
 	}
+	w := h.window()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.writable(s); err != nil {
+		return err
+	}
+	if !h.haveTS || pkt.Time > h.lastTS {
+		h.lastTS, h.haveTS = pkt.Time, true
+	}
 	h.packetsIn.Add(1)
 	h.bytesIn.Add(int64(len(t.b)))
 	h.cacheGOP(t)
+	now := w <= 0
 	for r := range h.readers {
 		if r.needHeaders {
 			if !t.key {
@@ -318,7 +412,27 @@ func (s *Source) WritePacket(pkt av.Packet) error {
 		}
 		if !r.push(t) {
 			h.overflow(r)
+			continue
 		}
+		if now || r.noMerge {
+			r.due = true
+			r.wake()
+		}
+	}
+	if !now && !h.armed {
+		h.armed = true
+		h.flushT.Reset(w)
+	}
+	return nil
+}
+
+// writable reports why s may not write now. Called with h.mu held.
+func (h *Hub) writable(s *Source) error {
+	if h.closed {
+		return ErrClosed
+	}
+	if h.src != s {
+		return ErrSourceReplaced
 	}
 	return nil
 }
@@ -367,25 +481,40 @@ func (h *Hub) overflow(r *Reader) {
 	}
 	h.skipped.Add(1)
 	r.skipped.Add(1)
-	r.queue, r.qBytes = r.queue[:0:0], 0
+	r.queue, r.qBytes, r.due = r.queue[:0:0], 0, false
 	r.needHeaders = true
 }
 
 // NewReader attaches a reader. It starts with the headers and the cached GOP
 // when there is one, otherwise at the next keyframe.
-func (h *Hub) NewReader() (*Reader, error) {
+func (h *Hub) NewReader() (*Reader, error) { return h.NewReaderWith(ReaderOptions{}) }
+
+// ReaderOptions change how one reader is fed.
+type ReaderOptions struct {
+	// NoMerge wakes the reader at every tag instead of at the end of the
+	// hub's merge window: for a relay that merges again downstream (an
+	// edge pulling from an origin), so that windows do not add up.
+	NoMerge bool
+}
+
+// NewReaderWith is NewReader with options.
+func (h *Hub) NewReaderWith(o ReaderOptions) (*Reader, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, ErrClosed
 	}
-	r := &Reader{h: h, notify: make(chan struct{}, 1), needHeaders: true}
+	r := &Reader{h: h, notify: make(chan struct{}, 1), needHeaders: true, noMerge: o.NoMerge}
 	if h.src != nil && h.gopOK && len(h.gop) > 0 {
 		if r.pushAll(h.headers) && r.pushAll(h.gop) {
 			r.needHeaders = false
 		} else {
 			r.queue, r.qBytes = nil, 0
 		}
+	}
+	if len(r.queue) > 0 {
+		r.due = true // the cached GOP goes out at once
+		r.wake()
 	}
 	h.readers[r] = struct{}{}
 	h.readersAll.Add(1)
@@ -405,8 +534,24 @@ type Reader struct {
 	overflows    int
 	lastOverflow time.Time
 	err          error
+	due          bool // the queue is to be taken: a window ended, or no window
+	noMerge      bool
+
+	// owned by the goroutine calling Next: reused from call to call, so a
+	// reader allocates nothing per batch
+	batch  []*tag
+	tags   [][]byte
+	frames []Frame
 
 	skipped atomic.Int64
+}
+
+// wake signals the goroutine in Next. Called with h.mu held.
+func (r *Reader) wake() {
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
 }
 
 // push queues t if it fits. Called with h.mu held.
@@ -416,10 +561,6 @@ func (r *Reader) push(t *tag) bool {
 	}
 	r.queue = append(r.queue, t)
 	r.qBytes += len(t.b)
-	select {
-	case r.notify <- struct{}{}:
-	default:
-	}
 	return true
 }
 
@@ -437,10 +578,8 @@ func (r *Reader) finish(err error) {
 	if r.err == nil {
 		r.err = err
 	}
-	select {
-	case r.notify <- struct{}{}:
-	default:
-	}
+	r.due = true
+	r.wake()
 }
 
 // Skipped returns how often this reader was moved to a later keyframe.
@@ -464,20 +603,63 @@ func (r *Reader) CopyTo(ctx context.Context, write func(tags [][]byte) error) er
 	}
 }
 
-// Next blocks until tags are queued, waits the merge window to collect more,
-// and returns them as complete FLV tags (header, body, previous-tag-size).
-// The slices are shared and must not be modified. It returns io.EOF when the
-// hub closed, ErrTooSlow when the reader was dropped, or ctx's error.
+// Next blocks until the hub's merge window ends with tags queued for this
+// reader (at once without a window) and returns them as complete FLV tags
+// (header, body, previous-tag-size). The slices are shared and must not be
+// modified; the returned slice of them is the reader's own and is reused by
+// the next call. It returns io.EOF when the hub closed, ErrTooSlow when the
+// reader was dropped, or ctx's error.
 func (r *Reader) Next(ctx context.Context) ([][]byte, error) {
-	ts, err := r.next(ctx)
-	if err != nil {
+	if err := r.next(ctx); err != nil {
 		return nil, err
 	}
-	out := make([][]byte, len(ts))
-	for i, t := range ts {
-		out[i] = t.b
+	r.tags = r.tags[:0]
+	for _, t := range r.batch {
+		r.tags = append(r.tags, t.b)
 	}
-	return out, nil
+	return r.tags, nil
+}
+
+// NextWire is Next with every tag in enc's wire form, appended to bufs
+// (nil, or the previous result to reuse its array). A tag's wire form is
+// made once, by the first reader with enc's key, and shared. It fails as
+// Next does, or with enc's error.
+func (r *Reader) NextWire(ctx context.Context, enc Encoder, bufs [][]byte) ([][]byte, error) {
+	if err := r.next(ctx); err != nil {
+		return bufs[:0], err
+	}
+	bufs = bufs[:0]
+	for _, t := range r.batch {
+		b, err := t.wireFor(enc)
+		if err != nil {
+			return bufs[:0], err
+		}
+		if len(b) > 0 {
+			bufs = append(bufs, b)
+		}
+	}
+	return bufs, nil
+}
+
+// CopyWire feeds every batch of tags in enc's wire form to write (an RTMP
+// player's WriteWire) until the hub closes, which returns nil, or until
+// write, the reader or ctx fails, which returns that error. write may
+// consume the slice it is given (net.Buffers.WriteTo does), not the bytes.
+func (r *Reader) CopyWire(ctx context.Context, enc Encoder, write func(bufs [][]byte) error) error {
+	var bufs [][]byte
+	for {
+		var err error
+		bufs, err = r.NextWire(ctx, enc, bufs)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := write(bufs); err != nil {
+			return err
+		}
+	}
 }
 
 // Frame is one entry of a reader's queue seen by a sink that needs packets:
@@ -495,55 +677,45 @@ type Frame struct {
 }
 
 // NextFrames is Next for sinks that need packets: the same queue, with the
-// packets and codecs the tags were made from (nothing is parsed again).
+// packets and codecs the tags were made from (nothing is parsed again). The
+// returned slice is reused by the next call.
 func (r *Reader) NextFrames(ctx context.Context) ([]Frame, error) {
-	ts, err := r.next(ctx)
-	if err != nil {
+	if err := r.next(ctx); err != nil {
 		return nil, err
 	}
-	out := make([]Frame, len(ts))
-	for i, t := range ts {
-		out[i] = Frame{Tag: t.b, Streams: t.streams, Packet: t.pkt, IsPacket: t.isPkt}
+	clear(r.frames)
+	r.frames = r.frames[:0]
+	for _, t := range r.batch {
+		r.frames = append(r.frames, Frame{Tag: t.b, Streams: t.streams, Packet: t.pkt, IsPacket: t.isPkt})
 	}
-	return out, nil
+	return r.frames, nil
 }
 
-// next returns the queued tags, with the same waits and errors as Next.
-func (r *Reader) next(ctx context.Context) ([]*tag, error) {
-	waited := false
+// next moves the queued tags into r.batch once they are due, with the waits
+// and errors of Next.
+func (r *Reader) next(ctx context.Context) error {
+	clear(r.batch) // do not keep the last batch's tags alive while waiting
+	r.batch = r.batch[:0]
 	for {
 		r.h.mu.Lock()
 		n := len(r.queue)
-		if n > 0 && (waited || r.h.cfg.MergeWindow < 0) {
-			out := make([]*tag, n)
-			copy(out, r.queue)
+		if n > 0 && r.due {
+			r.batch = append(r.batch, r.queue...)
 			bytes := r.qBytes
 			clear(r.queue)
-			r.queue, r.qBytes = r.queue[:0], 0
+			r.queue, r.qBytes, r.due = r.queue[:0], 0, false
 			r.h.mu.Unlock()
 			r.h.bytesOut.Add(int64(bytes))
-			return out, nil
+			return nil
 		}
 		err := r.err
 		r.h.mu.Unlock()
 		if n == 0 && err != nil {
-			return nil, err
-		}
-		if n > 0 {
-			// Let more tags accumulate so the caller writes them in one go.
-			t := time.NewTimer(r.h.cfg.MergeWindow)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, ctx.Err()
-			case <-t.C:
-			}
-			waited = true
-			continue
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-r.notify:
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,5 +261,183 @@ func BenchmarkFanout(b *testing.B) {
 			b.ReportMetric(float64(st.Dropped), "dropped")
 			h.Close()
 		})
+	}
+}
+
+// countingEncoder is the unit test's edge: a wire form that is the tag with
+// a marker byte, counting how often it is made.
+type countingEncoder struct {
+	key uint64
+	mu  sync.Mutex
+	n   int
+}
+
+func (e *countingEncoder) EncoderKey() uint64 { return e.key }
+func (e *countingEncoder) Encode(dst, tag []byte) ([]byte, error) {
+	e.mu.Lock()
+	e.n++
+	e.mu.Unlock()
+	return append(append(dst, 0xee), tag...), nil
+}
+
+// Readers asking with the same encoder key get the same bytes, made once
+// per tag; a reader with another key gets its own encoding.
+func TestWireSharedOncePerTag(t *testing.T) {
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	h := hub.New("k", hub.Config{MergeWindow: -1})
+	src, _ := h.Publish(streams, nil)
+	r1, _ := h.NewReader()
+	r2, _ := h.NewReader()
+	r3, _ := h.NewReader()
+	for _, p := range pkts[:50] {
+		if err := src.WritePacket(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	shared, other := &countingEncoder{key: 7}, &countingEncoder{key: 8}
+	b1, err := r1.NextWire(ctx, shared, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := r2.NextWire(ctx, shared, nil)
+	b3, _ := r3.NextWire(ctx, other, nil)
+	if len(b1) == 0 || len(b1) != len(b2) || len(b1) != len(b3) {
+		t.Fatalf("batches of %d, %d, %d tags", len(b1), len(b2), len(b3))
+	}
+	for i := range b1 {
+		if &b1[i][0] != &b2[i][0] {
+			t.Fatalf("tag %d: readers with the same key got different copies", i)
+		}
+		if &b1[i][0] == &b3[i][0] {
+			t.Fatalf("tag %d: a reader with another key got the shared copy", i)
+		}
+		if b1[i][0] != 0xee {
+			t.Fatalf("tag %d is not the encoder's form", i)
+		}
+	}
+	if shared.n != len(b1) {
+		t.Fatalf("shared encoder ran %d times for %d tags, want once per tag", shared.n, len(b1))
+	}
+}
+
+// One window per hub: readers are woken together when it ends, with every
+// tag of the window, and not before; a NoMerge reader gets each tag at once.
+func TestMergeWindow(t *testing.T) {
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	const window = 300 * time.Millisecond
+	h := hub.New("k", hub.Config{MergeWindow: window})
+	src, _ := h.Publish(streams, nil)
+	merged, _ := h.NewReader()
+	relay, _ := h.NewReaderWith(hub.ReaderOptions{NoMerge: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Start at a keyframe so both readers take every tag.
+	first := 0
+	for !pkts[first].IsKeyFrame {
+		first++
+	}
+	start := time.Now()
+	if err := src.WritePacket(pkts[first]); err != nil {
+		t.Fatal(err)
+	}
+	tags, err := relay.Next(ctx)
+	if err != nil || len(tags) == 0 {
+		t.Fatalf("NoMerge reader: %d tags, %v", len(tags), err)
+	}
+	if d := time.Since(start); d > window/2 {
+		t.Fatalf("NoMerge reader waited %v", d)
+	}
+	for _, p := range pkts[first+1 : first+6] {
+		if err := src.WritePacket(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tags, err = merged.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < window-10*time.Millisecond {
+		t.Fatalf("merged reader woke after %v, before the %v window ended", d, window)
+	}
+	want := len(parse(t, tags))
+	if got := len(tags); got < 6 {
+		t.Fatalf("merged reader got %d tags (%d parsed) in its window, want the headers and all 6 packets", got, want)
+	}
+}
+
+// The hot path allocates per packet, never per reader: allocations per
+// packet published and taken by every reader are the same for 1 and 100
+// readers.
+func TestAllocsDoNotGrowWithReaders(t *testing.T) {
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	enc := &countingEncoder{key: 1}
+	per := func(n int) float64 {
+		h := hub.New("k", hub.Config{MergeWindow: -1, QueuePackets: 1 << 16, QueueBytes: 1 << 30})
+		defer h.Close()
+		src, _ := h.Publish(streams, nil)
+		rds := make([]*hub.Reader, n)
+		bufs := make([][][]byte, n)
+		for i := range rds {
+			rds[i], _ = h.NewReader()
+		}
+		ctx := context.Background()
+		i := 0
+		step := func() {
+			p := pkts[i%len(pkts)]
+			p.Time += time.Duration(i/len(pkts)) * time.Hour
+			i++
+			if err := src.WritePacket(p); err != nil {
+				t.Fatal(err)
+			}
+			for j, r := range rds {
+				var err error
+				if bufs[j], err = r.NextWire(ctx, enc, bufs[j]); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for range 200 { // past the first keyframe, scratch slices grown
+			step()
+		}
+		return testing.AllocsPerRun(300, step)
+	}
+	one, hundred := per(1), per(100)
+	t.Logf("allocs per packet: 1 reader %.2f, 100 readers %.2f", one, hundred)
+	if hundred > one+0.5 {
+		t.Fatalf("allocations grow with readers: %.2f per packet with 1 reader, %.2f with 100", one, hundred)
+	}
+}
+
+// MergeWindowFunc is read at every window: a reloaded window applies to the
+// next packets of a running hub.
+func TestMergeWindowFuncReloads(t *testing.T) {
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	var window atomic.Int64
+	window.Store(int64(time.Hour))
+	h := hub.New("k", hub.Config{MergeWindowFunc: func() time.Duration { return time.Duration(window.Load()) }})
+	src, _ := h.Publish(streams, nil)
+	rd, _ := h.NewReader()
+	first := 0
+	for !pkts[first].IsKeyFrame {
+		first++
+	}
+	if err := src.WritePacket(pkts[first]); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if tags, err := rd.Next(ctx); err == nil {
+		t.Fatalf("got %d tags inside an hour-long window", len(tags))
+	}
+	window.Store(0) // reloaded: no merging; the next packet wakes the reader
+	if err := src.WritePacket(pkts[first+1]); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	tags, err := rd.Next(ctx2)
+	if err != nil || len(tags) < 2 {
+		t.Fatalf("after the reload: %d tags, %v", len(tags), err)
 	}
 }

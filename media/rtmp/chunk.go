@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -63,9 +64,7 @@ type chunkStream struct {
 
 // readChunk reads one chunk and returns a message when it completes one.
 func (c *Conn) readChunk() (*message, error) {
-	if c.cfg.ReadTimeout > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.cfg.ReadTimeout))
-	}
+	c.armReadDeadline()
 	var hb [16]byte
 	if _, err := io.ReadFull(c.br, hb[:1]); err != nil {
 		return nil, err
@@ -158,7 +157,26 @@ func (c *Conn) readChunk() (*message, error) {
 	}
 	m := &message{typ: cs.typ, streamID: cs.sid, ts: cs.ts, data: cs.buf}
 	cs.buf, cs.inMsg = nil, false
+	c.msgDeadline = time.Time{} // the next message gets a fresh deadline
 	return m, nil
+}
+
+// armReadDeadline sets the read deadline of the message being read, once
+// per message: chunks trickled one by one never extend it. Until publish
+// or play it is also bounded by the setup deadline.
+func (c *Conn) armReadDeadline() {
+	if c.noReadDeadline || c.cfg.ReadTimeout <= 0 {
+		return
+	}
+	if !c.msgDeadline.IsZero() {
+		return
+	}
+	d := time.Now().Add(c.cfg.ReadTimeout)
+	if !c.setupDeadline.IsZero() && c.setupDeadline.Before(d) {
+		d = c.setupDeadline
+	}
+	c.msgDeadline = d
+	_ = c.nc.SetReadDeadline(d)
 }
 
 func be24(b []byte) uint32 { return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]) }
@@ -211,13 +229,48 @@ func (c *Conn) writeMessageLocked(csid uint32, typ uint8, sid, ts uint32, body [
 	return nil
 }
 
+// appendMessage appends one message chunked as writeMessageLocked writes
+// it: a type-0 header, then a type-3 header (with the extended timestamp
+// when there is one) before every further chunk.
+func appendMessage(dst []byte, csid uint32, typ uint8, sid, ts uint32, body []byte, chunkSize uint32) []byte {
+	ext := ts >= 0xffffff
+	field := ts
+	if ext {
+		field = 0xffffff
+	}
+	cs := max(int(chunkSize), 1)
+	n := len(body)
+	chunks := (n + cs - 1) / cs
+	size := 12 + n + max(chunks-1, 0)
+	if ext {
+		size += 4 * max(chunks, 1)
+	}
+	dst = slices.Grow(dst, size)
+	dst = append(dst, byte(csid&0x3f), byte(field>>16), byte(field>>8), byte(field), byte(n>>16), byte(n>>8), byte(n), typ)
+	dst = binary.LittleEndian.AppendUint32(dst, sid)
+	if ext {
+		dst = binary.BigEndian.AppendUint32(dst, ts)
+	}
+	for off := 0; ; {
+		k := min(cs, n-off)
+		dst = append(dst, body[off:off+k]...)
+		off += k
+		if off >= n {
+			break
+		}
+		dst = append(dst, 0xc0|byte(csid&0x3f))
+		if ext {
+			dst = binary.BigEndian.AppendUint32(dst, ts)
+		}
+	}
+	return dst
+}
+
 func (c *Conn) flushLocked() error {
 	if c.werr != nil {
 		return c.werr
 	}
-	if c.cfg.WriteTimeout > 0 {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
-	}
+	c.armWriteDeadline()
 	if err := c.bw.Flush(); err != nil {
 		return c.failWrite(err)
 	}

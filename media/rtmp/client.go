@@ -48,6 +48,9 @@ func Dial(ctx context.Context, rawURL string, cfg Config) (*Conn, error) {
 	c.req = parseRequest(app, name, tcURL)
 	if u.RawQuery != "" {
 		c.req.Query = u.RawQuery
+		// The query rides on the connect's tcUrl too (as when an encoder
+		// puts it on the app), so a server can judge the connect by it.
+		tcURL += "?" + u.RawQuery
 	}
 	if err := c.clientHandshake(); err != nil {
 		c.Close()

@@ -28,8 +28,17 @@ var errBadHandshake = errors.New("rtmp: bad handshake")
 
 // Config holds limits and timeouts. Zero fields take the defaults.
 type Config struct {
-	HandshakeTimeout time.Duration // 10 s
-	// ReadTimeout bounds the wait for each chunk; WriteTimeout each flush (30 s).
+	// HandshakeTimeout bounds, on the server, the handshake and the
+	// commands up to publish or play together (10 s): a client trickling
+	// its handshake or its connect is cut there. On the client it bounds
+	// the handshake.
+	HandshakeTimeout time.Duration
+	// ReadTimeout bounds the wait for each whole message (a peer trickling
+	// chunks is cut), and on the server a publisher that sent no audio or
+	// video this long is closed (30 s). A server's players are not read
+	// with a deadline (they owe us nothing but acks, which may come
+	// minutes apart at low bitrates); WriteTimeout tells whether they are
+	// there. WriteTimeout bounds each flush (30 s).
 	// A publishing client reads with no deadline once publishing: the server
 	// owes a publisher nothing, and its writes tell whether the server is there.
 	ReadTimeout  time.Duration
@@ -134,6 +143,14 @@ type Conn struct {
 	lastAck     int64
 	demux       *flvx.Demuxer
 	eof         bool // peer ended the stream (FCUnpublish, deleteStream)
+	// setupDeadline, on a server connection until publish or play, is when
+	// the handshake and commands must be done by.
+	setupDeadline  time.Time
+	noReadDeadline bool      // a server's player: see Config.ReadTimeout
+	msgDeadline    time.Time // the read deadline of the message being read
+	lastMedia      time.Time // a server's publisher: last audio or video
+	bitrate        bitrateLimit
+	rejected       func(reason string)
 
 	// write side
 	wmu          sync.Mutex
@@ -141,8 +158,11 @@ type Conn struct {
 	outChunkSize uint32
 	werr         error
 	outStreams   []av.CodecData
+	deadlineSet  time.Time   // when the write deadline was last moved
+	wbufs        net.Buffers // WriteWire's: a field, so writev does not allocate it
 
 	server   bool
+	id       string
 	req      Request
 	streamID uint32
 	accepted atomic.Bool
@@ -164,8 +184,25 @@ func newConn(nc net.Conn, cfg Config, log *slog.Logger, server bool) *Conn {
 		demux: flvx.NewDemuxer(),
 	}
 	c.br = bufio.NewReaderSize(countingReader{nc, &c.rx}, 16<<10)
-	c.bw = bufio.NewWriterSize(countingWriter{nc, &c.tx}, 64<<10)
+	// A server writes media to players with WriteWire, not through this
+	// buffer: it carries only control messages and commands, and with
+	// thousands of players every KiB here is a KiB per player. A client
+	// (an edge's forward to an origin) sends media through it.
+	wsize := 64 << 10
+	if server {
+		wsize = 4 << 10
+	}
+	c.bw = bufio.NewWriterSize(countingWriter{nc, &c.tx}, wsize)
 	return c
+}
+
+// shrinkReader replaces the read buffer with a small one when nothing is
+// buffered: a player sends only small control messages once it plays.
+// Called before the play's read goroutine starts.
+func (c *Conn) shrinkReader() {
+	if c.br.Buffered() == 0 {
+		c.br = bufio.NewReaderSize(countingReader{c.nc, &c.rx}, 512)
+	}
 }
 
 // Request returns what the client asked for (server side) or dialed (client side).
@@ -173,6 +210,10 @@ func (c *Conn) Request() Request { return c.req }
 
 // RemoteAddr returns the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// ID is the server-side connection's id, unique within its Server ("" on
+// a client): the same for its connect and its publish or play.
+func (c *Conn) ID() string { return c.id }
 
 // BytesRead and BytesWritten count the bytes on the wire.
 func (c *Conn) BytesRead() int64    { return c.rx.Load() }
@@ -198,6 +239,26 @@ func (c *Conn) Close() error {
 // description is err's text (a kick, a lost ownership), so the client
 // learns why, then closes. The status write is bounded by a short deadline.
 func (c *Conn) CloseWithError(err error) error {
+	c.writeError(err)
+	return c.Close()
+}
+
+// closeLingering is CloseWithError for a connection nobody else reads: a
+// publisher still sending would reset the connection when closed with
+// unread data, and a reset can discard the status before the client reads
+// it. So it half-closes and reads what the client still sends, for up to
+// a second, before closing.
+func (c *Conn) closeLingering(err error) error {
+	c.writeError(err)
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 4<<20))
+	}
+	return c.Close()
+}
+
+// writeError sends err as an onStatus error on an accepted server session.
+func (c *Conn) writeError(err error) {
 	if c.server && c.accepted.Load() && err != nil {
 		code := "NetStream.Failed"
 		desc := err.Error()
@@ -210,7 +271,6 @@ func (c *Conn) CloseWithError(err error) error {
 		_ = c.writeStatus("error", code, desc)
 		t.Stop()
 	}
-	return c.Close()
 }
 
 // Accept tells the client its publish or play started (onStatus
@@ -218,7 +278,7 @@ func (c *Conn) CloseWithError(err error) error {
 // decided to serve; reading or writing media accepts implicitly. Only for
 // server-side connections.
 func (c *Conn) Accept() error {
-	if !c.server || c.accepted.Swap(true) {
+	if !c.server || c.accepted.Load() || c.accepted.Swap(true) {
 		return nil
 	}
 	return c.acceptFn()
@@ -416,6 +476,11 @@ func (c *Conn) readOne() error {
 	if err != nil {
 		return err
 	}
+	if c.server && c.req.Publish {
+		if err := c.checkPublisher(m.typ == msgAudio || m.typ == msgVideo); err != nil {
+			return err
+		}
+	}
 	switch m.typ {
 	case msgAudio, msgVideo, msgDataAMF0, msgDataAMF3:
 		return c.pushMedia(m)
@@ -519,19 +584,8 @@ func (c *Conn) writeTags(tags [][]byte) error {
 		if err != nil {
 			return err
 		}
-		var csid uint32
-		switch typ {
-		case flvio.TAG_AUDIO:
-			csid = csAudio
-		case flvio.TAG_VIDEO:
-			csid = csVideo
-		case flvio.TAG_SCRIPTDATA:
-			csid = csData
-			if !c.server {
-				// Publishers wrap metadata in @setDataFrame so the server stores it.
-				body = append(flvx.AMFBody("@setDataFrame"), body...)
-			}
-		default:
+		csid, body, ok := c.tagMessage(typ, body)
+		if !ok {
 			continue
 		}
 		if err := c.writeMessageLocked(csid, typ, c.streamID, ts, body); err != nil {
@@ -539,6 +593,113 @@ func (c *Conn) writeTags(tags [][]byte) error {
 		}
 	}
 	return c.flushLocked()
+}
+
+// wireKeyRTMP marks the RTMP wire forms among hub.Encoder keys (the top
+// byte names the protocol).
+const wireKeyRTMP = uint64(1) << 56
+
+// EncoderKey implements hub.Encoder: connections with the same outgoing
+// chunk size, message stream id and side chunk a tag to the same bytes
+// (every message has a full type-0 header with an absolute timestamp and
+// a fixed chunk stream per media type), so their players share one
+// serialization of each message. Servers answer createStream with stream
+// id 1 and announce the same chunk size to every player, so all players
+// of a server share it.
+func (c *Conn) EncoderKey() uint64 {
+	c.wmu.Lock()
+	cs, sid := c.outChunkSize, c.streamID
+	c.wmu.Unlock()
+	k := wireKeyRTMP | uint64(cs&(1<<23-1))<<32 | uint64(sid)
+	if c.server {
+		k |= 1 << 55
+	}
+	if cs >= 1<<23 {
+		k = wireKeyRTMP | 1<<54 | uint64(sid) // not shared with anything
+	}
+	return k
+}
+
+// Encode implements hub.Encoder: it appends the RTMP chunks of one FLV tag
+// (audio, video or script data; other tags encode to nothing) as WriteTags
+// would send them.
+func (c *Conn) Encode(dst, tag []byte) ([]byte, error) {
+	typ, ts, body, err := flvx.TagInfo(tag)
+	if err != nil {
+		return dst, err
+	}
+	c.wmu.Lock()
+	cs, sid := c.outChunkSize, c.streamID
+	c.wmu.Unlock()
+	csid, body, ok := c.tagMessage(typ, body)
+	if !ok {
+		return dst, nil
+	}
+	return appendMessage(dst, csid, typ, sid, ts, body, cs), nil
+}
+
+// tagMessage returns the chunk stream and message body of an FLV tag's
+// type, ok false for a tag RTMP does not carry.
+func (c *Conn) tagMessage(typ uint8, body []byte) (csid uint32, msg []byte, ok bool) {
+	switch typ {
+	case flvio.TAG_AUDIO:
+		return csAudio, body, true
+	case flvio.TAG_VIDEO:
+		return csVideo, body, true
+	case flvio.TAG_SCRIPTDATA:
+		if !c.server {
+			// Publishers wrap metadata in @setDataFrame so the server stores it.
+			body = append(flvx.AMFBody("@setDataFrame"), body...)
+		}
+		return csData, body, true
+	}
+	return 0, nil, false
+}
+
+// WriteWire sends wire forms made by Encode (as hub.Reader.NextWire returns
+// them: shared slices) with one writev, and consumes bufs (not the bytes).
+// The connection's write lock is held during the write so control messages
+// do not interleave; no other lock is. A failed or timed-out write makes
+// every later write fail.
+func (c *Conn) WriteWire(bufs [][]byte) error {
+	if err := c.Accept(); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if c.bw.Buffered() > 0 {
+		if err := c.flushLocked(); err != nil {
+			return err
+		}
+	}
+	c.armWriteDeadline()
+	c.wbufs = bufs
+	n, err := c.wbufs.WriteTo(c.nc)
+	c.wbufs = nil
+	c.tx.Add(n)
+	if err != nil {
+		return c.publishErr(c.failWrite(err))
+	}
+	return nil
+}
+
+// armWriteDeadline moves the write deadline to WriteTimeout from now, at
+// most once a second: a deadline change costs a runtime timer update, and
+// at one write per merge window per player that was a measurable share of
+// the fan-out. A write may so time out up to a second early. c.wmu held.
+func (c *Conn) armWriteDeadline() {
+	if c.cfg.WriteTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(c.deadlineSet) < time.Second {
+		return
+	}
+	c.deadlineSet = now
+	_ = c.nc.SetWriteDeadline(now.Add(c.cfg.WriteTimeout))
 }
 
 // parseStreamName splits "name?query" and app "app?query".
@@ -559,4 +720,63 @@ func parseRequest(app, name, tcURL string) Request {
 		r.Vhost = q.Get(streamkey.VhostParam)
 	}
 	return r
+}
+
+// Rejection reasons passed to Server.Rejected; the same words as
+// node/connlimit's reason label.
+const (
+	ReasonHandshakeTimeout = "handshake_timeout"
+	ReasonIdleTimeout      = "idle_timeout"
+	ReasonBitrate          = "bitrate"
+	ReasonMaxConns         = "max_conns"
+)
+
+// bitrateLimit is a publisher's bitrate ceiling and its current window.
+type bitrateLimit struct {
+	max    int64         // bits per second; 0: none
+	window time.Duration // averaging window
+	start  time.Time     // of the current window
+	rx0    int64         // bytes read at start
+}
+
+// checkPublisher enforces, on a server's publisher, the media idle timeout
+// and the bitrate ceiling; media tells whether the message just read was
+// audio or video. The error is a *StatusError the publisher is sent.
+func (c *Conn) checkPublisher(media bool) error {
+	now := time.Now()
+	if c.lastMedia.IsZero() || media {
+		c.lastMedia = now
+	} else if c.cfg.ReadTimeout > 0 && now.Sub(c.lastMedia) > c.cfg.ReadTimeout {
+		c.reject(ReasonIdleTimeout)
+		return &StatusError{Code: "NetStream.Publish.Idle",
+			Description: fmt.Sprintf("no audio or video for %s", c.cfg.ReadTimeout)}
+	}
+	b := &c.bitrate
+	if b.max <= 0 || b.window <= 0 {
+		return nil
+	}
+	rx := c.rx.Load()
+	if b.start.IsZero() {
+		b.start, b.rx0 = now, rx
+		return nil
+	}
+	el := now.Sub(b.start)
+	if el < b.window {
+		return nil
+	}
+	rate := float64(rx-b.rx0) * 8 / el.Seconds()
+	b.start, b.rx0 = now, rx
+	if rate > float64(b.max) {
+		c.reject(ReasonBitrate)
+		return &StatusError{Code: "NetStream.Publish.Rejected",
+			Description: fmt.Sprintf("publish bitrate %.0f kbit/s over %s is above this server's limit of %d kbit/s",
+				rate/1000, el.Round(100*time.Millisecond), b.max/1000)}
+	}
+	return nil
+}
+
+func (c *Conn) reject(reason string) {
+	if c.rejected != nil {
+		c.rejected(reason)
+	}
 }

@@ -60,3 +60,34 @@ func FuzzReadMessages(f *testing.F) {
 		t.Fatalf("10000 messages from %d bytes of input", len(data))
 	})
 }
+
+// FuzzServerHandshake feeds arbitrary bytes as C0C1 and C2, plain or
+// digest: the server answers or refuses, never panics, and reads no more
+// than the handshake's 1+1536+1536 bytes.
+func FuzzServerHandshake(f *testing.F) {
+	plain := make([]byte, 1+2*hsSize)
+	plain[0] = 3
+	f.Add(plain)
+	digest := make([]byte, 1+2*hsSize)
+	digest[0] = 3
+	copy(digest[5:9], []byte{0x80, 0, 7, 2})
+	for i := 9; i < 1+hsSize; i++ {
+		digest[i] = byte(i * 7)
+	}
+	c1 := digest[1 : 1+hsSize]
+	hsImprint(c1, hsClientPartialKey, 0)
+	f.Add(digest)
+	f.Add([]byte{6})
+	f.Add([]byte{3, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		c := newConn(memConn{r}, Config{}.withDefaults(), slog.New(slog.DiscardHandler), true)
+		err := c.serverHandshake()
+		if err == nil && len(data) < 1+2*hsSize {
+			t.Fatalf("handshake completed on %d bytes", len(data))
+		}
+		if consumed := len(data) - r.Len(); err == nil && c.br.Buffered() == 0 && consumed > 1+2*hsSize+16<<10 {
+			t.Fatalf("handshake read %d bytes", consumed)
+		}
+	})
+}

@@ -78,7 +78,8 @@ func hsImprint(p, key []byte, scheme int) int {
 // Flash players and ffmpeg verify; anything else gets the plain echo.
 func (c *Conn) serverHandshake() error {
 	if c.cfg.HandshakeTimeout > 0 {
-		_ = c.nc.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+		c.setupDeadline = time.Now().Add(c.cfg.HandshakeTimeout)
+		_ = c.nc.SetDeadline(c.setupDeadline)
 	}
 	c0c1 := make([]byte, 1+hsSize)
 	if _, err := io.ReadFull(c.br, c0c1[:1]); err != nil {

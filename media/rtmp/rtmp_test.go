@@ -90,7 +90,7 @@ func (h *hubHandler) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
-	return rd.CopyTo(ctx, c.WriteTags)
+	return rd.CopyWire(ctx, c, c.WriteWire)
 }
 
 type testServer struct {
@@ -118,6 +118,12 @@ func (l *logBuf) String() string {
 
 func startServer(t *testing.T, cfg rtmp.Config) *testServer {
 	t.Helper()
+	return startServerWith(t, cfg, nil)
+}
+
+// startServerWith starts a server that tune may change before it serves.
+func startServerWith(t *testing.T, cfg rtmp.Config, tune func(*rtmp.Server)) *testServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +131,9 @@ func startServer(t *testing.T, cfg rtmp.Config) *testServer {
 	ts := &testServer{addr: ln.Addr().String(), reg: hub.NewRegistry(hub.Config{}), logs: &logBuf{}}
 	srv := &rtmp.Server{Handler: &hubHandler{reg: ts.reg}, Config: cfg,
 		Logger: slog.New(slog.NewTextHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	if tune != nil {
+		tune(srv)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()

@@ -19,8 +19,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/nareix/joy4/format/flv/flvio"
 
@@ -44,6 +47,29 @@ type Server struct {
 	Handler Handler
 	Config  Config
 	Logger  *slog.Logger // nil: slog.Default()
+	// Rejected, if set, is told each connection cut off by a deadline or
+	// a limit, with one of the Reason constants (for a metric).
+	Rejected func(reason string)
+	// PublishBitrate, if set, gives the publish bitrate ceiling (bits per
+	// second, 0: none) and its averaging window; it is read when each
+	// publish starts, so a reload applies to the next publisher.
+	PublishBitrate func() (bitsPerSecond int64, window time.Duration)
+	// Connect, when set, is asked about each connect command before it is
+	// answered (c.ID and c.RemoteAddr are set, c.Request is not yet). An
+	// error refuses the connection: the client gets a _error
+	// NetConnection.Connect.Rejected whose description is a *StatusError's
+	// Description or the error's text, and the connection is closed.
+	Connect func(ctx context.Context, c *Conn, info ConnectInfo) error
+
+	ids atomic.Uint64
+}
+
+// ConnectInfo is what a connect command tells.
+type ConnectInfo struct {
+	App   string // without query
+	Query string // the app's raw query
+	TcURL string
+	Vhost string // the app's vhost query parameter, else streamkey.DefaultVhost
 }
 
 // Serve accepts connections on ln until ln is closed or ctx ends, then waits
@@ -91,10 +117,15 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, cfg Config, log *sl
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := newConn(nc, cfg, log, true)
+	c.rejected = s.Rejected
+	c.id = strconv.FormatUint(s.ids.Add(1), 10)
 	c.stopAfter = context.AfterFunc(ctx, func() { nc.Close() })
 	defer c.Close()
 	log = log.With("remote", nc.RemoteAddr().String())
 	if err := c.serverHandshake(); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.reject(ReasonHandshakeTimeout)
+		}
 		if c.rx.Load() == 0 || quietErr(err) {
 			log.Debug("rtmp connection closed during handshake", "err", err)
 		} else {
@@ -103,6 +134,13 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, cfg Config, log *sl
 		return
 	}
 	err := s.session(ctx, c, log)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if !c.setupDeadline.IsZero() {
+			c.reject(ReasonHandshakeTimeout)
+		} else {
+			c.reject(ReasonIdleTimeout)
+		}
+	}
 	switch {
 	case err == nil || quietErr(err):
 		log.Debug("rtmp connection ended", "err", err)
@@ -132,7 +170,15 @@ func (s *Server) session(ctx context.Context, c *Conn, log *slog.Logger) error {
 			app, _ = cmd.obj["app"].(string)
 			tcURL, _ = cmd.obj["tcUrl"].(string)
 			req := parseRequest(app, "x", tcURL)
-			if err := streamkey.ValidatePart("app", req.App); err != nil {
+			err := streamkey.ValidatePart("app", req.App)
+			if err == nil && s.Connect != nil {
+				err = s.Connect(ctx, c, ConnectInfo{App: req.App, Query: req.Query, TcURL: tcURL, Vhost: req.Vhost})
+				var se *StatusError
+				if errors.As(err, &se) {
+					err = errors.New(se.Description)
+				}
+			}
+			if err != nil {
 				_ = c.writeCommand(csCommand, 0, "_error", cmd.txn, nil, flvio.AMFMap{
 					"level": "error", "code": "NetConnection.Connect.Rejected", "description": err.Error(),
 				})
@@ -160,6 +206,14 @@ func (s *Server) session(ctx context.Context, c *Conn, log *slog.Logger) error {
 			c.streamID = cmd.streamID
 			if c.streamID == 0 {
 				c.streamID = 1
+			}
+			c.setupDeadline, c.msgDeadline = time.Time{}, time.Time{}
+			if req.Publish && s.PublishBitrate != nil {
+				c.bitrate.max, c.bitrate.window = s.PublishBitrate()
+			}
+			if !req.Publish {
+				c.noReadDeadline = true
+				_ = c.nc.SetReadDeadline(time.Time{})
 			}
 			return s.serve(ctx, c, log)
 		case "deleteStream", "closeStream", "FCUnpublish":
@@ -228,6 +282,7 @@ func (s *Server) serve(ctx context.Context, c *Conn, log *slog.Logger) error {
 	}
 	// A player sends little, but it must be read: pings, acks, deleteStream
 	// or the socket closing end the session.
+	c.shrinkReader()
 	pctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -273,7 +328,7 @@ func (s *Server) finish(c *Conn, err error, code string, log *slog.Logger) error
 	}
 	if c.accepted.Load() {
 		if c.req.Publish && !quietErr(err) {
-			_ = c.CloseWithError(err)
+			_ = c.closeLingering(err)
 		}
 		return err
 	}
@@ -286,4 +341,42 @@ func (s *Server) finish(c *Conn, err error, code string, log *slog.Logger) error
 	_ = c.writeStatus("error", code, desc)
 	log.Info("rtmp request refused", "code", code, "err", err)
 	return nil
+}
+
+// Refuse answers a connection the server will not serve (a connection
+// limit, see node/connlimit): it does the handshake and answers the
+// client's connect with NetConnection.Connect.Rejected and err's text,
+// which ffmpeg prints, then returns; the caller closes nc. The whole
+// exchange is bounded by the handshake timeout, and ctx ending stops it.
+func (s *Server) Refuse(ctx context.Context, nc net.Conn, err error) {
+	cfg := s.Config.withDefaults()
+	log := s.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	c := newConn(nc, cfg, log, true)
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	if herr := c.serverHandshake(); herr != nil {
+		return
+	}
+	for {
+		m, rerr := c.readMessage()
+		if rerr != nil {
+			return
+		}
+		if m.typ != msgCommandAMF0 && m.typ != msgCommandAMF3 {
+			continue
+		}
+		cmd, perr := parseCommand(m)
+		if perr != nil {
+			return
+		}
+		if cmd.name == "connect" {
+			_ = c.writeCommand(csCommand, 0, "_error", cmd.txn, nil, flvio.AMFMap{
+				"level": "error", "code": "NetConnection.Connect.Rejected", "description": err.Error(),
+			})
+			return
+		}
+	}
 }

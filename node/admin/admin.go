@@ -15,7 +15,14 @@
 //	                     for scraping, and a drain is disruptive. This is what
 //	                     the `drain` subcommand (a Kubernetes preStop exec)
 //	                     calls.
-//	     /debug/pprof/   when pprof is on.
+//
+// With Options.Token, every request that changes something (any method but
+// GET, HEAD and OPTIONS: the drain, the origin's client kick, routes
+// binaries add) needs "Authorization: Bearer <token>" (401 without, 403
+// with a wrong one); reads and the probes stay open. With Options.TLS the
+// port serves HTTPS only (probes use scheme HTTPS).
+//
+//	/debug/pprof/   when pprof is on.
 //
 // Binaries add their JSON API routes to Server.Mux.
 //
@@ -27,6 +34,7 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,6 +49,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/livecluster/livecluster/node/authn"
 	"github.com/livecluster/livecluster/node/lifecycle"
 )
 
@@ -61,6 +70,11 @@ type Options struct {
 	Drain func(reason string)
 	// Pprof mounts /debug/pprof/.
 	Pprof bool
+	// TLS serves HTTPS (tlsfiles.Store.ServerConfig: rotated files apply
+	// to new connections); nil: plain HTTP.
+	TLS *tls.Config
+	// Token guards the requests that change something; nil: none needed.
+	Token *authn.Token
 }
 
 // Server is the admin HTTP server.
@@ -122,7 +136,8 @@ func New(opts Options) *Server {
 		s.Mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	s.srv = &http.Server{
-		Handler:           s.Mux,
+		Handler:           authn.RequireForChanges(opts.Token, opts.Logger, s.Mux),
+		TLSConfig:         opts.TLS,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          QuietErrorLog(opts.Logger),
@@ -138,10 +153,15 @@ func (s *Server) Start() error {
 		return fmt.Errorf("admin listen %s: %w", s.opts.Listen, err)
 	}
 	s.ln = ln
-	s.opts.Logger.Info("admin server listening", "addr", ln.Addr().String())
+	s.opts.Logger.Info("admin server listening", "addr", ln.Addr().String(), "https", s.opts.TLS != nil, "token", s.opts.Token != nil)
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := s.srv.Serve
+		if s.opts.TLS != nil {
+			// The certificate comes from TLSConfig.GetCertificate.
+			serve = func(ln net.Listener) error { return s.srv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.opts.Logger.Error("admin server stopped", "err", err.Error())
 		}
 	}()

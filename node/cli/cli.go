@@ -7,13 +7,16 @@
 //	serve        run the node (the default when no subcommand is given)
 //	healthcheck  GET the local /readyz; exit 0 on 200 (Docker HEALTHCHECK
 //	             in images without a shell). With --grpc ADDR it asks
-//	             grpc.health.v1 Check on ADDR instead (exit 0 on SERVING);
+//	             grpc.health.v1 Check on ADDR instead (exit 0 on SERVING;
+//	             --grpc-tls over TLS, the certificate not verified);
 //	             with --url URL it GETs URL (exit 0 when the status is
 //	             --expect-status, default 200): remote checks for a
 //	             `helm test` pod that has only our images
 //	drain        POST the local /api/v1/drain, then wait until the process
 //	             has exited (a Kubernetes preStop hook)
 //	version      print the binary's name and version
+//	token        mint a signed URL token with auth.token.keys (binaries
+//	             that set Binary.Auth: origin, edge; docs/security.md)
 //
 // Common flags: --config FILE (or LIVECLUSTER_CONFIG), --node-id,
 // --admin-listen, --log-level; a binary adds its own with Binary.Flags.
@@ -84,6 +87,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -99,14 +103,17 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/authn"
 	"github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/lifecycle"
 	"github.com/livecluster/livecluster/node/logging"
 	"github.com/livecluster/livecluster/node/reload"
+	"github.com/livecluster/livecluster/node/tlsfiles"
 )
 
 // Exit codes of Main besides the lifecycle's.
@@ -150,6 +157,11 @@ type Binary[T any] struct {
 	// error refuses the reload and keeps old.
 	Apply func(ctx context.Context, rt *Runtime[T], old, next *T) error
 
+	// Auth returns the configuration's auth section (node/authz); when
+	// set, the binary has the `token` subcommand that mints signed URL
+	// tokens with auth.token.keys.
+	Auth func(*T) *config.Auth
+
 	// Stdout and Stderr default to os.Stdout and os.Stderr.
 	Stdout, Stderr io.Writer
 }
@@ -164,6 +176,10 @@ type Runtime[T any] struct {
 	Lifecycle *lifecycle.Lifecycle
 	// Admin is the admin server; add API routes to Admin.Mux.
 	Admin *admin.Server
+	// AdminToken is admin.token (re-read as its file changes); nil when
+	// not set. Other listeners serving mutating routes guard them with it
+	// (authn.RequireForChanges).
+	AdminToken *authn.Token
 
 	current atomic.Pointer[T]
 }
@@ -191,21 +207,29 @@ func Main[T any](b Binary[T], args []string) int {
 		return healthcheck(b, args)
 	case "drain":
 		return drain(b, args)
+	case "token":
+		if b.Auth == nil {
+			break
+		}
+		return token(b, args)
 	case "version":
 		fmt.Fprintf(b.Stdout, "%s %s %s/%s %s\n", b.Name, b.Version, runtime.GOOS, runtime.GOARCH, runtime.Version())
 		return 0
 	case "help", "-h", "--help":
 		usage(b, nil)
 		return 0
-	default:
-		fmt.Fprintf(b.Stderr, "%s: unknown subcommand %q\n", b.Name, cmd)
-		usage(b, nil)
-		return ExitUsage
 	}
+	fmt.Fprintf(b.Stderr, "%s: unknown subcommand %q\n", b.Name, cmd)
+	usage(b, nil)
+	return ExitUsage
 }
 
 func usage[T any](b Binary[T], fs *flag.FlagSet) {
-	fmt.Fprintf(b.Stderr, "usage: %s [serve|healthcheck|drain|version] [flags]\n", b.Name)
+	subs := "serve|healthcheck|drain|version"
+	if b.Auth != nil {
+		subs += "|token"
+	}
+	fmt.Fprintf(b.Stderr, "usage: %s [%s] [flags]\n", b.Name, subs)
 	if fs != nil {
 		fs.PrintDefaults()
 	}
@@ -218,6 +242,7 @@ type cmdline struct {
 	timeout    time.Duration
 	// healthcheck's remote targets (at most one of grpc and url).
 	grpc, url    string
+	grpcTLS      bool
 	expectStatus int
 }
 
@@ -237,6 +262,7 @@ func parse[T any](b Binary[T], sub string, args []string, all bool) (*cmdline, b
 	}
 	if sub == "healthcheck" {
 		fs.StringVar(&cl.grpc, "grpc", "", "check grpc.health.v1 on this host:port (plaintext) instead of the local /readyz")
+		fs.BoolVar(&cl.grpcTLS, "grpc-tls", false, "with --grpc: over TLS (the certificate is not verified: a probe sends nothing secret)")
 		fs.StringVar(&cl.url, "url", "", "GET this URL instead of the local /readyz")
 		fs.IntVar(&cl.expectStatus, "expect-status", http.StatusOK, "with --url: the HTTP status that counts as healthy")
 	}
@@ -318,10 +344,17 @@ func serve[T any](b Binary[T], args []string) int {
 		}
 		return nil
 	})
+	adminTLS, adminToken, err := adminSecurity(common, logger)
+	if err != nil {
+		logger.Error("cannot start", "err", err.Error())
+		return lifecycle.ExitFatal
+	}
 	rt.Admin = admin.New(admin.Options{
 		Logger: logger, Listen: common.AdminListen, Registry: rt.Metrics,
 		Readiness: lc.Checks, Drain: lc.StartDrain, Pprof: common.Pprof,
+		TLS: adminTLS, Token: adminToken,
 	})
+	rt.AdminToken = adminToken
 	if err := rt.Admin.Start(); err != nil {
 		logger.Error("cannot start", "err", err.Error())
 		return lifecycle.ExitFatal
@@ -371,6 +404,25 @@ func serve[T any](b Binary[T], args []string) int {
 	return code
 }
 
+// adminSecurity loads admin.tls and admin.token; a file that does not
+// load is an error at start (later changes are re-read, a bad one keeps
+// the previous certificate or token).
+func adminSecurity(c *config.Common, log *slog.Logger) (*tls.Config, *authn.Token, error) {
+	var cfg *tls.Config
+	if t := c.Admin.TLS; t.Enabled() {
+		st, err := tlsfiles.New(tlsfiles.Options{Name: "admin", CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.ClientCAFile, Logger: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("admin.tls: %w", err)
+		}
+		cfg = st.ServerConfig()
+	}
+	tok, err := authn.NewToken("admin", c.Admin.Token, 0, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin.token: %w", err)
+	}
+	return cfg, tok, nil
+}
+
 func reloadConfig[T any](ctx context.Context, b Binary[T], rt *Runtime[T], cl *cmdline, level *slog.LevelVar) error {
 	next, err := b.Config.Load(cl.source())
 	if err != nil {
@@ -400,7 +452,8 @@ func reloadConfig[T any](ctx context.Context, b Binary[T], rt *Runtime[T], cl *c
 }
 
 // adminURL turns a listen address into a URL for a client on this host.
-func adminURL(listen, path string) (string, error) {
+func adminURL(c *config.Common, path string) (string, error) {
+	listen := c.AdminListen
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return "", fmt.Errorf("admin address %q: %w", listen, err)
@@ -411,7 +464,23 @@ func adminURL(listen, path string) (string, error) {
 	case "::", "[::]":
 		host = "::1"
 	}
-	return "http://" + net.JoinHostPort(host, port) + path, nil
+	scheme := "http://"
+	if c.Admin.TLS.Enabled() {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, port) + path, nil
+}
+
+// localClient is the HTTP client of the subcommands that call the local
+// admin port. Over HTTPS it does not verify the certificate: the peer is
+// this host's own process on a loopback address, and the certificate
+// names the pod's Service, not 127.0.0.1.
+func localClient(c *config.Common, timeout time.Duration, keepAlive bool) *http.Client {
+	tr := &http.Transport{DisableKeepAlives: !keepAlive}
+	if c.Admin.TLS.Enabled() {
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	return &http.Client{Timeout: timeout, Transport: tr}
 }
 
 func localTarget[T any](b Binary[T], sub string, args []string) (*cmdline, *config.Common, bool) {
@@ -437,12 +506,12 @@ func healthcheck[T any](b Binary[T], args []string) int {
 		timeout = 3 * time.Second
 	}
 	if cl.grpc != "" {
-		return grpcHealthcheck(b, cl.grpc, timeout)
+		return grpcHealthcheck(b, cl.grpc, cl.grpcTLS, timeout)
 	}
 	u, want := cl.url, cl.expectStatus
 	if u == "" {
 		var err error
-		u, err = adminURL(common.AdminListen, "/readyz?verbose")
+		u, err = adminURL(common, "/readyz?verbose")
 		if err != nil {
 			fmt.Fprintln(b.Stderr, err)
 			return ExitUsage
@@ -450,6 +519,9 @@ func healthcheck[T any](b Binary[T], args []string) int {
 		want = http.StatusOK
 	}
 	client := &http.Client{Timeout: timeout}
+	if cl.url == "" {
+		client = localClient(common, timeout, true)
+	}
 	resp, err := client.Get(u)
 	if err != nil {
 		fmt.Fprintf(b.Stderr, "%s healthcheck: %v\n", b.Name, err)
@@ -466,12 +538,16 @@ func healthcheck[T any](b Binary[T], args []string) int {
 }
 
 // grpcHealthcheck asks grpc.health.v1 Check (the server as a whole, service
-// "") on addr over plaintext; 0 when SERVING, 1 otherwise (unreachable,
+// "") on addr over plaintext (TLS with useTLS); 0 when SERVING, 1 otherwise (unreachable,
 // NOT_SERVING, no health service), printing why.
-func grpcHealthcheck[T any](b Binary[T], addr string, timeout time.Duration) int {
+func grpcHealthcheck[T any](b Binary[T], addr string, useTLS bool, timeout time.Duration) int {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if useTLS {
+		creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		fmt.Fprintf(b.Stderr, "%s healthcheck: grpc %s: %v\n", b.Name, addr, err)
 		return ExitUsage
@@ -501,13 +577,26 @@ func drain[T any](b Binary[T], args []string) int {
 			common.Shutdown.FinalWait.D() + lifecycle.FinalHookTimeout + 10*time.Second
 	}
 	deadline := time.Now().Add(timeout)
-	u, err := adminURL(common.AdminListen, admin.DrainPath)
+	u, err := adminURL(common, admin.DrainPath)
 	if err != nil {
 		fmt.Fprintln(b.Stderr, err)
 		return ExitUsage
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Post(u, "application/json", nil)
+	req, err := http.NewRequest(http.MethodPost, u, nil)
+	if err != nil {
+		fmt.Fprintf(b.Stderr, "%s drain: %v\n", b.Name, err)
+		return ExitUsage
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if common.Admin.Token.Set() {
+		tok, err := authn.NewToken("admin", common.Admin.Token, 0, nil)
+		if err != nil {
+			fmt.Fprintf(b.Stderr, "%s drain: admin.token: %v\n", b.Name, err)
+			return ExitUsage
+		}
+		req.Header.Set("Authorization", "Bearer "+tok.Value())
+	}
+	resp, err := localClient(common, 5*time.Second, true).Do(req)
 	if err != nil {
 		fmt.Fprintf(b.Stderr, "%s drain: %v\n", b.Name, err)
 		return 1
@@ -519,10 +608,10 @@ func drain[T any](b Binary[T], args []string) int {
 		return 1
 	}
 	fmt.Fprintf(b.Stderr, "%s drain: draining; waiting for the process to exit (up to %s)\n", b.Name, timeout)
-	hz, _ := adminURL(common.AdminListen, "/healthz")
+	hz, _ := adminURL(common, "/healthz")
 	// No keep-alive: a pooled connection to the exiting process would make
 	// "still answering" look true a little longer.
-	poll := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	poll := localClient(common, time.Second, false)
 	for time.Now().Before(deadline) {
 		resp, err := poll.Get(hz)
 		if err != nil {

@@ -96,10 +96,12 @@ type Common struct {
 	NodeID string `yaml:"nodeId"`
 	// AdminListen is the admin HTTP address: /healthz, /readyz, /metrics,
 	// the JSON API and /api/v1/drain.
-	AdminListen string   `yaml:"adminListen"`
-	Log         Log      `yaml:"log"`
-	Pprof       bool     `yaml:"pprof"`
-	Shutdown    Shutdown `yaml:"shutdown"`
+	AdminListen string `yaml:"adminListen"`
+	// Admin secures the admin port: HTTPS and a token for changes.
+	Admin    Admin    `yaml:"admin"`
+	Log      Log      `yaml:"log"`
+	Pprof    bool     `yaml:"pprof"`
+	Shutdown Shutdown `yaml:"shutdown"`
 }
 
 // Log configures logging.
@@ -163,6 +165,12 @@ func (c *Common) Validate() error {
 	}
 	if err := ValidListen(c.AdminListen); err != nil {
 		errs = append(errs, fmt.Errorf("adminListen: %w", err))
+	}
+	if err := c.Admin.TLS.Validate("admin.tls"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Admin.Token.Validate("admin"); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		errs = append(errs, fmt.Errorf("log.level: %w", err))

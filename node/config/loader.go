@@ -21,14 +21,16 @@ import (
 const EnvPrefix = "LIVECLUSTER_"
 
 // ReservedEnv are LIVECLUSTER_ variables that are not configuration keys and
-// therefore not "unknown": the config file path, and the tool paths the test
-// and e2e scripts export (a binary started from such a script inherits them).
+// therefore not "unknown": the config file path, the tool paths the test
+// and e2e scripts export (a binary started from such a script inherits them),
+// and the drills' OCM call log.
 var ReservedEnv = []string{
 	"LIVECLUSTER_CONFIG",
 	"LIVECLUSTER_FFMPEG",
 	"LIVECLUSTER_FFPROBE",
 	"LIVECLUSTER_GRPCURL",
 	"LIVECLUSTER_HELM",
+	"LIVECLUSTER_OCM_HISTORY", // ocmclient.HistoryEnv: the drills' call log
 }
 
 // Source is where a configuration comes from, apart from the defaults.

@@ -3,6 +3,7 @@ package ocmclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -44,6 +45,13 @@ var (
 	// ErrRefused: the caller may not do this (not an origin, not the owner,
 	// the owner is not DRAINING, permission denied).
 	ErrRefused = errors.New("refused")
+	// ErrUnauthenticated: the OCM wants credentials (a client certificate
+	// or a bearer token: ocm.tls, ocm.token) or did not accept them. It is
+	// also ErrRefused.
+	ErrUnauthenticated = fmt.Errorf("%w: not authenticated", ErrRefused)
+	// ErrPermissionDenied: the OCM knows the caller, who may not do this
+	// (act for another node id, claim as an edge). It is also ErrRefused.
+	ErrPermissionDenied = fmt.Errorf("%w: permission denied", ErrRefused)
 	// ErrConflict: the OCM kept reporting a concurrent change after the
 	// client's own retries.
 	ErrConflict = errors.New("concurrent change")
@@ -161,8 +169,10 @@ func mapErr(op string, err error) error {
 		default:
 			e.Kind = ErrRefused
 		}
-	case codes.PermissionDenied, codes.Unauthenticated:
-		e.Kind = ErrRefused
+	case codes.PermissionDenied:
+		e.Kind = ErrPermissionDenied
+	case codes.Unauthenticated:
+		e.Kind = ErrUnauthenticated
 	case codes.Aborted:
 		e.Kind = ErrConflict
 	case codes.Unimplemented:

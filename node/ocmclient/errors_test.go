@@ -35,6 +35,9 @@ func TestClaimErrorsAreTyped(t *testing.T) {
 		{"draining", ocmtest.Status(codes.FailedPrecondition, ocmv1.ReasonNodeDraining, "node is DRAINING"), ocmclient.ErrDraining, []error{ocmclient.ErrRefused, ocmclient.ErrStaleEpoch}},
 		{"not an origin", ocmtest.Status(codes.FailedPrecondition, ocmv1.ReasonNotPermitted, "node is not an origin"), ocmclient.ErrRefused, []error{ocmclient.ErrDraining}},
 		{"stale epoch", ocmtest.Status(codes.FailedPrecondition, ocmv1.ReasonStaleEpoch, "stale epoch"), ocmclient.ErrStaleEpoch, []error{ocmclient.ErrDraining}},
+		{"no credentials", ocmtest.Status(codes.Unauthenticated, "", "ClaimStream needs credentials"), ocmclient.ErrUnauthenticated, []error{ocmclient.ErrPermissionDenied}},
+		{"no credentials is refused", ocmtest.Status(codes.Unauthenticated, "", "ClaimStream needs credentials"), ocmclient.ErrRefused, nil},
+		{"another node's id", ocmtest.Status(codes.PermissionDenied, "", "origin:b may not claim a stream for origin a"), ocmclient.ErrPermissionDenied, []error{ocmclient.ErrUnauthenticated, ocmclient.ErrSessionLost}},
 		{"bad key", ocmtest.Status(codes.InvalidArgument, "", "bad key"), ocmclient.ErrInvalidArgument, nil},
 		{"internal", ocmtest.Status(codes.Internal, "", "boom"), ocmclient.ErrInternal, []error{ocmclient.ErrUnavailable}},
 	}

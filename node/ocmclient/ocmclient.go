@@ -27,6 +27,7 @@ package ocmclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,10 +39,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/livecluster/livecluster/node/authn"
 	"github.com/livecluster/livecluster/node/backoff"
+	"github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/lifecycle"
+	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 )
 
@@ -73,11 +78,20 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// CallTimeout bounds each Register / Heartbeat call.
 	CallTimeout time.Duration
-	// DialOptions are added to the defaults (insecure, round_robin).
+	// Security is how the node proves who it is: a client certificate
+	// (mTLS; the files are re-read as they rotate, for each new connection)
+	// and/or a bearer token sent on every call. Zero: plaintext, no token.
+	Security config.OCMSecurity
+	// DialOptions are added to the defaults (Security's credentials,
+	// round_robin).
 	DialOptions []grpc.DialOption
 	// Registerer, if set, gets the session stream's metrics
 	// (ocm_session_stream_up, ocm_session_stream_breaks_total).
 	Registerer prometheus.Registerer
+	// History, if set, records every Register, Deregister, lost session,
+	// claim, transfer, release and lookup with its times and result (for
+	// the drills' linearizability check; see HistoryEnv).
+	History *History
 }
 
 // Session is the node's registration at the OCM: node id and lease, present
@@ -139,8 +153,8 @@ type Client struct {
 
 // New validates opts and creates the connection object; it does not dial
 // (gRPC connects lazily, in the background), so an unreachable OCM is not
-// an error here. It fails only on a missing address or node id, or a
-// target gRPC cannot parse.
+// an error here. It fails on a missing address or node id, a target gRPC
+// cannot parse, or certificate or token files that do not load.
 func New(opts Options) (*Client, error) {
 	if opts.Address == "" {
 		return nil, errors.New("ocmclient: no OCM address")
@@ -164,8 +178,11 @@ func New(opts Options) (*Client, error) {
 	if !strings.Contains(target, "://") {
 		target = "dns:///" + target
 	}
-	dial := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds, err := security(opts.Security, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("ocm client for %s: %w", opts.Address, err)
+	}
+	dial := append(creds, []grpc.DialOption{
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: grpcbackoff.Config{
@@ -173,7 +190,8 @@ func New(opts Options) (*Client, error) {
 			},
 			MinConnectTimeout: opts.CallTimeout,
 		}),
-	}, opts.DialOptions...)
+	}...)
+	dial = append(dial, opts.DialOptions...)
 	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("ocm client for %s: %w", opts.Address, err)
@@ -364,8 +382,12 @@ func (c *Client) Deregister(ctx context.Context) error {
 		return nil
 	}
 	defer c.endSession(s)
-	if _, err := c.api.Deregister(ctx, &ocmv1.DeregisterRequest{NodeId: s.NodeID, LeaseId: s.LeaseID}); err != nil {
-		return mapSessionErr("Deregister "+s.NodeID, err)
+	call := c.opts.History.Now()
+	_, err := c.api.Deregister(ctx, &ocmv1.DeregisterRequest{NodeId: s.NodeID, LeaseId: s.LeaseID})
+	err = mapSessionErr("Deregister "+s.NodeID, err)
+	c.record(HistoryEvent{Op: HistDeregister, Lease: s.LeaseID}, call, err)
+	if err != nil {
+		return err
 	}
 	c.log.Info("deregistered from the OCM")
 	return nil
@@ -417,9 +439,11 @@ func (c *Client) run(ctx context.Context) {
 func (c *Client) register(ctx context.Context) (Session, error) {
 	for attempt := 0; ; attempt++ {
 		callCtx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
+		call := c.opts.History.Now()
 		sent := time.Now()
 		resp, err := c.api.Register(callCtx, &ocmv1.RegisterRequest{Node: c.opts.Node})
 		cancel()
+		c.record(HistoryEvent{Op: HistRegister, Lease: resp.GetLeaseId()}, call, mapErr("Register", err))
 		if err == nil {
 			s := Session{NodeID: c.opts.Node.GetId(), LeaseID: resp.GetLeaseId(), done: make(chan struct{})}
 			iv := time.Duration(resp.GetHeartbeatIntervalMs()) * time.Millisecond
@@ -466,13 +490,17 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 	c.mu.Lock()
 	iv := c.interval
 	c.mu.Unlock()
-	t := time.NewTicker(iv)
+	// A timer, not a ticker: after a failed heartbeat the next one comes
+	// sooner (the replica that failed it may be gone, and the lease keeps
+	// counting down), paced by the backoff, never later than the interval.
+	t := time.NewTimer(iv)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return false
 		case <-lost:
+			// keepSession recorded the loss.
 			c.log.Warn("OCM lost the node's session (found by the session stream); registering again", "lease_id", s.LeaseID)
 			c.endSession(s)
 			return true
@@ -483,10 +511,17 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 			req.Load = c.opts.Load()
 		}
 		callCtx, cancel := context.WithTimeout(ctx, min(c.opts.CallTimeout, iv))
+		call := c.opts.History.Now()
 		sent := time.Now() // the renewal at the OCM happens after this
 		resp, rerr := c.api.Heartbeat(callCtx, req)
 		cancel()
 		err := mapSessionErr("Heartbeat "+s.NodeID, rerr)
+		switch {
+		case err == nil:
+			c.record(HistoryEvent{Op: HistHeartbeat, Lease: s.LeaseID}, call, nil)
+		case errors.Is(err, ErrSessionLost):
+			c.record(HistoryEvent{Op: HistSessionLost, Lease: s.LeaseID}, call, nil)
+		}
 		if ctx.Err() != nil {
 			return false
 		}
@@ -505,6 +540,11 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 		}
 		failures := c.status.ConsecutiveFailures
 		c.mu.Unlock()
+		if failures == 0 {
+			t.Reset(max(0, iv-time.Since(sent))) // every interval from send to send, as a ticker
+		} else {
+			t.Reset(backoff.Policy{Min: c.opts.MinBackoff, Max: iv}.Delay(failures - 1))
+		}
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrSessionLost):
@@ -520,7 +560,8 @@ func (c *Client) heartbeat(ctx context.Context, s Session, lost <-chan struct{})
 
 // Bind wires the session into a node's lifecycle: readiness waits for the
 // first registration ("ocm-registered"), the drain marks the node DRAINING
-// at step 1, and the final step deregisters and closes the connection. A
+// at step 1, and the final step deregisters and closes the connection (and
+// the history log, if any). A
 // failed Drain or Deregister is reported to the lifecycle (logged); the
 // lease then expires by itself after its TTL.
 func (c *Client) Bind(lc *lifecycle.Lifecycle) {
@@ -529,6 +570,36 @@ func (c *Client) Bind(lc *lifecycle.Lifecycle) {
 	lc.OnFinal("ocm-deregister", func(ctx context.Context) error {
 		err := c.Deregister(ctx)
 		_ = c.conn.Close()
-		return err
+		// After the Deregister, so that its record is the log's last.
+		return errors.Join(err, c.opts.History.Close())
 	})
+}
+
+// security returns the dial options of sec: TLS (with the certificate and
+// CA files re-read as they change) or plaintext, and the bearer token.
+func security(sec config.OCMSecurity, log *slog.Logger) ([]grpc.DialOption, error) {
+	var opts []grpc.DialOption
+	switch t := sec.TLS; {
+	case !t.On():
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	case t.CAFile == "" && t.CertFile == "":
+		// Server verified against the system roots, no client certificate.
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName})))
+	default:
+		st, err := tlsfiles.New(tlsfiles.Options{Name: "ocm client", CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.CAFile, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("ocm.tls: %w", err)
+		}
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(st.ClientConfig(t.ServerName))))
+	}
+	tok, err := authn.NewToken("ocm", sec.Token, 0, log)
+	if err != nil {
+		return nil, fmt.Errorf("ocm.token: %w", err)
+	}
+	if tok != nil {
+		// Sent over plaintext too when TLS is off: the operator chose a
+		// token without TLS (docs/security.md says what that exposes).
+		opts = append(opts, grpc.WithPerRPCCredentials(authn.PerRPC(tok, false)))
+	}
+	return opts, nil
 }

@@ -28,6 +28,9 @@ type fakeOCM struct {
 	lastLoad   *ocmv1.Load
 	drained    []int64
 	deregs     []int64
+	intervalMs int64       // told on Register (default 30)
+	failHB     int         // fail this many next heartbeats (UNAVAILABLE)
+	hbTimes    []time.Time // when each heartbeat arrived
 }
 
 func newFakeOCM() *fakeOCM { return &fakeOCM{nextLease: 100, lease: map[string]int64{}} }
@@ -41,7 +44,11 @@ func (f *fakeOCM) Register(_ context.Context, r *ocmv1.RegisterRequest) (*ocmv1.
 	f.nextLease++
 	f.registers++
 	f.lease[r.GetNode().GetId()] = f.nextLease
-	return &ocmv1.RegisterResponse{Node: r.GetNode(), LeaseId: f.nextLease, LeaseTtlSeconds: 1, HeartbeatIntervalMs: 30}, nil
+	iv := f.intervalMs
+	if iv == 0 {
+		iv = 30
+	}
+	return &ocmv1.RegisterResponse{Node: r.GetNode(), LeaseId: f.nextLease, LeaseTtlSeconds: 1, HeartbeatIntervalMs: iv}, nil
 }
 
 func (f *fakeOCM) check(id string, lease int64) error {
@@ -56,6 +63,11 @@ func (f *fakeOCM) Heartbeat(_ context.Context, r *ocmv1.HeartbeatRequest) (*ocmv
 	defer f.mu.Unlock()
 	if err := f.check(r.GetNodeId(), r.GetLeaseId()); err != nil {
 		return nil, err
+	}
+	f.hbTimes = append(f.hbTimes, time.Now())
+	if f.failHB > 0 {
+		f.failHB--
+		return nil, status.Error(codes.Unavailable, "replica going away")
 	}
 	f.heartbeats++
 	f.lastLoad = r.GetLoad()
@@ -279,5 +291,35 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := New(Options{Address: "ocm:7000"}); err == nil {
 		t.Error("no node accepted")
+	}
+}
+
+// A failed heartbeat is retried after the backoff, not a whole interval
+// later: the replica that failed it may be gone while the lease counts down.
+func TestFailedHeartbeatRetriedSoon(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	f := newFakeOCM()
+	f.intervalMs = 1000
+	serve(t, addr, f)
+	c, err := New(Options{Address: addr, Node: &ocmv1.Node{Id: "o1", Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN,
+		Addresses: &ocmv1.NodeAddresses{Rtmp: "o1:1935"}}, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f.mu.Lock()
+	f.failHB = 1 // the first heartbeat fails
+	f.mu.Unlock()
+	c.Start(context.Background())
+	waitFor(t, "a heartbeat after the failed one", 5*time.Second, func() bool { _, hb := f.counts(); return hb >= 1 })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if gap := f.hbTimes[1].Sub(f.hbTimes[0]); gap > 500*time.Millisecond {
+		t.Fatalf("heartbeat retried %v after a failure, want well within the 1 s interval", gap)
 	}
 }

@@ -24,6 +24,7 @@ func (c *Client) keepSession(ctx context.Context, s Session, lost chan<- struct{
 	req := &ocmv1.KeepSessionRequest{NodeId: s.NodeID, LeaseId: s.LeaseID}
 	for attempt := 0; ; attempt++ {
 		healthy := false
+		call := c.opts.History.Now()
 		stream, err := c.api.KeepSession(ctx, req)
 		for err == nil {
 			if _, err = stream.Recv(); err == nil && !healthy {
@@ -42,6 +43,7 @@ func (c *Client) keepSession(ctx context.Context, s Session, lost chan<- struct{
 		err = mapSessionErr("KeepSession "+s.NodeID, err)
 		switch {
 		case errors.Is(err, ErrSessionLost):
+			c.record(HistoryEvent{Op: HistSessionLost, Lease: s.LeaseID}, call, nil)
 			close(lost)
 			return
 		case errors.Is(err, ErrUnsupported):

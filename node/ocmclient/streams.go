@@ -51,12 +51,16 @@ type ClaimRequest struct {
 func (c *Client) Claim(ctx context.Context, s Session, r ClaimRequest) (*ocmv1.Stream, error) {
 	var st *ocmv1.Stream
 	err := retryConflicts(ctx, func() error {
+		call := c.opts.History.Now()
 		resp, err := c.api.ClaimStream(ctx, &ocmv1.ClaimStreamRequest{
 			NodeId: s.NodeID, LeaseId: s.LeaseID, Key: ocmv1.NewStreamKey(r.Key),
 			PublishPath: r.Path, ForwardedBy: r.ForwardedBy,
 		})
 		st = resp.GetStream()
-		return mapSessionErr("ClaimStream "+r.Key.String(), err)
+		err = mapSessionErr("ClaimStream "+r.Key.String(), err)
+		c.record(HistoryEvent{Op: HistClaim, Lease: s.LeaseID, Key: r.Key.String(),
+			OutOwner: st.GetOwnerNodeId(), OutEpoch: st.GetEpoch()}, call, err)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -69,10 +73,13 @@ func (c *Client) Claim(ctx context.Context, s Session, r ClaimRequest) (*ocmv1.S
 // (owned by another node), ErrSessionLost (the lease, and the claim with
 // it, is gone), ErrInvalidArgument, ErrUnavailable.
 func (c *Client) Release(ctx context.Context, s Session, key streamkey.Key, epoch int64) error {
+	call := c.opts.History.Now()
 	_, err := c.api.ReleaseStream(ctx, &ocmv1.ReleaseStreamRequest{
 		NodeId: s.NodeID, LeaseId: s.LeaseID, Key: ocmv1.NewStreamKey(key), Epoch: epoch,
 	})
-	return mapErr("ReleaseStream "+key.String(), err)
+	err = mapErr("ReleaseStream "+key.String(), err)
+	c.record(HistoryEvent{Op: HistRelease, Lease: s.LeaseID, Key: key.String(), Epoch: epoch}, call, err)
+	return err
 }
 
 // TransferRequest hands a stream to another origin.
@@ -95,12 +102,16 @@ type TransferRequest struct {
 func (c *Client) Transfer(ctx context.Context, s Session, r TransferRequest) (*ocmv1.Stream, error) {
 	var st *ocmv1.Stream
 	err := retryConflicts(ctx, func() error {
+		call := c.opts.History.Now()
 		resp, err := c.api.TransferStream(ctx, &ocmv1.TransferStreamRequest{
 			NodeId: s.NodeID, LeaseId: s.LeaseID, Key: ocmv1.NewStreamKey(r.Key), Epoch: r.Epoch,
 			ToNodeId: r.To, PublishPath: r.Path, ForwardedBy: r.ForwardedBy,
 		})
 		st = resp.GetStream()
-		return mapErr("TransferStream "+r.Key.String(), err)
+		err = mapErr("TransferStream "+r.Key.String(), err)
+		c.record(HistoryEvent{Op: HistTransfer, Lease: s.LeaseID, Key: r.Key.String(), Epoch: r.Epoch, To: r.To,
+			OutOwner: st.GetOwnerNodeId(), OutEpoch: st.GetEpoch()}, call, err)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -112,9 +123,13 @@ func (c *Client) Transfer(ctx context.Context, s Session, r TransferRequest) (*o
 // Failures: ErrNotFound (nobody owns it), ErrInvalidArgument,
 // ErrUnavailable.
 func (c *Client) Lookup(ctx context.Context, key streamkey.Key) (*ocmv1.Stream, *ocmv1.Node, error) {
+	call := c.opts.History.Now()
 	resp, err := c.api.LookupStream(ctx, &ocmv1.LookupStreamRequest{Key: ocmv1.NewStreamKey(key)})
+	err = mapErr("LookupStream "+key.String(), err)
+	c.record(HistoryEvent{Op: HistLookup, Key: key.String(),
+		OutOwner: resp.GetStream().GetOwnerNodeId(), OutEpoch: resp.GetStream().GetEpoch()}, call, err)
 	if err != nil {
-		return nil, nil, mapErr("LookupStream "+key.String(), err)
+		return nil, nil, err
 	}
 	return resp.GetStream(), resp.GetOwner(), nil
 }

@@ -23,13 +23,15 @@ import (
 	"time"
 
 	"github.com/livecluster/livecluster/scripts/drills/internal/drill"
+	"github.com/livecluster/livecluster/scripts/drills/internal/etcdquorum"
 	"github.com/livecluster/livecluster/scripts/drills/internal/hlscontinuity"
 	"github.com/livecluster/livecluster/scripts/drills/internal/lbchecks"
+	"github.com/livecluster/livecluster/scripts/drills/internal/ocmfailover"
 	"github.com/livecluster/livecluster/scripts/drills/internal/origincrash"
 )
 
 // all drills, in the order they run by default.
-var all = []drill.Drill{origincrash.Drill, hlscontinuity.Drill, lbchecks.Drill}
+var all = []drill.Drill{origincrash.Drill, hlscontinuity.Drill, lbchecks.Drill, etcdquorum.Drill, ocmfailover.Drill}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -421,10 +421,12 @@ func TestChecksumOnlyRestartOnlyKeys(t *testing.T) {
 // ConfigMap) is the binaries' own, read from their Go source.
 func TestLiveKeysMatchBinaries(t *testing.T) {
 	common := goStrings(t, "node/config/common.go", "CommonLive")
+	// Origins and edges append config.LimitsLive to their own list.
+	limits := goStrings(t, "node/config/limits.go", "LimitsLive")
 	want := map[string][]string{
 		"ocm":    common,
-		"origin": append(slices.Clone(common), goStrings(t, "origin/internal/config/config.go", "Live")...),
-		"edge":   append(slices.Clone(common), goStrings(t, "edge/internal/app/config.go", "Live")...),
+		"origin": slices.Concat(common, goStrings(t, "origin/internal/config/config.go", "Live"), limits),
+		"edge":   slices.Concat(common, goStrings(t, "edge/internal/app/config.go", "Live"), limits),
 	}
 	// The OCM declares no Live list of its own: its loader has no Live field.
 	if got := goStrings(t, "ocm/cmd/ocm/main.go", "Live"); len(got) != 0 {
@@ -443,7 +445,8 @@ func TestLiveKeysMatchBinaries(t *testing.T) {
 }
 
 // goStrings returns the string literals of the []string named name in file
-// (relative to the repository): a var/const spec or a "Live:" field.
+// (relative to the repository): a var/const spec or a "Live:" field, a
+// literal or the literal that append(...) extends.
 func goStrings(t *testing.T, file, name string) []string {
 	t.Helper()
 	f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(repoRoot, file), nil, 0)
@@ -456,12 +459,12 @@ func goStrings(t *testing.T, file, name string) []string {
 		case *ast.ValueSpec:
 			for i, id := range n.Names {
 				if id.Name == name && i < len(n.Values) {
-					lit, _ = n.Values[i].(*ast.CompositeLit)
+					lit = literal(n.Values[i])
 				}
 			}
 		case *ast.KeyValueExpr:
 			if k, ok := n.Key.(*ast.Ident); ok && k.Name == name {
-				lit, _ = n.Value.(*ast.CompositeLit)
+				lit = literal(n.Value)
 			}
 		}
 		return lit == nil
@@ -471,12 +474,68 @@ func goStrings(t *testing.T, file, name string) []string {
 	}
 	var out []string
 	for _, e := range lit.Elts {
-		if b, ok := e.(*ast.BasicLit); ok && b.Kind == token.STRING {
-			s, _ := strconv.Unquote(b.Value)
-			out = append(out, s)
+		switch e := e.(type) {
+		case *ast.BasicLit:
+			if e.Kind == token.STRING {
+				s, _ := strconv.Unquote(e.Value)
+				out = append(out, s)
+			}
+		case *ast.SelectorExpr: // config.AuthLive: a string constant of node/config
+			if x, ok := e.X.(*ast.Ident); ok && x.Name == "config" {
+				out = append(out, configConst(t, e.Sel.Name))
+			}
 		}
 	}
 	return out
+}
+
+// configConst returns the value of the string constant name declared in
+// node/config; the test fails when there is none, so a list naming a
+// constant is never read as shorter than it is.
+func configConst(t *testing.T, name string) string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(repoRoot, "node/config", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range files {
+		f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			g, ok := d.(*ast.GenDecl)
+			if !ok || g.Tok != token.CONST {
+				continue
+			}
+			for _, sp := range g.Specs {
+				vs := sp.(*ast.ValueSpec)
+				for i, id := range vs.Names {
+					if id.Name != name || i >= len(vs.Values) {
+						continue
+					}
+					if b, ok := vs.Values[i].(*ast.BasicLit); ok && b.Kind == token.STRING {
+						v, _ := strconv.Unquote(b.Value)
+						return v
+					}
+				}
+			}
+		}
+	}
+	t.Fatalf("no string constant %s in node/config", name)
+	return ""
+}
+
+// literal returns e as a composite literal, or the first argument of an
+// append call.
+func literal(e ast.Expr) *ast.CompositeLit {
+	if c, ok := e.(*ast.CallExpr); ok {
+		if f, ok := c.Fun.(*ast.Ident); ok && f.Name == "append" && len(c.Args) > 0 {
+			e = c.Args[0]
+		}
+	}
+	lit, _ := e.(*ast.CompositeLit)
+	return lit
 }
 
 // TestEtcd: bundled members find each other by their pod DNS names; with

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -22,8 +23,12 @@ import (
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
+	"github.com/livecluster/livecluster/node/config"
+	"github.com/livecluster/livecluster/node/connlimit"
 	"github.com/livecluster/livecluster/node/ocmclient"
+	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
 
@@ -46,21 +51,55 @@ type edge struct {
 	fwd     *forward.Forwarder
 	hls     *hlsproxy.Proxy
 	dir     *directory.Directory
+	authz   *authz.Manager
 	players *prometheus.GaugeVec
 	nPlay   atomic.Int64
+	limits  *connlimit.Node
 }
 
 // Run starts the edge; it implements cli.Binary.Run.
 func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	cfg := rt.Config()
-	rtmpLn, err := net.Listen("tcp", cfg.RTMP.Listen)
+	rawRTMP, err := net.Listen("tcp", cfg.RTMP.Listen)
 	if err != nil {
 		return fmt.Errorf("rtmp listen: %w", err)
 	}
-	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	rawHTTP, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		rtmpLn.Close()
+		rawRTMP.Close()
 		return fmt.Errorf("http listen: %w", err)
+	}
+	limits := connlimit.NewNode(rt.Metrics, func() config.Limits { return rt.Config().Limits })
+	to := cfg.Limits.Timeouts
+	rtmpSrv := &rtmp.Server{
+		Logger: rt.Logger.With("component", "rtmp"),
+		Config: rtmp.Config{
+			HandshakeTimeout: to.RTMPHandshake.D(), ReadTimeout: to.RTMPIdle.D(), WriteTimeout: to.RTMPWrite.D(),
+		},
+		Rejected: limits.Metrics.Rejecter("rtmp"),
+		PublishBitrate: func() (int64, time.Duration) {
+			l := rt.Config().Limits
+			return l.MaxPublishBitrate, l.PublishBitrateWindow.D()
+		},
+	}
+	rtmpLn := limits.Listener("rtmp", rawRTMP, rtmpSrv.Refuse)
+	httpLn := limits.Listener("http", rawHTTP, connlimit.RefuseHTTP)
+	var httpsLn net.Listener
+	if cfg.HTTPS.Listen != "" {
+		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger,
+			func(ln net.Listener) net.Listener { return limits.Listener("https", ln, connlimit.RefuseHTTP) })
+		if err != nil {
+			rtmpLn.Close()
+			httpLn.Close()
+			return fmt.Errorf("https: %w", err)
+		}
+	}
+	closeListeners := func() {
+		rtmpLn.Close()
+		httpLn.Close()
+		if httpsLn != nil {
+			httpsLn.Close()
+		}
 	}
 	host := cfg.Advertise.Host
 	if host == "" {
@@ -74,15 +113,32 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 			Admin: net.JoinHostPort(host, port(rt.Admin.Addr())),
 		},
 	}
-	e := &edge{rt: rt, log: rt.Logger}
-	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics})
+	e := &edge{rt: rt, log: rt.Logger, limits: limits}
+	rtmpSrv.Handler = e
+	rtmpSrv.Connect = e.rtmpConnect
+	hist, err := ocmclient.HistoryFromEnv()
 	if err != nil {
-		rtmpLn.Close()
-		httpLn.Close()
+		closeListeners()
+		return err
+	}
+	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics, History: hist,
+		Security: cfg.OCM.OCMSecurity})
+	if err != nil {
+		_ = hist.Close()
+		closeListeners()
 		return err
 	}
 
 	reg := rt.Metrics
+	e.authz, err = authz.New(cfg.Auth, authz.Options{
+		ServerID: cfg.NodeID, Logger: rt.Logger, Registerer: reg, Subsystem: "edge",
+		Source: func() *config.Auth { return &rt.Config().Auth },
+	})
+	if err != nil {
+		closeListeners()
+		return fmt.Errorf("auth: %w", err)
+	}
+	pullLeg := func(key streamkey.Key) (url.Values, error) { return e.authz.LegQuery(authz.Play, key) }
 	m := newMetrics(reg)
 	e.players = m.players
 	e.dir = directory.New(directory.Options{
@@ -90,7 +146,9 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		OnLookup: m.lookup, OnWatchState: m.watchState,
 	})
 	e.relay = relay.New(relay.Options{
-		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg),
+		Dir: e.dir, Logger: rt.Logger, Metrics: relay.NewMetrics(reg), LegQuery: pullLeg,
+		// Read at every window, so a reload applies at once.
+		Hub: hub.Config{MergeWindowFunc: func() time.Duration { return rt.Config().Edge.MergeWindow.D() }},
 		Settings: func() relay.Settings {
 			c := rt.Config().Edge
 			return relay.Settings{
@@ -101,6 +159,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	})
 	e.fwd = forward.New(forward.Options{
 		OCM: oc, Dir: e.dir, NodeID: cfg.NodeID, Zone: cfg.Zone, Logger: rt.Logger, Metrics: forward.NewMetrics(reg),
+		LegQuery: func(key streamkey.Key) (url.Values, error) { return e.authz.LegQuery(authz.Publish, key) },
 		// The forward buffer must absorb a move to a new origin.
 		Hub: hub.Config{QueueBytes: 32 << 20, QueuePackets: 8192},
 		Settings: func() forward.Settings {
@@ -122,29 +181,39 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		MaxPlaylistTTL: h.MaxPlaylistTTL.D(), UpstreamTimeout: h.UpstreamTimeout.D(),
 		Hold: h.Hold.D(), EndHold: h.EndHold.D(), Window: h.Window, MaxStreams: h.MaxStreams, NoPrefetch: !h.Prefetch,
 		Logger: rt.Logger, Metrics: hlsproxy.NewMetrics(reg),
+		LegQuery: pullLeg,
+		Playlist: func(r *http.Request, body []byte) []byte {
+			return authz.RewritePlaylist(body, authz.CarriedQuery(r.URL.Query()))
+		},
 	})
 
-	flv := &httpflv.Handler{Lookup: e.lookupFLV, Logger: rt.Logger}
+	flv := &httpflv.Handler{Lookup: e.lookupFLV, Logger: rt.Logger, WriteTimeout: to.HTTPWrite.D()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasSuffix(r.URL.Path, ".flv"):
 			e.serveFLV(flv, w, r)
 		case hlsproxy.IsHLS(r.URL.Path):
+			// A CORS preflight carries no credential and gets no media.
+			if key, err := hlsproxy.KeyOf(r); err == nil && r.Method != http.MethodOptions {
+				// Before the proxy: a refused player makes no upstream request.
+				if _, ok := e.authz.CheckHTTP(w, r, key, "hls"); !ok {
+					return
+				}
+			}
 			e.hls.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
 	})
-	httpSrv := &http.Server{
-		Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: admin.QuietErrorLog(rt.Logger),
-	}
-	rtmpSrv := &rtmp.Server{Handler: e, Logger: rt.Logger.With("component", "rtmp")}
+	httpSrv := limits.HTTPServer(mux, admin.QuietErrorLog(rt.Logger))
 
 	lc := rt.Lifecycle
 	lc.AddListener("rtmp", rtmpLn)
 	lc.AddListener("http", httpLn)
+	if httpsLn != nil {
+		lc.AddListener("https", httpsLn)
+	}
 	oc.Bind(lc)
 	lc.OnDraining("http-keepalive", func(context.Context) error {
 		// HLS players reconnect, on their next request, to another edge.
@@ -160,11 +229,18 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 			lc.Fatal(fmt.Errorf("rtmp server: %w", err))
 		}
 	}()
-	go func() {
-		if err := httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			lc.Fatal(fmt.Errorf("http server: %w", err))
+	for name, ln := range map[string]net.Listener{"http": httpLn, "https": httpsLn} {
+		if ln == nil {
+			continue
 		}
-	}()
+		// One server for both ports: the drain's keep-alive switch and
+		// Close cover the HTTPS connections too.
+		go func() {
+			if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				lc.Fatal(fmt.Errorf("%s server: %w", name, err))
+			}
+		}()
+	}
 	context.AfterFunc(ctx, func() {
 		e.relay.Close()
 		_ = httpSrv.Close()
@@ -172,7 +248,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	oc.Start(ctx)
 
 	rt.Admin.Mux.HandleFunc("GET /api/v1/streams", e.apiStreams)
-	rt.Logger.Info("edge listening", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(),
+	rt.Logger.Info("edge listening", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(), "https", cfg.HTTPS.Listen,
 		"advertise", node.Addresses.Rtmp, "ocm", cfg.OCM.Address)
 	return nil
 }
@@ -231,6 +307,17 @@ func (e *edge) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 	if err != nil {
 		return err
 	}
+	// Before the forward: a refused publisher makes no AssignOrigin call
+	// and opens no leg.
+	if err := e.authz.Check(ctx, e.authRequest(authz.Publish, key, c)); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
+	}
+	defer e.authz.Notify(ctx, e.authRequest(authz.Unpublish, key, c))
+	release, err := e.limits.AcquireStream("rtmp")
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.Rejected", Description: err.Error()}
+	}
+	defer release()
 	err = e.fwd.Serve(ctx, key, c.RemoteAddr().String(), c)
 	var refused *forward.Refused
 	if errors.As(err, &refused) {
@@ -250,6 +337,17 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err != nil {
 		return err
 	}
+	// Before the relay: a refused player starts no upstream pull.
+	if err := e.authz.Check(ctx, e.authRequest(authz.Play, key, c)); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.Failed", Description: err.Error()}
+	}
+	defer e.authz.Notify(ctx, e.authRequest(authz.Stop, key, c))
+	// Checked before any upstream is pulled for this player.
+	release, err := e.limits.AcquirePlayer("rtmp", key.String())
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.Rejected", Description: err.Error()}
+	}
+	defer release()
 	wctx, cancel := context.WithTimeout(ctx, e.waitTimeout()+time.Second)
 	hb, err := e.relay.Acquire(wctx, key)
 	cancel()
@@ -265,7 +363,7 @@ func (e *edge) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
-	return rd.CopyTo(ctx, c.WriteTags)
+	return rd.CopyWire(ctx, c, c.WriteWire)
 }
 
 type flvJoinKey struct{}
@@ -284,7 +382,10 @@ type ownerHeaders struct {
 	wrote bool
 }
 
-func (o *ownerHeaders) WriteHeader(code int) {
+// PrepareHeader implements httpflv.HeaderPreparer: the HTTP-FLV handler
+// writes its response on the hijacked connection, never through
+// WriteHeader, and asks for the final headers first.
+func (o *ownerHeaders) PrepareHeader(code int) {
 	if !o.wrote {
 		o.wrote = true
 		if code == http.StatusOK && o.key.Name != "" {
@@ -296,6 +397,10 @@ func (o *ownerHeaders) WriteHeader(code int) {
 			}
 		}
 	}
+}
+
+func (o *ownerHeaders) WriteHeader(code int) {
+	o.PrepareHeader(code)
 	o.ResponseWriter.WriteHeader(code)
 }
 
@@ -311,6 +416,27 @@ func (o *ownerHeaders) Unwrap() http.ResponseWriter { return o.ResponseWriter }
 // serveFLV counts an HTTP-FLV player from the moment its stream is found
 // until the response ends.
 func (e *edge) serveFLV(h *httpflv.Handler, w http.ResponseWriter, r *http.Request) {
+	if key, err := httpflv.ParsePath(r, ".flv"); err == nil && r.Method != http.MethodOptions {
+		// Before the lookup: a refused player starts no upstream pull.
+		ar, ok := e.authz.CheckHTTP(w, r, key, protoFLV)
+		if !ok {
+			return
+		}
+		defer func() {
+			ar.Action = authz.Stop
+			e.authz.Notify(r.Context(), ar)
+		}()
+		if r.Method == http.MethodGet {
+			// Checked before any upstream is pulled for this player.
+			release, err := e.limits.AcquirePlayer("http", key.String())
+			if err != nil {
+				w.Header().Set("Retry-After", "5")
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			defer release()
+		}
+	}
 	var joined atomic.Bool
 	ow := &ownerHeaders{ResponseWriter: w, relay: e.relay}
 	h.ServeHTTP(ow, r.WithContext(context.WithValue(context.WithValue(r.Context(), flvJoinKey{}, &joined), flvKeyKey{}, &ow.key)))
@@ -348,4 +474,22 @@ func (e *edge) apiStreams(w http.ResponseWriter, _ *http.Request) {
 		"hls":      e.hls.Stats(),
 		"players":  e.nPlay.Load(),
 	})
+}
+
+// rtmpConnect is the RTMP server's Connect: the on_connect hook.
+func (e *edge) rtmpConnect(ctx context.Context, c *rtmp.Conn, info rtmp.ConnectInfo) error {
+	return e.authz.Check(ctx, &authz.Request{
+		Action: authz.Connect, Key: streamkey.Key{Vhost: info.Vhost, App: info.App}, Protocol: protoRTMP,
+		ClientID: c.ID(), IP: authz.ClientIP(c.RemoteAddr().String()),
+		Query: authz.RTMPQuery(info.Query, info.TcURL), TcURL: info.TcURL,
+	})
+}
+
+// authRequest describes an RTMP publish or play to the authorizer.
+func (e *edge) authRequest(a authz.Action, key streamkey.Key, c *rtmp.Conn) *authz.Request {
+	req := c.Request()
+	return &authz.Request{
+		Action: a, Key: key, Protocol: protoRTMP, ClientID: c.ID(), IP: authz.ClientIP(c.RemoteAddr().String()),
+		Query: authz.RTMPQuery(req.Query, req.TcURL), TcURL: req.TcURL,
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/config"
 
@@ -17,6 +18,8 @@ type Config struct {
 	OCM           struct {
 		// Address is the OCM's "host:port" (a Kubernetes Service name).
 		Address string `yaml:"address"`
+		// OCMSecurity: ocm.tls (client certificate, mTLS) and ocm.token.
+		config.OCMSecurity `yaml:",inline"`
 	} `yaml:"ocm"`
 	RTMP struct {
 		Listen string `yaml:"listen"`
@@ -24,6 +27,8 @@ type Config struct {
 	HTTP struct {
 		Listen string `yaml:"listen"`
 	} `yaml:"http"`
+	// HTTPS serves HTTP-FLV and HLS over TLS, on its own port.
+	HTTPS     config.HTTPS `yaml:"https"`
 	Advertise struct {
 		// Host other nodes dial (the pod's DNS name or IP); the ports are
 		// those of the listeners. Empty: the node id.
@@ -32,6 +37,12 @@ type Config struct {
 	// Zone is the failure zone, sent to AssignOrigin for placement.
 	Zone string `yaml:"zone"`
 	Edge Edge   `yaml:"edge"`
+	// Limits bounds what clients may hold (docs/security.md).
+	Limits config.Limits `yaml:"limits"`
+	// Auth is publish and play authorization (node/authz): the edge
+	// checks its clients before it pulls or forwards, and signs its legs
+	// to origins with auth.internal.keys.
+	Auth config.Auth `yaml:"auth"`
 }
 
 // Edge holds the edge's own keys.
@@ -48,7 +59,13 @@ type Edge struct {
 	// lease TTL plus the publisher's retry); then the splice follows as for
 	// an owner change, or the players are closed when the hold runs out.
 	OwnerLossHold config.Duration `yaml:"ownerLossHold"`
-	Upstream      struct {
+	// MergeWindow is how long the edge holds a stream's packets before it
+	// writes them to its players, one write per player per window: the
+	// fan-out's CPU goes with the number of writes. 0: no merging. The
+	// edge's pull from the origin is not held by the origin's window, so
+	// this is the only window between publisher and player.
+	MergeWindow config.Duration `yaml:"mergeWindow"`
+	Upstream    struct {
 		// Protocol of the pull from the owner: rtmp or flv.
 		Protocol string `yaml:"protocol"`
 		// DialTimeout bounds opening an upstream until its codecs arrive.
@@ -105,6 +122,7 @@ func Defaults() Config {
 	e.IdleTimeout = config.Duration(10 * time.Second)
 	e.WaitTimeout = config.Duration(5 * time.Second)
 	e.OwnerLossHold = config.Duration(relay.DefaultOwnerLossHold)
+	e.MergeWindow = config.Duration(hub.DefaultMergeWindow)
 	e.Upstream.Protocol = relay.ProtocolRTMP
 	e.Upstream.DialTimeout = config.Duration(10 * time.Second)
 	e.Forward.PollInterval = config.Duration(10 * time.Second)
@@ -120,6 +138,9 @@ func Defaults() Config {
 	e.HLS.Window = 6
 	e.HLS.MaxStreams = 10000
 	e.HLS.Prefetch = true
+	c.Limits = config.DefaultLimits()
+	c.Limits.Timeouts.HTTPIdle = config.Duration(2 * time.Minute)
+	c.Auth = config.DefaultAuth()
 	return c
 }
 
@@ -134,6 +155,12 @@ func Validate(c *Config) error {
 	}
 	if err := config.ValidListen(c.HTTP.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("http.listen: %w", err))
+	}
+	if err := c.HTTPS.Validate("https"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.OCM.OCMSecurity.Validate("ocm"); err != nil {
+		errs = append(errs, err)
 	}
 	e := &c.Edge
 	for _, d := range []struct {
@@ -157,6 +184,9 @@ func Validate(c *Config) error {
 			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", d.key, d.v))
 		}
 	}
+	if e.MergeWindow < 0 || e.MergeWindow.D() > time.Second {
+		errs = append(errs, fmt.Errorf("edge.mergeWindow: must be in [0s, 1s], got %s", e.MergeWindow))
+	}
 	switch e.Upstream.Protocol {
 	case relay.ProtocolRTMP, relay.ProtocolFLV:
 	default:
@@ -178,6 +208,10 @@ func Validate(c *Config) error {
 	if e.HLS.MaxStreams <= 0 {
 		errs = append(errs, fmt.Errorf("edge.hls.maxStreams: must be > 0, got %d", e.HLS.MaxStreams))
 	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.Auth.Validate())
 	return errors.Join(errs...)
 }
 
@@ -187,9 +221,10 @@ func Loader() config.Loader[Config] {
 	return config.Loader[Config]{
 		Defaults: Defaults,
 		Validate: Validate,
-		Live: []string{
-			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.upstream.*", "edge.forward.*",
-		},
+		Live: append([]string{
+			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.mergeWindow", "edge.upstream.*", "edge.forward.*",
+			config.AuthLive,
+		}, config.LimitsLive...),
 	}
 }
 
@@ -205,5 +240,6 @@ var Flags = []cli.Flag{
 func Binary(version string) cli.Binary[Config] {
 	return cli.Binary[Config]{
 		Name: "edge", Version: version, Config: Loader(), Flags: Flags, Run: Run,
+		Auth: func(c *Config) *config.Auth { return &c.Auth },
 	}
 }

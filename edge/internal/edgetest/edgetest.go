@@ -316,7 +316,7 @@ func (o *Origin) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return err
 	}
-	return rd.CopyTo(ctx, c.WriteTags)
+	return rd.CopyWire(ctx, c, c.WriteWire)
 }
 
 // Feed publishes the test FLV into the origin's hub of key in real time,

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -103,6 +104,9 @@ type Options struct {
 	Zone     string
 	Settings func() Settings
 	RTMP     rtmp.Config
+	// LegQuery returns the credential query a forwarded publish of key
+	// carries (authz.Manager.LegQuery); nil or an empty result: none.
+	LegQuery func(key streamkey.Key) (url.Values, error)
 	// Hub bounds the per-publish buffer each origin leg reads from.
 	Hub     hub.Config
 	Logger  *slog.Logger
@@ -399,6 +403,15 @@ func (f *Forwarder) assign(ctx context.Context, key streamkey.Key, exclude []str
 // read timeout). ctx bounds the connection's life.
 func (f *Forwarder) dialOrigin(ctx context.Context, key streamkey.Key, origin *ocmv1.Node) (*originConn, error) {
 	q := key.ForwardQuery(f.opts.NodeID)
+	if f.opts.LegQuery != nil {
+		lq, err := f.opts.LegQuery(key)
+		if err != nil {
+			return nil, fmt.Errorf("forward %s: %w", key, err)
+		}
+		for k, v := range lq {
+			q[k] = v
+		}
+	}
 	u := "rtmp://" + origin.GetAddresses().GetRtmp() + "/" + key.App + "/" + key.Name + "?" + q.Encode()
 	timeout := f.settings().DialTimeout
 	cctx, cancel := context.WithCancelCause(ctx)

@@ -193,8 +193,15 @@ type Options struct {
 	// is still playable if its origin dies before players get to it.
 	NoPrefetch bool
 	Client     *http.Client
-	Logger     *slog.Logger
-	Metrics    *Metrics
+	// LegQuery returns the credential query of a request to an origin for
+	// key's playlist (authz.Manager.LegQuery); the origin rewrites its
+	// segment URIs to carry it. nil or an empty result: none.
+	LegQuery func(key streamkey.Key) (url.Values, error)
+	// Playlist, when set, rewrites a playlist before it is sent to the
+	// player r (the player's credential on the segment URIs).
+	Playlist func(r *http.Request, body []byte) []byte
+	Logger   *slog.Logger
+	Metrics  *Metrics
 }
 
 // Proxy serves HLS from the owners' HLS.
@@ -237,6 +244,7 @@ type object struct {
 	contentType string
 	body        []byte
 	expires     time.Time
+	private     bool // rewritten for one player: no shared cache may keep it
 	// a playlist's source: streamkey.OriginHeader and EpochHeader
 	srcNode  string
 	srcEpoch int64
@@ -328,6 +336,13 @@ func IsHLS(path string) bool {
 	return strings.HasSuffix(path, ".m3u8") || strings.HasSuffix(path, ".ts")
 }
 
+// KeyOf returns the stream key of an HLS request (playlist or segment);
+// an error for a path that is not one.
+func KeyOf(r *http.Request) (streamkey.Key, error) {
+	key, _, _, err := parse(r)
+	return key, err
+}
+
 // parse splits /{app}/{file} and derives the stream key: the playlist is
 // {name}.m3u8, a segment {name}-{seq}.ts.
 func parse(r *http.Request) (key streamkey.Key, file, kind string, err error) {
@@ -385,6 +400,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var obj *object
 	if kind == KindPlaylist {
 		obj = p.playlist(r.Context(), key)
+		if p.opts.Playlist != nil && obj.status == http.StatusOK {
+			// A copy: obj is shared by every player of the stream.
+			o := *obj
+			o.body = p.opts.Playlist(r, obj.body)
+			o.private = len(o.body) != len(obj.body)
+			obj = &o
+		}
 	} else {
 		obj = p.segment(r.Context(), key, file)
 	}
@@ -420,9 +442,12 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj
 		h["Access-Control-Expose-Headers"] = hdrExposeSource
 	}
 	if obj.status == http.StatusOK {
-		if kind == KindPlaylist {
+		switch {
+		case obj.private:
+			h.Set("Cache-Control", "private, no-cache")
+		case kind == KindPlaylist:
 			h["Cache-Control"] = hdrNoCache
-		} else {
+		default:
 			h["Cache-Control"] = hdrMaxAge60
 		}
 	}
@@ -595,6 +620,14 @@ func (p *Proxy) refresh(ctx context.Context, s *stream) *object {
 		// With the epoch: an origin that does not own the stream at exactly
 		// that epoch answers 409, and the last good playlist is served.
 		u := "http://" + owner.HTTP + "/" + key.App + "/" + key.Name + ".m3u8" + key.PullQuery(owner.Epoch)
+		if p.opts.LegQuery != nil {
+			lq, err := p.opts.LegQuery(key)
+			if err != nil {
+				fail = errObject(http.StatusInternalServerError, "%v", err)
+				break
+			}
+			u = appendQuery(u, lq)
+		}
 		var pl *upPlaylist
 		pl, fail = p.fetchPlaylist(ctx, u)
 		if fail == nil {
@@ -902,4 +935,15 @@ func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return Stats{Streams: p.streamLRU.Len(), Objects: p.lru.Len(), Bytes: p.bytes, Inflight: len(p.inflight)}
+}
+
+// appendQuery adds q to the URL u, which may have a query already.
+func appendQuery(u string, q url.Values) string {
+	if len(q) == 0 {
+		return u
+	}
+	if strings.Contains(u, "?") {
+		return u + "&" + q.Encode()
+	}
+	return u + "?" + q.Encode()
 }

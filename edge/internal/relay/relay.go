@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -104,7 +105,10 @@ type Options struct {
 	RTMP       rtmp.Config
 	HTTPClient *http.Client
 	Logger     *slog.Logger
-	Metrics    *Metrics
+	// LegQuery returns the credential query an upstream pull of key
+	// carries (authz.Manager.LegQuery); nil or an empty result: none.
+	LegQuery func(key streamkey.Key) (url.Values, error)
+	Metrics  *Metrics
 }
 
 // Manager owns the pull sessions.
@@ -687,8 +691,24 @@ func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, erro
 	)
 	// The epoch goes along: the origin serves the pull only while it owns
 	// the stream at exactly that epoch (a fenced or replaced owner refuses,
-	// and the session looks the owner up again).
-	q := s.key.PullQuery(o.Epoch)
+	// and the session looks the owner up again). The relay marker: the
+	// origin does not hold this pull for its merge window, only the edge's
+	// own window applies end to end.
+	q := s.key.RelayQuery(o.Epoch)
+	if s.m.opts.LegQuery != nil {
+		lq, err := s.m.opts.LegQuery(s.key)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("pull %s from %s: %w", s.key, o.NodeID, err)
+		}
+		if len(lq) > 0 {
+			sep := "?"
+			if q != "" {
+				sep = "&"
+			}
+			q += sep + lq.Encode()
+		}
+	}
 	switch st.Protocol {
 	case ProtocolFLV:
 		u = "http://" + o.HTTP + "/" + s.key.App + "/" + s.key.Name + ".flv" + q

@@ -74,3 +74,37 @@ func TestSessionGraceKey(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthKeys: tokens from the YAML list, each checked (identity, one
+// source), and the TLS pair; a bad one is an error naming its key.
+func TestAuthKeys(t *testing.T) {
+	l := config.Loader[Config]{Defaults: defaults, Validate: validate}
+	dir := t.TempDir()
+	load := func(yaml string) (*Config, error) {
+		f := filepath.Join(dir, "ocm.yaml")
+		if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return l.Load(config.Source{File: f})
+	}
+	c, err := load("auth:\n  tokens:\n    - identity: \"origin:*\"\n      tokenFile: /t/origin\n    - identity: admin\n      token: x\n  openReads: true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Auth.Tokens) != 2 || c.Auth.Tokens[0].Identity != "origin:*" || c.Auth.Tokens[0].TokenFile != "/t/origin" || !c.Auth.OpenReads {
+		t.Errorf("auth %+v", c.Auth)
+	}
+	for yaml, key := range map[string]string{
+		"auth:\n  tokens:\n    - identity: root\n      token: x\n":                       "auth.tokens[0].identity",
+		"auth:\n  tokens:\n    - identity: edge:*\n":                                     "auth.tokens[0]: token or tokenFile",
+		"auth:\n  tokens:\n    - identity: edge:*\n      token: x\n      tokenFile: y\n": "auth.tokens[0].token",
+		"auth:\n  tokens:\n    - identity: edge:*\n      tokn: x\n":                      "tokn",
+		"grpc:\n  tls:\n    certFile: a\n":                                               "grpc.tls.certFile",
+		"grpc:\n  tls:\n    clientCAFile: a\n":                                           "grpc.tls.clientCAFile",
+		"admin:\n  token: a\n  tokenFile: b\n":                                           "admin.token",
+	} {
+		if _, err := load(yaml); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: error %v, want one naming %s", yaml, err, key)
+		}
+	}
+}

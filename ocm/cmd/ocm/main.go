@@ -5,17 +5,22 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
+	"github.com/livecluster/livecluster/node/authn"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/config"
+	"github.com/livecluster/livecluster/node/tlsfiles"
 
 	"github.com/livecluster/livecluster/ocm/internal/etcdserver"
 	"github.com/livecluster/livecluster/ocm/internal/gctune"
 	"github.com/livecluster/livecluster/ocm/internal/ocm"
+	"github.com/livecluster/livecluster/ocm/internal/server"
 )
 
 var version = "dev"
@@ -25,7 +30,22 @@ type Config struct {
 	config.Common `yaml:",inline"`
 	GRPC          struct {
 		Listen string `yaml:"listen"`
+		// TLS serves gRPC over TLS; with clientCAFile, nodes may
+		// authenticate with client certificates (mTLS). The files are
+		// re-read when they change.
+		TLS config.ServerTLS `yaml:"tls"`
 	} `yaml:"grpc"`
+	// Auth says who may call the OCM (docs/security.md).
+	Auth struct {
+		// Tokens are the bearer tokens accepted, each with the identity it
+		// grants ("origin:*", "edge:*", "origin:<node-id>", "admin").
+		Tokens []TokenConfig `yaml:"tokens"`
+		// OpenReads lets callers without credentials make the read calls
+		// (LookupStream, AssignOrigin, WatchStreams, ListNodes,
+		// ListStreams) once authentication is on (grpc.tls.clientCAFile
+		// or auth.tokens).
+		OpenReads bool `yaml:"openReads"`
+	} `yaml:"auth"`
 	Etcd struct {
 		// Endpoints of an external cluster; empty runs an embedded member.
 		Endpoints []string `yaml:"endpoints"`
@@ -71,6 +91,14 @@ type Config struct {
 	} `yaml:"runtime"`
 }
 
+// TokenConfig is one accepted bearer token.
+type TokenConfig struct {
+	// Identity is what the token proves: "origin:*" (any origin),
+	// "origin:<node-id>" (one origin), "edge:*", "edge:<node-id>", "admin".
+	Identity     string `yaml:"identity"`
+	config.Token `yaml:",inline"`
+}
+
 func defaults() Config {
 	c := Config{Common: config.DefaultCommon()}
 	c.GRPC.Listen = ":7000"
@@ -109,6 +137,20 @@ func validate(c *Config) error {
 	if (c.Etcd.CertFile == "") != (c.Etcd.KeyFile == "") {
 		return fmt.Errorf("etcd.certFile, etcd.keyFile: give both or neither")
 	}
+	if err := c.GRPC.TLS.Validate("grpc.tls"); err != nil {
+		return err
+	}
+	for i, t := range c.Auth.Tokens {
+		if _, err := authn.ParseIdentity(t.Identity); err != nil {
+			return fmt.Errorf("auth.tokens[%d].identity: %w", i, err)
+		}
+		if !t.Set() {
+			return fmt.Errorf("auth.tokens[%d]: token or tokenFile is required", i)
+		}
+		if err := t.Token.Validate(fmt.Sprintf("auth.tokens[%d]", i)); err != nil {
+			return err
+		}
+	}
 	if c.Watch.Buffer <= 0 {
 		return fmt.Errorf("watch.buffer: must be > 0")
 	}
@@ -125,8 +167,14 @@ func run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	c := rt.Config()
 	gc := gctune.Apply(gctune.Settings{GCPercent: c.Runtime.GCPercent, MemoryLimit: c.Runtime.MemoryLimit}, os.Environ())
 	rt.Logger.Info("go runtime", "gc_percent", gc.GCPercent, "memory_limit", gc.MemoryLimit)
+	creds, auth, err := security(c, rt.Logger)
+	if err != nil {
+		return err
+	}
 	o, err := ocm.Start(ctx, ocm.Config{
 		GRPCListen:        c.GRPC.Listen,
+		TLS:               creds,
+		Auth:              auth,
 		EtcdEndpoints:     c.Etcd.Endpoints,
 		EtcdCAFile:        c.Etcd.CAFile,
 		EtcdCertFile:      c.Etcd.CertFile,
@@ -171,6 +219,34 @@ func run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		}
 	}()
 	return nil
+}
+
+// security loads the gRPC certificate and the tokens. The files are
+// re-read when they change; a bad file at start is an error.
+func security(c *Config, log *slog.Logger) (*tls.Config, *server.Auth, error) {
+	auth := &server.Auth{OpenReads: c.Auth.OpenReads}
+	var creds *tls.Config
+	if t := c.GRPC.TLS; t.Enabled() {
+		st, err := tlsfiles.New(tlsfiles.Options{Name: "ocm grpc", CertFile: t.CertFile, KeyFile: t.KeyFile, CAFile: t.ClientCAFile, Logger: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("grpc.tls: %w", err)
+		}
+		creds = st.ServerConfig()
+		auth.MTLS = t.ClientCAFile != ""
+	}
+	for i, tc := range c.Auth.Tokens {
+		id, _ := authn.ParseIdentity(tc.Identity) // validated
+		tok, err := authn.NewToken(fmt.Sprintf("auth.tokens[%d] (%s)", i, id), tc.Token, 0, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		auth.Tokens = append(auth.Tokens, server.TokenIdentity{Identity: id, Token: tok})
+	}
+	if !auth.On() {
+		log.Warn("ocm: no authentication configured (grpc.tls.clientCAFile, auth.tokens): any client that reaches the gRPC port may act for any node")
+		return creds, nil, nil
+	}
+	return creds, auth, nil
 }
 
 func main() {

@@ -4,6 +4,7 @@ package ocm
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,8 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/livecluster/livecluster/node/backoff"
 	"github.com/livecluster/livecluster/ocm/internal/cache"
@@ -35,6 +38,11 @@ type Config struct {
 	// is set.
 	GRPCListen string
 	Listener   net.Listener
+	// TLS serves gRPC over TLS (tlsfiles.Store.ServerConfig, so that
+	// rotated files are used without a restart); nil: plaintext.
+	TLS *tls.Config
+	// Auth authenticates and authorizes calls; nil: every call is open.
+	Auth *server.Auth
 
 	// EtcdEndpoints of an external cluster; empty starts an embedded member
 	// in DataDir.
@@ -156,8 +164,12 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 	host, _ := os.Hostname()
 	o.srv = server.New(server.Options{Store: o.store, Cache: o.cache, Metrics: m, Logger: o.log, WatchBuffer: cfg.WatchBuffer,
 		SessionGrace: cfg.SessionGrace, SessionPing: time.Duration(o.store.LeaseTTL()) * time.Second / 3,
-		Replica: host + " " + o.lis.Addr().String()})
-	o.grpc, o.health = server.NewGRPCServer(o.srv,
+		Replica: host + " " + o.lis.Addr().String(), Auth: cfg.Auth})
+	var creds []grpc.ServerOption
+	if cfg.TLS != nil {
+		creds = append(creds, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	o.grpc, o.health = server.NewGRPCServer(o.srv, append(creds,
 		// A fixed pool of stream workers instead of a goroutine per RPC: each
 		// new goroutine grew its stack again (newstack/copystack were ~7% of
 		// the CPU of a LookupStream-bound replica).
@@ -171,7 +183,15 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 		// OCM receives only small requests; 1 MiB per stream and per
 		// connection is more than BDP estimation would grow to for them.
 		grpc.StaticStreamWindowSize(1<<20),
-		grpc.StaticConnWindowSize(1<<20))
+		grpc.StaticConnWindowSize(1<<20),
+		// Deadlines against idle and hostile clients: a connection must
+		// finish its HTTP/2 preface within 10 s (a trickled preface is
+		// cut), a peer that stops answering pings is dropped after 30+10 s,
+		// and a client pinging more often than every 10 s (a ping flood)
+		// is sent GOAWAY. Nodes send no keepalive pings of their own.
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))...)
 
 	rctx, cancel := context.WithCancel(context.Background())
 	o.cancel = cancel
@@ -203,7 +223,7 @@ func Start(ctx context.Context, cfg Config) (o *OCM, err error) {
 			}
 		}()
 	}
-	o.log.Info("ocm serving gRPC", "addr", o.lis.Addr().String(), "prefix", o.store.Schema().Prefix, "lease_ttl_s", o.store.LeaseTTL(),
+	o.log.Info("ocm serving gRPC", "addr", o.lis.Addr().String(), "tls", cfg.TLS != nil, "auth", cfg.Auth.On(), "prefix", o.store.Schema().Prefix, "lease_ttl_s", o.store.LeaseTTL(),
 		"session_grace", o.srv.SessionGrace().String())
 	return o, nil
 }

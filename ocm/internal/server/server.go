@@ -48,6 +48,8 @@ type Options struct {
 	// SessionPing is the interval of the messages sent on an idle
 	// KeepSession stream; default 3s.
 	SessionPing time.Duration
+	// Auth authenticates and authorizes calls (auth.go); nil: open.
+	Auth *Auth
 	// Replica names this replica in the session markers it writes (for an
 	// operator reading etcd); default "ocm".
 	Replica string
@@ -69,6 +71,7 @@ type Server struct {
 	grace   time.Duration
 	ping    time.Duration
 	replica string
+	auth    *Auth
 	stopped chan struct{}
 	stop    sync.Once
 	// graceMu orders sessionBroke's check of stopped with Shutdown closing
@@ -102,7 +105,7 @@ func New(o Options) *Server {
 	}
 	return &Server{st: o.Store, c: o.Cache, m: o.Metrics, placer: o.Placer, log: o.Logger,
 		buf: o.WatchBuffer, ryw: o.ReadYourWritesWait, grace: o.SessionGrace, ping: o.SessionPing,
-		replica: o.Replica, stopped: make(chan struct{})}
+		replica: o.Replica, auth: o.Auth, stopped: make(chan struct{})}
 }
 
 // SessionGrace is the grace a node has to reopen a broken KeepSession.
@@ -123,11 +126,16 @@ func (s *Server) Shutdown() {
 }
 
 // NewGRPCServer returns a gRPC server with the OCM service, the metrics
-// interceptors, reflection and grpc.health.v1 (initially NOT_SERVING; the
-// caller flips it when ready).
+// interceptors, the authorization interceptors when Options.Auth is on
+// (inside the metrics ones, so a refusal is counted under its code),
+// reflection and grpc.health.v1 (initially NOT_SERVING; the caller flips it
+// when ready). Health and reflection need no credentials.
 func NewGRPCServer(s *Server, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
 	if s.m != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(s.m.UnaryInterceptor), grpc.ChainStreamInterceptor(s.m.StreamInterceptor))
+	}
+	if s.auth.On() {
+		opts = append(opts, grpc.ChainUnaryInterceptor(s.authUnary), grpc.ChainStreamInterceptor(s.authStream))
 	}
 	g := grpc.NewServer(opts...)
 	ocmv1.RegisterOCMServiceServer(g, s)

@@ -128,7 +128,68 @@ func (s *Store) etcdErr(ctx context.Context, op string, err error) error {
 	}
 	// Only the operation's first word, so the metric label stays bounded.
 	s.onErr(strings.SplitN(op, " ", 2)[0])
+	if errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+		return status.Errorf(codes.Unavailable, "%s: etcd unavailable: no answer in time (etcd has no quorum or is unreachable; the write did not happen, or may still happen if etcd had it): %v", op, err)
+	}
 	return status.Errorf(codes.Unavailable, "%s: etcd unavailable: %v", op, err)
+}
+
+// writeCtx bounds one write: etcd.opTimeout, and never past the caller's
+// own deadline less a margin (a tenth of what is left, at most 500 ms), so
+// that when etcd does not answer (no quorum, unreachable) the caller gets
+// this OCM's UNAVAILABLE naming etcd before its own deadline fires, not a
+// bare DEADLINE_EXCEEDED that says nothing about why.
+func (s *Store) writeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := s.opTO
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		d = min(d, left-min(500*time.Millisecond, left/10))
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// maxAttempts bounds commit's attempts of one transaction.
+const maxAttempts = 3
+
+// commit runs the conditional transaction txn builds, again (up to
+// maxAttempts, within ctx) when an attempt fails without saying whether it
+// applied: etcd's leader was lost (a proposal forwarded to a dead leader
+// hangs until it times out; the next leader answers at once), or the
+// member this client used went away. Each attempt gets an equal share of
+// what is left of ctx. Retrying is safe because every transaction given
+// here compares the revision or the existence of each key it writes: once
+// one attempt applied, the others cannot, and their Else branch reads the
+// state the applied one left, which the caller recognises (see Claim).
+// retried reports whether an attempt before the last failed.
+func (s *Store) commit(ctx context.Context, txn func(ctx context.Context) clientv3.Txn) (resp *clientv3.TxnResponse, retried bool, err error) {
+	for attempt := 0; ; attempt++ {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok && attempt < maxAttempts-1 {
+			actx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(maxAttempts-attempt))
+		}
+		resp, err = txn(actx).Commit()
+		cancel()
+		if err == nil || ctx.Err() != nil || attempt == maxAttempts-1 || !ambiguous(err) {
+			return resp, attempt > 0, err
+		}
+		retried = true
+	}
+}
+
+// ambiguous reports whether a failed etcd request may be retried by
+// commit: the failures of a lost leader, a lost member or an attempt that
+// timed out, not a refusal of the request itself.
+func ambiguous(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, rpctypes.ErrLeaderChanged) ||
+		errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) ||
+		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) || errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
 }
 
 func sessionNotFound(id string, lease int64) error {
@@ -179,7 +240,7 @@ func (s *Store) Register(ctx context.Context, in *ocmv1.Node) (*ocmv1.Node, int6
 	if a.GetRtmp() == "" && a.GetHttp() == "" && a.GetAdmin() == "" {
 		return nil, 0, status.Errorf(codes.InvalidArgument, "node %s: addresses are required", in.GetId())
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTO)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	id := in.GetId()
 	lg, err := s.cli.Grant(ctx, s.ttl)
@@ -231,7 +292,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, lease int64, load *ocm
 	if err := checkSessionArgs(id, lease); err != nil {
 		return 0, 0, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTO)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	var ttl int64
 	for attempt := 0; ; attempt++ {
@@ -281,7 +342,7 @@ func (s *Store) Drain(ctx context.Context, id string, lease int64) (*ocmv1.Node,
 	if err := checkSessionArgs(id, lease); err != nil {
 		return nil, 0, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTO)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
 		kv, n, err := s.getSession(ctx, id, lease)
@@ -319,7 +380,7 @@ func (s *Store) Deregister(ctx context.Context, id string, lease int64) (int64, 
 	if err := checkSessionArgs(id, lease); err != nil {
 		return 0, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTO)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	if _, _, err := s.getSession(ctx, id, lease); err != nil {
 		return 0, err
@@ -381,7 +442,7 @@ func (s *Store) Claim(ctx context.Context, r ClaimRequest) (*ocmv1.Stream, error
 	if err := checkSessionArgs(r.NodeID, r.Lease); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTO)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	st := &ocmv1.Stream{
 		Key:         ocmv1.NewStreamKey(r.Key),
@@ -395,15 +456,17 @@ func (s *Store) Claim(ctx context.Context, r ClaimRequest) (*ocmv1.Stream, error
 		return nil, status.Errorf(codes.Internal, "claim %s: %v", r.Key, err)
 	}
 	sk, nk, dk := s.schema.StreamKey(r.Key), s.schema.NodeKey(r.NodeID), s.schema.DrainKey(r.NodeID)
-	resp, err := s.cli.Txn(ctx).If(
-		clientv3.Compare(clientv3.CreateRevision(sk), "=", 0),
-		clientv3.Compare(clientv3.LeaseValue(nk), "=", r.Lease),
-		clientv3.Compare(clientv3.CreateRevision(dk), "=", 0),
-	).Then(
-		clientv3.OpPut(sk, string(val), clientv3.WithLease(clientv3.LeaseID(r.Lease))),
-	).Else(
-		clientv3.OpGet(sk), clientv3.OpGet(nk), clientv3.OpGet(dk),
-	).Commit()
+	resp, retried, err := s.commit(ctx, func(ctx context.Context) clientv3.Txn {
+		return s.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.CreateRevision(sk), "=", 0),
+			clientv3.Compare(clientv3.LeaseValue(nk), "=", r.Lease),
+			clientv3.Compare(clientv3.CreateRevision(dk), "=", 0),
+		).Then(
+			clientv3.OpPut(sk, string(val), clientv3.WithLease(clientv3.LeaseID(r.Lease))),
+		).Else(
+			clientv3.OpGet(sk), clientv3.OpGet(nk), clientv3.OpGet(dk),
+		)
+	})
 	if err != nil {
 		return nil, s.etcdErr(ctx, "claim "+r.Key.String(), err)
 	}
@@ -415,6 +478,12 @@ func (s *Store) Claim(ctx context.Context, r ClaimRequest) (*ocmv1.Stream, error
 	nkv := firstKV(resp, 1)
 	if nkv == nil || nkv.Lease != r.Lease {
 		return nil, sessionNotFound(r.NodeID, r.Lease)
+	}
+	if retried && skv != nil && skv.Lease == r.Lease && string(skv.Value) == string(val) {
+		// An earlier attempt applied (the record is byte for byte the one
+		// written here, claim time included): the claim succeeded.
+		st.Epoch = skv.ModRevision
+		return st, nil
 	}
 	if skv != nil {
 		cur, err := DecodeStream(skv)
@@ -460,14 +529,16 @@ func (s *Store) Release(ctx context.Context, id string, lease int64, k streamkey
 	if epoch <= 0 {
 		return 0, status.Error(codes.InvalidArgument, "epoch is required")
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTO)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	sk, nk := s.schema.StreamKey(k), s.schema.NodeKey(id)
-	resp, err := s.cli.Txn(ctx).If(
-		clientv3.Compare(clientv3.ModRevision(sk), "=", epoch),
-		clientv3.Compare(clientv3.LeaseValue(sk), "=", lease),
-		clientv3.Compare(clientv3.LeaseValue(nk), "=", lease),
-	).Then(clientv3.OpDelete(sk)).Else(clientv3.OpGet(sk), clientv3.OpGet(nk)).Commit()
+	resp, retried, err := s.commit(ctx, func(ctx context.Context) clientv3.Txn {
+		return s.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.ModRevision(sk), "=", epoch),
+			clientv3.Compare(clientv3.LeaseValue(sk), "=", lease),
+			clientv3.Compare(clientv3.LeaseValue(nk), "=", lease),
+		).Then(clientv3.OpDelete(sk)).Else(clientv3.OpGet(sk), clientv3.OpGet(nk))
+	})
 	if err != nil {
 		return 0, s.etcdErr(ctx, "release "+k.String(), err)
 	}
@@ -477,6 +548,12 @@ func (s *Store) Release(ctx context.Context, id string, lease int64, k streamkey
 	skv, nkv := firstKV(resp, 0), firstKV(resp, 1)
 	if nkv == nil || nkv.Lease != lease {
 		return 0, sessionNotFound(id, lease)
+	}
+	if skv == nil && retried {
+		// An earlier attempt applied: with the session alive, nothing
+		// else deletes a stream key (a transfer rewrites it, a lease loss
+		// would have failed the session check). Released.
+		return resp.Header.Revision, nil
 	}
 	if skv == nil {
 		return 0, streamNotFound(k)
@@ -518,7 +595,7 @@ func (s *Store) Transfer(ctx context.Context, r TransferRequest) (*ocmv1.Stream,
 	if r.Epoch <= 0 {
 		return nil, status.Error(codes.InvalidArgument, "epoch is required")
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTO)
+	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
 	sk, tk, tdk := s.schema.StreamKey(r.Key), s.schema.NodeKey(r.ToNodeID), s.schema.DrainKey(r.ToNodeID)
 	pre, err := s.cli.Txn(ctx).Then(clientv3.OpGet(sk), clientv3.OpGet(tk), clientv3.OpGet(tdk)).Commit()

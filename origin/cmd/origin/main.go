@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/livecluster/livecluster/node/cli"
+	nodeconfig "github.com/livecluster/livecluster/node/config"
 
 	"github.com/livecluster/livecluster/origin/internal/config"
 	"github.com/livecluster/livecluster/origin/internal/server"
@@ -28,5 +29,6 @@ func main() {
 		},
 		Run:   server.Run,
 		Apply: server.Apply,
+		Auth:  func(c *config.Config) *nodeconfig.Auth { return &c.Auth },
 	}, os.Args[1:]))
 }

@@ -9,22 +9,29 @@ import (
 	"os"
 	"time"
 
+	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/node/config"
 )
 
 // Config is the origin's configuration file.
 type Config struct {
 	config.Common `yaml:",inline"`
-	OCM           OCM       `yaml:"ocm"`
-	RTMP          RTMP      `yaml:"rtmp"`
-	HTTP          HTTP      `yaml:"http"`
-	Advertise     Advertise `yaml:"advertise"`
+	OCM           OCM  `yaml:"ocm"`
+	RTMP          RTMP `yaml:"rtmp"`
+	HTTP          HTTP `yaml:"http"`
+	// HTTPS serves what the HTTP port serves over TLS, on its own port.
+	HTTPS     config.HTTPS `yaml:"https"`
+	Advertise Advertise    `yaml:"advertise"`
 	// Zone is the failure zone reported to the OCM (placement affinity).
 	Zone string `yaml:"zone"`
 	// Capacity is the most streams the OCM should place here; 0: no limit.
 	Capacity uint32 `yaml:"capacity"`
 	HLS      HLS    `yaml:"hls"`
 	Hub      Hub    `yaml:"hub"`
+	// Limits bounds what clients may hold (docs/security.md).
+	Limits config.Limits `yaml:"limits"`
+	// Auth is publish and play authorization (node/authz).
+	Auth config.Auth `yaml:"auth"`
 }
 
 // OCM is how the origin reaches the Origin Cluster Master.
@@ -34,6 +41,8 @@ type OCM struct {
 	// ClaimTimeout bounds each ownership call made while a publisher waits
 	// (ClaimStream, LookupStream, TransferStream).
 	ClaimTimeout config.Duration `yaml:"claimTimeout"`
+	// OCMSecurity: ocm.tls (client certificate, mTLS) and ocm.token.
+	config.OCMSecurity `yaml:",inline"`
 }
 
 // RTMP is the RTMP listener.
@@ -97,18 +106,20 @@ func Defaults() Config {
 	c.HLS.Fragment = config.Duration(2 * time.Second)
 	c.HLS.Window = 6
 	c.HLS.Dispose = config.Duration(30 * time.Second)
-	c.Hub.MergeWindow = config.Duration(30 * time.Millisecond)
+	c.Hub.MergeWindow = config.Duration(hub.DefaultMergeWindow)
 	c.Hub.QueuePackets = 1024
 	c.Hub.QueueBytes = 8 << 20
 	c.Hub.GOPPackets = 2048
 	c.Hub.GOPBytes = 16 << 20
 	c.Hub.MaxOverflows = 3
+	c.Limits = config.DefaultLimits()
+	c.Auth = config.DefaultAuth()
 	return c
 }
 
 // Live lists the origin's keys that reload without a restart (besides the
 // common ones). Everything else is read once at start.
-var Live = []string{"ocm.claimTimeout", "hls.enabled"}
+var Live = append([]string{"ocm.claimTimeout", "hls.enabled", "hub.mergeWindow", config.AuthLive}, config.LimitsLive...)
 
 // Validate checks the origin's keys; each error names its key.
 func Validate(c *Config) error {
@@ -126,6 +137,12 @@ func Validate(c *Config) error {
 	}
 	add("rtmp.listen", config.ValidListen(c.RTMP.Listen))
 	add("http.listen", config.ValidListen(c.HTTP.Listen))
+	if err := c.HTTPS.Validate("https"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.OCM.OCMSecurity.Validate("ocm"); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Advertise.Host == "" {
 		add("advertise.host", errors.New("must not be empty"))
 	}
@@ -141,8 +158,8 @@ func Validate(c *Config) error {
 	if c.HLS.Dispose <= 0 {
 		add("hls.dispose", fmt.Errorf("must be > 0, got %s", c.HLS.Dispose))
 	}
-	if c.Hub.MergeWindow < 0 {
-		add("hub.mergeWindow", fmt.Errorf("must be >= 0, got %s", c.Hub.MergeWindow))
+	if c.Hub.MergeWindow < 0 || c.Hub.MergeWindow.D() > time.Second {
+		add("hub.mergeWindow", fmt.Errorf("must be in [0s, 1s], got %s", c.Hub.MergeWindow))
 	}
 	for _, v := range []struct {
 		key string
@@ -156,6 +173,10 @@ func Validate(c *Config) error {
 			add(v.key, fmt.Errorf("must be >= 1, got %d", v.n))
 		}
 	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.Auth.Validate())
 	return errors.Join(errs...)
 }
 

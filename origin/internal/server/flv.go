@@ -7,10 +7,12 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/livecluster/livecluster/media/httpflv"
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/origin/internal/clients"
@@ -18,9 +20,10 @@ import (
 
 // flvHandler is the HTTP-FLV play adapter: httpflv fed from the hub, with
 // client registration (API, kick, counters).
-func (s *Server) flvHandler() http.Handler {
+// writeTimeout bounds each write to a player (limits.timeouts.httpWrite).
+func (s *Server) flvHandler(writeTimeout time.Duration) http.Handler {
 	flv := &httpflv.Handler{
-		Logger: s.log,
+		Logger: s.log, WriteTimeout: writeTimeout,
 		Lookup: func(_ context.Context, key streamkey.Key) (*hub.Hub, error) {
 			h := s.hubs.Get(key.String())
 			if h == nil || !h.Publishing() {
@@ -31,8 +34,16 @@ func (s *Server) flvHandler() http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, err := httpflv.ParsePath(r, ".flv")
-		if err != nil || r.Method != http.MethodGet {
-			flv.ServeHTTP(w, r) // answers the error or the HEAD itself
+		if err != nil {
+			flv.ServeHTTP(w, r) // answers the error itself
+			return
+		}
+		ar, ok := s.authz.CheckHTTP(w, r, key, "flv")
+		if !ok {
+			return
+		}
+		if r.Method != http.MethodGet {
+			flv.ServeHTTP(w, r) // answers the HEAD itself
 			return
 		}
 		if h := s.hubs.Get(key.String()); h == nil || !h.Publishing() {
@@ -49,6 +60,17 @@ func (s *Server) flvHandler() http.Handler {
 			return
 		}
 		setOwnerHeaders(w.Header(), s.rt.Config().NodeID, epoch)
+		release, err := s.limits.AcquirePlayer("http", key.String())
+		if err != nil {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		defer release()
+		defer func() {
+			ar.Action = authz.Stop
+			s.authz.Notify(r.Context(), ar)
+		}()
 		ctx, cancel := context.WithCancelCause(r.Context())
 		defer cancel(nil)
 		cw := &countingWriter{ResponseWriter: w}
@@ -71,6 +93,10 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// CountBytes implements httpflv.BytesCounter: the bytes written on the
+// hijacked connection.
+func (c *countingWriter) CountBytes(n int64) { c.n.Add(n) }
 
 func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 

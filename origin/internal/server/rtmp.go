@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/url"
 
+	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
+	"github.com/livecluster/livecluster/node/authz"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
 
@@ -24,6 +26,15 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
 	}
+	areq := s.authRequest(authz.Publish, key, c)
+	if err := s.authz.Check(ctx, areq); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.BadName", Description: err.Error()}
+	}
+	release, err := s.limits.AcquireStream("rtmp")
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Publish.Rejected", Description: err.Error()}
+	}
+	defer release()
 	path, fwd := ocmv1.PublishPath_PUBLISH_PATH_DIRECT, ""
 	// A forwarded publish (streamkey.ForwardedByParam on the URL) is
 	// claimed as FORWARDED by that edge and may take the stream over from a
@@ -34,8 +45,16 @@ func (s *Server) ServePublish(ctx context.Context, c *rtmp.Conn) error {
 		}
 		if fwd != "" {
 			path = ocmv1.PublishPath_PUBLISH_PATH_FORWARDED
+			// The marker lets a publish take a stream over from a draining
+			// owner: only an edge's signed leg may set it once publishing
+			// is authorized at all.
+			if s.authz.Active(authz.Publish) && areq.Query.Get(authz.InternalParam) == "" {
+				return &rtmp.StatusError{Code: "NetStream.Publish.BadName",
+					Description: "not authorized: " + streamkey.ForwardedByParam + " needs an edge's internal credential"}
+			}
 		}
 	}
+	defer s.authz.Notify(ctx, s.authRequest(authz.Unpublish, key, c))
 	err = s.pubs.Serve(ctx, publish.Request{
 		Key: key, Path: path, ForwardedBy: fwd, Protocol: "rtmp", Remote: c.RemoteAddr().String(), TcURL: req.TcURL,
 		BytesIn: c.BytesRead, BytesOut: c.BytesWritten,
@@ -96,6 +115,9 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: err.Error()}
 	}
+	if err := s.authz.Check(ctx, s.authRequest(authz.Play, key, c)); err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.Failed", Description: err.Error()}
+	}
 	h := s.hubs.Get(key.String())
 	if h == nil || !h.Publishing() {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound",
@@ -104,7 +126,16 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if _, err := s.owned(key, req.Query); err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: err.Error()}
 	}
-	rd, err := h.NewReader()
+	release, err := s.limits.AcquirePlayer("rtmp", key.String())
+	if err != nil {
+		return &rtmp.StatusError{Code: "NetStream.Play.Rejected", Description: err.Error()}
+	}
+	defer release()
+	defer s.authz.Notify(ctx, s.authRequest(authz.Stop, key, c))
+	// An edge's pull (the relay marker) is fed at once: the edge merges
+	// for its own players, so the windows do not add up.
+	q, _ := url.ParseQuery(req.Query)
+	rd, err := h.NewReaderWith(hub.ReaderOptions{NoMerge: streamkey.IsRelay(q)})
 	if err != nil {
 		return &rtmp.StatusError{Code: "NetStream.Play.StreamNotFound", Description: fmt.Sprintf("stream %s ended", key)}
 	}
@@ -120,5 +151,23 @@ func (s *Server) ServePlay(ctx context.Context, c *rtmp.Conn) error {
 	if err := c.Accept(); err != nil {
 		return playEnded(ctx, err)
 	}
-	return playEnded(ctx, rd.CopyTo(ctx, c.WriteTags))
+	return playEnded(ctx, rd.CopyWire(ctx, c, c.WriteWire))
+}
+
+// rtmpConnect is the RTMP server's Connect: the on_connect hook.
+func (s *Server) rtmpConnect(ctx context.Context, c *rtmp.Conn, info rtmp.ConnectInfo) error {
+	return s.authz.Check(ctx, &authz.Request{
+		Action: authz.Connect, Key: streamkey.Key{Vhost: info.Vhost, App: info.App}, Protocol: "rtmp",
+		ClientID: c.ID(), IP: authz.ClientIP(c.RemoteAddr().String()),
+		Query: authz.RTMPQuery(info.Query, info.TcURL), TcURL: info.TcURL,
+	})
+}
+
+// authRequest describes an RTMP publish or play to the authorizer.
+func (s *Server) authRequest(a authz.Action, key streamkey.Key, c *rtmp.Conn) *authz.Request {
+	req := c.Request()
+	return &authz.Request{
+		Action: a, Key: key, Protocol: "rtmp", ClientID: c.ID(), IP: authz.ClientIP(c.RemoteAddr().String()),
+		Query: authz.RTMPQuery(req.Query, req.TcURL), TcURL: req.TcURL,
+	}
 }

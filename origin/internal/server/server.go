@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,9 +22,15 @@ import (
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/admin"
+	"github.com/livecluster/livecluster/node/authn"
+	"github.com/livecluster/livecluster/node/authz"
 	"github.com/livecluster/livecluster/node/cli"
+	nodeconfig "github.com/livecluster/livecluster/node/config"
+	"github.com/livecluster/livecluster/node/connlimit"
 	"github.com/livecluster/livecluster/node/ocmclient"
+	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
+	"github.com/livecluster/livecluster/streamkey"
 
 	"github.com/livecluster/livecluster/origin/internal/api"
 	"github.com/livecluster/livecluster/origin/internal/clients"
@@ -45,6 +52,8 @@ type Server struct {
 	pubs    *publish.Sessions
 	oc      *ocmclient.Client
 	cpu     *cpu.Sampler
+	limits  *connlimit.Node
+	authz   *authz.Manager
 	start   time.Time
 
 	hlsBytes atomic.Int64 // HLS bytes served over HTTP
@@ -66,9 +75,17 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	s.hubs = hub.NewRegistry(hub.Config{
 		QueuePackets: cfg.Hub.QueuePackets, QueueBytes: cfg.Hub.QueueBytes,
 		GOPPackets: cfg.Hub.GOPPackets, GOPBytes: cfg.Hub.GOPBytes, MaxOverflows: cfg.Hub.MaxOverflows,
-		MergeWindow: mergeWindow(cfg.Hub.MergeWindow.D()),
+		// Read at every window, so a reload applies at once.
+		MergeWindowFunc: func() time.Duration { return rt.Config().Hub.MergeWindow.D() },
 	})
 	var err error
+	s.authz, err = authz.New(cfg.Auth, authz.Options{
+		ServerID: cfg.NodeID, Logger: rt.Logger, Registerer: rt.Metrics, Subsystem: "origin",
+		Source: func() *nodeconfig.Auth { return &rt.Config().Auth },
+	})
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
 	s.hls, err = hls.New(hls.Config{
 		Dir: cfg.HLS.Dir, Fragment: cfg.HLS.Fragment.D(), Window: cfg.HLS.Window,
 		Dispose: cfg.HLS.Dispose.D(), Logger: rt.Logger,
@@ -86,14 +103,46 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		}
 	}
 
-	rtmpLn, err := net.Listen("tcp", cfg.RTMP.Listen)
+	rawRTMP, err := net.Listen("tcp", cfg.RTMP.Listen)
 	if err != nil {
 		return fmt.Errorf("rtmp.listen: %w", err)
 	}
-	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	rawHTTP, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
-		rtmpLn.Close()
+		rawRTMP.Close()
 		return fmt.Errorf("http.listen: %w", err)
+	}
+	s.limits = connlimit.NewNode(rt.Metrics, func() nodeconfig.Limits { return rt.Config().Limits })
+	to := cfg.Limits.Timeouts
+	rtmpSrv := &rtmp.Server{
+		Handler: s, Logger: rt.Logger.With("component", "rtmp"), Connect: s.rtmpConnect,
+		Config: rtmp.Config{
+			HandshakeTimeout: to.RTMPHandshake.D(), ReadTimeout: to.RTMPIdle.D(), WriteTimeout: to.RTMPWrite.D(),
+		},
+		Rejected: s.limits.Metrics.Rejecter("rtmp"),
+		PublishBitrate: func() (int64, time.Duration) {
+			l := rt.Config().Limits
+			return l.MaxPublishBitrate, l.PublishBitrateWindow.D()
+		},
+	}
+	rtmpLn := s.limits.Listener("rtmp", rawRTMP, rtmpSrv.Refuse)
+	httpLn := s.limits.Listener("http", rawHTTP, connlimit.RefuseHTTP)
+	var httpsLn net.Listener
+	if cfg.HTTPS.Listen != "" {
+		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger,
+			func(ln net.Listener) net.Listener { return s.limits.Listener("https", ln, connlimit.RefuseHTTP) })
+		if err != nil {
+			rtmpLn.Close()
+			httpLn.Close()
+			return fmt.Errorf("https: %w", err)
+		}
+	}
+	closeListeners := func() {
+		rtmpLn.Close()
+		httpLn.Close()
+		if httpsLn != nil {
+			httpsLn.Close()
+		}
 	}
 
 	node := &ocmv1.Node{
@@ -105,13 +154,19 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 			Admin: net.JoinHostPort(cfg.Advertise.Host, port(rt.Admin.Addr())),
 		},
 	}
+	hist, err := ocmclient.HistoryFromEnv()
+	if err != nil {
+		closeListeners()
+		return err
+	}
 	s.oc, err = ocmclient.New(ocmclient.Options{
-		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger, Registerer: rt.Metrics,
+		Address: cfg.OCM.Address, Node: node, Load: s.load, Logger: rt.Logger, Registerer: rt.Metrics, History: hist,
+		Security:       cfg.OCM.OCMSecurity,
 		OnReregistered: func(ctx context.Context, sess ocmclient.Session) { s.owner.Reclaim(ctx, sess) },
 	})
 	if err != nil {
-		rtmpLn.Close()
-		httpLn.Close()
+		_ = hist.Close()
+		closeListeners()
 		return fmt.Errorf("ocm.address: %w", err)
 	}
 	m := newMetrics(rt.Metrics)
@@ -133,19 +188,21 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		Streams: s.apiStreams, Status: s.status, StreamOf: s.streamOf,
 	}
 	a.Register(rt.Admin.Mux)
-	httpSrv := &http.Server{
-		Handler: web.New(web.Options{
-			HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(), API: a.Handler(),
-			NodeID: cfg.NodeID, Owned: s.hlsOwned,
-			SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
-			BytesOut: func(n int64) { s.hlsBytes.Add(n) },
-		}),
-		ErrorLog:          admin.QuietErrorLog(rt.Logger),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	rtmpSrv := &rtmp.Server{Handler: s, Logger: rt.Logger.With("component", "rtmp")}
+	httpSrv := s.limits.HTTPServer(web.New(web.Options{
+		HLSDir: cfg.HLS.Dir, Root: cfg.HTTPRoot(), FLV: s.flvHandler(to.HTTPWrite.D()),
+		// The kick (DELETE) needs the admin token here as on the admin port.
+		API:    authn.RequireForChanges(rt.AdminToken, rt.Logger, a.Handler()),
+		NodeID: cfg.NodeID, Owned: s.hlsOwned,
+		SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
+		BytesOut: func(n int64) { s.hlsBytes.Add(n) },
+		Authorize: func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool {
+			_, ok := s.authz.CheckHTTP(w, r, key, "hls")
+			return ok
+		},
+		Carry:   func(r *http.Request) url.Values { return authz.CarriedQuery(r.URL.Query()) },
+		Rewrite: authz.RewritePlaylist,
+	}), admin.QuietErrorLog(rt.Logger))
+	httpSrv.BaseContext = func(net.Listener) context.Context { return ctx }
 
 	// Lifecycle: readiness = serving + registered; step 1 marks DRAINING at
 	// the OCM and watches for streams handed over; step 3 closes the
@@ -164,6 +221,9 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	})
 	rt.Lifecycle.AddListener("rtmp", rtmpLn)
 	rt.Lifecycle.AddListener("http", httpLn)
+	if httpsLn != nil {
+		rt.Lifecycle.AddListener("https", httpsLn)
+	}
 	rt.Lifecycle.OnDrain("clients", func(ctx context.Context) error {
 		httpSrv.SetKeepAlivesEnabled(false)
 		err := s.clients.WaitEmpty(ctx)
@@ -184,12 +244,19 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 			rt.Lifecycle.Fatal(fmt.Errorf("rtmp server: %w", err))
 		}
 	}()
-	go func() {
-		err := httpSrv.Serve(httpLn)
-		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			rt.Lifecycle.Fatal(fmt.Errorf("http server: %w", err))
+	for name, ln := range map[string]net.Listener{"http": httpLn, "https": httpsLn} {
+		if ln == nil {
+			continue
 		}
-	}()
+		// One server for both ports: the drain's keep-alive switch and
+		// Close cover the HTTPS connections too.
+		go func() {
+			err := httpSrv.Serve(ln)
+			if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				rt.Lifecycle.Fatal(fmt.Errorf("%s server: %w", name, err))
+			}
+		}()
+	}
 	go func() {
 		<-ctx.Done()
 		_ = httpSrv.Close()
@@ -208,7 +275,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	// lease deadline passed, or the OCM lost the session); ends with ctx.
 	go s.owner.Fence(ctx)
 	serving.Store(true)
-	s.log.Info("origin serving", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(),
+	s.log.Info("origin serving", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(), "https", cfg.HTTPS.Listen,
 		"ocm", cfg.OCM.Address, "advertise", node.Addresses.String(), "hls_dir", cfg.HLS.Dir)
 	return nil
 }
@@ -217,15 +284,6 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 // read where it is used, so there is nothing to push.
 func Apply(context.Context, *cli.Runtime[config.Config], *config.Config, *config.Config) error {
 	return nil
-}
-
-// mergeWindow maps hub.mergeWindow (0 means no merging) to hub.Config's
-// convention (0 means the default, negative no wait).
-func mergeWindow(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }
 
 func port(a net.Addr) string {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -40,6 +41,14 @@ type Options struct {
 	HLSRequests *prometheus.CounterVec
 	// BytesOut is told the bytes of each HLS or static response.
 	BytesOut func(n int64)
+	// Authorize, when set, is asked before an HLS playlist or segment is
+	// served; false means it answered the refusal itself.
+	Authorize func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool
+	// Carry returns the query parameters a playlist's segment URIs must
+	// carry for request r (the credentials); nil: none.
+	Carry func(r *http.Request) url.Values
+	// Rewrite rewrites a playlist body to carry them (authz.RewritePlaylist).
+	Rewrite func(body []byte, carry url.Values) []byte
 	// NodeID names this origin in the playlist's streamkey.OriginHeader.
 	NodeID string
 	// Owned checks a playlist request's epoch (streamkey.EpochParam in
@@ -113,6 +122,9 @@ func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		if !o.authorize(w, r, app, strings.TrimSuffix(file, ".m3u8")) {
+			return
+		}
 		o.count("playlist")
 		if o.Owned != nil {
 			key, err := streamkey.FromURL(app, strings.TrimSuffix(file, ".m3u8"), r.URL.Query())
@@ -136,8 +148,14 @@ func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 			}
 			h.Add("Access-Control-Expose-Headers", streamkey.OriginHeader+", "+streamkey.EpochHeader)
 		}
+		if o.Carry != nil && o.Rewrite != nil {
+			if carry := o.Carry(r); len(carry) > 0 {
+				o.servePlaylist(w, r, o.HLSDir, app+"/"+file, carry)
+				return
+			}
+		}
 		w.Header().Set("Cache-Control", PlaylistCacheControl)
-		o.serveFile(w, r, filepath.Join(o.HLSDir, app, file), "application/vnd.apple.mpegurl")
+		o.serveFile(w, r, o.HLSDir, app+"/"+file, "application/vnd.apple.mpegurl")
 	case strings.HasSuffix(file, ".ts"):
 		base := strings.TrimSuffix(file, ".ts")
 		i := strings.LastIndexByte(base, '-')
@@ -149,11 +167,55 @@ func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		if !o.authorize(w, r, app, base[:i]) {
+			return
+		}
 		o.count("segment")
 		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(o.SegmentMaxAge.Seconds())))
-		o.serveFile(w, r, filepath.Join(o.HLSDir, app, file), "video/mp2t")
+		o.serveFile(w, r, o.HLSDir, app+"/"+file, "video/mp2t")
 	default:
 		http.NotFound(w, r)
+	}
+}
+
+func (o *Options) authorize(w http.ResponseWriter, r *http.Request, app, name string) bool {
+	if o.Authorize == nil {
+		return true
+	}
+	key, err := streamkey.FromURL(app, name, r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return o.Authorize(w, r, key)
+}
+
+// servePlaylist serves a playlist rewritten so that its segment URIs carry
+// the request's credentials. Private: the body holds a player's token.
+func (o *Options) servePlaylist(w http.ResponseWriter, r *http.Request, dir, name string, carry url.Values) {
+	f, err := os.OpenInRoot(dir, name)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(f)
+		f.Close()
+	}
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || isEscape(err) {
+			http.NotFound(w, r)
+			return
+		}
+		http.Error(w, "cannot read file", http.StatusInternalServerError)
+		return
+	}
+	body = o.Rewrite(body, carry)
+	w.Header().Set("Cache-Control", "private, max-age=1")
+	w.Header().Set("Content-Type", "application/vnd.apple.mpegurl")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method != http.MethodHead {
+		n, _ := w.Write(body)
+		if o.BytesOut != nil {
+			o.BytesOut(int64(n))
+		}
 	}
 }
 
@@ -180,15 +242,18 @@ func (o *Options) static(w http.ResponseWriter, r *http.Request, name string) {
 	if strings.HasSuffix(name, ".xml") {
 		ct = "text/xml; charset=utf-8"
 	}
-	o.serveFile(w, r, filepath.Join(o.Root, name), ct)
+	o.serveFile(w, r, o.Root, name, ct)
 }
 
-// serveFile serves one regular file (Range, HEAD and conditional requests
-// included); the path was built from validated parts only.
-func (o *Options) serveFile(w http.ResponseWriter, r *http.Request, path, contentType string) {
-	f, err := os.Open(path)
+// serveFile serves one regular file name inside dir (Range, HEAD and
+// conditional requests included). name was built from validated parts
+// only, and it is opened through os.OpenInRoot besides: no "..", absolute
+// path or symbolic link leads outside dir (a symlink planted in the HLS
+// volume answers 404, never the file it points to).
+func (o *Options) serveFile(w http.ResponseWriter, r *http.Request, dir, name, contentType string) {
+	f, err := os.OpenInRoot(dir, name)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || isEscape(err) {
 			w.Header().Del("Cache-Control") // a 404 of a live file must not stick
 			http.NotFound(w, r)
 			return
@@ -209,6 +274,14 @@ func (o *Options) serveFile(w http.ResponseWriter, r *http.Request, path, conten
 	if o.BytesOut != nil {
 		o.BytesOut(cw.n)
 	}
+}
+
+// isEscape reports os.Root's refusal of a path that leaves the root (its
+// error is not exported; TestSymlinksNeverLeaveTheDirectory notices a
+// change of its text as a 500).
+func isEscape(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"
 }
 
 type countingWriter struct {

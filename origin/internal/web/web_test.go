@@ -52,6 +52,50 @@ func TestHostilePathsNeverLeaveTheDirectory(t *testing.T) {
 	}
 }
 
+// A symbolic link planted in the HLS directory (or the HTTP root) is never
+// followed out of it: the file it points to is not served.
+func TestSymlinksNeverLeaveTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	hlsDir := filepath.Join(dir, "hls")
+	os.MkdirAll(filepath.Join(hlsDir, "live"), 0o755)
+	os.WriteFile(filepath.Join(dir, "secret.m3u8"), []byte("TOP-SECRET-CONTENT"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "outside"), 0o755)
+	os.WriteFile(filepath.Join(dir, "outside", "s.m3u8"), []byte("TOP-SECRET-CONTENT"), 0o644)
+	for _, l := range []struct{ target, link string }{
+		{filepath.Join(dir, "secret.m3u8"), filepath.Join(hlsDir, "live", "abs.m3u8")},
+		{"../../secret.m3u8", filepath.Join(hlsDir, "live", "rel.m3u8")},
+		{filepath.Join(dir, "outside"), filepath.Join(hlsDir, "evil")},
+		{filepath.Join(dir, "secret.m3u8"), filepath.Join(hlsDir, "index.html")},
+	} {
+		if err := os.Symlink(l.target, l.link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A link that stays inside is fine.
+	os.WriteFile(filepath.Join(hlsDir, "live", "real.m3u8"), []byte("#EXTM3U\n"), 0o644)
+	os.Symlink("real.m3u8", filepath.Join(hlsDir, "live", "inside.m3u8"))
+	h := New(Options{HLSDir: hlsDir, Root: hlsDir})
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/live/abs.m3u8", 404},
+		{"/live/rel.m3u8", 404},
+		{"/evil/s.m3u8", 404},
+		{"/index.html", 404},
+		{"/live/inside.m3u8", 200},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "http://x"+tc.path, nil))
+		if rec.Code != tc.want {
+			t.Errorf("GET %s: %d, want %d", tc.path, rec.Code, tc.want)
+		}
+		if strings.Contains(rec.Body.String(), "TOP-SECRET-CONTENT") {
+			t.Errorf("GET %s followed a symbolic link out of the directory", tc.path)
+		}
+	}
+}
+
 func TestWriteDefaultsNeverOverwrites(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "www")
 	os.MkdirAll(root, 0o755)

@@ -170,20 +170,105 @@ chart owns: etcd endpoints and TLS files of the OCM).
 {{- end }}
 {{- end }}
 {{- $gen := dict "adminListen" ":1985" "grpc" (dict "listen" ":7000") "shutdown" (dict "sigterm" "graceful") }}
+{{- $_ := mergeOverwrite $gen (fromYaml (include "livecluster.securityConfig" (dict "root" . "component" "ocm"))) }}
 {{- $c := mergeOverwrite $gen (deepCopy .Values.ocm.config) }}
 {{- $_ := set $c "etcd" (mergeOverwrite (deepCopy (default (dict) $c.etcd)) $etcd) }}
 {{- toYaml $c }}
 {{- end }}
 
+{{/*
+The keys security.* sets in a component's config (docs/security.md):
+(dict "root" $ "component" "ocm"|"origin"|"edge"). The component's own
+`config` is merged over them.
+*/}}
+{{- define "livecluster.securityConfig" -}}
+{{- $sec := .root.Values.security }}
+{{- $c := dict }}
+{{- $tls := "/etc/livecluster-tls" }}
+{{- $tok := "/etc/livecluster-tokens" }}
+{{- if $sec.tls.enabled }}
+{{- if not (get $sec.tls .component).existingSecret }}
+{{- fail (printf "security.tls.%s.existingSecret: required when security.tls.enabled" .component) }}
+{{- end }}
+{{- if eq .component "ocm" }}
+{{- $_ := set $c "grpc" (dict "tls" (dict "certFile" (printf "%s/tls.crt" $tls) "keyFile" (printf "%s/tls.key" $tls) "clientCAFile" (printf "%s/ca.crt" $tls))) }}
+{{- else }}
+{{- $_ := set $c "ocm" (dict "tls" (dict "caFile" (printf "%s/ca.crt" $tls) "certFile" (printf "%s/tls.crt" $tls) "keyFile" (printf "%s/tls.key" $tls))) }}
+{{- end }}
+{{- if $sec.tls.adminPort }}
+{{- $_ := set $c "admin" (dict "tls" (dict "certFile" (printf "%s/tls.crt" $tls) "keyFile" (printf "%s/tls.key" $tls))) }}
+{{- end }}
+{{- end }}
+{{- if $sec.tokens.existingSecret }}
+{{- $admin := default (dict) $c.admin }}
+{{- $_ := set $admin "tokenFile" (printf "%s/admin" $tok) }}
+{{- $_ := set $c "admin" $admin }}
+{{- if eq .component "ocm" }}
+{{- $_ := set $c "auth" (dict "tokens" (list
+  (dict "identity" "origin:*" "tokenFile" (printf "%s/origin" $tok))
+  (dict "identity" "edge:*" "tokenFile" (printf "%s/edge" $tok))
+  (dict "identity" "admin" "tokenFile" (printf "%s/admin" $tok)))) }}
+{{- else }}
+{{- $ocm := default (dict) $c.ocm }}
+{{- $_ := set $ocm "tokenFile" (printf "%s/%s" $tok .component) }}
+{{- $_ := set $c "ocm" $ocm }}
+{{- end }}
+{{- end }}
+{{- if and (eq .component "ocm") $sec.openReads }}
+{{- $_ := set $c "auth" (merge (default (dict) $c.auth) (dict "openReads" true)) }}
+{{- end }}
+{{- toYaml $c }}
+{{- end }}
+
+{{/* Volume mounts of the security Secrets: (dict "root" $ "component" ...). */}}
+{{- define "livecluster.securityMounts" -}}
+{{- if .root.Values.security.tls.enabled }}
+- name: livecluster-tls
+  mountPath: /etc/livecluster-tls
+  readOnly: true
+{{- end }}
+{{- if .root.Values.security.tokens.existingSecret }}
+- name: livecluster-tokens
+  mountPath: /etc/livecluster-tokens
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Volumes of the security Secrets, mounted as directories (never subPath)
+so that a renewal reaches the files through the ..data swap. */}}
+{{- define "livecluster.securityVolumes" -}}
+{{- $sec := .root.Values.security }}
+{{- if $sec.tls.enabled }}
+- name: livecluster-tls
+  secret:
+    secretName: {{ (get $sec.tls .component).existingSecret }}
+{{- end }}
+{{- if $sec.tokens.existingSecret }}
+- name: livecluster-tokens
+  secret:
+    secretName: {{ $sec.tokens.existingSecret }}
+    items:
+      {{- if eq .component "ocm" }}
+      - {key: origin, path: origin}
+      - {key: edge, path: edge}
+      {{- else }}
+      - {key: {{ .component }}, path: {{ .component }}}
+      {{- end }}
+      - {key: admin, path: admin}
+{{- end }}
+{{- end }}
+
 {{- define "livecluster.origin.config" -}}
 {{- $ocm := printf "%s:%v" (include "livecluster.componentName" (dict "root" . "component" "ocm")) .Values.ocm.service.grpcPort }}
 {{- $gen := dict "adminListen" ":1985" "ocm" (dict "address" $ocm) "rtmp" (dict "listen" ":1935") "http" (dict "listen" ":8080") "hls" (dict "dir" "/data/hls") "shutdown" (dict "sigterm" "graceful") }}
+{{- $_ := mergeOverwrite $gen (fromYaml (include "livecluster.securityConfig" (dict "root" . "component" "origin"))) }}
 {{- toYaml (mergeOverwrite $gen (deepCopy .Values.origin.config)) }}
 {{- end }}
 
 {{- define "livecluster.edge.config" -}}
 {{- $ocm := printf "%s:%v" (include "livecluster.componentName" (dict "root" . "component" "ocm")) .Values.ocm.service.grpcPort }}
 {{- $gen := dict "adminListen" ":1985" "ocm" (dict "address" $ocm) "rtmp" (dict "listen" ":1935") "http" (dict "listen" ":8080") "shutdown" (dict "sigterm" "graceful") }}
+{{- $_ := mergeOverwrite $gen (fromYaml (include "livecluster.securityConfig" (dict "root" . "component" "edge"))) }}
 {{- toYaml (mergeOverwrite $gen (deepCopy .Values.edge.config)) }}
 {{- end }}
 
@@ -195,10 +280,11 @@ scripts/test-chart.sh checks this list against them.
 */}}
 {{- define "livecluster.liveKeys" -}}
 {{- $common := list "log.level" "shutdown.*" }}
+{{- $limits := list "limits.maxConns" "limits.maxConnsPerIP" "limits.maxStreams" "limits.maxPlayersPerStream" "limits.maxPublishBitrate" "limits.publishBitrateWindow" }}
 {{- $own := get (dict
   "ocm" (list)
-  "origin" (list "ocm.claimTimeout" "hls.enabled")
-  "edge" (list "edge.idleTimeout" "edge.waitTimeout" "edge.ownerLossHold" "edge.upstream.*" "edge.forward.*")
+  "origin" (concat (list "ocm.claimTimeout" "hls.enabled" "hub.mergeWindow" "auth.*") $limits)
+  "edge" (concat (list "edge.idleTimeout" "edge.waitTimeout" "edge.ownerLossHold" "edge.mergeWindow" "edge.upstream.*" "edge.forward.*" "auth.*") $limits)
   ) . }}
 {{- concat $common $own | toJson }}
 {{- end }}
@@ -324,10 +410,17 @@ every pod at once. Readiness asks /readyz (registered with the OCM once,
 listeners up, not draining).
 */}}
 {{- define "livecluster.probes" -}}
+{{- /* Called with the component's rendered config: HTTPS when the admin
+port has a certificate (admin.tls). */}}
+{{- $scheme := "HTTP" }}
+{{- if and (kindIs "map" .) .admin .admin.tls .admin.tls.certFile }}
+{{- $scheme = "HTTPS" }}
+{{- end }}
 startupProbe:
   httpGet:
     path: /healthz
     port: admin
+    scheme: {{ $scheme }}
   periodSeconds: 2
   failureThreshold: 30
   timeoutSeconds: 2
@@ -335,6 +428,7 @@ livenessProbe:
   httpGet:
     path: /healthz
     port: admin
+    scheme: {{ $scheme }}
   periodSeconds: 10
   failureThreshold: 3
   timeoutSeconds: 3
@@ -342,6 +436,7 @@ readinessProbe:
   httpGet:
     path: /readyz
     port: admin
+    scheme: {{ $scheme }}
   periodSeconds: 2
   failureThreshold: 2
   successThreshold: 1

@@ -1,0 +1,259 @@
+package rtmp
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nareix/joy4/av"
+	"github.com/nareix/joy4/format/flv/flvio"
+
+	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/internal/flvx"
+	"github.com/livecluster/livecluster/media/mediatest"
+)
+
+// The shared wire form (Encode, appendMessage) must be the very bytes the
+// per-connection writer sends, for every chunking case: one chunk, an
+// exact multiple of the chunk size, several chunks, extended timestamps.
+func TestEncodeMatchesWriter(t *testing.T) {
+	for _, cs := range []uint32{128, 4096} {
+		for _, n := range []int{0, 1, 127, 128, 129, 4096, 4097, 10000} {
+			for _, ts := range []uint32{0, 40, 0xfffffe, 0xffffff, 0x1234567} {
+				for _, server := range []bool{true, false} {
+					body := make([]byte, n)
+					for i := range body {
+						body[i] = byte(i * 31)
+					}
+					typ := uint8(flvio.TAG_VIDEO)
+					if n == 1 {
+						typ = flvio.TAG_SCRIPTDATA
+					}
+					tag := flvx.EncodeRaw(typ, int32(ts), body)
+					var want bytes.Buffer
+					c := &Conn{server: server, outChunkSize: cs, streamID: 1}
+					c.bw = bufio.NewWriter(&want)
+					if err := c.writeTags([][]byte{tag}); err == nil {
+						c.bw.Flush()
+					} else {
+						// writeTags flushes to a nil net.Conn deadline; the
+						// bytes are in want by then.
+						t.Logf("writeTags: %v", err)
+					}
+					got, err := c.Encode(nil, tag)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, want.Bytes()) {
+						t.Fatalf("chunk %d, body %d, ts %#x, server %v: Encode gives %d bytes, the writer %d",
+							cs, n, ts, server, len(got), want.Len())
+					}
+				}
+			}
+		}
+	}
+}
+
+// player is one server-side play connection with its peer discarding
+// what arrives, for the benchmark.
+type player struct {
+	c    *Conn
+	peer net.Conn
+}
+
+func newPlayers(tb testing.TB, n int) []*player {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	out := make([]*player, 0, n)
+	for range n {
+		peer, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		nc, err := ln.Accept()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		c := newConn(nc, Config{}.withDefaults(), slog.New(slog.DiscardHandler), true)
+		c.outChunkSize, c.streamID = 4096, 1
+		c.accepted.Store(true)
+		go func() { _, _ = io.Copy(io.Discard, peer) }()
+		out = append(out, &player{c: c, peer: peer})
+	}
+	tb.Cleanup(func() {
+		for _, p := range out {
+			p.c.nc.Close()
+			p.peer.Close()
+		}
+	})
+	return out
+}
+
+// BenchmarkPlayerWrite measures the hot path of fan-out per player: the hub
+// queues one merge window's packets of the test stream (window=0: one
+// packet) to N readers, and each reader writes them to a real loopback
+// socket (its peer discards). One op is one window for all N players.
+// Paths, in one run:
+//
+//   - wire: the hot path (NextWire: RTMP chunks made once per message and
+//     shared, one writev per player);
+//   - tags: what players did before (Next, then WriteTags: each player
+//     chunks every message again through its write buffer);
+//   - floor: the window's chunks, made once, written with one writev per
+//     socket and nothing else (no hub), as cmd/floor does.
+//
+// allocs/op must not grow with N (nothing is allocated per player per
+// window). cpu-ns/player is the process's CPU per player and window, and
+// cpu-s/s/100 the CPU-seconds per second of stream per 100 players, the
+// unit of scripts/bench-fanout.sh; both include the discarding peers'
+// reads (same process), so compare paths with each other, not with
+// bench-fanout's figures.
+func BenchmarkPlayerWrite(b *testing.B) {
+	streams, pkts := mediatest.ReadFLV(b, mediatest.TestFLV(b))
+	for _, path := range []string{"wire", "tags", "floor"} {
+		for _, w := range []time.Duration{0, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond} {
+			if path == "tags" && w != 50*time.Millisecond {
+				continue
+			}
+			for _, n := range []int{1, 100, 1000} {
+				b.Run(fmt.Sprintf("path=%s/window=%dms/readers=%d", path, w.Milliseconds(), n), func(b *testing.B) {
+					benchPlayers(b, streams, pkts, path, n, w)
+				})
+			}
+		}
+	}
+}
+
+func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path string, n int, w time.Duration) {
+	h := hub.New("k", hub.Config{MergeWindow: -1, QueuePackets: 1 << 16, QueueBytes: 1 << 30})
+	defer h.Close()
+	src, err := h.Publish(streams, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ps := newPlayers(b, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		done   sync.WaitGroup
+		errc   = make(chan error, n)
+		wg     sync.WaitGroup
+		window [][]byte // floor: this window's chunks, made once
+	)
+	starts := make([]chan struct{}, n)
+	for i, p := range ps {
+		var rd *hub.Reader
+		if path != "floor" {
+			if rd, err = h.NewReader(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		starts[i] = make(chan struct{}, 1)
+		start := starts[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if rd != nil {
+				defer rd.Close()
+			}
+			var bufs [][]byte
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-start:
+				}
+				var err error
+				switch path {
+				case "wire":
+					if bufs, err = rd.NextWire(ctx, p.c, bufs); err == nil {
+						err = p.c.WriteWire(bufs)
+					}
+				case "tags":
+					var tags [][]byte
+					if tags, err = rd.Next(ctx); err == nil {
+						err = p.c.WriteTags(tags)
+					}
+				default:
+					bufs = append(bufs[:0], window...)
+					err = p.c.WriteWire(bufs)
+				}
+				if err != nil {
+					errc <- err
+				}
+				done.Done()
+			}
+		}()
+	}
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	var (
+		base   time.Duration
+		next   int
+		mediaT time.Duration // stream time the rounds covered
+	)
+	round := func() {
+		window = window[:0]
+		end := pkts[next].Time + base + w
+		for first := true; first || pkts[next].Time+base < end; first = false {
+			if !first && w == 0 {
+				break
+			}
+			p := pkts[next]
+			p.Time += base
+			if path == "floor" {
+				tag := flvx.EncodePacket(p, streams[p.Idx])
+				w, err := ps[0].c.Encode(nil, tag)
+				if err != nil {
+					b.Fatal(err)
+				}
+				window = append(window, w)
+			} else if err := src.WritePacket(p); err != nil {
+				b.Fatal(err)
+			}
+			if next++; next == len(pkts) {
+				next, base = 0, base+pkts[len(pkts)-1].Time+40*time.Millisecond
+			}
+		}
+		done.Add(n)
+		for _, s := range starts {
+			s <- struct{}{}
+		}
+		done.Wait()
+		select {
+		case err := <-errc:
+			b.Fatal(err)
+		default:
+		}
+	}
+	round() // the cached GOP and headers go out first
+	t0 := pkts[next].Time + base
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		round()
+	}
+	b.StopTimer()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/player")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/player")
+	mediaT = pkts[next].Time + base - t0
+	if mediaT > 0 {
+		b.ReportMetric(cpu.Seconds()/mediaT.Seconds()/float64(n)*100, "cpu-s/s/100")
+	}
+}
