@@ -192,11 +192,17 @@ func TestTokensThroughOriginAndEdge(t *testing.T) {
 	// ffprobe reads the stream through it.
 	for _, n := range []*node{e, o} {
 		pl := "http://" + n.http + "/live/s1.m3u8?token=" + url.QueryEscape(play)
-		var body string
+		var (
+			body string
+			code int
+		)
 		waitFor(t, n.id+" HLS playlist", 20*time.Second, func() bool {
-			code, b := httpGet(t, pl)
-			body = b
-			return code == 200 && strings.Contains(b, ".ts")
+			code, body = httpGet(t, pl)
+			if code == 200 && strings.Contains(body, ".ts") {
+				return true
+			}
+			t.Logf("%s HLS playlist: %d %q", n.id, code, body)
+			return false
 		})
 		var seg string
 		for _, l := range strings.Split(body, "\n") {

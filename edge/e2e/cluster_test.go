@@ -119,6 +119,14 @@ func writeFile(t *testing.T, path, content string) string {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
+	return newClusterTTL(t, "3s")
+}
+
+// newClusterTTL starts the OCM with the given lease TTL (a short one makes
+// failovers quick; fencing stops an origin's streams TTL minus its margin
+// after the OCM goes away).
+func newClusterTTL(t *testing.T, leaseTTL string) *cluster {
+	t.Helper()
 	skipShort(t)
 	c := &cluster{t: t, dir: t.TempDir()}
 	c.ffmpeg = proctest.Tool(t, "LIVECLUSTER_FFMPEG", "ffmpeg")
@@ -126,14 +134,14 @@ func newCluster(t *testing.T) *cluster {
 	c.ocmAddr = proctest.FreeAddr(t)
 	admin := proctest.FreeAddr(t)
 	cfg := writeFile(t, filepath.Join(c.dir, "ocm.yaml"), fmt.Sprintf(`
-leaseTTL: 3s
+leaseTTL: %s
 etcd:
   clientURL: http://%s
   peerURL: http://%s
 shutdown:
   startWait: 0s
   finalWait: 0s
-`, proctest.FreeAddr(t), proctest.FreeAddr(t)))
+`, leaseTTL, proctest.FreeAddr(t), proctest.FreeAddr(t)))
 	c.ocm = proctest.Start(t, "ocm", bins.ocm, "--config", cfg, "--node-id", "ocm-0",
 		"--grpc-listen", c.ocmAddr, "--admin-listen", admin, "--data-dir", filepath.Join(c.dir, "etcd"))
 	proctest.WaitHTTP(t, "http://"+admin+"/readyz", 200, 30*time.Second)

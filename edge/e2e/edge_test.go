@@ -277,7 +277,9 @@ func TestWaitForStream(t *testing.T) {
 // With the OCM gone, an owner the edge has cached keeps serving new players;
 // a stream it never saw fails clearly; readiness stays.
 func TestOCMUnreachable(t *testing.T) {
-	c := newCluster(t)
+	// The origin fences its streams TTL minus its margin (8 s here) after
+	// its last renewal: the checks below run well inside that.
+	c := newClusterTTL(t, "10s")
 	o := c.startOrigin("origin-0")
 	e := c.startEdge("edge-0")
 	c.publish("ffmpeg-pub", "rtmp://"+o.rtmp+"/live/cached")

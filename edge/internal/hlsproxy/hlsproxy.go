@@ -405,6 +405,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			o := *obj
 			o.body = p.opts.Playlist(r, obj.body)
 			o.private = len(o.body) != len(obj.body)
+			// Its own Content-Length: the shared one is the unrewritten
+			// body's.
+			o.prepare()
 			obj = &o
 		}
 	} else {

@@ -854,3 +854,42 @@ func TestHeadersAndCounters(t *testing.T) {
 		}
 	}
 }
+
+// A playlist rewritten for one player (Options.Playlist: the token carried
+// on segment URIs) gets its own Content-Length and is private; the shared
+// object is left as it was.
+func TestRewrittenPlaylistHeaders(t *testing.T) {
+	a := newUpstream(t, tsBytes(t))
+	a.set(3, 2)
+	var o owners
+	o.set("origin-a", 1, a)
+	rewrite := func(r *http.Request, body []byte) []byte {
+		if r.URL.Query().Get("token") == "" {
+			return body
+		}
+		return bytes.ReplaceAll(body, []byte(".ts\n"), []byte(".ts?token="+r.URL.Query().Get("token")+"\n"))
+	}
+	p, _ := newTestProxy(&o, Options{NoPrefetch: true, MaxPlaylistTTL: time.Minute, Playlist: rewrite})
+	get := func(path string) *httptest.ResponseRecorder {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != 200 {
+			t.Fatalf("%s: %d %q", path, rec.Code, rec.Body.String())
+		}
+		if got := rec.Result().Header.Get("Content-Length"); got != strconv.Itoa(rec.Body.Len()) {
+			t.Errorf("%s: Content-Length %q for %d bytes", path, got, rec.Body.Len())
+		}
+		return rec
+	}
+	plain, tok := get("/live/s.m3u8"), get("/live/s.m3u8?token=abcdefgh")
+	if !strings.Contains(tok.Body.String(), ".ts?token=abcdefgh") {
+		t.Fatalf("rewritten playlist: %q", tok.Body.String())
+	}
+	if cc := tok.Result().Header.Get("Cache-Control"); cc != "private, no-cache" {
+		t.Errorf("rewritten playlist Cache-Control %q", cc)
+	}
+	if again := get("/live/s.m3u8"); again.Body.String() != plain.Body.String() {
+		t.Errorf("the shared playlist changed after a rewrite: %q, was %q", again.Body, plain.Body)
+	}
+}
