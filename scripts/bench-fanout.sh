@@ -68,39 +68,9 @@ debian_install ffmpeg jq curl util-linux
 [ "$NGINX" = 1 ] && debian_install nginx libnginx-mod-rtmp
 NGINX_MOD=/usr/lib/nginx/modules/ngx_rtmp_module.so
 
-STATE=$(mktemp -d /tmp/livecluster-fanout.XXXXXX)
-pids=()
-cleanup() {
-  local i
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[$i]}" 2>/dev/null || true
-  done
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    wait "${pids[$i]}" 2>/dev/null || true
-  done
-  rm -rf "$STATE"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-fail() {
-  echo "bench-fanout: $*" >&2
-  for f in "$STATE"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -5 "$f"; } >&2; done
-  exit 1
-}
-wait_http() { # url pid what
-  local i
-  for i in $(seq 1 300); do
-    kill -0 "$2" 2>/dev/null || fail "$3 exited at start"
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  fail "$3 not ready at $1 within 30 s"
-}
-
-echo "building" >&2
-mkdir -p bin
-for b in ocm origin edge; do (cd "$b" && go build -o "$ROOT/bin/$b" "./cmd/$b"); done
-(cd scripts/loadgen && go build -o "$ROOT/bin/loadgen" . && go build -o "$ROOT/bin/floor" ./cmd/floor)
+BENCH=bench-fanout
+. scripts/bench-lib.sh
+bench_build ocm origin edge loadgen floor
 
 # The test stream, made once per machine: 720p30 H.264 at ~2 Mbps, 2 s GOP,
 # 128 kbit/s AAC.

@@ -23,7 +23,7 @@ import (
 func TestAsyncStalledVolume(t *testing.T) {
 	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
 	dir := t.TempDir()
-	m, err := hls.New(hls.Config{Dir: dir, Fragment: time.Second, Window: 6, Dispose: time.Hour})
+	m, err := hls.New(hls.Config{Dir: dir, Fragment: time.Second, Window: 6, Dispose: time.Hour, Clock: func() time.Time { return time.Unix(0, 0) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestAsyncStalledVolume(t *testing.T) {
 func TestAsyncWritesEverything(t *testing.T) {
 	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
 	dir := t.TempDir()
-	m, err := hls.New(hls.Config{Dir: dir, Fragment: time.Second, Window: 100, Dispose: time.Hour})
+	m, err := hls.New(hls.Config{Dir: dir, Fragment: time.Second, Window: 100, Dispose: time.Hour, Clock: func() time.Time { return time.Unix(0, 0) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestAsyncWritesEverything(t *testing.T) {
 	}
 	// The same packets through a synchronous Stream give the same playlist.
 	syncDir := t.TempDir()
-	ms, err := hls.New(hls.Config{Dir: syncDir, Fragment: time.Second, Window: 100, Dispose: time.Hour})
+	ms, err := hls.New(hls.Config{Dir: syncDir, Fragment: time.Second, Window: 100, Dispose: time.Hour, Clock: func() time.Time { return time.Unix(0, 0) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestAsyncCodecChangeWhileStalled(t *testing.T) {
 	sa, pa := mediatest.ReadFLV(t, mediatest.TestFLV(t))
 	sb, pb := mediatest.ReadFLV(t, mediatest.TestFLVSized(t, "640x360"))
 	dir := t.TempDir()
-	m, err := hls.New(hls.Config{Dir: dir, Fragment: time.Second, Window: 20, Dispose: time.Hour})
+	m, err := hls.New(hls.Config{Dir: dir, Fragment: time.Second, Window: 20, Dispose: time.Hour, Clock: func() time.Time { return time.Unix(0, 0) }})
 	if err != nil {
 		t.Fatal(err)
 	}

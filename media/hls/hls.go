@@ -42,6 +42,9 @@ type Config struct {
 	// Dispose removes the files of an unpublished stream after this long (30 s).
 	Dispose time.Duration
 	Logger  *slog.Logger
+	// Clock is the wall clock the first number of a claim is derived from
+	// (time.Now); tests set it.
+	Clock func() time.Time
 }
 
 // Manager owns the HLS state of every stream under one directory.
@@ -78,6 +81,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Dispose <= 0 {
 		cfg.Dispose = 30 * time.Second
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("hls: create %s: %w", cfg.Dir, err)
 	}
@@ -93,7 +99,7 @@ func New(cfg Config) (*Manager, error) {
 }
 
 type segment struct {
-	seq  int
+	seq  int64
 	dur  time.Duration
 	disc bool // EXT-X-DISCONTINUITY before it
 }
@@ -103,17 +109,17 @@ type segment struct {
 type state struct {
 	dir, name    string
 	muxer        *ts.Muxer
-	nextSeq      int
+	nextSeq      int64
 	segs         []segment // in the playlist
-	gone         []int     // left the playlist, still on disk
+	gone         []int64   // left the playlist, still on disk
 	discSeq      int       // discontinuities that left the playlist
 	end          time.Duration
 	open         bool
 	disposeTimer *time.Timer
 }
 
-func (st *state) segPath(seq int) string {
-	return st.dir + "/" + st.name + "-" + strconv.Itoa(seq) + ".ts"
+func (st *state) segPath(seq int64) string {
+	return st.dir + "/" + st.name + "-" + strconv.FormatInt(seq, 10) + ".ts"
 }
 
 // checkPart refuses anything that could escape the directory, even though
@@ -208,7 +214,8 @@ type Stream struct {
 	last     time.Duration
 	f        *os.File
 	bw       *bufio.Writer
-	seq      int
+	seq      int64
+	numbered bool // this session's first segment has its number
 	segStart time.Duration
 	closed   bool
 }
@@ -265,6 +272,27 @@ func (s *Stream) WritePacket(pkt av.Packet) error {
 
 func (s *Stream) openSegment(t time.Duration) error {
 	st := s.st
+	if !s.numbered {
+		// The first segment of a session (a claim): continue above any
+		// earlier owner's numbers (StartSeq). A jump cannot be written into
+		// the playlist (numbers are MEDIA-SEQUENCE + index), so the earlier
+		// segments leave it; they stay on disk for Keep more segments.
+		s.numbered = true
+		start := StartSeq(st.nextSeq, s.m.cfg.Clock(), s.m.cfg.Fragment)
+		if start != st.nextSeq {
+			for _, sg := range st.segs {
+				if sg.disc {
+					st.discSeq++
+				}
+				st.gone = append(st.gone, sg.seq)
+			}
+			if len(st.segs) > 0 {
+				s.disc = true
+			}
+			st.segs = nil
+		}
+		st.nextSeq = start
+	}
 	s.seq = st.nextSeq
 	st.nextSeq++
 	f, err := s.m.root.Create(st.segPath(s.seq) + ".tmp")

@@ -28,10 +28,11 @@ import (
 	"github.com/livecluster/livecluster/scripts/drills/internal/lbchecks"
 	"github.com/livecluster/livecluster/scripts/drills/internal/ocmfailover"
 	"github.com/livecluster/livecluster/scripts/drills/internal/origincrash"
+	"github.com/livecluster/livecluster/scripts/drills/internal/partition"
 )
 
 // all drills, in the order they run by default.
-var all = []drill.Drill{origincrash.Drill, hlscontinuity.Drill, lbchecks.Drill, etcdquorum.Drill, ocmfailover.Drill}
+var all = []drill.Drill{origincrash.Drill, partition.Drill, hlscontinuity.Drill, lbchecks.Drill, etcdquorum.Drill, ocmfailover.Drill}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

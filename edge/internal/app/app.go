@@ -27,8 +27,8 @@ import (
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/connlimit"
+	"github.com/livecluster/livecluster/node/listeners"
 	"github.com/livecluster/livecluster/node/ocmclient"
-	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
 
@@ -60,15 +60,6 @@ type edge struct {
 // Run starts the edge; it implements cli.Binary.Run.
 func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	cfg := rt.Config()
-	rawRTMP, err := net.Listen("tcp", cfg.RTMP.Listen)
-	if err != nil {
-		return fmt.Errorf("rtmp listen: %w", err)
-	}
-	rawHTTP, err := net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		rawRTMP.Close()
-		return fmt.Errorf("http listen: %w", err)
-	}
 	limits := connlimit.NewNode(rt.Metrics, func() config.Limits { return rt.Config().Limits })
 	to := cfg.Limits.Timeouts
 	rtmpSrv := &rtmp.Server{
@@ -82,24 +73,10 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 			return l.MaxPublishBitrate, l.PublishBitrateWindow.D()
 		},
 	}
-	rtmpLn := limits.Listener("rtmp", rawRTMP, rtmpSrv.Refuse)
-	httpLn := limits.Listener("http", rawHTTP, connlimit.RefuseHTTP)
-	var httpsLn net.Listener
-	if cfg.HTTPS.Listen != "" {
-		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger,
-			func(ln net.Listener) net.Listener { return limits.Listener("https", ln, connlimit.RefuseHTTP) })
-		if err != nil {
-			rtmpLn.Close()
-			httpLn.Close()
-			return fmt.Errorf("https: %w", err)
-		}
-	}
-	closeListeners := func() {
-		rtmpLn.Close()
-		httpLn.Close()
-		if httpsLn != nil {
-			httpsLn.Close()
-		}
+	lns, err := listeners.Open(listeners.Addresses{RTMP: cfg.RTMP.Listen, HTTP: cfg.HTTP.Listen, HTTPS: cfg.HTTPS},
+		limits, rtmpSrv.Refuse, rt.Logger)
+	if err != nil {
+		return err
 	}
 	host := cfg.Advertise.Host
 	if host == "" {
@@ -108,8 +85,8 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	node := &ocmv1.Node{
 		Id: cfg.NodeID, Role: ocmv1.NodeRole_NODE_ROLE_EDGE, Zone: cfg.Zone, Version: rt.Version,
 		Addresses: &ocmv1.NodeAddresses{
-			Rtmp:  net.JoinHostPort(host, port(rtmpLn.Addr())),
-			Http:  net.JoinHostPort(host, port(httpLn.Addr())),
+			Rtmp:  net.JoinHostPort(host, port(lns.RTMP.Addr())),
+			Http:  net.JoinHostPort(host, port(lns.HTTP.Addr())),
 			Admin: net.JoinHostPort(host, port(rt.Admin.Addr())),
 		},
 	}
@@ -118,14 +95,14 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	rtmpSrv.Connect = e.rtmpConnect
 	hist, err := ocmclient.HistoryFromEnv()
 	if err != nil {
-		closeListeners()
+		lns.Close()
 		return err
 	}
 	oc, err := ocmclient.New(ocmclient.Options{Address: cfg.OCM.Address, Node: node, Logger: rt.Logger, Load: e.load, Registerer: rt.Metrics, History: hist,
 		Security: cfg.OCM.OCMSecurity})
 	if err != nil {
 		_ = hist.Close()
-		closeListeners()
+		lns.Close()
 		return err
 	}
 
@@ -135,7 +112,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		Source: func() *config.Auth { return &rt.Config().Auth },
 	})
 	if err != nil {
-		closeListeners()
+		lns.Close()
 		return fmt.Errorf("auth: %w", err)
 	}
 	pullLeg := func(key streamkey.Key) (url.Values, error) { return e.authz.LegQuery(authz.Play, key) }
@@ -209,10 +186,9 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	httpSrv := limits.HTTPServer(mux, admin.QuietErrorLog(rt.Logger))
 
 	lc := rt.Lifecycle
-	lc.AddListener("rtmp", rtmpLn)
-	lc.AddListener("http", httpLn)
-	if httpsLn != nil {
-		lc.AddListener("https", httpsLn)
+	lc.AddListener("rtmp", lns.RTMP)
+	for name, ln := range lns.HTTPListeners() {
+		lc.AddListener(name, ln)
 	}
 	oc.Bind(lc)
 	lc.OnDraining("http-keepalive", func(context.Context) error {
@@ -225,14 +201,11 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	go e.dir.Run(ctx)
 	go e.fwd.Run(ctx)
 	go func() {
-		if err := rtmpSrv.Serve(ctx, rtmpLn); err != nil {
+		if err := rtmpSrv.Serve(ctx, lns.RTMP); err != nil {
 			lc.Fatal(fmt.Errorf("rtmp server: %w", err))
 		}
 	}()
-	for name, ln := range map[string]net.Listener{"http": httpLn, "https": httpsLn} {
-		if ln == nil {
-			continue
-		}
+	for name, ln := range lns.HTTPListeners() {
 		// One server for both ports: the drain's keep-alive switch and
 		// Close cover the HTTPS connections too.
 		go func() {
@@ -248,7 +221,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	oc.Start(ctx)
 
 	rt.Admin.Mux.HandleFunc("GET /api/v1/streams", e.apiStreams)
-	rt.Logger.Info("edge listening", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(), "https", cfg.HTTPS.Listen,
+	rt.Logger.Info("edge listening", "rtmp", lns.RTMP.Addr().String(), "http", lns.HTTP.Addr().String(), "https", cfg.HTTPS.Listen,
 		"advertise", node.Addresses.Rtmp, "ocm", cfg.OCM.Address)
 	return nil
 }

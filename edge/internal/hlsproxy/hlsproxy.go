@@ -1,11 +1,11 @@
-// Package hlsproxy is the edge's HLS: the owning origin's HLS served under
-// the edge's own, continuous numbering (/{app}/{name}.m3u8 and
-// /{app}/{name}-{seq}.ts).
+// Package hlsproxy is the edge's HLS: the owning origin's HLS, under the
+// origins' own segment numbers (/{app}/{name}.m3u8 and
+// /{app}/{name}-{seq}.ts), so every edge names the same bytes alike.
 //
 // Per stream the edge keeps a playlist of its own (live.go): its media
 // sequence only grows and its segment names never change meaning across
-// owner changes, origin restarts and republishes; a source change is marked
-// with #EXT-X-DISCONTINUITY. While the stream has no owner, or the owner no
+// owner changes and republishes (origins number above their predecessors,
+// media/hls StartSeq); a source change is marked with #EXT-X-DISCONTINUITY. While the stream has no owner, or the owner no
 // playlist yet, the edge keeps serving the last good playlist (its segments
 // were fetched when they appeared, so they stay playable after their origin
 // is gone) for up to Hold, and so does a player whose refresh waits longer
@@ -721,19 +721,36 @@ func (p *Proxy) fetchPlaylist(ctx context.Context, u string) (*upPlaylist, *obje
 	return pl, nil
 }
 
-// segment answers a segment request: the origin segment the edge named
-// with that number, from the cache or the origin. A number the edge's
-// playlist does not (or no longer) list is 404.
+// segment answers a segment request: the origin segment the edge's
+// playlist has with that number, from the cache or the origin. A number
+// above the playlist's refreshes it first; one the playlist does not (or no
+// longer) list is 404, and so is a segment of a stream without a playlist.
 func (p *Proxy) segment(ctx context.Context, key streamkey.Key, file string) *object {
 	base := strings.TrimSuffix(file, ".ts")
 	seq, _ := strconv.ParseInt(base[strings.LastIndexByte(base, '-')+1:], 10, 64) // checked by parse
 	s := p.streamFor(key, false)
-	if s == nil {
-		return errObject(http.StatusNotFound, "segment %s of %s: the stream's playlist was not fetched through this edge", file, key)
+	var sg edgeSeg
+	ok, ahead := false, s == nil
+	if s != nil {
+		s.mu.Lock()
+		sg, ok = s.l.find(seq)
+		ahead = !ok && seq > s.l.last
+		s.mu.Unlock()
+		// A playlist still fresh is as new as this edge gets it.
+		ahead = ahead && s.fresh() == nil
 	}
-	s.mu.Lock()
-	sg, ok := s.l.find(seq)
-	s.mu.Unlock()
+	if ahead {
+		// Edges share the origins' numbers, so a player may have the
+		// playlist from another edge that polled more recently (a drain, a
+		// load balancer without stickiness): refresh this edge's playlist
+		// (coalesced with the players' refreshes) and look again.
+		p.playlist(ctx, key)
+		if s = p.streamFor(key, false); s != nil {
+			s.mu.Lock()
+			sg, ok = s.l.find(seq)
+			s.mu.Unlock()
+		}
+	}
 	if !ok {
 		return errObject(http.StatusNotFound, "segment %s of %s is not in the playlist", file, key)
 	}

@@ -84,6 +84,7 @@ func tsBytes(t *testing.T) []byte {
 type upstream struct {
 	srv *httptest.Server
 	ts  []byte
+	tag string // before the path in the trailer: which origin served it
 
 	mu       sync.Mutex
 	first    int64
@@ -119,7 +120,7 @@ func (u *upstream) count(path string) int {
 
 func (u *upstream) segBody(path string) []byte {
 	trailer := make([]byte, 188)
-	copy(trailer, path)
+	copy(trailer, u.tag+path)
 	return append(append([]byte{}, u.ts...), trailer...)
 }
 
@@ -248,11 +249,12 @@ type player struct {
 	h       http.Handler
 	lastSeq int64
 	bytes   map[string]string // segment URI -> body first served
+	discNum map[string]int64  // segment URI -> its discontinuity sequence number
 	lists   []edgeList
 }
 
 func newPlayer(t *testing.T, h http.Handler) *player {
-	return &player{t: t, h: h, lastSeq: -1, bytes: map[string]string{}}
+	return &player{t: t, h: h, lastSeq: -1, bytes: map[string]string{}, discNum: map[string]int64{}}
 }
 
 func (p *player) poll() edgeList {
@@ -266,7 +268,17 @@ func (p *player) poll() edgeList {
 		p.t.Fatalf("media sequence went back from %d to %d:\n%s", p.lastSeq, l.mediaSeq, body)
 	}
 	p.lastSeq = l.mediaSeq
+	dn := l.discSeq
 	for i, uri := range l.uris {
+		// A segment keeps its discontinuity sequence number from playlist
+		// to playlist (DISCONTINUITY-SEQUENCE counts the tags that left).
+		if l.disc[i] {
+			dn++
+		}
+		if prev, ok := p.discNum[uri]; ok && prev != dn {
+			p.t.Fatalf("segment %s: discontinuity sequence number %d, was %d:\n%s", uri, dn, prev, body)
+		}
+		p.discNum[uri] = dn
 		if want := fmt.Sprintf("s-%d.ts", l.mediaSeq+int64(i)); uri != want {
 			p.t.Fatalf("segment %d is %q, want %q", i, uri, want)
 		}
@@ -290,7 +302,7 @@ func (p *player) source(uri string) string {
 }
 
 // TestOwnerSwitch: origin A (drained: it ends its playlist) hands the
-// stream to origin B, which numbers its segments from 0 and has no
+// stream to origin B, which numbers its segments above A's and has no
 // playlist at first; A dies in between. The player sees one growing
 // sequence, a DISCONTINUITY at the join, no error, stable segment names.
 func TestOwnerSwitch(t *testing.T) {
@@ -327,25 +339,26 @@ func TestOwnerSwitch(t *testing.T) {
 	b.mu.Unlock()
 	o.set("origin-b", 8, b)
 	pl.poll()
-	// B's first segments, numbered from 0.
-	b.set(0, 2)
+	// B's first segments, numbered above A's (media/hls StartSeq): the
+	// playlist cannot hold the gap, so it moves on to them.
+	b.set(1000, 2)
 	l = pl.poll()
-	n := len(l.uris)
-	if l.uris[n-2] != "s-17.ts" || l.uris[n-1] != "s-18.ts" || !l.disc[n-2] || l.disc[n-1] {
-		t.Fatalf("after the switch %+v: want s-17 (DISCONTINUITY), s-18", l)
+	if l.mediaSeq != 1000 || len(l.uris) != 2 || !l.disc[0] || l.disc[1] || l.discSeq != 0 {
+		t.Fatalf("after the switch %+v: want s-1000 (DISCONTINUITY), s-1001", l)
 	}
-	if src := pl.source("s-17.ts"); src != "/live/s-0.ts" {
-		t.Fatalf("s-17.ts served from %s, want B's /live/s-0.ts", src)
+	if src := pl.source("s-1000.ts"); src != "/live/s-1000.ts" {
+		t.Fatalf("s-1000.ts served from %s, want B's /live/s-1000.ts", src)
 	}
-	if src := pl.source("s-16.ts"); src != "/live/s-16.ts" {
-		t.Fatalf("s-16.ts served from %s, want A's /live/s-16.ts", src)
+	// A's last segment stays fetchable for a player with the old playlist.
+	if code, body := fetch(t, p, "/live/s-16.ts"); code != 200 || !strings.Contains(body, "/live/s-16.ts") {
+		t.Fatalf("A's s-16.ts after the switch: %d", code)
 	}
 	// The window slides on B; the discontinuity sequence counts the join
 	// once it left the playlist.
-	b.set(2, 6)
+	b.set(1002, 6)
 	l = pl.poll()
-	if l.mediaSeq != 19 || l.discSeq != 1 || l.disc[0] || l.uris[len(l.uris)-1] != "s-24.ts" {
-		t.Fatalf("later %+v: want s-19..s-24, discontinuity sequence 1", l)
+	if l.mediaSeq != 1002 || l.discSeq != 1 || l.disc[0] || l.uris[len(l.uris)-1] != "s-1007.ts" {
+		t.Fatalf("later %+v: want s-1002..s-1007, discontinuity sequence 1", l)
 	}
 	if v := testutil.ToFloat64(m.Discontinuities); v != 1 {
 		t.Fatalf("discontinuities metric %v, want 1", v)
@@ -361,10 +374,96 @@ func TestOwnerSwitch(t *testing.T) {
 	}
 }
 
-// TestOriginRestart: the owner restarts its numbering (a restart, or the
-// stream's files disposed and published again) under the same or a new
-// epoch; the edge goes on and marks the join. A discontinuity the origin
-// marks itself is passed on.
+// TestTwoEdgesAgree: two edges over the same origins, polling at different
+// times (the second one so rarely that it misses segments), through a crash
+// of the owner (A, its successor B numbering above it after a hold with no
+// owner) and a drain (B ends its playlist, C takes over): both edges name
+// the same origin bytes with the same number, neither goes back (the
+// players check), and both mark the owner changes with a discontinuity.
+func TestTwoEdgesAgree(t *testing.T) {
+	ts := tsBytes(t)
+	a, b, c := newUpstream(t, ts), newUpstream(t, ts), newUpstream(t, ts)
+	a.tag, b.tag, c.tag = "A", "B", "C"
+	var o owners
+	p1, _ := newTestProxy(&o, Options{Hold: time.Minute, EndHold: time.Minute})
+	p2, _ := newTestProxy(&o, Options{Hold: time.Minute, EndHold: time.Minute})
+	e1, e2 := newPlayer(t, p1), newPlayer(t, p2)
+	step := 0
+	// run moves u's window of 6 on by one segment n times from first;
+	// edge 1 polls every step, edge 2 at the first and every third,
+	// skipping skip2 steps.
+	run := func(u *upstream, first int64, n, skip2 int) {
+		for i := range n {
+			u.set(first+int64(i), 6)
+			e1.poll()
+			if step++; i == 0 || step%3 == 0 && (i < n/2 || i >= n/2+skip2) {
+				e2.poll()
+			}
+		}
+	}
+	o.set("origin-a", 7, a)
+	run(a, 10, 20, 8) // edge 2 misses 8 steps: more than the window
+	a.srv.Close()     // A crashes; nobody owns the stream for a while
+	o.set("", 0, nil)
+	e1.poll()
+	e2.poll()
+	o.set("origin-b", 9, b)
+	run(b, 1000, 10, 0)
+	b.mu.Lock()
+	b.ended = true // B is drained: its publisher moved to C
+	b.mu.Unlock()
+	e1.poll()
+	o.set("origin-c", 12, c)
+	run(c, 5000, 10, 0)
+	e2.poll()
+	// A player with edge 1's newer playlist asks edge 2 for its newest
+	// segment (a load balancer without stickiness): edge 2 refreshes and
+	// serves the same bytes.
+	c.set(5010, 6)
+	l := e1.poll()
+	newest := l.uris[len(l.uris)-1]
+	if code, body := fetch(t, p2, "/live/"+newest); code != 200 || body != e1.bytes[newest] {
+		t.Errorf("edge 2's %s: %d, want edge 1's bytes", newest, code)
+	}
+
+	if len(e1.bytes) == 0 || len(e2.bytes) == 0 {
+		t.Fatal("no segments")
+	}
+	common := 0
+	for uri, b1 := range e1.bytes {
+		if b2, ok := e2.bytes[uri]; ok {
+			common++
+			if b1 != b2 {
+				t.Errorf("%s: edge 1 served %s, edge 2 %s", uri, e1.source(uri), e2.source(uri))
+			}
+		}
+	}
+	if common < 20 {
+		t.Errorf("only %d segments in common", common)
+	}
+	for i, e := range []*player{e1, e2} {
+		for _, first := range []string{"s-1000.ts", "s-5000.ts"} {
+			if src := e.source(first); src != map[string]string{"s-1000.ts": "B/live/s-1000.ts", "s-5000.ts": "C/live/s-5000.ts"}[first] {
+				t.Errorf("edge %d: %s from %q", i+1, first, src)
+			}
+			marked := false
+			for _, l := range e.lists {
+				for j, uri := range l.uris {
+					marked = marked || uri == first && l.disc[j]
+				}
+			}
+			if !marked {
+				t.Errorf("edge %d: no DISCONTINUITY before %s", i+1, first)
+			}
+		}
+	}
+}
+
+// TestOriginRestart: an owner whose numbering goes back (an origin of
+// an older version restarted, or a stream that moved again within
+// media/hls.MinTenure) is not followed back: its segments are skipped until
+// its numbers pass the edge's. A discontinuity the origin marks itself is
+// passed on, and segments the edge never saw make the playlist move on.
 func TestOriginRestart(t *testing.T) {
 	ts := tsBytes(t)
 	a := newUpstream(t, ts)
@@ -376,27 +475,26 @@ func TestOriginRestart(t *testing.T) {
 	pl.poll() // s-100..s-102
 	a.set(0, 1)
 	l := pl.poll()
-	if last := l.uris[len(l.uris)-1]; last != "s-103.ts" || !l.disc[len(l.disc)-1] {
-		t.Fatalf("after a restart at 0 (same epoch) %+v: want s-103.ts with DISCONTINUITY", l)
+	if l.mediaSeq != 100 || len(l.uris) != 3 || l.uris[2] != "s-102.ts" {
+		t.Fatalf("after a restart at 0 %+v: want s-100..s-102 unchanged", l)
 	}
-	o.set("origin-a", 2, a)
-	a.set(0, 2) // the new epoch continues the origin's numbering: s-1 is new
+	if src := pl.source("s-102.ts"); src != "/live/s-102.ts" {
+		t.Fatalf("s-102.ts now from %s", src)
+	}
+	a.set(101, 3)
 	a.mu.Lock()
-	a.disc[1] = true // the origin marks a republish itself
+	a.disc[103] = true // the origin marks a republish itself
 	a.mu.Unlock()
 	l = pl.poll()
-	if last := l.uris[len(l.uris)-1]; last != "s-104.ts" || !l.disc[len(l.disc)-1] {
-		t.Fatalf("origin's discontinuity %+v: want s-104.ts with DISCONTINUITY", l)
+	if last := l.uris[len(l.uris)-1]; last != "s-103.ts" || !l.disc[len(l.disc)-1] || l.mediaSeq != 100 {
+		t.Fatalf("origin's discontinuity %+v: want s-103.ts with DISCONTINUITY", l)
 	}
-	if src := pl.source("s-104.ts"); src != "/live/s-1.ts" {
-		t.Fatalf("s-104.ts from %s", src)
-	}
-	// Segments the edge never saw (it polled too rarely): a gap is a
-	// discontinuity too.
-	a.set(10, 2)
+	// Segments the edge never saw (it polled too rarely): the playlist
+	// moves on to the new ones, with a discontinuity.
+	a.set(110, 2)
 	l = pl.poll()
-	if n := len(l.uris); l.uris[n-2] != "s-105.ts" || !l.disc[n-2] || l.disc[n-1] {
-		t.Fatalf("after a gap %+v: want s-105.ts with DISCONTINUITY, s-106.ts", l)
+	if l.mediaSeq != 110 || len(l.uris) != 2 || !l.disc[0] || l.disc[1] || l.discSeq != 1 {
+		t.Fatalf("after a gap %+v: want s-110 (DISCONTINUITY), s-111, discontinuity sequence 1 (s-103's)", l)
 	}
 }
 
@@ -605,9 +703,10 @@ func TestPlaylistTTL(t *testing.T) {
 	}
 }
 
-// TestNewEpochIsNewObject: segments are cached per epoch, so after a
-// republish on the same origin that restarted its numbering, s-0 of the
-// new publish is fetched, not served from the old one's cache.
+// TestNewEpochIsNewObject: segments are cached per epoch, and an owner
+// that numbers again from 0 under a new epoch does not give an old name new
+// bytes: s-0 stays the old publish's segment, the new numbers are taken
+// once they pass the old ones, fetched under the new epoch.
 func TestNewEpochIsNewObject(t *testing.T) {
 	ts := tsBytes(t)
 	a := newUpstream(t, ts)
@@ -622,16 +721,17 @@ func TestNewEpochIsNewObject(t *testing.T) {
 		t.Fatalf("same epoch: %d origin requests, want 1", n)
 	}
 	o.set("origin-a", 2, a)
-	a.set(0, 1)
+	a.set(0, 3)
 	_, body := fetch(t, p, "/live/s.m3u8")
-	if l := parseEdge(t, body); l.uris[len(l.uris)-1] != "s-2.ts" {
-		t.Fatalf("restarted numbering: %+v", l)
+	if l := parseEdge(t, body); l.mediaSeq != 0 || l.uris[len(l.uris)-1] != "s-2.ts" || !l.disc[2] {
+		t.Fatalf("new epoch: %+v, want s-0, s-1, then s-2 with DISCONTINUITY", l)
 	}
-	if code, _ := fetch(t, p, "/live/s-2.ts"); code != 200 {
-		t.Fatalf("new epoch: %d", code)
+	fetch(t, p, "/live/s-0.ts")
+	if n := a.count("/live/s-0.ts"); n != 1 {
+		t.Fatalf("s-0.ts fetched again under the new epoch: %d origin requests, want 1", n)
 	}
-	if n := a.count("/live/s-0.ts"); n != 2 {
-		t.Fatalf("new epoch served from the old publish's cache: %d origin requests, want 2", n)
+	if code, _ := fetch(t, p, "/live/s-2.ts"); code != 200 || a.count("/live/s-2.ts") != 1 {
+		t.Fatalf("new epoch's s-2.ts: %d", code)
 	}
 }
 
@@ -719,7 +819,7 @@ func TestHeadersAndCounters(t *testing.T) {
 	if pl1.Body.String() != pl2.Body.String() {
 		t.Errorf("a playlist hit differs from the miss: %q, %q", pl1.Body, pl2.Body)
 	}
-	// The edge names the segments by its own numbers.
+	// The edge names the segments by the origin's numbers.
 	uri := parseEdge(t, pl1.Body.String()).uris[0]
 	seg1, seg2 := get("/live/"+uri), get("/live/"+uri)
 	check(seg1, "video/mp2t", "max-age=60")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -12,12 +13,12 @@ import (
 	"github.com/livecluster/livecluster/streamkey"
 )
 
-// This file is the edge's continuous playlist of one stream. The edge
-// renumbers: whatever origin owns the stream and however that origin
-// numbers its segments, a player through this edge sees one media sequence
-// that only grows, segment names that never change meaning, and
-// #EXT-X-DISCONTINUITY where the source changed (another owner, an origin
-// that restarted its numbering, segments the edge never saw, or a
+// This file is the edge's continuous playlist of one stream. The edge keeps
+// the origins' segment numbers (they grow across owner changes, see
+// media/hls StartSeq), so every edge gives the same bytes the same number;
+// a player through it sees one media sequence that only grows, segment
+// names that never change meaning, and #EXT-X-DISCONTINUITY where the
+// source changed (another owner, segments the edge never saw, or a
 // discontinuity the origin marked itself).
 
 // upPlaylist is a parsed origin media playlist.
@@ -82,7 +83,7 @@ func parsePlaylist(b []byte) (*upPlaylist, error) {
 
 // edgeSeg is one segment of the edge's playlist.
 type edgeSeg struct {
-	seq  int64 // the edge's media sequence number, also in its name
+	seq  int64 // the origin's number, also in its name
 	dur  float64
 	disc bool
 	src  string // origin URL + "#" + epoch: the segment cache key
@@ -90,76 +91,54 @@ type edgeSeg struct {
 
 // live is the edge's playlist state of one stream. Guarded by stream.mu.
 type live struct {
-	started  bool
-	nextSeq  int64            // the edge number of the next new segment
-	segs     []edgeSeg        // the playlist window plus Keep older ones
-	discGone int64            // discontinuities that left segs
-	node     string           // the source the last playlist came from
-	lastUp   map[string]int64 // per origin node: its highest segment number mapped
-	pendDisc bool             // the next new segment starts a discontinuity
-	endSince time.Time        // when the source's playlist first showed ENDLIST (zero: live)
-	window   int              // segments in the playlist
+	started bool
+	last    int64 // the highest number taken
+	// segs are the taken segments in ascending numbers: the playlist is
+	// the last run without a gap (at most window of it), the older ones
+	// stay fetchable for players holding an earlier playlist.
+	segs     []edgeSeg
+	discGone int64  // discontinuities that left segs
+	node     string // the source the last playlist came from
+	epoch    int64
+	pendDisc bool      // the next new segment starts a discontinuity
+	endSince time.Time // when the source's playlist first showed ENDLIST (zero: live)
+	window   int       // segments in the playlist
 }
 
-// maxNodes bounds lastUp: a stream has moved between this many origins at
-// most before the oldest are forgotten (a forgotten origin that owns the
-// stream again is treated as restarted: its segments are all new).
-const maxNodes = 8
-
 // merge adds the new segments of pl, fetched from node at epoch through
-// playlistURL, and returns them. A segment is new when its origin number is
-// above the highest one mapped from that node; when the node's numbering
-// went back (it restarted, or disposed the stream and started over), all of
-// its segments are new.
+// playlistURL, and returns them. The edge keeps the origin's numbers, which
+// origins keep growing across owner changes (media/hls StartSeq), so every
+// edge names the same bytes with the same number whenever it polled. A
+// segment is new when its number is above the highest one taken; one at or
+// below it (an owner that numbered below its predecessor, which StartSeq
+// rules out unless the stream moved again within media/hls.MinTenure, or a
+// stale playlist) is skipped, so the media sequence never goes back. A new
+// segment that is not last+1 (an owner change, segments the edge never saw)
+// cannot join the playlist, whose numbers are MEDIA-SEQUENCE + index: the
+// playlist moves on to it, marked with #EXT-X-DISCONTINUITY, as is the
+// first segment of a new source and wherever the origin marked one.
 func (l *live) merge(node string, epoch int64, playlistURL *url.URL, pl *upPlaylist, window, keep int, now time.Time) []edgeSeg {
-	if l.lastUp == nil {
-		l.lastUp = map[string]int64{}
-	}
-	if !l.started {
-		l.started, l.node, l.nextSeq = true, node, pl.mediaSeq
-	}
-	if node != l.node {
+	if l.started && (node != l.node || epoch != l.epoch) {
 		l.pendDisc = true
-		l.node = node
 	}
-	last, seen := l.lastUp[node]
-	n := int64(len(pl.segs))
-	from := pl.mediaSeq
-	if seen && n > 0 {
-		switch top := pl.mediaSeq + n - 1; {
-		case top < last:
-			l.pendDisc = true // the origin's numbering went back
-		case pl.mediaSeq > last+1:
-			l.pendDisc = true // segments the edge never saw
-		default:
-			from = last + 1
-		}
-	}
+	l.node, l.epoch = node, epoch
 	var added []edgeSeg
 	for i, s := range pl.segs {
 		seq := pl.mediaSeq + int64(i)
-		if seq < from {
+		if l.started && seq <= l.last {
 			continue
 		}
 		u, err := playlistURL.Parse(s.uri)
 		if err != nil {
-			continue // an unusable URI: the segment is skipped, the gap marked
+			l.pendDisc = true // an unusable URI: the segment is skipped, the gap marked
+			continue
 		}
 		u.Fragment = strconv.FormatInt(epoch, 10)
-		es := edgeSeg{seq: l.nextSeq, dur: s.dur, disc: s.disc || l.pendDisc, src: u.String()}
-		l.pendDisc = false
-		l.nextSeq++
+		gap := l.started && seq != l.last+1
+		es := edgeSeg{seq: seq, dur: s.dur, disc: s.disc || l.pendDisc || gap, src: u.String()}
+		l.started, l.pendDisc, l.last = true, false, seq
 		l.segs = append(l.segs, es)
 		added = append(added, es)
-		l.lastUp[node] = seq
-	}
-	if !seen && len(l.lastUp) > maxNodes {
-		for k := range l.lastUp {
-			if k != node {
-				delete(l.lastUp, k)
-				break
-			}
-		}
 	}
 	switch {
 	case !pl.ended:
@@ -177,31 +156,38 @@ func (l *live) merge(node string, epoch int64, playlistURL *url.URL, pl *upPlayl
 	return added
 }
 
-// find returns the segment with edge number seq.
+// find returns the segment numbered seq.
 func (l *live) find(seq int64) (edgeSeg, bool) {
-	if len(l.segs) == 0 {
-		return edgeSeg{}, false
-	}
-	i := seq - l.segs[0].seq
-	if i < 0 || i >= int64(len(l.segs)) {
+	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].seq >= seq })
+	if i == len(l.segs) || l.segs[i].seq != seq {
 		return edgeSeg{}, false
 	}
 	return l.segs[i], true
+}
+
+// shown returns the index in segs of the playlist's first segment: the
+// last window segments, from the last gap on.
+func (l *live) shown() int {
+	from := max(len(l.segs)-l.window, 0)
+	for i := len(l.segs) - 1; i > from; i-- {
+		if l.segs[i].seq != l.segs[i-1].seq+1 {
+			return i
+		}
+	}
+	return from
 }
 
 // render writes the edge's playlist of key. ENDLIST is written once the
 // source has shown it for endHold: an origin that loses its publisher to
 // another origin ends its playlist, and a player must not stop for that.
 func (l *live) render(key streamkey.Key, endHold time.Duration, now time.Time) (body []byte, target time.Duration) {
-	shown := l.segs
-	var discSeq int64 = l.discGone
-	if len(shown) > l.window {
-		for _, s := range shown[:len(shown)-l.window] {
-			if s.disc {
-				discSeq++
-			}
+	from := l.shown()
+	shown := l.segs[from:]
+	discSeq := l.discGone
+	for _, s := range l.segs[:from] {
+		if s.disc {
+			discSeq++
 		}
-		shown = shown[len(shown)-l.window:]
 	}
 	maxDur := 0.0
 	for _, s := range shown {
@@ -209,7 +195,7 @@ func (l *live) render(key streamkey.Key, endHold time.Duration, now time.Time) (
 	}
 	// Rounded to the millisecond first, as the origin does, so 2.0004 is 2.
 	t := max(int64(math.Ceil(math.Round(maxDur*1000)/1000)), 1)
-	first := l.nextSeq
+	first := l.last + 1
 	if len(shown) > 0 {
 		first = shown[0].seq
 	}

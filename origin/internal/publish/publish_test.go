@@ -47,7 +47,7 @@ func newFixture(t *testing.T) *fixture {
 		OCM: api, NodeID: ocmSession.NodeID, Session: func() (ocmclient.Session, bool) { return ocmSession, true },
 		Timeout: func() time.Duration { return 2 * time.Second },
 	})
-	m, err := hls.New(hls.Config{Dir: f.hlsDir, Fragment: time.Second, Window: 20, Dispose: time.Hour})
+	m, err := hls.New(hls.Config{Dir: f.hlsDir, Fragment: time.Second, Window: 20, Dispose: time.Hour, Clock: func() time.Time { return time.Unix(0, 0) }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,8 +27,8 @@ import (
 	"github.com/livecluster/livecluster/node/cli"
 	nodeconfig "github.com/livecluster/livecluster/node/config"
 	"github.com/livecluster/livecluster/node/connlimit"
+	"github.com/livecluster/livecluster/node/listeners"
 	"github.com/livecluster/livecluster/node/ocmclient"
-	"github.com/livecluster/livecluster/node/tlsfiles"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
 
@@ -103,15 +103,6 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		}
 	}
 
-	rawRTMP, err := net.Listen("tcp", cfg.RTMP.Listen)
-	if err != nil {
-		return fmt.Errorf("rtmp.listen: %w", err)
-	}
-	rawHTTP, err := net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		rawRTMP.Close()
-		return fmt.Errorf("http.listen: %w", err)
-	}
 	s.limits = connlimit.NewNode(rt.Metrics, func() nodeconfig.Limits { return rt.Config().Limits })
 	to := cfg.Limits.Timeouts
 	rtmpSrv := &rtmp.Server{
@@ -125,38 +116,24 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 			return l.MaxPublishBitrate, l.PublishBitrateWindow.D()
 		},
 	}
-	rtmpLn := s.limits.Listener("rtmp", rawRTMP, rtmpSrv.Refuse)
-	httpLn := s.limits.Listener("http", rawHTTP, connlimit.RefuseHTTP)
-	var httpsLn net.Listener
-	if cfg.HTTPS.Listen != "" {
-		httpsLn, _, err = tlsfiles.Listen("https", cfg.HTTPS.Listen, cfg.HTTPS.CertFile, cfg.HTTPS.KeyFile, rt.Logger,
-			func(ln net.Listener) net.Listener { return s.limits.Listener("https", ln, connlimit.RefuseHTTP) })
-		if err != nil {
-			rtmpLn.Close()
-			httpLn.Close()
-			return fmt.Errorf("https: %w", err)
-		}
-	}
-	closeListeners := func() {
-		rtmpLn.Close()
-		httpLn.Close()
-		if httpsLn != nil {
-			httpsLn.Close()
-		}
+	lns, err := listeners.Open(listeners.Addresses{RTMP: cfg.RTMP.Listen, HTTP: cfg.HTTP.Listen, HTTPS: cfg.HTTPS},
+		s.limits, rtmpSrv.Refuse, rt.Logger)
+	if err != nil {
+		return err
 	}
 
 	node := &ocmv1.Node{
 		Id: cfg.NodeID, Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN, Zone: cfg.Zone, Capacity: cfg.Capacity,
 		Version: rt.Version,
 		Addresses: &ocmv1.NodeAddresses{
-			Rtmp:  net.JoinHostPort(cfg.Advertise.Host, port(rtmpLn.Addr())),
-			Http:  net.JoinHostPort(cfg.Advertise.Host, port(httpLn.Addr())),
+			Rtmp:  net.JoinHostPort(cfg.Advertise.Host, port(lns.RTMP.Addr())),
+			Http:  net.JoinHostPort(cfg.Advertise.Host, port(lns.HTTP.Addr())),
 			Admin: net.JoinHostPort(cfg.Advertise.Host, port(rt.Admin.Addr())),
 		},
 	}
 	hist, err := ocmclient.HistoryFromEnv()
 	if err != nil {
-		closeListeners()
+		lns.Close()
 		return err
 	}
 	s.oc, err = ocmclient.New(ocmclient.Options{
@@ -166,7 +143,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	})
 	if err != nil {
 		_ = hist.Close()
-		closeListeners()
+		lns.Close()
 		return fmt.Errorf("ocm.address: %w", err)
 	}
 	m := newMetrics(rt.Metrics)
@@ -219,10 +196,9 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		s.owner.WatchTransfers(ctx)
 		return nil
 	})
-	rt.Lifecycle.AddListener("rtmp", rtmpLn)
-	rt.Lifecycle.AddListener("http", httpLn)
-	if httpsLn != nil {
-		rt.Lifecycle.AddListener("https", httpsLn)
+	rt.Lifecycle.AddListener("rtmp", lns.RTMP)
+	for name, ln := range lns.HTTPListeners() {
+		rt.Lifecycle.AddListener(name, ln)
 	}
 	rt.Lifecycle.OnDrain("clients", func(ctx context.Context) error {
 		httpSrv.SetKeepAlivesEnabled(false)
@@ -239,15 +215,12 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	})
 
 	go func() {
-		err := rtmpSrv.Serve(ctx, rtmpLn)
+		err := rtmpSrv.Serve(ctx, lns.RTMP)
 		if err != nil {
 			rt.Lifecycle.Fatal(fmt.Errorf("rtmp server: %w", err))
 		}
 	}()
-	for name, ln := range map[string]net.Listener{"http": httpLn, "https": httpsLn} {
-		if ln == nil {
-			continue
-		}
+	for name, ln := range lns.HTTPListeners() {
 		// One server for both ports: the drain's keep-alive switch and
 		// Close cover the HTTPS connections too.
 		go func() {
@@ -275,7 +248,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	// lease deadline passed, or the OCM lost the session); ends with ctx.
 	go s.owner.Fence(ctx)
 	serving.Store(true)
-	s.log.Info("origin serving", "rtmp", rtmpLn.Addr().String(), "http", httpLn.Addr().String(), "https", cfg.HTTPS.Listen,
+	s.log.Info("origin serving", "rtmp", lns.RTMP.Addr().String(), "http", lns.HTTP.Addr().String(), "https", cfg.HTTPS.Listen,
 		"ocm", cfg.OCM.Address, "advertise", node.Addresses.String(), "hls_dir", cfg.HLS.Dir)
 	return nil
 }

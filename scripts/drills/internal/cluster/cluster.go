@@ -164,6 +164,17 @@ type Spec struct {
 	Env  map[string]string
 	// Networks the container joins besides the default one.
 	Networks []string
+	// Aliases are further DNS names of the container on Networks only, not
+	// on the default network: advertise one (LIVECLUSTER_ADVERTISE_HOST)
+	// to make peers reach the container over those networks.
+	Aliases []string
+	// Binds are host directories mounted read-write into the container,
+	// "host:container" (docker run -v), for files a drill reads back while
+	// or after the container runs (e.g. LIVECLUSTER_OCM_HISTORY logs; the
+	// root is read-only and /data is a tmpfs that docker cp cannot read).
+	// The container runs as 65532: the host directory must be writable by
+	// it (Cluster.BindDir makes one). Run refuses a bind without both parts.
+	Binds []string
 }
 
 // Container is one running container of the cluster.
@@ -182,6 +193,11 @@ func (c *Cluster) Run(ctx context.Context, s Spec) (*Container, error) {
 	if s.Name == "" || s.Image == "" {
 		return nil, errors.New("cluster: Spec.Name and Spec.Image are required")
 	}
+	for _, b := range s.Binds {
+		if h, ct, ok := strings.Cut(b, ":"); !ok || !filepath.IsAbs(h) || !strings.HasPrefix(ct, "/") {
+			return nil, fmt.Errorf("cluster: bind %q of %s: want /host/dir:/container/dir", b, s.Name)
+		}
+	}
 	k := &Container{c: c, Name: c.net + "-" + s.Name, Short: s.Name, Image: s.Image}
 	c.mu.Lock()
 	if c.closed {
@@ -199,17 +215,34 @@ func (c *Cluster) Run(ctx context.Context, s Spec) (*Container, error) {
 	for _, kv := range sortedEnv(s.Env) {
 		args = append(args, "-e", kv)
 	}
+	for _, b := range s.Binds {
+		args = append(args, "-v", b)
+	}
 	args = append(args, "livecluster/"+s.Image+":"+c.o.Tag)
 	args = append(args, s.Args...)
 	if _, err := c.docker(ctx, args...); err != nil {
 		return nil, fmt.Errorf("cluster: start %s: %w", k.Name, err)
 	}
 	for _, n := range s.Networks {
-		if err := k.Connect(ctx, n); err != nil {
+		if err := k.Connect(ctx, n, s.Aliases...); err != nil {
 			return nil, err
 		}
 	}
 	return k, nil
+}
+
+// BindDir creates (if needed) the host directory dir, writable by the
+// containers' user 65532 (mode 0777: the drills' scratch directory is the
+// host user's), for a Spec.Binds entry "dir:/path".
+func BindDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return fmt.Errorf("cluster: bind directory: %w", err)
+	}
+	// MkdirAll applies the umask; the containers' user needs write access.
+	if err := os.Chmod(dir, 0o777); err != nil {
+		return fmt.Errorf("cluster: bind directory: %w", err)
+	}
+	return nil
 }
 
 // OCM starts an OCM with its embedded etcd (OCMSpec).
@@ -521,10 +554,14 @@ func (k *Container) Disconnect(ctx context.Context, n string) error {
 	return nil
 }
 
-// Connect joins the container to network n (again), under its name as
-// alias; its address on n may differ from before.
-func (k *Container) Connect(ctx context.Context, n string) error {
-	if _, err := k.c.docker(ctx, "network", "connect", "--alias", k.Name, n, k.Name); err != nil {
+// Connect joins the container to network n (again), under its name and
+// aliases as DNS names; its address on n may differ from before.
+func (k *Container) Connect(ctx context.Context, n string, aliases ...string) error {
+	args := []string{"network", "connect", "--alias", k.Name}
+	for _, a := range aliases {
+		args = append(args, "--alias", a)
+	}
+	if _, err := k.c.docker(ctx, append(args, n, k.Name)...); err != nil {
 		return fmt.Errorf("cluster: connect %s to %s: %w", k.Name, n, err)
 	}
 	return nil

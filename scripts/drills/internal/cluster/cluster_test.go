@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +102,49 @@ func TestClusterKillAndClose(t *testing.T) {
 		if s := strings.TrimSpace(string(out)); s != "" {
 			t.Fatalf("docker %s: left behind after Close: %s", what[0], s)
 		}
+	}
+}
+
+// Binds and Aliases: an origin writes its OCM history into a bound host
+// directory (the root is read-only, /data a tmpfs), and answers on the
+// extra network under its alias; a malformed bind is refused before
+// anything starts.
+func TestClusterBindsAndAliases(t *testing.T) {
+	tag := imageTag(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := New(ctx, Options{Prefix: "lc-cltest", Tag: tag, LogDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Run(ctx, Spec{Name: "bad", Image: "ocm", Binds: []string{"relative:/x"}}); err == nil {
+		t.Fatal("Run accepted a bind with a relative host path")
+	}
+	dir := filepath.Join(t.TempDir(), "hist")
+	if err := BindDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	extra, err := c.AddNetwork(ctx, "pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.OriginSpec("origin", "ocm", map[string]string{"LIVECLUSTER_OCM_HISTORY": "/history/origin.jsonl"})
+	o.Binds, o.Networks, o.Aliases = []string{dir + ":/history"}, []string{extra}, []string{"origin-pub"}
+	ks, err := c.RunAll(ctx, c.OCMSpec("ocm", nil), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "origin.jsonl"))
+	if err != nil || !strings.Contains(string(b), `"op":"register"`) || !strings.Contains(string(b), `"result":"ok"`) {
+		t.Fatalf("history in the bound directory: %v, %q", err, b)
+	}
+	out, err := c.docker(ctx, "inspect", "-f", `{{with index .NetworkSettings.Networks "`+extra+`"}}{{.Aliases}}{{end}}`, ks[1].Name)
+	if err != nil || !strings.Contains(out, "origin-pub") {
+		t.Fatalf("aliases on %s: %q, %v", extra, out, err)
+	}
+	out, err = c.docker(ctx, "inspect", "-f", `{{with index .NetworkSettings.Networks "`+c.Network()+`"}}{{.Aliases}}{{end}}`, ks[1].Name)
+	if err != nil || strings.Contains(out, "origin-pub") {
+		t.Fatalf("alias leaked onto the default network: %q, %v", out, err)
 	}
 }

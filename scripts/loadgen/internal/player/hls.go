@@ -57,7 +57,10 @@ func playHLS(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 	var (
 		next    int64 = -1 // media sequence of the next segment to fetch
 		lastSeq int64 = -1 // media sequence of the previous playlist
-		media   time.Duration
+		// the last segment fetched: a jump right after it at a
+		// discontinuity is the numbering's, not the player falling behind
+		lastFetched int64 = -2
+		media       time.Duration
 	)
 	for {
 		if pl.MediaSequence < lastSeq {
@@ -67,6 +70,12 @@ func playHLS(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 		end := pl.MediaSequence + int64(len(pl.Segments))
 		if next < 0 {
 			next = max(pl.MediaSequence, end-liveEdgeSegments)
+		}
+		if next < pl.MediaSequence && len(pl.Segments) > 0 && pl.Segments[0].Discontinuity && next == lastFetched+1 {
+			// The numbering jumped forward at a discontinuity (a new owner
+			// origin numbers above the old one, docs/edge.md "HLS"): the
+			// numbers in between never existed, nothing was missed.
+			next = pl.MediaSequence
 		}
 		if next < pl.MediaSequence {
 			run.Error(HLS, "hls_behind", fmt.Errorf("segment %d left the playlist (now %d..%d) before it was fetched", next, pl.MediaSequence, end-1))
@@ -88,7 +97,7 @@ func playHLS(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 			}
 			media += s.Duration
 			c.Media(media, true) // a segment starts with a keyframe
-			next = s.Seq + 1
+			next, lastFetched = s.Seq+1, s.Seq
 		}
 		if pl.EndList && next >= end {
 			return nil
