@@ -137,6 +137,10 @@ func MetadataFromScript(body []byte) (flvio.AMFMap, bool) {
 	return nil, false
 }
 
+// ErrUnsupportedCodec is returned by Demuxer.Push for a video tag whose
+// codec is not H.264 (FLV codec id 7); the tag is not decoded.
+var ErrUnsupportedCodec = errors.New("unsupported codec")
+
 // Demuxer turns a sequence of FLV tags (from RTMP messages or an FLV byte
 // stream) into codec data, metadata and av packets. Not safe for concurrent use.
 type Demuxer struct {
@@ -160,7 +164,9 @@ func (d *Demuxer) Streams() []av.CodecData { return d.streams }
 func (d *Demuxer) Metadata() flvio.AMFMap { return d.meta }
 
 // Push feeds one tag body of the given FLV tag type. It returns
-// ErrCodecChanged when a sequence header replaced a probed codec.
+// ErrCodecChanged when a sequence header replaced a probed codec, and
+// ErrUnsupportedCodec (the tag dropped, the demuxer unchanged) for a video
+// tag that is not H.264.
 func (d *Demuxer) Push(typ uint8, ts int32, body []byte) (err error) {
 	// joy4's codec parsers (2018) index into peer-supplied sequence headers;
 	// a panic there must cost one connection, not the process.
@@ -182,6 +188,12 @@ func (d *Demuxer) Push(typ uint8, ts int32, body []byte) (err error) {
 	case flvio.TAG_AUDIO, flvio.TAG_VIDEO:
 	default:
 		return nil
+	}
+	// joy4 reads every video tag as H.264 whatever its codec id says: an
+	// HEVC or VP6 tag failed as "h264 seqhdr invalid", or its bytes were
+	// passed on to players and the HLS muxer as H.264. Say what it is.
+	if typ == flvio.TAG_VIDEO && len(body) > 0 && body[0]&0x0f != flvio.VIDEO_H264 {
+		return fmt.Errorf("%w: video codec id %d (only H.264, id 7, is carried)", ErrUnsupportedCodec, body[0]&0x0f)
 	}
 	tag := flvio.Tag{Type: typ}
 	n, err := tag.ParseHeader(body)
