@@ -187,6 +187,23 @@ func waitOwner(t *testing.T, ocm *ocmProc, name, owner string, timeout time.Dura
 	return nil
 }
 
+// waitPlayable retries playOnce until the stream at url plays, or fails
+// the test after timeout.
+func waitPlayable(t *testing.T, url string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := playOnce(url)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not playable within %v: %v", url, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // playRTMP plays url with our client for d and returns the packets read;
 // it checks the first video packet is a keyframe.
 func playRTMP(t *testing.T, url string, d time.Duration) int {
@@ -488,7 +505,16 @@ func TestPublishPlayHLS(t *testing.T) {
 	var nf struct {
 		Code int `json:"code"`
 	}
-	if st := getJSON(t, "http://"+o.http+"/api/v1/clients/"+flvID, &nf); st != 404 || nf.Code == 0 {
+	// The player sees its connection end before the server's handler has
+	// unlisted it: give the handler a moment.
+	st := 0
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		nf.Code = 0
+		if st = getJSON(t, "http://"+o.http+"/api/v1/clients/"+flvID, &nf); st == 404 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if st != 404 || nf.Code == 0 {
 		t.Errorf("kicked client still listed: %d %+v", st, nf)
 	}
 
@@ -558,6 +584,9 @@ func TestOCMDown(t *testing.T) {
 	a := startOrigin(t, "origin-a", ocm.addr, "ocm:\n  claimTimeout: 2s\n", true)
 	pub := publish(t, a.url("kept"))
 	waitOwner(t, ocm, "kept", "origin-a", 10*time.Second)
+	// The claim comes before the publish goes live: wait until it plays,
+	// so the stream is flowing when the OCM dies.
+	waitPlayable(t, a.url("kept"), 10*time.Second)
 
 	killed := time.Now()
 	ocm.Cmd.Process.Kill()

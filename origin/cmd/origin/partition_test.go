@@ -213,7 +213,7 @@ func TestPartitionedOriginFencesItself(t *testing.T) {
 	proxy.cut.Store(false)
 	// The blackholed connection stays dead; gRPC reconnects through the
 	// proxy once its calls time out.
-	a.WaitOutput(`"msg":"registered with the OCM"`, 30*time.Second)
+	a.WaitOutput(`"msg":"lease renewed: taking new publishes again"`, 30*time.Second)
 	publish(t, a.url("after"))
 	waitOwner(t, ocm, "after", "origin-a", 20*time.Second)
 }
