@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	testDir = dir
 	ctx := context.Background()
 	ocmBin, err = proctest.Build(ctx, dir, "github.com/livecluster/livecluster/ocm/cmd/ocm")
 	if err == nil {
@@ -135,17 +136,15 @@ func writeFile(t *testing.T, path, s string) {
 	}
 }
 
-var testFLV string
+// testDir (made by TestMain, removed when the tests end) holds the built
+// binaries and the shared test FLV.
+var testDir, testFLV string
 
 func flvFile(t *testing.T) string {
 	t.Helper()
 	ff := proctest.Tool(t, "LIVECLUSTER_FFMPEG", "ffmpeg")
 	if testFLV == "" {
-		dir, err := os.MkdirTemp("", "origin-flv-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		testFLV = proctest.MakeTestFLV(t, ff, dir, 6, 30)
+		testFLV = proctest.MakeTestFLV(t, ff, testDir, 6, 30)
 	}
 	return testFLV
 }
