@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/livecluster/livecluster/node/ocmclient"
@@ -134,26 +133,4 @@ func Leader(ctx context.Context, members []*cluster.Container) (int, error) {
 		}
 	}
 	return -1, errors.New("no etcd member reports itself leader")
-}
-
-// RunAll starts the containers of specs at once and waits until each is
-// ready; it returns them in the order of specs, or the first error.
-func RunAll(ctx context.Context, c *cluster.Cluster, specs ...cluster.Spec) ([]*cluster.Container, error) {
-	ks := make([]*cluster.Container, len(specs))
-	errs := make([]error, len(specs))
-	var wg sync.WaitGroup
-	for i, s := range specs {
-		wg.Go(func() {
-			k, err := c.Run(ctx, s)
-			if err == nil {
-				err = k.WaitReady(ctx)
-			}
-			ks[i], errs[i] = k, err
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return ks, nil
 }

@@ -40,12 +40,12 @@ func run(ctx context.Context, e *drill.Env) (drill.Result, error) {
 	defer c.Close()
 	fail := func(err error) (drill.Result, error) { c.Fail(); return res, err }
 
-	etcd, err := ocmdrill.RunAll(ctx, c, ocmdrill.EtcdSpecs(c, 1)...)
+	etcd, err := c.RunAll(ctx, ocmdrill.EtcdSpecs(c, 1)...)
 	if err != nil {
 		return fail(err)
 	}
 	env := map[string]string{"LIVECLUSTER_LEASE_TTL": ttl.String()}
-	ocms, err := ocmdrill.RunAll(ctx, c,
+	ocms, err := c.RunAll(ctx,
 		ocmdrill.OCMSpec("ocm-a", ocmdrill.Endpoints(etcd), env),
 		ocmdrill.OCMSpec("ocm-b", ocmdrill.Endpoints(etcd), env))
 	if err != nil {
