@@ -12,6 +12,7 @@
 # LC_DRILL_PREFIX names the containers and networks (default lc-drill);
 # LC_DRILL_DIR is the scratch directory (default: a new one under /tmp,
 # removed when every drill passed, kept with the logs when one failed).
+# LC_DRILL_ETCD_LOSE=follower: etcd-quorum kills a follower, not the leader.
 #
 # Exit status: 0 when every drill met its targets, or (with a message) when
 # Docker is not usable here; 1 when a drill failed; 2 on bad usage.
@@ -26,7 +27,7 @@ for a in "$@"; do
   case $a in
     --short) args+=(-short) ;;
     --list) list=1 ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run.sh: unknown option $a" >&2; exit 2 ;;
     *) args+=("$a") ;;
   esac

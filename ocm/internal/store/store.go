@@ -25,6 +25,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/raft/v3"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -148,46 +149,77 @@ func (s *Store) writeCtx(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithTimeout(ctx, d)
 }
 
-// maxAttempts bounds commit's attempts of one transaction.
-const maxAttempts = 3
+// timedAttempts is how many of commit's attempts share what is left of the
+// deadline: the first gets a third, the second a half, every later one all
+// that is left. An attempt forwarded to a leader that just died hangs
+// until its own timeout, so it must not take the whole budget.
+const timedAttempts = 3
 
-// commit runs the conditional transaction txn builds, again (up to
-// maxAttempts, within ctx) when an attempt fails without saying whether it
-// applied: etcd's leader was lost (a proposal forwarded to a dead leader
-// hangs until it times out; the next leader answers at once), or the
-// member this client used went away. Each attempt gets an equal share of
-// what is left of ctx. Retrying is safe because every transaction given
-// here compares the revision or the existence of each key it writes: once
-// one attempt applied, the others cannot, and their Else branch reads the
-// state the applied one left, which the caller recognises (see Claim).
+// retryPause is how long commit waits before trying again after an
+// attempt that failed at once (no leader: etcd drops the proposal without
+// waiting), so that an election of a second or two is ridden out by a few
+// dozen attempts, not thousands.
+const retryPause = 50 * time.Millisecond
+
+// commit runs the conditional transaction txn builds, again (within ctx)
+// while an attempt fails without saying whether it applied, or says it did
+// not: etcd's leader was lost (a proposal forwarded to a dead leader hangs
+// until it times out; the next leader answers at once), a member has no
+// leader at the moment (an election is under way: it drops the proposal
+// at once), or the member this client used went away. Each of the first
+// attempts gets a share of what is left of ctx (timedAttempts). Retrying
+// is safe because every transaction given here compares the revision or
+// the existence of each key it writes: once one attempt applied, the
+// others cannot, and their Else branch reads the state the applied one
+// left, which the caller recognises (see Claim). It fails with the last
+// attempt's error when ctx ends or an attempt fails for any other reason;
 // retried reports whether an attempt before the last failed.
 func (s *Store) commit(ctx context.Context, txn func(ctx context.Context) clientv3.Txn) (resp *clientv3.TxnResponse, retried bool, err error) {
 	for attempt := 0; ; attempt++ {
 		actx, cancel := ctx, context.CancelFunc(func() {})
-		if dl, ok := ctx.Deadline(); ok && attempt < maxAttempts-1 {
-			actx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(maxAttempts-attempt))
+		if dl, ok := ctx.Deadline(); ok && attempt < timedAttempts-1 {
+			actx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(timedAttempts-attempt))
 		}
+		t0 := time.Now()
 		resp, err = txn(actx).Commit()
 		cancel()
-		if err == nil || ctx.Err() != nil || attempt == maxAttempts-1 || !ambiguous(err) {
+		if err == nil || ctx.Err() != nil || !retryable(err) {
 			return resp, attempt > 0, err
 		}
 		retried = true
+		if wait := retryPause - time.Since(t0); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return resp, true, err
+			case <-t.C:
+			}
+		}
 	}
 }
 
-// ambiguous reports whether a failed etcd request may be retried by
-// commit: the failures of a lost leader, a lost member or an attempt that
-// timed out, not a refusal of the request itself.
-func ambiguous(err error) bool {
+// errProposalDropped is the message of raft's ErrProposalDropped, which
+// etcd sends as codes.Unknown (it has no gRPC error of its own): the
+// member had no leader to forward the write to and dropped it, so it did
+// not apply.
+var errProposalDropped = raft.ErrProposalDropped.Error()
+
+// retryable reports whether a failed etcd request may be retried by
+// commit: the failures of a lost leader, an election under way, a lost
+// member or an attempt that timed out, not a refusal of the request
+// itself.
+func retryable(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, rpctypes.ErrLeaderChanged) ||
 		errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) ||
 		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) || errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost) {
 		return true
 	}
-	switch status.Code(err) {
+	switch st, _ := status.FromError(err); st.Code() {
 	case codes.Unavailable, codes.DeadlineExceeded:
 		return true
+	case codes.Unknown:
+		return st.Message() == errProposalDropped
 	}
 	return false
 }

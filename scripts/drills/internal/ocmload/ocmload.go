@@ -109,10 +109,96 @@ type Load struct {
 	mu     sync.Mutex
 	phases []*Phase
 
+	gate gate // the churn's calls pass it; Hold closes it
+
 	cancel context.CancelFunc // ends the clients
 	stop   context.CancelFunc // ends the churn
 	loops  sync.WaitGroup
 }
+
+// gate lets the churn's calls through one at a time each (enter, leave)
+// until hold closes it: then no call starts, and hold returns once the
+// calls under way have returned. resume opens it again.
+type gate struct {
+	mu       sync.Mutex
+	held     chan struct{} // nil: open; closed by resume
+	inflight int
+	idle     chan struct{} // closed when inflight drops to 0 while held
+}
+
+// enter waits while the gate is held; it fails only when ctx ends.
+func (g *gate) enter(ctx context.Context) error {
+	for {
+		g.mu.Lock()
+		h := g.held
+		if h == nil {
+			g.inflight++
+			g.mu.Unlock()
+			return nil
+		}
+		g.mu.Unlock()
+		select {
+		case <-h:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (g *gate) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.inflight--
+	if g.inflight == 0 && g.idle != nil {
+		close(g.idle)
+		g.idle = nil
+	}
+}
+
+// hold closes the gate and waits until no call is under way; it fails
+// when ctx ends first (the gate stays closed: call resume).
+func (g *gate) hold(ctx context.Context) error {
+	g.mu.Lock()
+	if g.held == nil {
+		g.held = make(chan struct{})
+	}
+	var idle chan struct{}
+	if g.inflight > 0 {
+		if g.idle == nil {
+			g.idle = make(chan struct{})
+		}
+		idle = g.idle
+	}
+	g.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ocmload: calls still under way: %w", ctx.Err())
+	}
+}
+
+func (g *gate) resume() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.held != nil {
+		close(g.held)
+		g.held = nil
+	}
+}
+
+// Hold stops the churn from starting calls and returns once every call
+// under way has returned (each is bounded by Timeout), so that a fault
+// made next cannot catch a call begun before it: each call then runs
+// wholly before the fault or wholly after Resume. Heartbeats and session
+// streams go on. It fails when ctx ends first; call Resume in every case.
+func (l *Load) Hold(ctx context.Context) error { return l.gate.hold(ctx) }
+
+// Resume lets the churn start calls again after Hold.
+func (l *Load) Resume() { l.gate.resume() }
 
 func (l *Load) phaseLocked(name string) {
 	l.phases = append(l.phases, &Phase{Name: name, Start: time.Now(), Calls: map[string]map[string]int{},
@@ -284,23 +370,20 @@ func (l *Load) churn(ctx context.Context, or *origin) {
 		if !ok {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
-		t0 := time.Now()
-		_, _, lerr := or.c.Lookup(cctx, or.stable)
-		if ctx.Err() != nil {
-			cancel()
+		if !l.call(ctx, "lookup", func(cctx context.Context) error {
+			_, _, err := or.c.Lookup(cctx, or.stable)
+			return err
+		}) {
 			return
 		}
-		l.count("lookup", t0, lerr)
-		cancel()
-		cctx, cancel = context.WithTimeout(ctx, l.o.Timeout)
-		t0 = time.Now()
-		st, err := or.c.Claim(cctx, s, ocmclient.ClaimRequest{Key: or.churn})
-		if ctx.Err() != nil {
-			cancel()
+		var st *ocmv1.Stream
+		var err error
+		if !l.call(ctx, "claim", func(cctx context.Context) error {
+			st, err = or.c.Claim(cctx, s, ocmclient.ClaimRequest{Key: or.churn})
+			return err
+		}) {
 			return
 		}
-		l.count("claim", t0, err)
 		epoch := st.GetEpoch()
 		var owned *ocmclient.AlreadyOwnedError
 		if errors.As(err, &owned) && owned.Owner == or.id {
@@ -309,16 +392,32 @@ func (l *Load) churn(ctx context.Context, or *origin) {
 			err, epoch = nil, owned.Epoch
 		}
 		if err == nil {
-			cancel()
-			cctx, cancel = context.WithTimeout(ctx, l.o.Timeout)
-			t0 = time.Now()
-			err = or.c.Release(cctx, s, or.churn, epoch)
-			if ctx.Err() == nil {
-				l.count("release", t0, err)
+			if !l.call(ctx, "release", func(cctx context.Context) error {
+				return or.c.Release(cctx, s, or.churn, epoch)
+			}) {
+				return
 			}
 		}
-		cancel()
 	}
+}
+
+// call makes one churn call through the gate, bounded by Timeout, and
+// counts it in the phase it started in; false when ctx ended (the load
+// stops: the call is not counted).
+func (l *Load) call(ctx context.Context, op string, f func(ctx context.Context) error) bool {
+	if l.gate.enter(ctx) != nil {
+		return false
+	}
+	defer l.gate.leave()
+	cctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
+	defer cancel()
+	t0 := time.Now()
+	err := f(cctx)
+	if ctx.Err() != nil {
+		return false
+	}
+	l.count(op, t0, err)
+	return true
 }
 
 func (l *Load) watchHeartbeats(ctx context.Context) {
