@@ -318,8 +318,9 @@ type upstream struct {
 	done   chan struct{} // closed when the pump ended
 	err    error         // why it ended (nil: the stream ended or was replaced); read after done
 	dialed time.Duration // dial until codecs known
-	// lastPacket is when the upstream last delivered a packet (unix nanos),
-	// from the splice on.
+	// spliced is when the upstream was spliced under the players;
+	// lastPacket when it last delivered a packet (unix nanos), from then on.
+	spliced    time.Time
 	lastPacket atomic.Int64
 	stalled    atomic.Bool
 }
@@ -388,6 +389,18 @@ type loop struct {
 	retryC              <-chan time.Time
 	attempt             int
 	idleSince           time.Time
+	// stalls counts the stalls in a row of upstreams that never played
+	// for a whole stall timeout (a publisher that paused: each re-pull
+	// gets the origin's cached GOP, then nothing); each doubles the next
+	// stall timeout, up to 8 times the setting, so such a stream is not
+	// pulled again every few seconds.
+	stalls int
+}
+
+// stallTimeout is the stall timeout of the current upstream (0: none).
+func (l *loop) stallTimeout() time.Duration {
+	st := l.s.settings().StallTimeout
+	return st << min(l.stalls, 3)
 }
 
 // run is the session's owner goroutine: it decides when to dial, splices
@@ -521,6 +534,7 @@ func (l *loop) ownerChanged() bool {
 	l.s.log.Info("stream owner changed; opening the new upstream", "from", ownerName(l.cur), "to", o.String())
 	l.changeAt = time.Now()
 	l.attempt = 0
+	l.stalls = 0 // a new owner starts with the stall timeout as set
 	l.startDial(o)
 	return true
 }
@@ -560,7 +574,8 @@ func (l *loop) dialed(r dialResult) bool {
 		l.startDial(o)
 		return true
 	}
-	up.lastPacket.Store(time.Now().UnixNano())
+	up.spliced = time.Now()
+	up.lastPacket.Store(up.spliced.UnixNano())
 	pump, err := stream.Start(s.hub, up.conn, stream.Options{Splice: true,
 		OnPacket: func(av.Packet) { up.lastPacket.Store(time.Now().UnixNano()) }})
 	if err != nil {
@@ -644,11 +659,17 @@ func (l *loop) ticked() bool {
 	if l.cur == nil {
 		return l.dialing != nil || l.retryC != nil || time.Since(l.lostSince) <= l.missingLimit()
 	}
-	if st := s.settings().StallTimeout; st > 0 && !l.cur.stalled.Load() {
-		if idle := l.cur.idle(time.Now()); idle >= st {
+	if st := l.stallTimeout(); st > 0 && !l.cur.stalled.Load() {
+		now := time.Now()
+		if idle := l.cur.idle(now); idle >= st {
 			s.log.Warn("upstream stalled: no media; dropping it and pulling again", "owner", l.cur.owner.String(),
-				"url", l.cur.url, "idle_ms", idle.Milliseconds(), "stall_timeout", st.String())
+				"url", l.cur.url, "idle_ms", idle.Milliseconds(), "stall_timeout", st.String(), "stalls_in_a_row", l.stalls+1)
 			s.m.stalled()
+			if now.Sub(l.cur.spliced)-idle < s.settings().StallTimeout {
+				l.stalls++
+			} else {
+				l.stalls = 0
+			}
 			l.cur.stall()
 			return true
 		}
