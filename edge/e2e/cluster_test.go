@@ -155,6 +155,14 @@ shutdown:
 }
 
 func (c *cluster) startOrigin(id string) *node {
+	c.t.Helper()
+	return c.startOriginAdvertising(id, "127.0.0.1")
+}
+
+// startOriginAdvertising starts an origin listening on 127.0.0.1 whose
+// advertised addresses (those edges dial) name host with the same ports: a
+// proxy on another loopback address can stand between it and the edges.
+func (c *cluster) startOriginAdvertising(id, host string) *node {
 	t := c.t
 	t.Helper()
 	n := &node{id: id, rtmp: proctest.FreeAddr(t), http: proctest.FreeAddr(t), admin: proctest.FreeAddr(t)}
@@ -168,7 +176,7 @@ shutdown:
 `)
 	n.Proc = proctest.Start(t, id, bins.origin, "--config", cfg, "--node-id", id, "--ocm", c.ocmAddr,
 		"--rtmp-listen", n.rtmp, "--http-listen", n.http, "--admin-listen", n.admin,
-		"--advertise-host", "127.0.0.1", "--hls-dir", filepath.Join(c.dir, id+"-hls"))
+		"--advertise-host", host, "--hls-dir", filepath.Join(c.dir, id+"-hls"))
 	proctest.WaitHTTP(t, "http://"+n.admin+"/readyz", 200, 30*time.Second)
 	return n
 }

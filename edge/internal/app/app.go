@@ -131,6 +131,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 			return relay.Settings{
 				IdleTimeout: c.IdleTimeout.D(), WaitTimeout: c.WaitTimeout.D(), OwnerLossHold: c.OwnerLossHold.D(),
 				Protocol: c.Upstream.Protocol, DialTimeout: c.Upstream.DialTimeout.D(),
+				StallTimeout: c.Upstream.StallTimeout.D(),
 			}
 		},
 	})

@@ -70,6 +70,10 @@ type Edge struct {
 		Protocol string `yaml:"protocol"`
 		// DialTimeout bounds opening an upstream until its codecs arrive.
 		DialTimeout config.Duration `yaml:"dialTimeout"`
+		// StallTimeout drops an upstream that delivered no media for this
+		// long and pulls again from the owner the OCM names (the players
+		// are held meanwhile, as for an owner loss). 0s: never.
+		StallTimeout config.Duration `yaml:"stallTimeout"`
 	} `yaml:"upstream"`
 	Forward struct {
 		// PollInterval is how often the origins' states are polled
@@ -125,6 +129,7 @@ func Defaults() Config {
 	e.MergeWindow = config.Duration(hub.DefaultMergeWindow)
 	e.Upstream.Protocol = relay.ProtocolRTMP
 	e.Upstream.DialTimeout = config.Duration(10 * time.Second)
+	e.Upstream.StallTimeout = config.Duration(relay.DefaultStallTimeout)
 	e.Forward.PollInterval = config.Duration(10 * time.Second)
 	e.Forward.RetryTimeout = config.Duration(30 * time.Second)
 	e.Forward.DialTimeout = config.Duration(5 * time.Second)
@@ -183,6 +188,9 @@ func Validate(c *Config) error {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be > 0, got %s", d.key, d.v))
 		}
+	}
+	if e.Upstream.StallTimeout < 0 {
+		errs = append(errs, fmt.Errorf("edge.upstream.stallTimeout: must be >= 0 (0s: never), got %s", e.Upstream.StallTimeout))
 	}
 	if e.MergeWindow < 0 || e.MergeWindow.D() > time.Second {
 		errs = append(errs, fmt.Errorf("edge.mergeWindow: must be in [0s, 1s], got %s", e.MergeWindow))

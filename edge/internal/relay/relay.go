@@ -23,7 +23,10 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/nareix/joy4/av"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,6 +43,14 @@ const (
 	ProtocolRTMP = "rtmp"
 	ProtocolFLV  = "flv"
 )
+
+// DefaultStallTimeout is the default Settings.StallTimeout: a live stream
+// carries audio and video many times a second, so a few seconds without a
+// packet means the leg is stuck, not the stream quiet.
+const DefaultStallTimeout = 5 * time.Second
+
+// errStalled is why a stalled upstream was dropped.
+var errStalled = errors.New("upstream stalled: no media arrived within the stall timeout")
 
 // DefaultOwnerLossHold is the default Settings.OwnerLossHold: the default
 // lease TTL (10 s) plus a few seconds for the publisher to come back.
@@ -63,11 +74,18 @@ type Settings struct {
 	Protocol      string // ProtocolRTMP or ProtocolFLV
 	// DialTimeout bounds opening an upstream until its codecs are known.
 	DialTimeout time.Duration
+	// StallTimeout drops an upstream that delivered no packet for this
+	// long (a cut link to its owner, a frozen origin: TCP may take many
+	// minutes to notice, an HTTP-FLV pull never does) and pulls again from
+	// the owner the OCM names, maybe the same origin, holding the players
+	// as for an owner loss. 0: never.
+	StallTimeout time.Duration
 }
 
 // Metrics of the relay; NewMetrics registers them.
 type Metrics struct {
 	Upstreams   prometheus.Gauge
+	Stalls      prometheus.Counter
 	Switches    *prometheus.CounterVec // reason
 	Starts      *prometheus.CounterVec // protocol, result
 	SwitchDelay prometheus.Histogram
@@ -78,6 +96,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Upstreams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "livecluster_edge_upstreams", Help: "Open upstream pulls (one per stream served).",
+		}),
+		Stalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "livecluster_edge_upstream_stalls_total",
+			Help: "Upstreams dropped because no media arrived within edge.upstream.stallTimeout (then pulled again).",
 		}),
 		Switches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "livecluster_edge_upstream_switches_total",
@@ -92,7 +114,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10},
 		}),
 	}
-	reg.MustRegister(m.Upstreams, m.Switches, m.Starts, m.SwitchDelay)
+	reg.MustRegister(m.Upstreams, m.Stalls, m.Switches, m.Starts, m.SwitchDelay)
 	return m
 }
 
@@ -129,7 +151,13 @@ func New(opts Options) *Manager {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.HTTPClient == nil {
-		opts.HTTPClient = &http.Client{}
+		// One connection per pull, never a pooled one: a pull lives long,
+		// so pooling saves nothing, and a pooled connection may sit on a
+		// link that was cut meanwhile (the re-pull after a stall would
+		// then stall on it until its dial timeout).
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DisableKeepAlives = true
+		opts.HTTPClient = &http.Client{Transport: tr}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
@@ -290,6 +318,23 @@ type upstream struct {
 	done   chan struct{} // closed when the pump ended
 	err    error         // why it ended (nil: the stream ended or was replaced); read after done
 	dialed time.Duration // dial until codecs known
+	// spliced is when the upstream was spliced under the players;
+	// lastPacket when it last delivered a packet (unix nanos), from then on.
+	spliced    time.Time
+	lastPacket atomic.Int64
+	stalled    atomic.Bool
+}
+
+// stall drops an upstream that delivered nothing for too long; its pump
+// ends with errStalled.
+func (u *upstream) stall() {
+	u.stalled.Store(true)
+	u.stop()
+}
+
+// idle returns how long the upstream has delivered no packet.
+func (u *upstream) idle(now time.Time) time.Duration {
+	return now.Sub(time.Unix(0, u.lastPacket.Load()))
 }
 
 type dialResult struct {
@@ -344,6 +389,18 @@ type loop struct {
 	retryC              <-chan time.Time
 	attempt             int
 	idleSince           time.Time
+	// stalls counts the stalls in a row of upstreams that never played
+	// for a whole stall timeout (a publisher that paused: each re-pull
+	// gets the origin's cached GOP, then nothing); each doubles the next
+	// stall timeout, up to 8 times the setting, so such a stream is not
+	// pulled again every few seconds.
+	stalls int
+}
+
+// stallTimeout is the stall timeout of the current upstream (0: none).
+func (l *loop) stallTimeout() time.Duration {
+	st := l.s.settings().StallTimeout
+	return st << min(l.stalls, 3)
 }
 
 // run is the session's owner goroutine: it decides when to dial, splices
@@ -477,6 +534,7 @@ func (l *loop) ownerChanged() bool {
 	l.s.log.Info("stream owner changed; opening the new upstream", "from", ownerName(l.cur), "to", o.String())
 	l.changeAt = time.Now()
 	l.attempt = 0
+	l.stalls = 0 // a new owner starts with the stall timeout as set
 	l.startDial(o)
 	return true
 }
@@ -516,7 +574,10 @@ func (l *loop) dialed(r dialResult) bool {
 		l.startDial(o)
 		return true
 	}
-	pump, err := stream.Start(s.hub, up.conn, stream.Options{Splice: true})
+	up.spliced = time.Now()
+	up.lastPacket.Store(up.spliced.UnixNano())
+	pump, err := stream.Start(s.hub, up.conn, stream.Options{Splice: true,
+		OnPacket: func(av.Packet) { up.lastPacket.Store(time.Now().UnixNano()) }})
 	if err != nil {
 		up.stop()
 		return false
@@ -591,11 +652,27 @@ func (l *loop) retried() bool {
 }
 
 // ticked ends a session whose stream stayed missing past the wait timeout,
-// or which had no player for the idle timeout.
+// or which had no player for the idle timeout, and drops an upstream that
+// stalled (its end then pulls again, as for any upstream that ended).
 func (l *loop) ticked() bool {
 	s := l.s
 	if l.cur == nil {
 		return l.dialing != nil || l.retryC != nil || time.Since(l.lostSince) <= l.missingLimit()
+	}
+	if st := l.stallTimeout(); st > 0 && !l.cur.stalled.Load() {
+		now := time.Now()
+		if idle := l.cur.idle(now); idle >= st {
+			s.log.Warn("upstream stalled: no media; dropping it and pulling again", "owner", l.cur.owner.String(),
+				"url", l.cur.url, "idle_ms", idle.Milliseconds(), "stall_timeout", st.String(), "stalls_in_a_row", l.stalls+1)
+			s.m.stalled()
+			if now.Sub(l.cur.spliced)-idle < s.settings().StallTimeout {
+				l.stalls++
+			} else {
+				l.stalls = 0
+			}
+			l.cur.stall()
+			return true
+		}
 	}
 	if s.hub.NumReaders() > 0 {
 		l.idleSince = time.Time{}
@@ -645,6 +722,12 @@ func errString(err error) string {
 func (m *Manager) gauge(d float64) {
 	if m.opts.Metrics != nil {
 		m.opts.Metrics.Upstreams.Add(d)
+	}
+}
+
+func (m *Manager) stalled() {
+	if m.opts.Metrics != nil {
+		m.opts.Metrics.Stalls.Inc()
 	}
 }
 
@@ -747,6 +830,10 @@ func (s *session) dial(ctx context.Context, o *directory.Owner) (*upstream, erro
 func (u *upstream) run(p *stream.Pump) {
 	defer close(u.done)
 	err := p.Run(u.ctx)
+	if u.stalled.Load() {
+		u.err = errStalled
+		return
+	}
 	if errors.Is(err, hub.ErrSourceReplaced) || errors.Is(err, hub.ErrClosed) || errors.Is(err, context.Canceled) {
 		err = nil
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/livecluster/livecluster/edge/internal/directory"
 	"github.com/livecluster/livecluster/edge/internal/edgetest"
 	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/mediatest"
 	"github.com/livecluster/livecluster/media/stream"
 	ocmv1 "github.com/livecluster/livecluster/proto/livecluster/ocm/v1"
 	"github.com/livecluster/livecluster/streamkey"
@@ -258,5 +259,78 @@ func TestNotPublished(t *testing.T) {
 	waited := time.Since(start)
 	if !errors.Is(err, ErrNotFound) || waited < 350*time.Millisecond || waited > 5*time.Second {
 		t.Fatalf("Acquire of an unpublished stream: %v after %v, want ErrNotFound after the wait timeout", err, waited)
+	}
+}
+
+// An upstream whose origin goes quiet without closing (its publisher
+// paused: the hub stays open) stalls; the session pulls again from the
+// same owner, holding its player, and each re-pull that only brings the
+// origin's cached GOP doubles the next stall timeout, so a paused stream
+// is not pulled again every stall timeout.
+func TestStalledUpstreamPulledAgainWithBackoff(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	f := newFixture(t, Settings{IdleTimeout: time.Minute, WaitTimeout: 5 * time.Second, DialTimeout: time.Second,
+		OwnerLossHold: time.Minute, StallTimeout: stall})
+	a := edgetest.StartOrigin(t, "origin-a")
+	// 1.5 s of media in real time, then silence with the publish open.
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	oh, _, err := a.Hubs.GetOrCreate(key.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := oh.Publish(streams, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		start := time.Now()
+		for _, p := range pkts {
+			if p.Time > 1500*time.Millisecond {
+				return
+			}
+			time.Sleep(time.Until(start.Add(p.Time)))
+			if src.WritePacket(p) != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { <-fed })
+	f.own(a, 1)
+	h, err := f.m.Acquire(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := play(t, h)
+	p.next(t, 2*time.Second, "first packet")
+	<-fed
+
+	stalls := func() int { return int(testutil.ToFloat64(f.metrics.Stalls)) }
+	deadline := time.Now().Add(5 * time.Second)
+	for stalls() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the quiet upstream was never dropped as stalled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	first := time.Now()
+	// Each re-pull brings the cached GOP, so the player gets media again.
+	p.next(t, 2*time.Second, "a packet of the re-pull")
+	// Stalls after the first, with backoff: +0.3 s, +0.9 s, +2.1 s (the
+	// timeout doubling each time); without it one every 0.3 s, 7 by then.
+	time.Sleep(2*time.Second - time.Since(first))
+	n := stalls()
+	t.Logf("%d stalls within 2 s of the first (stall timeout %v)", n, stall)
+	if n < 2 || n > 4 {
+		t.Errorf("%d stalls within 2 s of the first, want 2 to 4 (the timeout doubling after each re-pull that only brought the cached GOP)", n)
+	}
+	if got := testutil.ToFloat64(f.metrics.Starts.WithLabelValues(ProtocolRTMP, "ok")); got < 2 {
+		t.Errorf("%v upstream dials succeeded, want the first one and a re-pull at least", got)
+	}
+	select {
+	case err := <-p.done:
+		t.Fatalf("the player ended across the stalls: %v", err)
+	default:
 	}
 }

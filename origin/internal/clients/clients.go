@@ -176,6 +176,33 @@ func (r *Registry) KickAll(cause error, publishers bool) int {
 	return len(cs)
 }
 
+// KickPlayers ends every player for whose stream gone(key) is true and
+// returns the ids of those it kicked (a player already kicked is kicked
+// again: a kick is idempotent).
+func (r *Registry) KickPlayers(cause error, gone func(streamkey.Key) bool) []string {
+	r.mu.Lock()
+	var cs []*Client
+	for _, c := range r.m {
+		if !c.info.Publish && gone(c.info.Key) {
+			cs = append(cs, c)
+		}
+	}
+	r.mu.Unlock()
+	ids := make([]string, 0, len(cs))
+	for _, c := range cs {
+		c.kick(cause)
+		ids = append(ids, c.id)
+	}
+	return ids
+}
+
+// Changed returns a channel closed at the next removal of a client.
+func (r *Registry) Changed() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
 // Counts returns the number of publishers and of players per protocol.
 func (r *Registry) Counts() (publishers int, players map[string]int) {
 	players = map[string]int{}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/livecluster/livecluster/streamkey"
 )
 
 func TestKickCountsAndWaitEmpty(t *testing.T) {
@@ -97,4 +99,43 @@ func TestKickAll(t *testing.T) {
 	if n := r.KickAll(ErrKicked, true); n != 0 {
 		t.Fatalf("KickAll on an empty registry kicked %d", n)
 	}
+}
+
+// TestKickPlayers: only players of the streams named gone are kicked,
+// never a publisher (even of a gone stream), and Changed fires on a
+// removal.
+func TestKickPlayers(t *testing.T) {
+	r := New()
+	a := streamkey.Key{Vhost: "default", App: "live", Name: "a"}
+	b := streamkey.Key{Vhost: "default", App: "live", Name: "b"}
+	type cl struct {
+		ctx    context.Context
+		remove func()
+	}
+	add := func(key streamkey.Key, publish bool) cl {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		_, remove := r.Add(Info{Kind: KindRTMPPlay, Protocol: "rtmp", Key: key, Publish: publish}, nil, nil, cancel)
+		return cl{ctx, remove}
+	}
+	playA, playB, pubA := add(a, false), add(b, false), add(a, true)
+	cause := errors.New("gone")
+	ids := r.KickPlayers(cause, func(k streamkey.Key) bool { return k == a })
+	if len(ids) != 1 {
+		t.Fatalf("kicked %d clients, want 1", len(ids))
+	}
+	if !errors.Is(context.Cause(playA.ctx), cause) {
+		t.Error("the player of the gone stream was not kicked")
+	}
+	if playB.ctx.Err() != nil || pubA.ctx.Err() != nil {
+		t.Error("a player of a live stream or a publisher was kicked")
+	}
+	ch := r.Changed()
+	playA.remove()
+	select {
+	case <-ch:
+	case <-time.After(time.Second):
+		t.Fatal("Changed did not fire on a removal")
+	}
+	playB.remove()
+	pubA.remove()
 }

@@ -202,10 +202,11 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 	}
 	rt.Lifecycle.OnDrain("clients", func(ctx context.Context) error {
 		httpSrv.SetKeepAlivesEnabled(false)
-		err := s.clients.WaitEmpty(ctx)
+		err := s.drainClients(ctx)
 		if err != nil {
+			left := s.clients.List()
 			n := s.clients.KickAll(errors.New("origin shutting down: drain timeout"), true)
-			s.log.Warn("drain timeout: closing the remaining clients", "clients", n)
+			s.log.Warn("drain timeout: closing the remaining clients", "clients", n, "left", describeClients(left))
 			wctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			_ = s.clients.WaitEmpty(wctx)
 			cancel()
@@ -265,4 +266,14 @@ func port(a net.Addr) string {
 		return "0"
 	}
 	return p
+}
+
+// describeClients names clients for a log line: kind, stream and remote
+// address of each (the drain says which ones held it).
+func describeClients(cs []clients.Snapshot) []string {
+	out := make([]string, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.Kind+" "+c.Key.String()+" from "+c.Remote)
+	}
+	return out
 }
