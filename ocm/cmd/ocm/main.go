@@ -71,7 +71,8 @@ type Config struct {
 	// reconnect delay (their first retry is 200ms) and stay below leaseTTL.
 	SessionGrace config.Duration `yaml:"sessionGrace"`
 	Watch        struct {
-		// Buffer of changes per WatchStreams subscriber.
+		// Buffer bounds the streams with a change waiting per WatchStreams
+		// subscriber (one entry per stream; a later change replaces it).
 		Buffer int `yaml:"buffer"`
 	} `yaml:"watch"`
 	// Runtime tunes the Go garbage collector. The GOGC and GOMEMLIMIT
