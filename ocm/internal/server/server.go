@@ -172,7 +172,8 @@ func (s *Server) Register(ctx context.Context, r *ocmv1.RegisterRequest) (*ocmv1
 
 // Heartbeat implements OCMService.
 func (s *Server) Heartbeat(ctx context.Context, r *ocmv1.HeartbeatRequest) (*ocmv1.HeartbeatResponse, error) {
-	ttl, state, err := s.st.Heartbeat(ctx, r.GetNodeId(), r.GetLeaseId(), r.GetLoad())
+	known, _ := s.c.Node(r.GetNodeId())
+	ttl, state, err := s.st.Heartbeat(ctx, r.GetNodeId(), r.GetLeaseId(), r.GetLoad(), known)
 	if err != nil {
 		return nil, err
 	}
