@@ -129,11 +129,11 @@ func row(w io.Writer, s Scenario, r Result) {
 func main() {
 	var c Costs
 	flag.DurationVar(&c.ClaimCPU, "claim-cpu", 450*time.Microsecond, "OCM+etcd CPU per claim or release (ocm-bench: OCM CPU per claim)")
-	flag.DurationVar(&c.HeartbeatCPU, "heartbeat-cpu", 500*time.Microsecond, "OCM CPU per heartbeat (ocm-bench --idle-duration)")
+	flag.DurationVar(&c.HeartbeatCPU, "heartbeat-cpu", 200*time.Microsecond, "OCM CPU per heartbeat (ocm-bench --idle-duration: ≤ 167 µs when it only renews the lease)")
 	flag.DurationVar(&c.DeliveryCPU, "delivery-cpu", 20*time.Microsecond, "OCM CPU per watch event delivered (ocm-bench --watchers)")
 	flag.DurationVar(&c.LookupCPU, "lookup-cpu", 40*time.Microsecond, "OCM CPU per LookupStream (docs/benchmarks.md)")
 	flag.DurationVar(&c.ApplyCPU, "apply-cpu", 20*time.Microsecond, "CPU per etcd change applied to one replica's cache")
-	flag.Float64Var(&c.BytesPerStream, "bytes-per-stream", 2100, "OCM RSS per stream (bench-ocm: ~210 MB at 100k)")
+	flag.Float64Var(&c.BytesPerStream, "bytes-per-stream", 2300, "OCM RSS per stream at the least memory that works (bench-ocm --watchers: 231 MB at 100k streams and 500 watchers with a 192 MiB limit; the 512 MiB default lets it reach ~520 MB for less GC)")
 	flag.Float64Var(&c.ReplicaCores, "replica-cores", 1, "usable cores per OCM replica (e.g. 2 cores at 50%)")
 	flag.Float64Var(&c.EtcdWritesPerSec, "etcd-writes", 5000, "writes/s (claims, releases, heartbeats) one etcd cluster takes with room")
 	flag.Float64Var(&c.EtcdMaxKeys, "etcd-keys", 4e6, "keys one etcd cluster holds within its quota")
