@@ -41,6 +41,10 @@ type Costs struct {
 	EtcdMaxKeys      float64
 	// Data plane: streams one origin core ingests with HLS on (none late).
 	StreamsPerOriginCore float64
+	// RecordShare is the share of heartbeats that still write the node
+	// record (the load moved materially, or the record is 30 s old); the
+	// others only renew the lease, which is not a raft write.
+	RecordShare float64
 }
 
 // Scenario is one cluster size.
@@ -57,8 +61,9 @@ type Scenario struct {
 
 // Result is what a scenario needs.
 type Result struct {
-	EtcdWrites     float64 // raft writes per second: claims, releases and heartbeats
-	Heartbeats     float64 // per second, one per node per interval: a lease renewal and a node-record write
+	EtcdWrites     float64 // raft writes per second: claims, releases and node-record writes
+	Heartbeats     float64 // per second, one per node per interval: a lease renewal
+	RecordWrites   float64 // per second: the heartbeats that also rewrite the node record
 	EtcdKeys       float64
 	WatchersPerKey float64 // mean edges watching a churned key
 	Deliveries     float64 // watch events sent to edges per second
@@ -74,10 +79,12 @@ type Result struct {
 // average (capped at Edges).
 func Size(c Costs, s Scenario) Result {
 	var r Result
-	// A heartbeat renews the node's lease and rewrites its node record
-	// (the load report) in one transaction: a raft write like a claim.
+	// A heartbeat renews the node's lease (the etcd leader's own work, not
+	// a raft write); a share of them also rewrite the node record (the load
+	// report) in a transaction, a raft write like a claim.
 	r.Heartbeats = float64(s.Edges+s.Origins) / s.Heartbeat.Seconds()
-	r.EtcdWrites = s.Churn + r.Heartbeats
+	r.RecordWrites = r.Heartbeats * c.RecordShare
+	r.EtcdWrites = s.Churn + r.RecordWrites
 	// A stream key per stream; a node record per node (a draining key only
 	// while a node drains).
 	r.EtcdKeys = float64(s.Streams + s.Edges + s.Origins)
@@ -105,8 +112,8 @@ func Size(c Costs, s Scenario) Result {
 }
 
 func header(w io.Writer) {
-	fmt.Fprintln(w, "| scenario | streams | edges | origins | churn/s | lookups/s | heartbeats/s | etcd writes/s | etcd keys | watchers per churned key | watch deliveries/s | OCM cores (shared) | OCM replicas | MiB per replica (cache) | etcd clusters | origin cores for ingest |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| scenario | streams | edges | origins | churn/s | lookups/s | heartbeats/s | of which record writes/s | etcd writes/s | etcd keys | watchers per churned key | watch deliveries/s | OCM cores (shared) | OCM replicas | MiB per replica (cache) | etcd clusters | origin cores for ingest |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 }
 
 func row(w io.Writer, s Scenario, r Result) {
@@ -114,23 +121,24 @@ func row(w io.Writer, s Scenario, r Result) {
 	if r.Replicas < 0 {
 		reps = "shard first"
 	}
-	fmt.Fprintf(w, "| %s | %d | %d | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f | %.2f | %s | %.0f | %d | %d |\n",
-		s.Name, s.Streams, s.Edges, s.Origins, s.Churn, s.Lookups, r.Heartbeats, r.EtcdWrites, r.EtcdKeys,
+	fmt.Fprintf(w, "| %s | %d | %d | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f | %.2f | %s | %.0f | %d | %d |\n",
+		s.Name, s.Streams, s.Edges, s.Origins, s.Churn, s.Lookups, r.Heartbeats, r.RecordWrites, r.EtcdWrites, r.EtcdKeys,
 		r.WatchersPerKey, r.Deliveries, r.OCMCores, reps, r.ReplicaMemMiB, r.EtcdShards, r.OriginsNeeded)
 }
 
 func main() {
 	var c Costs
 	flag.DurationVar(&c.ClaimCPU, "claim-cpu", 450*time.Microsecond, "OCM+etcd CPU per claim or release (ocm-bench: OCM CPU per claim)")
-	flag.DurationVar(&c.HeartbeatCPU, "heartbeat-cpu", 500*time.Microsecond, "OCM CPU per heartbeat (ocm-bench --idle-duration)")
+	flag.DurationVar(&c.HeartbeatCPU, "heartbeat-cpu", 200*time.Microsecond, "OCM CPU per heartbeat (ocm-bench --idle-duration: ≤ 167 µs when it only renews the lease)")
 	flag.DurationVar(&c.DeliveryCPU, "delivery-cpu", 20*time.Microsecond, "OCM CPU per watch event delivered (ocm-bench --watchers)")
 	flag.DurationVar(&c.LookupCPU, "lookup-cpu", 40*time.Microsecond, "OCM CPU per LookupStream (docs/benchmarks.md)")
 	flag.DurationVar(&c.ApplyCPU, "apply-cpu", 20*time.Microsecond, "CPU per etcd change applied to one replica's cache")
-	flag.Float64Var(&c.BytesPerStream, "bytes-per-stream", 2100, "OCM RSS per stream (bench-ocm: ~210 MB at 100k)")
+	flag.Float64Var(&c.BytesPerStream, "bytes-per-stream", 2300, "OCM RSS per stream at the least memory that works (bench-ocm --watchers: 231 MB at 100k streams and 500 watchers with a 192 MiB limit; the 512 MiB default lets it reach ~520 MB for less GC)")
 	flag.Float64Var(&c.ReplicaCores, "replica-cores", 1, "usable cores per OCM replica (e.g. 2 cores at 50%)")
 	flag.Float64Var(&c.EtcdWritesPerSec, "etcd-writes", 5000, "writes/s (claims, releases, heartbeats) one etcd cluster takes with room")
 	flag.Float64Var(&c.EtcdMaxKeys, "etcd-keys", 4e6, "keys one etcd cluster holds within its quota")
 	flag.Float64Var(&c.StreamsPerOriginCore, "streams-per-origin-core", 100, "1 Mbps streams one origin core ingests with HLS, none late (bench-ingest)")
+	flag.Float64Var(&c.RecordShare, "record-share", 0.2, "share of heartbeats that rewrite the node record (load moved, or the record is 30 s old: 1.67/30 = 0.06 from that alone); assumed")
 	var one Scenario
 	flag.IntVar(&one.Streams, "streams", 0, "one scenario: streams (0: the built-in scenarios)")
 	flag.IntVar(&one.Edges, "edges", 500, "edges")
@@ -140,8 +148,8 @@ func main() {
 	flag.Float64Var(&one.Lookups, "lookups", 1000, "lookups per second")
 	flag.DurationVar(&one.Heartbeat, "heartbeat", 5*time.Second/3, "heartbeat interval (lease TTL / 3)")
 	flag.Parse()
-	if one.Heartbeat <= 0 || c.ReplicaCores <= 0 || c.EtcdWritesPerSec <= 0 || c.EtcdMaxKeys <= 0 {
-		fmt.Fprintln(os.Stderr, "ocm-sizing: -heartbeat, -replica-cores, -etcd-writes and -etcd-keys must be positive")
+	if one.Heartbeat <= 0 || c.ReplicaCores <= 0 || c.EtcdWritesPerSec <= 0 || c.EtcdMaxKeys <= 0 || c.RecordShare < 0 || c.RecordShare > 1 {
+		fmt.Fprintln(os.Stderr, "ocm-sizing: -heartbeat, -replica-cores, -etcd-writes and -etcd-keys must be positive, -record-share within [0, 1]")
 		os.Exit(2)
 	}
 	var scenarios []Scenario

@@ -12,6 +12,7 @@ func TestSize(t *testing.T) {
 		ClaimCPU: 100 * time.Microsecond, HeartbeatCPU: 100 * time.Microsecond,
 		DeliveryCPU: 10 * time.Microsecond, LookupCPU: 50 * time.Microsecond, ApplyCPU: 10 * time.Microsecond,
 		BytesPerStream: 1024, ReplicaCores: 1, EtcdWritesPerSec: 1000, EtcdMaxKeys: 1e5, StreamsPerOriginCore: 100,
+		RecordShare: 1,
 	}
 	s := Scenario{Streams: 10_000, Edges: 100, Origins: 50, KeysPer: 200, Churn: 500, Lookups: 1000, Heartbeat: time.Second}
 	r := Size(c, s)
@@ -33,6 +34,12 @@ func TestSize(t *testing.T) {
 		t.Errorf("replicas %d, shards %d, origins %d; want 2, 1, 100", r.Replicas, r.EtcdShards, r.OriginsNeeded)
 	}
 
+	// Heartbeats that only renew the lease are no raft writes.
+	c.RecordShare = 0.2
+	if r := Size(c, s); r.RecordWrites != 30 || r.EtcdWrites != 530 {
+		t.Errorf("record writes %v, etcd writes %v at a 0.2 record share; want 30, 530", r.RecordWrites, r.EtcdWrites)
+	}
+	c.RecordShare = 1
 	// Ten times the churn: 5,150 writes/s need six etcd clusters of 1,000.
 	s.Churn = 5000
 	if r := Size(c, s); r.EtcdShards != 6 {

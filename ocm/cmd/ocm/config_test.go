@@ -16,7 +16,7 @@ func TestRuntimeKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Runtime.GCPercent != 400 || c.Runtime.MemoryLimit != 192<<20 {
+	if c.Runtime.GCPercent != 400 || c.Runtime.MemoryLimit != 512<<20 {
 		t.Errorf("defaults: gcPercent %d, memoryLimit %s", c.Runtime.GCPercent, c.Runtime.MemoryLimit)
 	}
 

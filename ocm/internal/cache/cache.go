@@ -38,8 +38,9 @@ type Event struct {
 	Revision int64
 }
 
-// ErrSlowSubscriber ends a subscription whose buffer filled up.
-var ErrSlowSubscriber = errors.New("watch subscriber fell behind: its buffer of changes is full")
+// ErrSlowSubscriber ends a subscription with more streams changed and not
+// yet taken than its bound.
+var ErrSlowSubscriber = errors.New("watch subscriber fell behind: too many streams with changes it has not taken")
 
 // Options configure a Cache.
 type Options struct {
@@ -63,6 +64,13 @@ type Cache struct {
 	synced  bool
 	revCh   chan struct{} // closed and replaced whenever rev advances or synced changes
 	subs    map[*Subscription]struct{}
+	// A change is offered only to the subscribers that watch its key (byKey)
+	// and to those that watch everything (all), so that its cost under mu
+	// does not grow with the number of subscribers: with 500 edges watching
+	// 200 keys each, scanning every subscription per change was a sixth of
+	// the OCM's CPU and held every lookup back while it ran.
+	byKey map[string][]*Subscription
+	all   map[*Subscription]struct{}
 
 	// sorted holds every stream key in order, possibly with keys deleted
 	// since (skipped on read); new keys set dirty and the next listing
@@ -84,6 +92,7 @@ func New(cli *clientv3.Client, schema store.Schema, o Options) *Cache {
 		cli: cli, schema: schema, log: o.Logger, onResync: o.OnResync,
 		nodes: map[string]*ocmv1.Node{}, streams: map[string]*streamRec{}, counts: map[string]int{},
 		revCh: make(chan struct{}), subs: map[*Subscription]struct{}{},
+		byKey: map[string][]*Subscription{}, all: map[*Subscription]struct{}{},
 	}
 }
 
@@ -248,6 +257,7 @@ func (c *Cache) ownerStateLocked(n *ocmv1.Node, rev int64) {
 		return
 	}
 	built := map[string]Event{}
+	var dropped []*Subscription
 	evOf := func(k string, r *streamRec) Event {
 		ev, ok := built[k]
 		if !ok {
@@ -262,7 +272,8 @@ func (c *Cache) ownerStateLocked(n *ocmv1.Node, rev int64) {
 		if s.keys != nil {
 			for k := range s.keys {
 				if r, ok := c.streams[k]; ok && r.owner == n.Id {
-					if !c.sendLocked(s, evOf(k, r)) {
+					if !c.sendLocked(s, k, evOf(k, r)) {
+						dropped = append(dropped, s)
 						break
 					}
 				}
@@ -287,25 +298,21 @@ func (c *Cache) ownerStateLocked(n *ocmv1.Node, rev int64) {
 			}
 		}
 		for _, ev := range all {
-			if !c.sendLocked(s, ev) {
+			if !c.sendLocked(s, keyOf(ev.Stream), ev) {
+				dropped = append(dropped, s)
 				break
 			}
 		}
+	}
+	for _, s := range dropped {
+		c.removeLocked(s)
 	}
 }
 
 // wanted reports whether any subscriber watches key, so that changes nobody
 // watches do not build a message.
 func (c *Cache) wanted(key string) bool {
-	for s := range c.subs {
-		if s.keys == nil {
-			return true
-		}
-		if _, ok := s.keys[key]; ok {
-			return true
-		}
-	}
-	return false
+	return len(c.all) > 0 || len(c.byKey[key]) > 0
 }
 
 // resync reads everything under the prefix and replaces the copy, emitting
@@ -585,24 +592,44 @@ func (c *Cache) List(after string, limit int, f Filter) ([]*ocmv1.Stream, string
 
 func keyOf(st *ocmv1.Stream) string { return st.GetKey().KeyString() }
 
-// Subscription receives stream changes.
+// Subscription receives stream changes. Changes wait in a queue that holds
+// at most one entry per stream: a later change of a stream replaces the one
+// still waiting (the latest state wins, in the place of the first), so a
+// subscriber that takes them slowly is told less often, not later, and its
+// queue never holds more entries than it watches streams. Each subscriber
+// has its own queue: a slow one delays nobody else. A subscriber to every
+// stream is dropped (ErrSlowSubscriber) when more than its bound of streams
+// wait; one watching fewer keys than the bound never is.
 type Subscription struct {
-	c    *Cache
-	ch   chan Event
-	keys map[string]struct{}
-	done chan struct{}
-	err  error
+	c     *Cache
+	keys  map[string]struct{} // nil: every stream
+	max   int                 // most waiting streams before the drop
+	ready chan struct{}       // holds a token while changes wait
+	done  chan struct{}
+	err   error // under c.mu
+
+	// qmu, not c.mu, guards the queue, so that taking changes never waits
+	// for the cache's writer and the writer waits for no reader.
+	qmu   sync.Mutex
+	queue []queued
+	at    map[string]int // key → index in queue
+}
+
+type queued struct {
+	key string
+	ev  Event
 }
 
 // Subscribe registers a subscriber for the given keys ("vhost/app/name"; none
-// means all) with a buffer of buf events. When initial is set it also returns
-// the current records of the watched streams, consistent with the changes
-// that follow, and the revision they reflect.
-func (c *Cache) Subscribe(keys []string, initial bool, buf int) (*Subscription, []Event, int64) {
-	if buf <= 0 {
-		buf = 1024
+// means all); bound is the most streams whose changes may wait untaken
+// before the subscriber is dropped (<= 0: 1024). When initial is set it also
+// returns the current records of the watched streams, consistent with the
+// changes that follow, and the revision they reflect.
+func (c *Cache) Subscribe(keys []string, initial bool, bound int) (*Subscription, []Event, int64) {
+	if bound <= 0 {
+		bound = 1024
 	}
-	s := &Subscription{c: c, ch: make(chan Event, buf), done: make(chan struct{})}
+	s := &Subscription{c: c, max: bound, ready: make(chan struct{}, 1), done: make(chan struct{}), at: map[string]int{}}
 	if len(keys) > 0 {
 		s.keys = make(map[string]struct{}, len(keys))
 		for _, k := range keys {
@@ -631,37 +658,108 @@ func (c *Cache) Subscribe(keys []string, initial bool, buf int) (*Subscription, 
 		sort.Slice(init, func(i, j int) bool { return keyOf(init[i].Stream) < keyOf(init[j].Stream) })
 	}
 	c.subs[s] = struct{}{}
+	if s.keys == nil {
+		c.all[s] = struct{}{}
+	} else {
+		for k := range s.keys {
+			c.byKey[k] = append(c.byKey[k], s)
+		}
+	}
 	return s, init, c.rev
 }
 
-// publishLocked never blocks: a subscriber whose buffer is full is dropped.
-func (c *Cache) publishLocked(ev Event, key string) {
-	for s := range c.subs {
-		if s.keys != nil {
-			if _, ok := s.keys[key]; !ok {
-				continue
+// removeLocked unregisters s (a no-op if it is not registered).
+func (c *Cache) removeLocked(s *Subscription) {
+	if _, ok := c.subs[s]; !ok {
+		return
+	}
+	delete(c.subs, s)
+	if s.keys == nil {
+		delete(c.all, s)
+		return
+	}
+	for k := range s.keys {
+		l := c.byKey[k]
+		for i, x := range l {
+			if x == s {
+				l[i] = l[len(l)-1]
+				l[len(l)-1] = nil
+				l = l[:len(l)-1]
+				break
 			}
 		}
-		c.sendLocked(s, ev)
+		if len(l) == 0 {
+			delete(c.byKey, k)
+		} else {
+			c.byKey[k] = l
+		}
 	}
 }
 
-// sendLocked delivers ev to s without blocking; when s's buffer is full it
-// drops s and returns false.
-func (c *Cache) sendLocked(s *Subscription, ev Event) bool {
-	select {
-	case s.ch <- ev:
+// publishLocked never blocks: a subscriber over its bound is dropped.
+func (c *Cache) publishLocked(ev Event, key string) {
+	for s := range c.all {
+		if !c.sendLocked(s, key, ev) {
+			c.removeLocked(s) // deleting from the map being ranged over is safe
+		}
+	}
+	// Backwards, so that a drop (which moves the last entry into the
+	// dropped one's place) never skips an entry not yet visited.
+	l := c.byKey[key]
+	for i := len(l) - 1; i >= 0; i-- {
+		if s := l[i]; !c.sendLocked(s, key, ev) {
+			c.removeLocked(s)
+		}
+	}
+}
+
+// sendLocked queues ev for s without blocking, replacing a change of the
+// same key still waiting. When s would exceed its bound it marks s dropped
+// and returns false; the caller unregisters it.
+func (c *Cache) sendLocked(s *Subscription, key string, ev Event) bool {
+	s.qmu.Lock()
+	if i, ok := s.at[key]; ok {
+		s.queue[i].ev = ev
+		s.qmu.Unlock()
 		return true
-	default:
+	}
+	if len(s.queue) >= s.max {
+		s.qmu.Unlock()
 		s.err = ErrSlowSubscriber
-		delete(c.subs, s)
 		close(s.done)
 		return false
 	}
+	s.at[key] = len(s.queue)
+	s.queue = append(s.queue, queued{key: key, ev: ev})
+	s.qmu.Unlock()
+	select {
+	case s.ready <- struct{}{}:
+	default: // a token is already there
+	}
+	return true
 }
 
-// Events delivers the changes.
-func (s *Subscription) Events() <-chan Event { return s.ch }
+// Ready has a value when changes wait; call Take after receiving it.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
+
+// Take appends the waiting changes to dst, in the order their streams first
+// changed since the last Take, and empties the queue.
+func (s *Subscription) Take(dst []Event) []Event {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for _, q := range s.queue {
+		dst = append(dst, q.ev)
+	}
+	if cap(s.queue) > 1024 {
+		// Do not keep a burst's worth of memory for every subscriber.
+		s.queue, s.at = nil, map[string]int{}
+	} else {
+		clear(s.queue)
+		s.queue = s.queue[:0]
+		clear(s.at)
+	}
+	return dst
+}
 
 // Done is closed when the subscription was dropped; Err says why.
 func (s *Subscription) Done() <-chan struct{} { return s.done }
@@ -677,7 +775,7 @@ func (s *Subscription) Err() error {
 func (s *Subscription) Close() {
 	s.c.mu.Lock()
 	defer s.c.mu.Unlock()
-	delete(s.c.subs, s)
+	s.c.removeLocked(s)
 }
 
 // Subscribers returns the number of live subscriptions.

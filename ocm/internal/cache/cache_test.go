@@ -86,8 +86,10 @@ func TestCompactionTriggersResync(t *testing.T) {
 	got := map[string]ocmv1.WatchStreamsResponse_EventType{}
 	for len(got) < 2 {
 		select {
-		case ev := <-sub.Events():
-			got[ev.Stream.Key.Name] = ev.Type
+		case <-sub.Ready():
+			for _, ev := range sub.Take(nil) {
+				got[ev.Stream.Key.Name] = ev.Type
+			}
 		case <-ctx.Done():
 			t.Fatalf("events after resync: %v", got)
 		}
@@ -95,10 +97,8 @@ func TestCompactionTriggersResync(t *testing.T) {
 	if got["gone"] != EventDelete || got["new"] != EventPut {
 		t.Fatalf("resync events %v, want DELETE gone and PUT new", got)
 	}
-	select {
-	case ev := <-sub.Events():
-		t.Fatalf("unchanged stream re-announced: %v", ev)
-	default:
+	if evs := sub.Take(nil); len(evs) > 0 {
+		t.Fatalf("unchanged stream re-announced: %v", evs)
 	}
 	if _, _, ok := c.Stream("default/live/gone"); ok {
 		t.Fatal("deleted stream still cached")
@@ -160,9 +160,9 @@ func TestSlowSubscriberIsDropped(t *testing.T) {
 	}
 	// A subscriber filtered to one key is not affected by the others' churn.
 	select {
-	case ev := <-fast.Events():
-		if ev.Stream.Key.Name != "s9" {
-			t.Fatalf("filtered subscriber got %v", ev)
+	case <-fast.Ready():
+		if evs := fast.Take(nil); len(evs) != 1 || evs[0].Stream.Key.Name != "s9" {
+			t.Fatalf("filtered subscriber got %v", evs)
 		}
 	case <-fast.Done():
 		t.Fatal("filtered subscriber dropped")
@@ -204,7 +204,11 @@ func TestCompactRecordRoundTrip(t *testing.T) {
 	into, _, ok3 := c.StreamInto(k, &m)
 	page, _, _ := c.List("", 10, Filter{Owner: "o7", App: "live", Vhost: "v1"})
 	_, initial, _ := c.Subscribe([]string{k.String()}, true, 4)
-	ev := <-sub.Events()
+	evs := sub.Take(nil)
+	if len(evs) != 1 {
+		t.Fatalf("%d events after the read, want 1", len(evs))
+	}
+	ev := evs[0]
 	if !ok1 || !ok2 || !ok3 || len(page) != 1 || len(initial) != 1 {
 		t.Fatalf("stream not found: Stream %v, StreamOf %v, StreamInto %v, List %d, initial %d", ok1, ok2, ok3, len(page), len(initial))
 	}
@@ -251,19 +255,104 @@ func TestResyncAnnouncesOwnerStateChange(t *testing.T) {
 	if got, err := c.resync(ctx); err != nil || got < rev {
 		t.Fatalf("resync = %d, %v", got, err)
 	}
-	select {
-	case ev := <-all.Events():
-		if ev.Type != EventPut || ev.Stream.Key.Name != "a" || ev.Owner.GetState() != ocmv1.NodeState_NODE_STATE_DRAINING {
-			t.Fatalf("event %v, want PUT a with a DRAINING owner", ev)
-		}
-	default:
-		t.Fatal("no event for the drained owner's stream")
+	evs := all.Take(nil)
+	if len(evs) != 1 {
+		t.Fatalf("events %v, want one for the drained owner's stream", evs)
+	}
+	if ev := evs[0]; ev.Type != EventPut || ev.Stream.Key.Name != "a" || ev.Owner.GetState() != ocmv1.NodeState_NODE_STATE_DRAINING {
+		t.Fatalf("event %v, want PUT a with a DRAINING owner", ev)
 	}
 	for what, s := range map[string]*Subscription{"all": all, "keyed": keyed} {
-		select {
-		case ev := <-s.Events():
-			t.Fatalf("%s: unexpected event %v", what, ev)
-		default:
+		if evs := s.Take(nil); len(evs) > 0 {
+			t.Fatalf("%s: unexpected events %v", what, evs)
 		}
+	}
+}
+
+// A subscriber that does not take its changes is told the latest state of
+// each stream it watches, once, however many changes it missed: its queue
+// stays at one entry per stream (so it is never dropped however slow it is,
+// when it watches no more streams than its bound) and a subscriber that
+// keeps up is told every change meanwhile.
+func TestSlowSubscriberCoalescesAndDelaysNobody(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sc := store.Schema{Prefix: "/coalesce/"}
+	c := New(cli, sc, Options{})
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = c.Run(runCtx) }()
+	if err := c.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"default/live/a", "default/live/b"}
+	slow, _, _ := c.Subscribe(keys, false, len(keys)) // bound: exactly its keys
+	defer slow.Close()
+	fast, _, _ := c.Subscribe(keys, false, len(keys))
+	defer fast.Close()
+	ka := streamkey.Key{Vhost: "default", App: "live", Name: "a"}
+	var fastSeen []Event
+	take := func(rev int64) {
+		t.Helper()
+		for {
+			select {
+			case <-fast.Ready():
+				fastSeen = fast.Take(fastSeen)
+				if fastSeen[len(fastSeen)-1].Revision >= rev {
+					return
+				}
+			case <-fast.Done():
+				t.Fatal("the subscriber that keeps up was dropped")
+			case <-ctx.Done():
+				t.Fatalf("subscriber that keeps up: change at revision %d not told (%d told)", rev, len(fastSeen))
+			}
+		}
+	}
+	const rounds = 20
+	var last int64
+	for i := range rounds {
+		take(putStream(t, sc, "a", fmt.Sprintf("n%d", i)))
+		r, err := cli.Delete(ctx, sc.StreamKey(ka))
+		if err != nil {
+			t.Fatal(err)
+		}
+		take(r.Header.Revision)
+	}
+	take(putStream(t, sc, "b", "nb"))
+	last = putStream(t, sc, "a", "final")
+	take(last)
+	if len(fastSeen) != 2*rounds+2 {
+		t.Fatalf("the subscriber that keeps up was told %d changes, want %d", len(fastSeen), 2*rounds+2)
+	}
+	select {
+	case <-slow.Done():
+		t.Fatalf("slow subscriber dropped: %v", slow.Err())
+	default:
+	}
+	got := slow.Take(nil)
+	if len(got) != 2 {
+		t.Fatalf("slow subscriber has %d changes waiting, want one per stream (2): %v", len(got), got)
+	}
+	// In the order the streams first changed, each at its latest state.
+	if got[0].Type != EventPut || got[0].Stream.Key.Name != "a" || got[0].Stream.OwnerNodeId != "final" || got[0].Revision != last {
+		t.Errorf("a: %v, want its last PUT (owner final, revision %d)", got[0], last)
+	}
+	if got[1].Type != EventPut || got[1].Stream.Key.Name != "b" || got[1].Stream.OwnerNodeId != "nb" {
+		t.Errorf("b: %v, want PUT owned by nb", got[1])
+	}
+	if evs := slow.Take(nil); len(evs) != 0 {
+		t.Fatalf("Take left %d changes", len(evs))
+	}
+	// A DELETE replaces a waiting PUT: the latest state is "gone".
+	putStream(t, sc, "b", "nb2")
+	r, err := cli.Delete(ctx, sc.StreamKey(streamkey.Key{Vhost: "default", App: "live", Name: "b"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitRevision(ctx, r.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if got := slow.Take(nil); len(got) != 1 || got[0].Type != EventDelete || got[0].Stream.Key.Name != "b" {
+		t.Fatalf("after PUT then DELETE of b: %v, want one DELETE", got)
 	}
 }

@@ -66,7 +66,8 @@ type Config struct {
 	EtcdOpTimeout time.Duration
 	// ShutdownTimeout bounds the graceful stop of the gRPC server; default 10s.
 	ShutdownTimeout time.Duration
-	// WatchBuffer per WatchStreams subscriber; default 4096.
+	// WatchBuffer bounds the streams with a change waiting per WatchStreams
+	// subscriber (see server.Options); default 4096.
 	WatchBuffer int
 	// SessionGrace is how long a node whose KeepSession stream broke has to
 	// open a new one (on any replica) before this replica revokes its lease;

@@ -33,8 +33,10 @@ type Options struct {
 	Metrics *Metrics
 	Placer  *placement.Placer // default: a Placer with DefaultScales
 	Logger  *slog.Logger
-	// WatchBuffer is the per-subscriber event buffer; a subscriber that falls
-	// this far behind is disconnected with RESOURCE_EXHAUSTED. Default 4096.
+	// WatchBuffer bounds a WatchStreams subscriber's queue, which holds one
+	// waiting change per stream (a later one replaces it): a subscriber with
+	// more streams than this waiting is disconnected with RESOURCE_EXHAUSTED.
+	// Only a subscriber to more streams than this can reach it. Default 4096.
 	WatchBuffer int
 	// ReadYourWritesWait bounds how long a write waits for this replica's
 	// cache to reflect it, so that a caller's next read on the same replica
@@ -170,7 +172,8 @@ func (s *Server) Register(ctx context.Context, r *ocmv1.RegisterRequest) (*ocmv1
 
 // Heartbeat implements OCMService.
 func (s *Server) Heartbeat(ctx context.Context, r *ocmv1.HeartbeatRequest) (*ocmv1.HeartbeatResponse, error) {
-	ttl, state, err := s.st.Heartbeat(ctx, r.GetNodeId(), r.GetLeaseId(), r.GetLoad())
+	known, _ := s.c.Node(r.GetNodeId())
+	ttl, state, err := s.st.Heartbeat(ctx, r.GetNodeId(), r.GetLeaseId(), r.GetLoad(), known)
 	if err != nil {
 		return nil, err
 	}
@@ -336,11 +339,18 @@ func (s *Server) WatchStreams(r *ocmv1.WatchStreamsRequest, srv grpc.ServerStrea
 		}
 	}
 	ctx := srv.Context()
+	var batch []cache.Event
 	for {
 		select {
-		case ev := <-sub.Events():
-			if err := send(ev); err != nil {
-				return err
+		case <-sub.Ready():
+			// Everything waiting, one entry per stream: while this loop
+			// sends, later changes of a stream replace its waiting one.
+			batch = sub.Take(batch[:0])
+			for i, ev := range batch {
+				batch[i] = cache.Event{} // keep no record alive until the next batch
+				if err := send(ev); err != nil {
+					return err
+				}
 			}
 		case <-sub.Done():
 			if s.m != nil {

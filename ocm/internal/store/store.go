@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +54,10 @@ type Options struct {
 	OnEtcdError func(op string)
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// RecordRefresh is how old a node record's last_heartbeat_at may get
+	// before a heartbeat rewrites the record even though its load did not
+	// change materially; default 30s.
+	RecordRefresh time.Duration
 }
 
 // Store writes the OCM's state to etcd.
@@ -63,6 +68,8 @@ type Store struct {
 	opTO   time.Duration
 	onErr  func(string)
 	now    func() time.Time
+	// refresh is Options.RecordRefresh.
+	refresh time.Duration
 }
 
 // New returns a Store on cli.
@@ -86,7 +93,11 @@ func New(cli *clientv3.Client, o Options) *Store {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Store{cli: cli, schema: Schema{Prefix: o.Prefix}, ttl: ttl, opTO: o.OpTimeout, onErr: o.OnEtcdError, now: o.Now}
+	if o.RecordRefresh <= 0 {
+		o.RecordRefresh = 30 * time.Second
+	}
+	return &Store{cli: cli, schema: Schema{Prefix: o.Prefix}, ttl: ttl, opTO: o.OpTimeout, onErr: o.OnEtcdError, now: o.Now,
+		refresh: o.RecordRefresh}
 }
 
 // Schema returns the key layout.
@@ -318,14 +329,36 @@ func (s *Store) Register(ctx context.Context, in *ocmv1.Node) (*ocmv1.Node, int6
 }
 
 // Heartbeat renews the session's lease (by id, so any replica can serve it)
-// and stores the load report and last_heartbeat_at in the node record. It
-// returns the remaining TTL and the node's state.
-func (s *Store) Heartbeat(ctx context.Context, id string, lease int64, load *ocmv1.Load) (int64, ocmv1.NodeState, error) {
+// and, when the record needs it, stores the load report and
+// last_heartbeat_at in the node record. It returns the remaining TTL and the
+// node's state.
+//
+// known is the caller's current copy of the node record (the replica's
+// cache; nil when it has none). When it belongs to this session, is younger
+// than RecordRefresh and the load did not change materially (see
+// loadChanged), the heartbeat only renews the lease: one etcd call instead of
+// a read, a renewal and a write. Node-record writes were the largest write
+// load on etcd at scale (every origin and edge every TTL/3), and each also
+// reached every replica's watch. The state returned is then known's, which
+// may lag a Drain made a moment ago on another replica by the time that
+// replica's watch takes; the next heartbeat reports it. A lost session fails
+// with NotFound (SESSION_NOT_FOUND), an etcd failure with Unavailable.
+func (s *Store) Heartbeat(ctx context.Context, id string, lease int64, load *ocmv1.Load, known *ocmv1.Node) (int64, ocmv1.NodeState, error) {
 	if err := checkSessionArgs(id, lease); err != nil {
 		return 0, 0, err
 	}
 	ctx, cancel := s.writeCtx(ctx)
 	defer cancel()
+	if known != nil && known.GetId() == id && known.GetLeaseId() == lease && !s.recordStale(known, load) {
+		ka, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(lease))
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return 0, 0, sessionNotFound(id, lease)
+		}
+		if err != nil {
+			return 0, 0, s.etcdErr(ctx, "heartbeat "+id+": keepalive", err)
+		}
+		return ka.TTL, known.GetState(), nil
+	}
 	var ttl int64
 	for attempt := 0; ; attempt++ {
 		kv, n, err := s.getSession(ctx, id, lease)
@@ -366,6 +399,39 @@ func (s *Store) Heartbeat(ctx context.Context, id string, lease int64, load *ocm
 			return 0, 0, Reasoned(codes.Aborted, ocmv1.ReasonConcurrentChange, "heartbeat %s: too much contention on the node record", id)
 		}
 	}
+}
+
+// recordStale reports whether a heartbeat with load should rewrite the node
+// record known: it is older than the refresh period, or the load moved.
+func (s *Store) recordStale(known *ocmv1.Node, load *ocmv1.Load) bool {
+	at := known.GetLastHeartbeatAt()
+	if at == nil || s.now().Sub(at.AsTime()) >= s.refresh {
+		return true
+	}
+	return load != nil && loadChanged(known.GetLoad(), load)
+}
+
+// loadChanged reports whether a load report differs from the stored one
+// enough to be worth a write: any change of the stream count (placement
+// compares it with the capacity), or a change of publishers, players,
+// bandwidth or CPU by more than a tenth and more than a small floor. The
+// byte counters, which grow all the time, never count.
+func loadChanged(old, cur *ocmv1.Load) bool {
+	if old.GetStreams() != cur.GetStreams() {
+		return true
+	}
+	return moved(float64(old.GetPublishers()), float64(cur.GetPublishers()), 2) ||
+		moved(float64(old.GetPlayers()), float64(cur.GetPlayers()), 10) ||
+		moved(float64(old.GetIngressBps()), float64(cur.GetIngressBps()), 1e6) ||
+		moved(float64(old.GetEgressBps()), float64(cur.GetEgressBps()), 1e6) ||
+		moved(old.GetCpuCores(), cur.GetCpuCores(), 0.05)
+}
+
+// moved reports whether a and b differ by more than floor and by more than a
+// tenth of the larger.
+func moved(a, b, floor float64) bool {
+	d := math.Abs(a - b)
+	return d > floor && d > 0.1*math.Max(math.Abs(a), math.Abs(b))
 }
 
 // Drain marks the node DRAINING (record state and draining marker, both on

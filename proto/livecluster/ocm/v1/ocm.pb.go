@@ -465,7 +465,9 @@ type Node struct {
 	LeaseId int64 `protobuf:"varint,8,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	// When the session was registered; output only.
 	RegisteredAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
-	// When the last heartbeat arrived; output only.
+	// When a heartbeat last stored this record; output only. A heartbeat
+	// whose load did not change materially renews the lease only, so this is
+	// up to ~30 s old while the session lives (the lease says it is alive).
 	LastHeartbeatAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_heartbeat_at,json=lastHeartbeatAt,proto3" json:"last_heartbeat_at,omitempty"`
 	// Build version of the node's binary, for the operator's eyes.
 	Version       string `protobuf:"bytes,11,opt,name=version,proto3" json:"version,omitempty"`

@@ -126,7 +126,13 @@ type OCMServiceClient interface {
 	// watched stream whose owner's node record changes state (READY to
 	// DRAINING), carrying the new owner record, so watchers learn of a drain
 	// without polling ListNodes. Load-only updates of a node record (every
-	// heartbeat) send nothing.
+	// heartbeat) send nothing. Changes of one stream that the watcher has not
+	// received yet are merged: only the latest is sent (a watcher that reads
+	// slowly may not see every intermediate state, e.g. a DELETE followed by
+	// a PUT arrives as the PUT, whose epoch tells it the stream changed hands).
+	// A watcher with more than the replica's watch.buffer streams waiting
+	// (only one watching more streams than that can get there) ends with
+	// RESOURCE_EXHAUSTED; watch again with initial_state.
 	WatchStreams(ctx context.Context, in *WatchStreamsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStreamsResponse], error)
 	// ListNodes returns the registered nodes.
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
@@ -357,7 +363,13 @@ type OCMServiceServer interface {
 	// watched stream whose owner's node record changes state (READY to
 	// DRAINING), carrying the new owner record, so watchers learn of a drain
 	// without polling ListNodes. Load-only updates of a node record (every
-	// heartbeat) send nothing.
+	// heartbeat) send nothing. Changes of one stream that the watcher has not
+	// received yet are merged: only the latest is sent (a watcher that reads
+	// slowly may not see every intermediate state, e.g. a DELETE followed by
+	// a PUT arrives as the PUT, whose epoch tells it the stream changed hands).
+	// A watcher with more than the replica's watch.buffer streams waiting
+	// (only one watching more streams than that can get there) ends with
+	// RESOURCE_EXHAUSTED; watch again with initial_state.
 	WatchStreams(*WatchStreamsRequest, grpc.ServerStreamingServer[WatchStreamsResponse]) error
 	// ListNodes returns the registered nodes.
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
