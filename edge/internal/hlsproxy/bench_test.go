@@ -115,7 +115,7 @@ func benchLoopback(b *testing.B, path string, want int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: p}
+	srv := &http.Server{Handler: p, ConnContext: ConnContext} // as the edge sets it up
 	go func() { _ = srv.Serve(connlimit.Wrap(ln, connlimit.Options{Name: "http"})) }()
 	b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}

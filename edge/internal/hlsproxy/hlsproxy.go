@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -36,6 +37,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -499,16 +501,60 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj
 		// net/http's ResponseWriter.ReadFrom hands an *os.File (under a
 		// LimitedReader) to the TCP connection, which sends it with
 		// sendfile; elsewhere (a test recorder, TLS) it is read and copied.
+		// The headers are flushed first, so ReadFrom does not read the
+		// first 512 bytes to sniff a type (it has one); with the
+		// connection corked they still leave in the body's first packet.
 		lr := io.LimitedReader{R: f, N: obj.file.size}
+		rc := rawConnOf(r.Context())
+		if rc != nil {
+			setCork(rc, true)
+		}
+		if fl, ok := w.(http.Flusher); ok && rc != nil {
+			fl.Flush()
+		}
 		if rf, ok := w.(io.ReaderFrom); ok {
 			_, _ = rf.ReadFrom(&lr)
 		} else {
 			_, _ = io.Copy(w, &lr)
 		}
+		if rc != nil {
+			setCork(rc, false)
+		}
 		obj.file.put(f)
 		return
 	}
 	_, _ = w.Write(obj.body)
+}
+
+type connKey struct{}
+
+// ConnContext is for http.Server.ConnContext: it keeps the connection's
+// raw socket (a TCP connection's, under wrappers with Unwrap() net.Conn)
+// in the requests' context, so a segment's headers and body are sent
+// corked (see setCork). Other connections (TLS) are left out.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	for {
+		u, ok := c.(interface{ Unwrap() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.Unwrap()
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return ctx
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	return context.WithValue(ctx, connKey{}, rc)
+}
+
+// rawConnOf returns the socket ConnContext kept, nil if none.
+func rawConnOf(ctx context.Context) syscall.RawConn {
+	rc, _ := ctx.Value(connKey{}).(syscall.RawConn)
+	return rc
 }
 
 func errObject(status int, format string, args ...any) *object {
