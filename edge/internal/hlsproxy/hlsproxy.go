@@ -210,8 +210,13 @@ type Options struct {
 	// only for requests with a query (a credential travels in the query):
 	// the others share one rendered playlist per refresh.
 	Playlist func(r *http.Request, body []byte) []byte
-	Logger   *slog.Logger
-	Metrics  *Metrics
+	// Authorize, when set, is asked for every GET or HEAD of a valid HLS
+	// path before anything is fetched (a refused player makes no upstream
+	// request); it answers a refusal itself and returns false. It gets the
+	// key the proxy parsed, so the path is parsed once per request.
+	Authorize func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool
+	Logger    *slog.Logger
+	Metrics   *Metrics
 }
 
 // Proxy serves HLS from the owners' HLS.
@@ -356,13 +361,6 @@ func IsHLS(path string) bool {
 	return strings.HasSuffix(path, ".m3u8") || strings.HasSuffix(path, ".ts")
 }
 
-// KeyOf returns the stream key of an HLS request (playlist or segment);
-// an error for a path that is not one.
-func KeyOf(r *http.Request) (streamkey.Key, error) {
-	key, _, _, err := parse(r)
-	return key, err
-}
-
 // parse splits /{app}/{file} and derives the stream key: the playlist is
 // {name}.m3u8, a segment {name}-{seq}.ts.
 func parse(r *http.Request) (key streamkey.Key, file, kind string, err error) {
@@ -415,6 +413,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key, file, kind, err := parse(r)
 	if err != nil {
 		p.respond(w, r, "invalid", &object{status: http.StatusBadRequest, body: []byte(err.Error() + "\n")})
+		return
+	}
+	if p.opts.Authorize != nil && !p.opts.Authorize(w, r, key) {
 		return
 	}
 	var obj *object
