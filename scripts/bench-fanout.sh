@@ -24,8 +24,8 @@
 # publisher → origin → edge → player, from send times the publisher embeds
 # (H.264 SEI). nginx-rtmp does not merge writes.
 #
-#   scripts/bench-fanout.sh                                  full size (quiet machine! ~35 min)
-#   POINTS="1000 4000" WINDOWS=50 scripts/bench-fanout.sh    the targets' points (~6 min)
+#   scripts/bench-fanout.sh                                  full size (quiet machine! ~31 min)
+#   POINTS="1000 4000" WINDOWS=50 scripts/bench-fanout.sh    the targets' points (~8 min)
 #   POINTS=500 WINDOWS=50 PROTOS=rtmp DURATION=15s TWO_CORE_POINTS=500 scripts/bench-fanout.sh   smoke (~2 min)
 #
 # Runtime: every loadgen run and every floor point takes DURATION (the ramp
