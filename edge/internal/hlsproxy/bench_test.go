@@ -57,15 +57,19 @@ func benchOrigin(b *testing.B) (*owners, []byte) {
 // benchProxy is the proxy as the edge sets it up (app.go): metrics, and
 // the playlist rewrite for a player's credential. Playlists stay fresh
 // for the whole run.
-func benchProxy(b *testing.B) (*Proxy, []byte) {
+func benchProxy(b *testing.B, mod ...func(*Options)) (*Proxy, []byte) {
 	o, seg := benchOrigin(b)
-	p := New(Options{
+	opts := Options{
 		Resolve: o.resolve, Metrics: NewMetrics(prometheus.NewRegistry()), NoPrefetch: true,
 		MaxPlaylistTTL: time.Hour, Window: 6,
 		Playlist: func(r *http.Request, body []byte) []byte {
 			return authz.RewritePlaylist(body, authz.CarriedQuery(r.URL.Query()))
 		},
-	})
+	}
+	for _, m := range mod {
+		m(&opts)
+	}
+	p := New(opts)
 	// Warm: the playlist and the segment in the cache.
 	for _, path := range []string{"/live/s.m3u8", "/live/s-103.ts"} {
 		rec := httptest.NewRecorder()
@@ -109,8 +113,8 @@ func BenchmarkServePlaylistHitToken(b *testing.B) {
 }
 func BenchmarkServeSegmentHit(b *testing.B) { benchServe(b, "/live/s-103.ts") }
 
-func benchLoopback(b *testing.B, path string, want int) {
-	p, _ := benchProxy(b)
+func benchLoopback(b *testing.B, path string, want int, mod ...func(*Options)) {
+	p, _ := benchProxy(b, mod...)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -148,5 +152,15 @@ func benchLoopback(b *testing.B, path string, want int) {
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/op")
 }
 
-func BenchmarkLoopbackSegment(b *testing.B)  { benchLoopback(b, "/live/s-103.ts", benchSegBytes) }
+// BenchmarkLoopbackSegment: file is the default (memfd, sendfile, corked);
+// nocork and memory (heap, write) are the alternatives.
+func BenchmarkLoopbackSegment(b *testing.B) {
+	b.Run("file", func(b *testing.B) { benchLoopback(b, "/live/s-103.ts", benchSegBytes) })
+	b.Run("nocork", func(b *testing.B) {
+		benchLoopback(b, "/live/s-103.ts", benchSegBytes, func(o *Options) { o.noCork = true })
+	})
+	b.Run("memory", func(b *testing.B) {
+		benchLoopback(b, "/live/s-103.ts", benchSegBytes, func(o *Options) { o.MemorySegments = true })
+	})
+}
 func BenchmarkLoopbackPlaylist(b *testing.B) { benchLoopback(b, "/live/s.m3u8", 0) }

@@ -217,6 +217,9 @@ type Options struct {
 	Authorize func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool
 	Logger    *slog.Logger
 	Metrics   *Metrics
+
+	// noCork sends segment files without TCP_CORK (benchmarks compare).
+	noCork bool
 }
 
 // Proxy serves HLS from the owners' HLS.
@@ -507,6 +510,9 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj
 		// connection corked they still leave in the body's first packet.
 		lr := io.LimitedReader{R: f, N: obj.file.size}
 		rc := rawConnOf(r.Context())
+		if p.opts.noCork {
+			rc = nil
+		}
 		if rc != nil {
 			setCork(rc, true)
 		}
