@@ -184,8 +184,6 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		}
 	})
 	httpSrv := limits.HTTPServer(mux, admin.QuietErrorLog(rt.Logger))
-	// HLS segments go out corked (headers with the body; hlsproxy.ConnContext).
-	httpSrv.ConnContext = hlsproxy.ConnContext
 
 	lc := rt.Lifecycle
 	lc.AddListener("rtmp", lns.RTMP)

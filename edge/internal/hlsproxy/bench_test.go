@@ -8,7 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -119,7 +124,7 @@ func benchLoopback(b *testing.B, path string, want int, mod ...func(*Options)) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: p, ConnContext: ConnContext} // as the edge sets it up
+	srv := &http.Server{Handler: p}
 	go func() { _ = srv.Serve(connlimit.Wrap(ln, connlimit.Options{Name: "http"})) }()
 	b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
@@ -152,15 +157,91 @@ func benchLoopback(b *testing.B, path string, want int, mod ...func(*Options)) {
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/op")
 }
 
-// BenchmarkLoopbackSegment: file is the default (memfd, sendfile, corked);
-// nocork and memory (heap, write) are the alternatives.
+// BenchmarkLoopbackSegment: file is the default (memfd, sendfile), memory
+// the heap and write(2).
 func BenchmarkLoopbackSegment(b *testing.B) {
 	b.Run("file", func(b *testing.B) { benchLoopback(b, "/live/s-103.ts", benchSegBytes) })
-	b.Run("nocork", func(b *testing.B) {
-		benchLoopback(b, "/live/s-103.ts", benchSegBytes, func(o *Options) { o.noCork = true })
-	})
 	b.Run("memory", func(b *testing.B) {
 		benchLoopback(b, "/live/s-103.ts", benchSegBytes, func(o *Options) { o.MemorySegments = true })
 	})
 }
 func BenchmarkLoopbackPlaylist(b *testing.B) { benchLoopback(b, "/live/s.m3u8", 0) }
+
+// BenchmarkServerSegment is BenchmarkLoopbackSegment with the players in a
+// child process (this test binary with HLSPROXY_BENCH_CLIENT set), so
+// server-cpu-ns/op is the serving process's CPU alone, as bench-hls.sh
+// measures the edge: 8 keep-alive connections fetch the segment.
+func BenchmarkServerSegment(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		mod  func(*Options)
+	}{{"file", func(*Options) {}}, {"memory", func(o *Options) { o.MemorySegments = true }}} {
+		b.Run(mode.name, func(b *testing.B) {
+			p, _ := benchProxy(b, mode.mod)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := &http.Server{Handler: p}
+			go func() { _ = srv.Serve(connlimit.Wrap(ln, connlimit.Options{Name: "http"})) }()
+			b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+			n := 0
+			for b.Loop() {
+				n++
+			}
+			// The loop above only counts: the work is the child's b.N
+			// requests, timed here.
+			cmd := exec.Command(os.Args[0], "-test.run", "^TestBenchClient$")
+			cmd.Env = append(os.Environ(), "HLSPROXY_BENCH_CLIENT=http://"+ln.Addr().String()+"/live/s-103.ts "+strconv.Itoa(n))
+			cmd.Stderr = os.Stderr
+			var ru0, ru1 syscall.Rusage
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			start := time.Now()
+			if out, err := cmd.Output(); err != nil {
+				b.Fatalf("client: %v %s", err, out)
+			}
+			wall := time.Since(start)
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+			cpu := time.Duration(ru1.Utime.Nano()-ru0.Utime.Nano()) + time.Duration(ru1.Stime.Nano()-ru0.Stime.Nano())
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "server-cpu-ns/op")
+			b.ReportMetric(float64(wall.Nanoseconds())/float64(n), "wall-ns/req")
+		})
+	}
+}
+
+// TestBenchClient is BenchmarkServerSegment's child: "URL N" in
+// HLSPROXY_BENCH_CLIENT, N GETs over 8 keep-alive connections, each body
+// read whole and checked for length. Skipped without the variable.
+func TestBenchClient(t *testing.T) {
+	spec := os.Getenv("HLSPROXY_BENCH_CLIENT")
+	if spec == "" {
+		t.Skip("only as BenchmarkServerSegment's child")
+	}
+	u, ns, _ := strings.Cut(spec, " ")
+	n, err := strconv.Atoi(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			buf := make([]byte, 64<<10)
+			for next.Add(1) <= int64(n) {
+				resp, err := client.Get(u)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				m, err := io.CopyBuffer(io.Discard, resp.Body, buf)
+				resp.Body.Close()
+				if err != nil || m != benchSegBytes {
+					t.Errorf("%d bytes, %v", m, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

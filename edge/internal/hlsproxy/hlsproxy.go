@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -37,7 +36,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -217,9 +215,6 @@ type Options struct {
 	Authorize func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool
 	Logger    *slog.Logger
 	Metrics   *Metrics
-
-	// noCork sends segment files without TCP_CORK (benchmarks compare).
-	noCork bool
 }
 
 // Proxy serves HLS from the owners' HLS.
@@ -505,63 +500,21 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj
 		// net/http's ResponseWriter.ReadFrom hands an *os.File (under a
 		// LimitedReader) to the TCP connection, which sends it with
 		// sendfile; elsewhere (a test recorder, TLS) it is read and copied.
-		// The headers are flushed first, so ReadFrom does not read the
-		// first 512 bytes to sniff a type (it has one); with the
-		// connection corked they still leave in the body's first packet.
+		// ReadFrom writes the headers with the first 512 bytes (read from
+		// the file), then sendfile sends the rest. Corking the socket
+		// (TCP_CORK, headers in the body's first packet, as nginx's
+		// tcp_nopush) was measured and cost more: BenchmarkLoopbackSegment
+		// in docs/benchmarks.md.
 		lr := io.LimitedReader{R: f, N: obj.file.size}
-		rc := rawConnOf(r.Context())
-		if p.opts.noCork {
-			rc = nil
-		}
-		if rc != nil {
-			setCork(rc, true)
-		}
-		if fl, ok := w.(http.Flusher); ok && rc != nil {
-			fl.Flush()
-		}
 		if rf, ok := w.(io.ReaderFrom); ok {
 			_, _ = rf.ReadFrom(&lr)
 		} else {
 			_, _ = io.Copy(w, &lr)
 		}
-		if rc != nil {
-			setCork(rc, false)
-		}
 		obj.file.put(f)
 		return
 	}
 	_, _ = w.Write(obj.body)
-}
-
-type connKey struct{}
-
-// ConnContext is for http.Server.ConnContext: it keeps the connection's
-// raw socket (a TCP connection's, under wrappers with Unwrap() net.Conn)
-// in the requests' context, so a segment's headers and body are sent
-// corked (see setCork). Other connections (TLS) are left out.
-func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	for {
-		u, ok := c.(interface{ Unwrap() net.Conn })
-		if !ok {
-			break
-		}
-		c = u.Unwrap()
-	}
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return ctx
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return ctx
-	}
-	return context.WithValue(ctx, connKey{}, rc)
-}
-
-// rawConnOf returns the socket ConnContext kept, nil if none.
-func rawConnOf(ctx context.Context) syscall.RawConn {
-	rc, _ := ctx.Value(connKey{}).(syscall.RawConn)
-	return rc
 }
 
 func errObject(status int, format string, args ...any) *object {

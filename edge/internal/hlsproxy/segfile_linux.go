@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -129,18 +128,4 @@ func (f *segFile) close() {
 	if base != nil {
 		base.Close()
 	}
-}
-
-// setCork sets TCP_CORK on the connection rc: while set, the kernel sends
-// only full segments, so a response's headers leave with the start of its
-// body instead of in a packet of their own (nginx's tcp_nopush). Clearing
-// it sends what is held. Errors are ignored: corking only saves packets.
-func setCork(rc syscall.RawConn, on bool) {
-	v := 0
-	if on {
-		v = 1
-	}
-	_ = rc.Control(func(fd uintptr) {
-		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, v)
-	})
 }

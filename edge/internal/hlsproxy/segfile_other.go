@@ -5,7 +5,6 @@ package hlsproxy
 import (
 	"errors"
 	"os"
-	"syscall"
 )
 
 // segFile: segments are served from memory where there is no memfd.
@@ -18,5 +17,3 @@ func newSegFile([]byte) (*segFile, error) {
 func (f *segFile) get() (*os.File, error) { return nil, errors.ErrUnsupported }
 func (f *segFile) put(*os.File)           {}
 func (f *segFile) close()                 {}
-
-func setCork(syscall.RawConn, bool) {}

@@ -18,7 +18,7 @@ import (
 
 // TestSegmentsFromFileOverTCP: cached segments live in a memfd, not on the
 // heap, and players over real keep-alive TCP connections (through the
-// edge's connlimit listener, corked, sent with sendfile) get exactly the
+// edge's connlimit listener, sent with sendfile) get exactly the
 // origin's bytes, many at once and one after another; HEAD gets no body.
 func TestSegmentsFromFileOverTCP(t *testing.T) {
 	a := newUpstream(t, tsBytes(t))
@@ -30,7 +30,7 @@ func TestSegmentsFromFileOverTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: p, ConnContext: ConnContext}
+	srv := &http.Server{Handler: p}
 	go func() { _ = srv.Serve(connlimit.Wrap(ln, connlimit.Options{Name: "http"})) }()
 	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
