@@ -138,10 +138,15 @@ start_nginx() {
   stop_nginx
   [ -f "$NGINX_MOD" ] || fail "nginx-rtmp module not at $NGINX_MOD"
   mkdir -p "$STATE/nginx/logs"
-  local master=off
-  [ "$1" -gt 1 ] && master=on
+  local master=off push=off
+  # With several workers a stream lives in the worker its publisher
+  # reached; rtmp_auto_push relays it to the others (without it, players
+  # on another worker get nothing: half of them late in the 19:20 smoke run).
+  [ "$1" -gt 1 ] && master=on push=on
   cat >"$STATE/nginx/nginx.conf" <<CONF
 load_module $NGINX_MOD;
+rtmp_auto_push $push;
+rtmp_socket_dir $STATE/nginx;
 daemon off;
 master_process $master;
 worker_processes $1;
