@@ -31,8 +31,11 @@ type segFile struct {
 	closed bool
 }
 
-// maxFreeFiles bounds the open file descriptions a segment keeps for reuse.
-const maxFreeFiles = 64
+// maxFreeFiles bounds the open file descriptions a segment keeps for reuse:
+// a cached segment holds at most 1 + maxFreeFiles descriptors between
+// responses (plus one per response in flight), so a full cache of N
+// segments stays well under the process's descriptor limit.
+const maxFreeFiles = 16
 
 // newSegFile copies body into a sealed memfd. It fails where memfd or
 // /proc/self/fd is unavailable; the caller then serves body from memory.
