@@ -147,6 +147,9 @@ start_nginx() {
 load_module $NGINX_MOD;
 rtmp_auto_push $push;
 rtmp_socket_dir $STATE/nginx;
+# Workers as the script's user: auto-push's sockets are in STATE, which
+# only that user may enter (ignored, with a warning, when not root).
+user $(id -un);
 daemon off;
 master_process $master;
 worker_processes $1;
@@ -174,7 +177,8 @@ CONF
   done
   NGINX_PIDS=$NGINX_PID
   if [ "$1" -gt 1 ]; then
-    NGINX_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ',' | sed 's/,$//')
+    sleep 0.5                                            # a worker that cannot start exits by now
+    NGINX_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ',' | sed 's/,$//' || true) # none: not a pipefail exit
     [ -n "$NGINX_PIDS" ] || fail "nginx started no workers"
   fi
   # Its publisher (stamping send times), for as long as this nginx runs.
