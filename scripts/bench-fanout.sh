@@ -193,6 +193,12 @@ stop_nginx() {
   kill -TERM "$NGINX_PUB" "$NGINX_PID" 2>/dev/null || true
   wait "$NGINX_PUB" 2>/dev/null || true
   wait "$NGINX_PID" 2>/dev/null || true
+  # What nginx complained about (the log goes with STATE at exit).
+  if [ -s "$STATE/nginx/logs/error.log" ]; then
+    echo "nginx error log, last 5 lines:" >&2
+    tail -5 "$STATE/nginx/logs/error.log" >&2
+    : >"$STATE/nginx/logs/error.log"
+  fi
   NGINX_PID=
 }
 
