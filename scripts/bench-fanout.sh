@@ -8,9 +8,12 @@
 # same points over RTMP in the same run; then the floor (cmd/floor: the same
 # bytes written with writev to N sockets and nothing else) at the same
 # points and windows; then, unless TWO_CORE=0, the edge on both cores
-# against nginx with two workers. Prints one JSON line per run and a summary
-# table (CPU per 100 players, ratios to nginx-rtmp and to the floor, RSS per
-# player, latency) at the end.
+# against nginx with two workers. Prints one JSON line per run and at the
+# end a summary: a table (CPU per 100 players, ratios to nginx-rtmp and to
+# the floor, RSS per player, late, latency and latency beyond the merge
+# window), the most players with none late per server, protocol, window
+# and cores, and the two-core edge against the one-core edge (most players
+# with none late, 2 cores ÷ 1 core).
 #
 #   {"bench":"fanout","protocol":"rtmp","window_ms":50,"players":500,"server":"edge",...}
 #   {"bench":"floor","n":500,"window_ms":20,...}
@@ -21,15 +24,26 @@
 # publisher → origin → edge → player, from send times the publisher embeds
 # (H.264 SEI). nginx-rtmp does not merge writes.
 #
-#   scripts/bench-fanout.sh                                  full size (quiet machine!)
-#   POINTS="50 100" WINDOWS=50 DURATION=10s scripts/bench-fanout.sh   smoke run
+#   scripts/bench-fanout.sh                                  full size (quiet machine! ~31 min)
+#   POINTS="1000 4000" WINDOWS=50 scripts/bench-fanout.sh    the targets' points (~8 min)
+#   POINTS=500 WINDOWS=50 PROTOS=rtmp DURATION=15s TWO_CORE_POINTS=500 scripts/bench-fanout.sh   smoke (~2 min)
+#
+# Runtime: every loadgen run and every floor point takes DURATION (the ramp
+# is inside it) plus ~1 s; there are (1 + |WINDOWS| × |PROTOS|) × |POINTS|
+# one-core runs, |POINTS| × |WINDOWS| floor points and (|PROTOS| + 1) ×
+# |TWO_CORE_POINTS| two-core runs, plus ~5 s per edge or nginx (re)start.
+# The script prints its estimate at the start and the time taken at the end.
 #
 # Environment: POINTS ("500 1000 2000 4000"), WINDOWS edge merge windows in
 # ms ("0 20 50 100"), PROTOS ("rtmp httpflv"), DURATION per run (30s), RAMP
 # players started per second (500), PORT_BASE (22000: uses PORT_BASE+1 ..
 # +40 on 127.0.0.1), SERVER_CPU (0), LOAD_CPU (1), NGINX=0 to skip nginx,
 # FLOOR=0 to skip the floor, TWO_CORE=0 to skip the two-core runs,
-# TWO_CORE_POINTS (the largest point) and TWO_CORE_WINDOW (the last window).
+# TWO_CORE_POINTS (the largest point and 1.8 times it: the target is that
+# two cores carry 1.8 × what one core carries with none late) and
+# TWO_CORE_WINDOW (the last window). In the two-core runs the load
+# generator shares both cores with the server, so their capacity is a
+# lower bound.
 # Run it under flock /tmp/lc-bench.lock so that no other benchmark runs.
 # Every process is started here, stopped by PID, and its state removed.
 set -euo pipefail
@@ -56,7 +70,7 @@ for proto in $PROTOS; do
 done
 case " $PROTOS " in *" rtmp "*) ;; *) NGINX=0 ;; esac # nginx-rtmp has no HTTP-FLV
 LAST_POINT=${POINTS##* }
-TWO_CORE_POINTS=${TWO_CORE_POINTS:-$LAST_POINT}
+TWO_CORE_POINTS=${TWO_CORE_POINTS:-"$LAST_POINT $((LAST_POINT * 9 / 5))"}
 TWO_CORE_WINDOW=${TWO_CORE_WINDOW:-${WINDOWS##* }}
 H=127.0.0.1
 OCM_GRPC=$H:$((P + 1)) OCM_ADMIN=$H:$((P + 2)) ETCD_CLIENT=$H:$((P + 3)) ETCD_PEER=$H:$((P + 4))
@@ -124,10 +138,18 @@ start_nginx() {
   stop_nginx
   [ -f "$NGINX_MOD" ] || fail "nginx-rtmp module not at $NGINX_MOD"
   mkdir -p "$STATE/nginx/logs"
-  local master=off
-  [ "$1" -gt 1 ] && master=on
+  local master=off push=off
+  # With several workers a stream lives in the worker its publisher
+  # reached; rtmp_auto_push relays it to the others (without it, players
+  # on another worker get nothing: half of them late in the 19:20 smoke run).
+  [ "$1" -gt 1 ] && master=on push=on
   cat >"$STATE/nginx/nginx.conf" <<CONF
 load_module $NGINX_MOD;
+rtmp_auto_push $push;
+rtmp_socket_dir $STATE/nginx;
+# Workers as the script's user: auto-push's sockets are in STATE, which
+# only that user may enter (ignored, with a warning, when not root).
+user $(id -un);
 daemon off;
 master_process $master;
 worker_processes $1;
@@ -155,7 +177,8 @@ CONF
   done
   NGINX_PIDS=$NGINX_PID
   if [ "$1" -gt 1 ]; then
-    NGINX_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ',' | sed 's/,$//')
+    sleep 0.5                                            # a worker that cannot start exits by now
+    NGINX_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ',' | sed 's/,$//' || true) # none: not a pipefail exit
     [ -n "$NGINX_PIDS" ] || fail "nginx started no workers"
   fi
   # Its publisher (stamping send times), for as long as this nginx runs.
@@ -170,6 +193,12 @@ stop_nginx() {
   kill -TERM "$NGINX_PUB" "$NGINX_PID" 2>/dev/null || true
   wait "$NGINX_PUB" 2>/dev/null || true
   wait "$NGINX_PID" 2>/dev/null || true
+  # What nginx complained about (the log goes with STATE at exit).
+  if [ -s "$STATE/nginx/logs/error.log" ]; then
+    echo "nginx error log, last 5 lines:" >&2
+    tail -5 "$STATE/nginx/logs/error.log" >&2
+    : >"$STATE/nginx/logs/error.log"
+  fi
   NGINX_PID=
 }
 
@@ -182,6 +211,14 @@ sleep 2 # the origin has the stream
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo "go: $(go version | cut -d' ' -f3); points: $POINTS; windows: $WINDOWS ms; protocols: $PROTOS; $DURATION per run; ramp $RAMP/s; server on cpu $SERVER_CPU, players on cpu $LOAD_CPU" >&2
+count() { echo $#; }
+NP=$(count $POINTS) NW=$(count $WINDOWS) NPR=$(count $PROTOS) NT=$(count $TWO_CORE_POINTS)
+case "$DURATION" in *m) D=$((${DURATION%m} * 60)) ;; *) D=${DURATION%s} ;; esac
+RUNS=$((NW * NPR * NP + NGINX * NP + TWO_CORE * NT * (NPR + NGINX)))
+FLOORS=$((FLOOR * NP * NW))
+RESTARTS=$((NW + NGINX + TWO_CORE * NT * (1 + NGINX)))
+echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: about $(((RUNS + FLOORS) * (D + 1) + RESTARTS * 5)) s" >&2
+START_S=$SECONDS
 
 OUT=$STATE/results.jsonl
 # play name url pids players: one loadgen run; its summary in $STATE/name.json
@@ -196,10 +233,27 @@ FIGS='{connected: .max_concurrent, errors: .errors_total, late_max, late_clients
   rss_peak_mib: ((.server.rss_peak_bytes // 0) / 1048576 | floor),
   latency_p50_ms: .latency_ms.p50, latency_p99_ms: .latency_ms.p99,
   startup_p50_ms: .startup_ms.p50, loadgen_cpu_s_per_s: .loadgen.cpu_s_per_s}'
-# record name server proto window players cores: one JSON line from a run
+# rss_of pid,...: the summed resident memory of the processes, in bytes.
+rss_of() {
+  local p sum=0
+  for p in ${1//,/ }; do
+    sum=$((sum + $(awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo "$sum"
+}
+# record name server proto window players cores rss0: one JSON line from a
+# run. RSS per player is (the run's peak − rss0) / connected players, rss0
+# the server's RSS right after it started, before any player (the edge
+# pulls the stream with its first player, so its few MB of stream state
+# count against the players: an overestimate at small points):
+# loadgen's own figure starts from the RSS at its start, which after an
+# earlier point still holds that point's memory (Go keeps freed heap for a
+# while), and so undercounts.
 record() {
-  jq -c --arg server "$2" --arg proto "$3" --argjson w "$4" --argjson n "$5" --argjson cores "$6" \
-    "{bench: \"fanout\", server: \$server, protocol: \$proto, window_ms: \$w, players: \$n, cores: \$cores} + $FIGS" \
+  jq -c --arg server "$2" --arg proto "$3" --argjson w "$4" --argjson n "$5" --argjson cores "$6" --argjson rss0 "$7" \
+    "{bench: \"fanout\", server: \$server, protocol: \$proto, window_ms: \$w, players: \$n, cores: \$cores} + $FIGS
+     + {rss_start_mib: (\$rss0 / 1048576 | floor),
+        rss_per_player_kib: ((((.server.rss_peak_bytes // 0) - \$rss0) / ([.max_concurrent, 1] | max) / 1024) | floor)}" \
     "$STATE/$1.json" | tee -a "$OUT"
 }
 edge_url() { # proto
@@ -210,18 +264,20 @@ edge_url() { # proto
 # one pass over the points serves every window.
 if [ "$NGINX" = 1 ]; then
   start_nginx 1 "$SERVER_CPU"
+  RSS0=$(rss_of "$NGINX_PIDS")
   for n in $POINTS; do
     play "nginx-$n" "rtmp://$NGINX_RTMP/live/bench" "$NGINX_PIDS" "$n"
-    record "nginx-$n" nginx-rtmp rtmp 0 "$n" 1
+    record "nginx-$n" nginx-rtmp rtmp 0 "$n" 1 "$RSS0"
   done
   stop_nginx
 fi
 for w in $WINDOWS; do
   start_edge "$w" "$SERVER_CPU"
+  RSS0=$(rss_of "$EDGE_PID")
   for proto in $PROTOS; do
     for n in $POINTS; do
       play "edge-$proto-$w-$n" "$(edge_url "$proto")" "$EDGE_PID" "$n"
-      record "edge-$proto-$w-$n" edge "$proto" "$w" "$n" 1
+      record "edge-$proto-$w-$n" edge "$proto" "$w" "$n" 1 "$RSS0"
     done
   done
 done
@@ -238,15 +294,17 @@ if [ "$TWO_CORE" = 1 ]; then
   ALL_CPUS="$SERVER_CPU,$LOAD_CPU"
   for n in $TWO_CORE_POINTS; do
     start_edge "$TWO_CORE_WINDOW" "$ALL_CPUS"
+    RSS0=$(rss_of "$EDGE_PID")
     for proto in $PROTOS; do
       LOAD_CPU=$ALL_CPUS play "edge2-$proto-$n" "$(edge_url "$proto")" "$EDGE_PID" "$n"
-      record "edge2-$proto-$n" edge "$proto" "$TWO_CORE_WINDOW" "$n" 2
+      record "edge2-$proto-$n" edge "$proto" "$TWO_CORE_WINDOW" "$n" 2 "$RSS0"
     done
     stop_edge
     if [ "$NGINX" = 1 ]; then
       start_nginx 2 "$ALL_CPUS"
+      RSS0=$(rss_of "$NGINX_PIDS")
       LOAD_CPU=$ALL_CPUS play "nginx2-$n" "rtmp://$NGINX_RTMP/live/bench" "$NGINX_PIDS" "$n"
-      record "nginx2-$n" nginx-rtmp rtmp 0 "$n" 2
+      record "nginx2-$n" nginx-rtmp rtmp 0 "$n" 2 "$RSS0"
       stop_nginx
     fi
   done
@@ -254,20 +312,41 @@ fi
 
 # The summary: every edge run against nginx-rtmp at the same point (one
 # core) and the floor at the same point and window.
-echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg); took $((SECONDS - START_S)) s after the build" >&2
 jq -rs '
   def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
   def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
   (map(select(.bench == "fanout" and .server == "nginx-rtmp" and .cores == 1)) | map({key: (.players|tostring), value: .}) | from_entries) as $ng
   | (map(select(.bench == "floor")) | map({key: "\(.n)/\(.window_ms)", value: .}) | from_entries) as $fl
-  | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max | errors | latency p50 / p99 ms | loadgen CPU |",
-     "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max (clients) | errors | latency p50 / p99 ms | p99 − window ms | loadgen CPU |",
+     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   + (map(select(.bench == "fanout")) | map(
       . as $e | ($ng[$e.players|tostring]) as $n | ($fl["\($e.players)/\($e.window_ms)"]) as $f
       | "| \($e.server) | \($e.protocol) | \($e.cores) | \($e.window_ms) | \($e.players) (\($e.connected)) | \($e.cpu_per_100|r3) | "
         + (if $e.server == "edge" and $e.cores == 1 and $n != null then ($e.cpu_per_100 / $n.cpu_per_100 | r2) else "—" end) + " | "
-        + (if $e.server == "edge" and $e.cores == 1 and $f != null and $e.window_ms > 0 then ($e.cpu_per_100 / $f.cpu_s_per_s_per_100 | r2) elif $e.server == "edge" and $e.cores == 1 and $f != null then ($e.cpu_per_100 / $f.cpu_s_per_s_per_100 | r2) else "—" end)
-        + " | \($e.rss_per_player_kib) | \($e.late_max) | \($e.errors) | \($e.latency_p50_ms|r2) / \($e.latency_p99_ms|r2) | \($e.loadgen_cpu_s_per_s|r3) |"))
+        + (if $e.server == "edge" and $e.cores == 1 and $f != null then ($e.cpu_per_100 / $f.cpu_s_per_s_per_100 | r2) else "—" end)
+        + " | \($e.rss_per_player_kib) | \($e.late_max) (\($e.late_clients)) | \($e.errors) | \($e.latency_p50_ms|r2) / \($e.latency_p99_ms|r2) | "
+        + (if $e.latency_p99_ms == null then "—" else ($e.latency_p99_ms - $e.window_ms | r2) end)
+        + " | \($e.loadgen_cpu_s_per_s|r3) |"))
   + ["", "| floor sockets | window ms | CPU s/s per 100 | writes/s | max behind ms |", "|---|---|---|---|---|"]
   + (map(select(.bench == "floor")) | map("| \(.n) | \(.window_ms) | \(.cpu_s_per_s_per_100|r3) | \(.writes_per_s|round) | \(.max_behind_ms) |"))
+  | .[]' "$OUT"
+
+# The most players with none late: every player connected, no error, none
+# ever more than 3 s behind. 0: no point passed.
+echo
+jq -rs '
+  def ok: .late_max == 0 and .late_clients == 0 and .errors == 0 and .connected >= .players;
+  map(select(.bench == "fanout"))
+  | group_by([.server, .protocol, .window_ms, .cores])
+  | map({server: .[0].server, protocol: .[0].protocol, window_ms: .[0].window_ms, cores: .[0].cores,
+         points: (map(.players) | sort), most_none_late: ((map(select(ok) | .players) | max) // 0),
+         rss_per_player_kib_max: (map(.rss_per_player_kib) | max)}) as $g
+  | ["| server | proto | window ms | cores | points | most players none late | RSS KiB/player (max) |", "|---|---|---|---|---|---|---|"]
+    + ($g | map("| \(.server) | \(.protocol) | \(.window_ms) | \(.cores) | \(.points | map(tostring) | join(" ")) | \(.most_none_late) | \(.rss_per_player_kib_max) |"))
+    + ["", "two cores ÷ one core (most players none late, same server, protocol and window; a lower bound when the two-core figure is the largest point run):"]
+    + ($g | map(select(.cores == 2)) | map(. as $two
+        | ($g | map(select(.cores == 1 and .server == $two.server and .protocol == $two.protocol and .window_ms == $two.window_ms)) | .[0]) as $one
+        | "  \($two.server) \($two.protocol) window \($two.window_ms) ms: \($two.most_none_late) ÷ \($one.most_none_late // "—") = "
+          + (if $one == null or $one.most_none_late == 0 then "—" else ($two.most_none_late / $one.most_none_late * 100 | round / 100 | tostring) end)))
   | .[]' "$OUT"

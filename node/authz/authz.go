@@ -158,8 +158,28 @@ type Manager struct {
 	cur     atomic.Pointer[policy]
 	mu      sync.Mutex // serialises Update
 	decided *prometheus.CounterVec
+	// allowed holds decided{action, protocol, "allowed"} by allowedKey:
+	// every HLS request is checked, and the label lookup was a few percent
+	// of serving a cached playlist.
+	allowed sync.Map
 	hookErr *prometheus.CounterVec
 	ids     atomic.Uint64
+}
+
+type allowedKey struct {
+	action   Action
+	protocol string
+}
+
+// allowedCounter returns the "allowed" counter of action and protocol.
+func (m *Manager) allowedCounter(action Action, protocol string) prometheus.Counter {
+	k := allowedKey{action, protocol}
+	if c, ok := m.allowed.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.decided.WithLabelValues(string(action), protocol, "allowed")
+	m.allowed.Store(k, c)
+	return c
 }
 
 type policy struct {
@@ -343,7 +363,7 @@ func (m *Manager) Check(ctx context.Context, r *Request) error {
 			"stream", r.Key.String(), "err", err.Error())
 		return &Denied{Reason: "authorization service unavailable"}
 	}
-	m.decided.WithLabelValues(string(r.Action), r.Protocol, "allowed").Inc()
+	m.allowedCounter(r.Action, r.Protocol).Inc()
 	return nil
 }
 

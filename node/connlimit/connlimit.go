@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -251,6 +252,18 @@ func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.release(c.ip) })
 	return err
+}
+
+// ReadFrom copies r to the connection with the connection's own ReadFrom
+// when it has one: net/http's ResponseWriter.ReadFrom passes a file (under
+// an io.LimitedReader) down to it, and a TCP connection sends that with
+// sendfile(2) instead of copying it through user space. Its errors are
+// the connection's or r's.
+func (c *conn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(c.Conn, r)
 }
 
 // Unwrap returns the connection underneath (for TCP options).

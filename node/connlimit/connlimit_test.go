@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -222,4 +223,83 @@ func TestCounter(t *testing.T) {
 	if _, ok := c.Acquire("a", 0); !ok {
 		t.Fatal("max 0 must mean no cap")
 	}
+}
+
+// readFromConn is a real TCP connection that records ReadFrom calls.
+type readFromConn struct {
+	*net.TCPConn
+	calls atomic.Int32
+}
+
+func (c *readFromConn) ReadFrom(r io.Reader) (int64, error) {
+	c.calls.Add(1)
+	return c.TCPConn.ReadFrom(r)
+}
+
+// TestReadFromPassesThrough: io.Copy to a wrapped connection reaches the
+// connection's own ReadFrom (where a TCP connection uses sendfile for a
+// file), and the bytes arrive.
+func TestReadFromPassesThrough(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		got <- b
+	}()
+	inner, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &readFromConn{TCPConn: inner.(*net.TCPConn)}
+	wl := connlimit.Wrap(&oneConnListener{c: rc, Listener: ln}, connlimit.Options{Name: "http"})
+	c, err := wl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Repeat("sendfile ", 10000)
+	f, err := os.CreateTemp(t.TempDir(), "body")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(want); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := io.Copy(c, f); err != nil || n != int64(len(want)) {
+		t.Fatalf("copy: %d, %v", n, err)
+	}
+	c.Close()
+	if b := <-got; string(b) != want {
+		t.Fatalf("peer got %d bytes, want %d", len(b), len(want))
+	}
+	if rc.calls.Load() == 0 {
+		t.Fatal("the wrapped connection's ReadFrom was not used")
+	}
+}
+
+// oneConnListener hands out c once (the Addr and Close of Listener).
+type oneConnListener struct {
+	net.Listener
+	c    net.Conn
+	done bool
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	if l.done {
+		return nil, net.ErrClosed
+	}
+	l.done = true
+	return l.c, nil
 }

@@ -163,6 +163,13 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		Playlist: func(r *http.Request, body []byte) []byte {
 			return authz.RewritePlaylist(body, authz.CarriedQuery(r.URL.Query()))
 		},
+		// Before the proxy fetches anything: a refused player makes no
+		// upstream request. A CORS preflight carries no credential and
+		// gets no media (the proxy answers it before asking).
+		Authorize: func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool {
+			_, ok := e.authz.CheckHTTP(w, r, key, "hls")
+			return ok
+		},
 	})
 
 	flv := &httpflv.Handler{Lookup: e.lookupFLV, Logger: rt.Logger, WriteTimeout: to.HTTPWrite.D()}
@@ -172,14 +179,7 @@ func Run(ctx context.Context, rt *cli.Runtime[Config]) error {
 		case strings.HasSuffix(r.URL.Path, ".flv"):
 			e.serveFLV(flv, w, r)
 		case hlsproxy.IsHLS(r.URL.Path):
-			// A CORS preflight carries no credential and gets no media.
-			if key, err := hlsproxy.KeyOf(r); err == nil && r.Method != http.MethodOptions {
-				// Before the proxy: a refused player makes no upstream request.
-				if _, ok := e.authz.CheckHTTP(w, r, key, "hls"); !ok {
-					return
-				}
-			}
-			e.hls.ServeHTTP(w, r)
+			e.hls.ServeHTTP(w, r) // authorized by Options.Authorize
 		default:
 			http.NotFound(w, r)
 		}

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,16 +193,28 @@ type Options struct {
 	// new segment is fetched when it appears in the origin's playlist, so it
 	// is still playable if its origin dies before players get to it.
 	NoPrefetch bool
-	Client     *http.Client
+	// MemorySegments keeps cached segments on the heap and writes them to
+	// players with write(2). By default (on Linux) each one is kept in a
+	// sealed memfd and sent with sendfile(2), which spares the copy of
+	// every segment into every player's socket.
+	MemorySegments bool
+	Client         *http.Client
 	// LegQuery returns the credential query of a request to an origin for
 	// key's playlist (authz.Manager.LegQuery); the origin rewrites its
 	// segment URIs to carry it. nil or an empty result: none.
 	LegQuery func(key streamkey.Key) (url.Values, error)
 	// Playlist, when set, rewrites a playlist before it is sent to the
-	// player r (the player's credential on the segment URIs).
+	// player r (the player's credential on the segment URIs). It is called
+	// only for requests with a query (a credential travels in the query):
+	// the others share one rendered playlist per refresh.
 	Playlist func(r *http.Request, body []byte) []byte
-	Logger   *slog.Logger
-	Metrics  *Metrics
+	// Authorize, when set, is asked for every GET or HEAD of a valid HLS
+	// path before anything is fetched (a refused player makes no upstream
+	// request); it answers a refusal itself and returns false. It gets the
+	// key the proxy parsed, so the path is parsed once per request.
+	Authorize func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool
+	Logger    *slog.Logger
+	Metrics   *Metrics
 }
 
 // Proxy serves HLS from the owners' HLS.
@@ -242,9 +255,11 @@ type object struct {
 	kind        string
 	status      int
 	contentType string
-	body        []byte
-	expires     time.Time
-	private     bool // rewritten for one player: no shared cache may keep it
+	body        []byte // nil for a cached segment in file (served from there)
+	// file holds a cached segment's bytes (sendfile); nil: body is served.
+	file    *segFile
+	expires time.Time
+	private bool // rewritten for one player: no shared cache may keep it
 	// a playlist's source: streamkey.OriginHeader and EpochHeader
 	srcNode  string
 	srcEpoch int64
@@ -258,7 +273,15 @@ func (o *object) prepare() {
 	if o.contentType != "" {
 		o.typeHdr = []string{o.contentType}
 	}
-	o.lenHdr = []string{strconv.Itoa(len(o.body))}
+	o.lenHdr = []string{strconv.Itoa(o.size())}
+}
+
+// size is the length of the object's body.
+func (o *object) size() int {
+	if o.file != nil {
+		return int(o.file.size)
+	}
+	return len(o.body)
 }
 
 // Header values shared by every response. net/http only reads them.
@@ -336,13 +359,6 @@ func IsHLS(path string) bool {
 	return strings.HasSuffix(path, ".m3u8") || strings.HasSuffix(path, ".ts")
 }
 
-// KeyOf returns the stream key of an HLS request (playlist or segment);
-// an error for a path that is not one.
-func KeyOf(r *http.Request) (streamkey.Key, error) {
-	key, _, _, err := parse(r)
-	return key, err
-}
-
 // parse splits /{app}/{file} and derives the stream key: the playlist is
 // {name}.m3u8, a segment {name}-{seq}.ts.
 func parse(r *http.Request) (key streamkey.Key, file, kind string, err error) {
@@ -397,18 +413,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.respond(w, r, "invalid", &object{status: http.StatusBadRequest, body: []byte(err.Error() + "\n")})
 		return
 	}
+	if p.opts.Authorize != nil && !p.opts.Authorize(w, r, key) {
+		return
+	}
 	var obj *object
 	if kind == KindPlaylist {
 		obj = p.playlist(r.Context(), key)
-		if p.opts.Playlist != nil && obj.status == http.StatusOK {
-			// A copy: obj is shared by every player of the stream.
-			o := *obj
-			o.body = p.opts.Playlist(r, obj.body)
-			o.private = len(o.body) != len(obj.body)
-			// Its own Content-Length: the shared one is the unrewritten
-			// body's.
-			o.prepare()
-			obj = &o
+		if p.opts.Playlist != nil && obj.status == http.StatusOK && r.URL.RawQuery != "" {
+			if body := p.opts.Playlist(r, obj.body); len(body) != len(obj.body) {
+				// A copy: obj is shared by every player of the stream.
+				o := *obj
+				o.body, o.private = body, true
+				// Its own Content-Length: the shared one is the
+				// unrewritten body's.
+				o.prepare()
+				obj = &o
+			}
 		}
 	} else {
 		obj = p.segment(r.Context(), key, file)
@@ -418,9 +438,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // respond writes obj, counting it by kind and status.
 func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj *object) {
-	if p.opts.Metrics != nil {
-		p.opts.Metrics.response(kind, obj.status).Inc()
-	}
 	// Headers are set by canonical key with shared values (no allocation
 	// on a hit): the keys below are already canonical.
 	h := w.Header()
@@ -454,15 +471,50 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, kind string, obj
 			h["Cache-Control"] = hdrMaxAge60
 		}
 	}
+	var f *os.File
+	if obj.file != nil && r.Method == http.MethodGet {
+		var err error
+		if f, err = obj.file.get(); err != nil && obj.body == nil {
+			// Evicted between the lookup and now, and this object has no
+			// copy on the heap (a cache hit): the player asks again.
+			p.log.Debug("cached HLS segment gone while answering", "err", err.Error())
+			obj = errObject(http.StatusServiceUnavailable, "segment left the cache, retry")
+			h["Content-Type"], h["X-Content-Type-Options"] = hdrTextPlain, hdrNoSniff
+			delete(h, "Cache-Control")
+			h.Set("Retry-After", "0")
+		}
+	}
 	if obj.lenHdr != nil {
 		h["Content-Length"] = obj.lenHdr
 	} else {
-		h.Set("Content-Length", strconv.Itoa(len(obj.body)))
+		h.Set("Content-Length", strconv.Itoa(obj.size()))
+	}
+	if p.opts.Metrics != nil {
+		p.opts.Metrics.response(kind, obj.status).Inc()
 	}
 	w.WriteHeader(obj.status)
-	if r.Method == http.MethodGet {
-		_, _ = w.Write(obj.body)
+	if r.Method != http.MethodGet {
+		return
 	}
+	if f != nil {
+		// net/http's ResponseWriter.ReadFrom hands an *os.File (under a
+		// LimitedReader) to the TCP connection, which sends it with
+		// sendfile; elsewhere (a test recorder, TLS) it is read and copied.
+		// ReadFrom writes the headers with the first 512 bytes (read from
+		// the file), then sendfile sends the rest. Corking the socket
+		// (TCP_CORK, headers in the body's first packet, as nginx's
+		// tcp_nopush) was measured and cost more: BenchmarkLoopbackSegment
+		// in docs/benchmarks.md.
+		lr := io.LimitedReader{R: f, N: obj.file.size}
+		if rf, ok := w.(io.ReaderFrom); ok {
+			_, _ = rf.ReadFrom(&lr)
+		} else {
+			_, _ = io.Copy(w, &lr)
+		}
+		obj.file.put(f)
+		return
+	}
+	_, _ = w.Write(obj.body)
 }
 
 func errObject(status int, format string, args ...any) *object {
@@ -765,7 +817,7 @@ func (p *Proxy) segment(ctx context.Context, key streamkey.Key, file string) *ob
 		return errObject(obj.status, "origin: %s: %s", sg.src, http.StatusText(obj.status))
 	}
 	if obj.contentType == "" {
-		obj = &object{status: obj.status, contentType: "video/mp2t", body: obj.body, typeHdr: hdrSegmentType, lenHdr: obj.lenHdr}
+		obj = &object{status: obj.status, contentType: "video/mp2t", body: obj.body, file: obj.file, typeHdr: hdrSegmentType, lenHdr: obj.lenHdr}
 	}
 	return obj
 }
@@ -832,13 +884,29 @@ func (p *Proxy) get(ctx context.Context, u, kind string) (*object, error) {
 func (p *Proxy) fetch(u, kind string, c *call) {
 	defer close(c.done)
 	obj, err := p.fetchOnce(u, kind)
+	store := err == nil && obj.status == http.StatusOK && int64(obj.size()) <= p.opts.CacheBytes
+	if store && kind == KindSegment && !p.opts.MemorySegments {
+		if f, ferr := newSegFile(obj.body); ferr != nil {
+			p.log.Debug("HLS segment kept in memory", "url", u, "err", ferr.Error())
+		} else {
+			// The waiters of this fetch keep the heap copy (c.obj) as a
+			// fallback should the segment be evicted before they answer;
+			// the cache holds only the file.
+			waiters := *obj
+			waiters.file = f
+			c.obj, c.err = &waiters, nil
+			obj.file, obj.body = f, nil
+		}
+	}
 	p.mu.Lock()
 	delete(p.inflight, u)
-	if err == nil && obj.status == http.StatusOK {
+	if store {
 		p.storeLocked(obj)
 	}
 	p.mu.Unlock()
-	c.obj, c.err = obj, err
+	if c.obj == nil {
+		c.obj, c.err = obj, err
+	}
 }
 
 func (p *Proxy) fetchOnce(u, kind string) (*object, error) {
@@ -895,7 +963,7 @@ func targetDuration(playlist []byte) time.Duration {
 }
 
 func (p *Proxy) storeLocked(obj *object) {
-	size := int64(len(obj.body))
+	size := int64(obj.size())
 	if size > p.opts.CacheBytes {
 		return
 	}
@@ -914,7 +982,10 @@ func (p *Proxy) removeLocked(el *list.Element) {
 	obj := el.Value.(*object)
 	p.lru.Remove(el)
 	delete(p.cache, obj.url)
-	p.bytes -= int64(len(obj.body))
+	p.bytes -= int64(obj.size())
+	if obj.file != nil {
+		obj.file.close()
+	}
 	p.gauges()
 }
 
