@@ -154,3 +154,37 @@ func TestTSStructureAndTimestamps(t *testing.T) {
 	}
 }
 
+
+// FuzzTSMuxer: any access unit a publisher sends (AVCC or not, lengths
+// past the end, any NALU lengths prefix size) and any timestamps mux into
+// whole 188-byte TS packets, never a panic.
+func FuzzTSMuxer(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 2, 0x65, 0x88, 0, 0, 0, 1, 0x09}, true, int64(0), int64(40), uint8(3))
+	f.Add([]byte{0, 0, 1, 0x65, 0x88}, false, int64(-5), int64(0), uint8(0))
+	f.Add(make([]byte, 400), true, int64(1<<40), int64(-1<<40), uint8(1))
+	streams, _ := mediatest.ReadFLV(f, mediatest.TestFLV(f))
+	f.Fuzz(func(t *testing.T, data []byte, key bool, ts, ct int64, lenSize uint8) {
+		var m tsMuxer
+		if err := m.setStreams(streams); err != nil {
+			t.Fatal(err)
+		}
+		m.streams[0].nalLen = int(lenSize&3) + 1
+		out := m.appendPATPMT(nil)
+		for idx := range streams {
+			var err error
+			out, err = m.appendPacket(out, av.Packet{Idx: int8(idx), IsKeyFrame: key, Data: data,
+				Time: time.Duration(ts), CompositionTime: time.Duration(ct)})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(out)%tsPacketSize != 0 {
+			t.Fatalf("%d bytes: not whole TS packets", len(out))
+		}
+		for off := 0; off < len(out); off += tsPacketSize {
+			if out[off] != 0x47 {
+				t.Fatalf("no sync byte at %d", off)
+			}
+		}
+	})
+}
