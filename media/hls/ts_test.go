@@ -154,7 +154,6 @@ func TestTSStructureAndTimestamps(t *testing.T) {
 	}
 }
 
-
 // FuzzTSMuxer: any access unit a publisher sends (AVCC or not, lengths
 // past the end, any NALU lengths prefix size) and any timestamps mux into
 // whole 188-byte TS packets, never a panic.
