@@ -187,3 +187,36 @@ func FuzzTSMuxer(f *testing.F) {
 		}
 	})
 }
+
+// Async hands packets over in batches; the batch still being gathered
+// when the publish ends is written by Close, not lost.
+func TestAsyncCloseWritesThePendingBatch(t *testing.T) {
+	m, err := New(Config{Dir: t.TempDir(), Fragment: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	s, err := m.Open("live", "s", streams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAsync(s, 0)
+	var last time.Duration
+	for _, p := range pkts {
+		if p.Time > 2*time.Second && len(a.pending) > 0 && len(a.pending) < batchMax-1 {
+			break // a partial batch is pending
+		}
+		a.WritePacket(p)
+		last = p.Time
+	}
+	if len(a.pending) == 0 {
+		t.Fatal("no partial batch pending")
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s.last != last {
+		t.Fatalf("the writer's last packet at %v, want %v (the pending batch's last)", s.last, last)
+	}
+}
