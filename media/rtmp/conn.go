@@ -137,7 +137,11 @@ type Conn struct {
 	rx, tx atomic.Int64
 
 	// read side
-	chunks      map[uint32]*chunkStream
+	chunks map[uint32]*chunkStream
+	// lowChunks holds chunk streams 0..15 (every one an encoder uses)
+	// too: a map lookup per chunk showed in the ingest profile.
+	lowChunks   [16]*chunkStream
+	msg         message // readChunk's last message, reused
 	inChunkSize uint32
 	ackWindow   uint32
 	lastAck     int64
