@@ -84,7 +84,9 @@ func BenchmarkIngest(b *testing.B) {
 		b.Fatal(err)
 	}
 	h := &ingestHandler{hls: m, done: make(chan struct{}), queue: b.N + 64}
-	srv := &rtmp.Server{Handler: h, Logger: slog.New(slog.DiscardHandler)}
+	// No read pacing (PublishReadWindow): the publisher is not paced
+	// either, and a paced read would measure sleeps, not CPU.
+	srv := &rtmp.Server{Handler: h, Logger: slog.New(slog.DiscardHandler), Config: rtmp.Config{PublishReadWindow: -1}}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
