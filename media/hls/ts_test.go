@@ -1,7 +1,9 @@
 package hls
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nareix/joy4/av"
+	"github.com/nareix/joy4/format/ts"
 
 	"github.com/livecluster/livecluster/media/mediatest"
 )
@@ -219,4 +222,41 @@ func TestAsyncCloseWritesThePendingBatch(t *testing.T) {
 	if s.last != last {
 		t.Fatalf("the writer's last packet at %v, want %v (the pending batch's last)", s.last, last)
 	}
+}
+
+// BenchmarkMux is MPEG-TS muxing alone, per packet of the 480p test
+// stream, our muxer against joy4's ts.Muxer (what the HLS writer used
+// before) writing through the same kind of 64 KiB buffer.
+func BenchmarkMux(b *testing.B) {
+	streams, pkts := mediatest.ReadFLV(b, mediatest.TestFLVSized(b, "854x480"))
+	b.Run("own", func(b *testing.B) {
+		var m tsMuxer
+		if err := m.setStreams(streams); err != nil {
+			b.Fatal(err)
+		}
+		buf := make([]byte, 0, writeBlock+8<<10)
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			var err error
+			if buf, err = m.appendPacket(buf, pkts[i%len(pkts)]); err != nil {
+				b.Fatal(err)
+			}
+			if len(buf) >= writeBlock {
+				buf = buf[:0]
+			}
+		}
+	})
+	b.Run("joy4", func(b *testing.B) {
+		bw := bufio.NewWriterSize(io.Discard, writeBlock)
+		m := ts.NewMuxer(bw)
+		if err := m.WriteHeader(streams); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if err := m.WritePacket(pkts[i%len(pkts)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
