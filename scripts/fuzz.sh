@@ -14,6 +14,7 @@ FUZZTIME=${FUZZTIME:-3s}
 TARGETS=(
   "media/rtmp FuzzServerHandshake"
   "media/rtmp FuzzReadMessages"
+  "media/hls FuzzTSMuxer"
   "media/internal/flvx FuzzParseAMF"
   "media/internal/flvx FuzzDemuxer"
   "media/internal/flvx FuzzTagInfo"

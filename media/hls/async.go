@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nareix/joy4/av"
 )
@@ -15,8 +16,15 @@ import (
 // a slow reader. A codec change (Restart) is queued too: the old session is
 // closed and the new one opened on the writer goroutine, so a stalled
 // volume stalls neither.
+//
+// Packets cross to the writer in batches of up to batchMax packets or
+// batchSpan of stream time, not one by one: a wake-up of the writer
+// goroutine per packet was, with thousands of packets a second, a visible
+// part of the origin's ingest CPU. HLS output lags the publisher by at
+// most batchSpan more.
 type Async struct {
 	pkts    chan item
+	free    chan []av.Packet // batches the writer is done with, for reuse
 	done    chan struct{}
 	err     error // set by the writer before done closes
 	closeMu sync.Once
@@ -29,26 +37,33 @@ type Async struct {
 	hasVideo bool
 	skipping bool
 	restart  []av.CodecData // a codec change not queued yet
+	pending  []av.Packet    // the batch being gathered
 
 	dropped atomic.Int64
 	failed  atomic.Bool
 }
 
-// item is a packet, or a codec change followed by the packet of the new
-// codecs that carried it into the queue.
+// item is a batch of packets, after a codec change when restart is set.
 type item struct {
-	pkt     av.Packet
+	pkts    []av.Packet
 	restart []av.CodecData
 }
 
-// NewAsync starts the writer goroutine of s; queue is the number of packets
-// it may hold (at 30 fps plus audio, 512 is several seconds). Close stops it.
+const (
+	batchMax  = 8
+	batchSpan = 100 * time.Millisecond
+)
+
+// NewAsync starts the writer goroutine of s; queue is about the number of
+// packets it may hold (at 30 fps plus audio, 512 is several seconds).
+// Close stops it.
 func NewAsync(s *Stream, queue int) *Async {
 	if queue <= 0 {
 		queue = 512
 	}
-	a := &Async{s: s, pkts: make(chan item, queue), done: make(chan struct{}),
-		videoIdx: s.videoIdx, hasVideo: s.hasVideo}
+	batches := max((queue+batchMax-1)/batchMax, 2)
+	a := &Async{s: s, pkts: make(chan item, batches), free: make(chan []av.Packet, batches+1),
+		done: make(chan struct{}), videoIdx: s.videoIdx, hasVideo: s.hasVideo}
 	go a.run()
 	return a
 }
@@ -56,23 +71,35 @@ func NewAsync(s *Stream, queue int) *Async {
 func (a *Async) run() {
 	defer close(a.done)
 	for it := range a.pkts {
-		if a.err != nil {
-			continue // drain the queue; the stream already failed
-		}
-		if it.restart != nil {
-			if err := a.reopen(it.restart); err != nil {
-				a.err = err
-				a.failed.Store(true)
-				continue
-			}
-		}
-		if err := a.s.WritePacket(it.pkt); err != nil {
-			a.err = err
-			a.failed.Store(true)
+		a.write(it)
+		clear(it.pkts) // let go of the packets' data
+		select {
+		case a.free <- it.pkts[:0]:
+		default:
 		}
 	}
 	if err := a.s.Close(); a.err == nil {
 		a.err = err
+	}
+}
+
+func (a *Async) write(it item) {
+	if a.err != nil {
+		return // drain the queue; the stream already failed
+	}
+	if it.restart != nil {
+		if err := a.reopen(it.restart); err != nil {
+			a.err = err
+			a.failed.Store(true)
+			return
+		}
+	}
+	for _, pkt := range it.pkts {
+		if err := a.s.WritePacket(pkt); err != nil {
+			a.err = err
+			a.failed.Store(true)
+			return
+		}
 	}
 }
 
@@ -99,7 +126,10 @@ func (a *Async) WritePacket(pkt av.Packet) bool {
 		return false
 	}
 	isKey := !a.hasVideo || (int(pkt.Idx) == a.videoIdx && pkt.IsKeyFrame)
-	if !isKey && (a.skipping || a.restart != nil) {
+	// After a codec change, until the new codecs' first keyframe is in the
+	// batch.
+	awaitKey := a.restart != nil && len(a.pending) == 0
+	if !isKey && (a.skipping || awaitKey) {
 		if a.skipping {
 			a.dropped.Add(1)
 		}
@@ -107,14 +137,43 @@ func (a *Async) WritePacket(pkt av.Packet) bool {
 		// comes before it is of no use (and not a loss).
 		return true
 	}
-	select {
-	case a.pkts <- item{pkt: pkt, restart: a.restart}:
-		a.skipping, a.restart = false, nil
-	default:
-		a.skipping = true
-		a.dropped.Add(1)
+	if a.skipping {
+		a.skipping = false // a keyframe: what was dropped ends here
+	}
+	if a.pending == nil {
+		select {
+		case a.pending = <-a.free:
+		default:
+			a.pending = make([]av.Packet, 0, batchMax)
+		}
+	}
+	a.pending = append(a.pending, pkt)
+	if len(a.pending) >= batchMax || pkt.Time-a.pending[0].Time >= batchSpan || pkt.Time < a.pending[0].Time {
+		a.flush(false)
 	}
 	return true
+}
+
+// flush hands the pending batch to the writer, dropping it (and what
+// follows up to the next keyframe) when the queue is full, unless wait.
+func (a *Async) flush(wait bool) {
+	if len(a.pending) == 0 {
+		return
+	}
+	it := item{pkts: a.pending, restart: a.restart}
+	if wait {
+		a.pkts <- it
+	} else {
+		select {
+		case a.pkts <- it:
+		default:
+			a.skipping = true
+			a.dropped.Add(int64(len(a.pending)))
+			a.pending = a.pending[:0]
+			return
+		}
+	}
+	a.pending, a.restart = nil, nil
 }
 
 // Restart switches to new codecs without blocking: the writer closes the
@@ -122,6 +181,7 @@ func (a *Async) WritePacket(pkt av.Packet) bool {
 // starting at the next keyframe written. Packets of the old codecs still
 // queued are written first. Not concurrent with WritePacket.
 func (a *Async) Restart(streams []av.CodecData) {
+	a.flush(false) // the old codecs' packets go first
 	a.restart = streams
 	a.hasVideo, a.videoIdx = false, 0
 	for i, c := range streams {
@@ -131,7 +191,8 @@ func (a *Async) Restart(streams []av.CodecData) {
 	}
 }
 
-// Queued is the number of packets waiting for the writer.
+// Queued is the number of batches waiting for the writer (0: it has
+// everything handed over to it).
 func (a *Async) Queued() int { return len(a.pkts) }
 
 // Dropped is the number of packets dropped because the writer fell behind.
@@ -142,7 +203,12 @@ func (a *Async) Dropped() int64 { return a.dropped.Load() }
 // is stalled: run it off the publishing goroutine. Not concurrent with
 // WritePacket.
 func (a *Async) Close() error {
-	a.closeMu.Do(func() { close(a.pkts) })
+	a.closeMu.Do(func() {
+		if !a.failed.Load() {
+			a.flush(true)
+		}
+		close(a.pkts)
+	})
 	<-a.done
 	return a.err
 }

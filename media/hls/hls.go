@@ -4,14 +4,13 @@
 // temporary file and renamed, so readers of a shared volume never see a
 // partial file.
 //
-// joy4's ts.Muxer is used with care: one muxer per stream for its whole
-// life (SetWriter + WritePATPMT per segment, so continuity counters run on
-// across segment joins), its +1 s timestamp shift is subtracted, and
-// PaddingToMakeCounterCont is never set (it loops forever).
+// The MPEG-TS muxer (ts.go) lives as long as the stream's state, so
+// continuity counters run on across segment joins. A segment is built in
+// memory and written to its file in blocks of 64 KiB: no write per TS
+// packet.
 package hls
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,7 +22,6 @@ import (
 	"time"
 
 	"github.com/nareix/joy4/av"
-	"github.com/nareix/joy4/format/ts"
 
 	"github.com/livecluster/livecluster/streamkey"
 )
@@ -107,8 +105,12 @@ type segment struct {
 // state is what survives an unpublish until dispose: sequence numbers and
 // the playlist, so a republish continues it.
 type state struct {
-	dir, name    string
-	muxer        *ts.Muxer
+	dir, name string
+	// root is the app directory (cfg.Dir/dir) opened once: the files are
+	// created, renamed and removed by their base name in it, one system
+	// call each instead of a walk from the top for every file.
+	root         *os.Root
+	muxer        tsMuxer
 	nextSeq      int64
 	segs         []segment // in the playlist
 	gone         []int64   // left the playlist, still on disk
@@ -118,8 +120,9 @@ type state struct {
 	disposeTimer *time.Timer
 }
 
-func (st *state) segPath(seq int64) string {
-	return st.dir + "/" + st.name + "-" + strconv.FormatInt(seq, 10) + ".ts"
+// segName is a segment's file name in the app directory.
+func (st *state) segName(seq int64) string {
+	return st.name + "-" + strconv.FormatInt(seq, 10) + ".ts"
 }
 
 // checkPart refuses anything that could escape the directory, even though
@@ -158,10 +161,14 @@ func (m *Manager) Open(app, name string, streams []av.CodecData) (*Stream, error
 	key := app + "/" + name
 	st := m.streams[key]
 	if st == nil {
-		st = &state{dir: app, name: name, muxer: ts.NewMuxer(nil)}
-		if err := m.root.MkdirAll(st.dir, 0o755); err != nil {
+		if err := m.root.MkdirAll(app, 0o755); err != nil {
 			return nil, fmt.Errorf("hls %s: %w", key, err)
 		}
+		sub, err := m.root.OpenRoot(app)
+		if err != nil {
+			return nil, fmt.Errorf("hls %s: %w", key, err)
+		}
+		st = &state{dir: app, name: name, root: sub}
 		m.streams[key] = st
 	}
 	if st.open {
@@ -190,6 +197,7 @@ func (m *Manager) Close() {
 		if st.disposeTimer != nil {
 			st.disposeTimer.Stop()
 		}
+		st.root.Close()
 	}
 	// A segment still being written after Close fails with an error.
 	m.root.Close()
@@ -213,7 +221,7 @@ type Stream struct {
 	offset   time.Duration // maps this session's time onto the stream timeline
 	last     time.Duration
 	f        *os.File
-	bw       *bufio.Writer
+	buf      []byte // the segment's bytes not written to f yet
 	seq      int64
 	numbered bool // this session's first segment has its number
 	segStart time.Duration
@@ -261,11 +269,29 @@ func (s *Stream) WritePacket(pkt av.Packet) error {
 	if t > s.last {
 		s.last = t
 	}
-	// ts.Muxer adds 1 s to every timestamp; take it off so PTS/DTS are
-	// our timeline.
-	pkt.Time = t - time.Second
-	if err := s.st.muxer.WritePacket(pkt); err != nil {
+	pkt.Time = t
+	var err error
+	if s.buf, err = s.st.muxer.appendPacket(s.buf, pkt); err != nil {
 		return fmt.Errorf("hls %s: mux: %w", s.key, err)
+	}
+	if len(s.buf) >= writeBlock {
+		return s.flush()
+	}
+	return nil
+}
+
+// writeBlock is how much of a segment is gathered before it is written.
+const writeBlock = 64 << 10
+
+// flush writes what is buffered of the segment to its file.
+func (s *Stream) flush() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	_, err := s.f.Write(s.buf)
+	s.buf = s.buf[:0]
+	if err != nil {
+		return fmt.Errorf("hls %s: write segment %d: %w", s.key, s.seq, err)
 	}
 	return nil
 }
@@ -295,26 +321,21 @@ func (s *Stream) openSegment(t time.Duration) error {
 	}
 	s.seq = st.nextSeq
 	st.nextSeq++
-	f, err := s.m.root.Create(st.segPath(s.seq) + ".tmp")
+	f, err := st.root.Create(st.segName(s.seq) + ".tmp")
 	if err != nil {
 		return fmt.Errorf("hls %s: create segment: %w", s.key, err)
 	}
 	s.f, s.segStart = f, t
-	if s.bw == nil {
-		s.bw = bufio.NewWriterSize(f, 64<<10)
-	} else {
-		s.bw.Reset(f)
+	if s.buf == nil {
+		s.buf = make([]byte, 0, writeBlock+8<<10)
 	}
-	st.muxer.SetWriter(s.bw)
 	if !s.headerOK {
 		s.headerOK = true
-		err = st.muxer.WriteHeader(s.streams)
-	} else {
-		err = st.muxer.WritePATPMT()
+		if err := st.muxer.setStreams(s.streams); err != nil {
+			return fmt.Errorf("hls %s: %w", s.key, err)
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("hls %s: write PAT/PMT: %w", s.key, err)
-	}
+	s.buf = st.muxer.appendPATPMT(s.buf[:0])
 	return nil
 }
 
@@ -323,17 +344,21 @@ func (s *Stream) closeSegment(end time.Duration, final bool) error {
 	st := s.st
 	f := s.f
 	s.f = nil
-	err := s.bw.Flush()
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	s.f = f
+	err := s.flush()
+	s.f = nil
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("hls %s: write segment %d: %w", s.key, s.seq, cerr)
 	}
-	tmp := st.segPath(s.seq) + ".tmp"
+	tmp := st.segName(s.seq) + ".tmp"
 	if err == nil {
-		err = s.m.root.Rename(tmp, st.segPath(s.seq))
+		if err = st.root.Rename(tmp, st.segName(s.seq)); err != nil {
+			err = fmt.Errorf("hls %s: write segment %d: %w", s.key, s.seq, err)
+		}
 	}
 	if err != nil {
-		s.m.root.Remove(tmp)
-		return fmt.Errorf("hls %s: write segment %d: %w", s.key, s.seq, err)
+		st.root.Remove(tmp)
+		return err
 	}
 	st.segs = append(st.segs, segment{seq: s.seq, dur: end - s.segStart, disc: s.disc})
 	s.disc = false
@@ -346,15 +371,15 @@ func (s *Stream) closeSegment(end time.Duration, final bool) error {
 		st.segs = st.segs[1:]
 	}
 	for len(st.gone) > s.m.cfg.Keep {
-		if err := s.m.root.Remove(st.segPath(st.gone[0])); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := st.root.Remove(st.segName(st.gone[0])); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.m.log.Warn("hls: remove old segment", "stream", s.key, "err", err)
 		}
 		st.gone = st.gone[1:]
 	}
-	return st.writePlaylist(s.m.root, final)
+	return st.writePlaylist(final)
 }
 
-func (st *state) writePlaylist(root *os.Root, ended bool) error {
+func (st *state) writePlaylist(ended bool) error {
 	var maxDur time.Duration
 	for _, sg := range st.segs {
 		maxDur = max(maxDur, sg.dur)
@@ -381,11 +406,11 @@ func (st *state) writePlaylist(root *os.Root, ended bool) error {
 	if ended {
 		b.WriteString("#EXT-X-ENDLIST\n")
 	}
-	p := st.dir + "/" + st.name + ".m3u8"
-	if err := root.WriteFile(p+".tmp", []byte(b.String()), 0o644); err != nil {
+	p := st.name + ".m3u8"
+	if err := st.root.WriteFile(p+".tmp", []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("hls: write playlist: %w", err)
 	}
-	if err := root.Rename(p+".tmp", p); err != nil {
+	if err := st.root.Rename(p+".tmp", p); err != nil {
 		return fmt.Errorf("hls: write playlist: %w", err)
 	}
 	return nil
@@ -407,7 +432,7 @@ func (s *Stream) Close() error {
 		}
 		err = s.closeSegment(end, true)
 	} else if len(s.st.segs) > 0 {
-		err = s.st.writePlaylist(s.m.root, true)
+		err = s.st.writePlaylist(true)
 	}
 	m := s.m
 	m.mu.Lock()
@@ -430,16 +455,17 @@ func (m *Manager) dispose(key string, st *state) {
 		return
 	}
 	delete(m.streams, key)
-	paths := []string{st.dir + "/" + st.name + ".m3u8"}
+	paths := []string{st.name + ".m3u8"}
 	for _, sg := range st.segs {
-		paths = append(paths, st.segPath(sg.seq))
+		paths = append(paths, st.segName(sg.seq))
 	}
 	for _, seq := range st.gone {
-		paths = append(paths, st.segPath(seq))
+		paths = append(paths, st.segName(seq))
 	}
 	m.mu.Unlock()
 	for _, p := range paths {
-		m.root.Remove(p)
+		st.root.Remove(p)
 	}
+	st.root.Close()
 	m.log.Debug("hls: disposed", "stream", key)
 }

@@ -63,6 +63,8 @@ type chunkStream struct {
 }
 
 // readChunk reads one chunk and returns a message when it completes one.
+// The message is valid until the next call (its data stays valid: each
+// message gets its own buffer).
 func (c *Conn) readChunk() (*message, error) {
 	c.armReadDeadline()
 	var hb [16]byte
@@ -83,7 +85,12 @@ func (c *Conn) readChunk() (*message, error) {
 		}
 		csid = 64 + uint32(hb[0]) + uint32(hb[1])<<8
 	}
-	cs := c.chunks[csid]
+	var cs *chunkStream
+	if csid < uint32(len(c.lowChunks)) {
+		cs = c.lowChunks[csid]
+	} else {
+		cs = c.chunks[csid]
+	}
 	if cs == nil {
 		if format != 0 {
 			return nil, fmt.Errorf("chunk stream %d starts with a type %d header", csid, format)
@@ -93,6 +100,9 @@ func (c *Conn) readChunk() (*message, error) {
 		}
 		cs = &chunkStream{}
 		c.chunks[csid] = cs
+		if csid < uint32(len(c.lowChunks)) {
+			c.lowChunks[csid] = cs
+		}
 	}
 	hlen := [4]int{11, 7, 3, 0}[format]
 	if _, err := io.ReadFull(c.br, hb[:hlen]); err != nil {
@@ -155,10 +165,10 @@ func (c *Conn) readChunk() (*message, error) {
 	if uint32(len(cs.buf)) < cs.length {
 		return nil, nil
 	}
-	m := &message{typ: cs.typ, streamID: cs.sid, ts: cs.ts, data: cs.buf}
+	c.msg = message{typ: cs.typ, streamID: cs.sid, ts: cs.ts, data: cs.buf}
 	cs.buf, cs.inMsg = nil, false
 	c.msgDeadline = time.Time{} // the next message gets a fresh deadline
-	return m, nil
+	return &c.msg, nil
 }
 
 // armReadDeadline sets the read deadline of the message being read, once

@@ -52,6 +52,15 @@ type Config struct {
 	ChunkSize uint32
 	// WindowAckSize is announced to peers (2500000).
 	WindowAckSize uint32
+	// PublishReadWindow paces the server's reads of a publisher: after a
+	// read that took all the socket held, the next one waits until this
+	// long after it (50 ms; negative: read as soon as data comes). An
+	// encoder sends tag by tag, so reading on every arrival costs a
+	// wake-up and two read calls per message; one read per window takes
+	// them all at once, for up to this much more latency from publisher to
+	// players. A read that fills the buffer is followed at once, so the
+	// bitrate is not limited.
+	PublishReadWindow time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -75,6 +84,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WindowAckSize == 0 {
 		c.WindowAckSize = 2500000
+	}
+	if c.PublishReadWindow == 0 {
+		c.PublishReadWindow = 50 * time.Millisecond
 	}
 	return c
 }
@@ -103,15 +115,28 @@ type StatusError struct {
 
 func (e *StatusError) Error() string { return e.Code + ": " + e.Description }
 
-// countingReader counts bytes read for Acknowledgement messages.
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
+// countingReader reads the connection under its bufio.Reader: it counts
+// bytes for Acknowledgement messages and paces a publisher's reads (see
+// Config.PublishReadWindow).
+type countingReader struct{ c *Conn }
 
-func (c countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
+func (r countingReader) Read(p []byte) (int, error) {
+	c := r.c
+	if c.readWindow > 0 && !c.drainedAt.IsZero() {
+		// The last read took all there was: let this window's messages
+		// gather in the socket and take them with one read.
+		if d := c.readWindow - time.Since(c.drainedAt); d > 0 {
+			time.Sleep(d)
+		}
+	}
+	n, err := c.nc.Read(p)
+	c.rx.Add(int64(n))
+	if c.readWindow > 0 {
+		c.drainedAt = time.Time{}
+		if n < len(p) {
+			c.drainedAt = time.Now()
+		}
+	}
 	return n, err
 }
 
@@ -137,7 +162,11 @@ type Conn struct {
 	rx, tx atomic.Int64
 
 	// read side
-	chunks      map[uint32]*chunkStream
+	chunks map[uint32]*chunkStream
+	// lowChunks holds chunk streams 0..15 (every one an encoder uses)
+	// too: a map lookup per chunk showed in the ingest profile.
+	lowChunks   [16]*chunkStream
+	msg         message // readChunk's last message, reused
 	inChunkSize uint32
 	ackWindow   uint32
 	lastAck     int64
@@ -146,9 +175,11 @@ type Conn struct {
 	// setupDeadline, on a server connection until publish or play, is when
 	// the handshake and commands must be done by.
 	setupDeadline  time.Time
-	noReadDeadline bool      // a server's player: see Config.ReadTimeout
-	msgDeadline    time.Time // the read deadline of the message being read
-	lastMedia      time.Time // a server's publisher: last audio or video
+	noReadDeadline bool          // a server's player: see Config.ReadTimeout
+	msgDeadline    time.Time     // the read deadline of the message being read
+	lastMedia      time.Time     // a server's publisher: last audio or video
+	readWindow     time.Duration // a server's publisher: Config.PublishReadWindow
+	drainedAt      time.Time     // when a read last took all the socket had
 	bitrate        bitrateLimit
 	rejected       func(reason string)
 
@@ -183,7 +214,7 @@ func newConn(nc net.Conn, cfg Config, log *slog.Logger, server bool) *Conn {
 		chunks: map[uint32]*chunkStream{}, inChunkSize: 128, outChunkSize: 128,
 		demux: flvx.NewDemuxer(),
 	}
-	c.br = bufio.NewReaderSize(countingReader{nc, &c.rx}, 16<<10)
+	c.br = bufio.NewReaderSize(countingReader{c}, 16<<10)
 	// A server writes media to players with WriteWire, not through this
 	// buffer: it carries only control messages and commands, and with
 	// thousands of players every KiB here is a KiB per player. A client
@@ -201,7 +232,7 @@ func newConn(nc net.Conn, cfg Config, log *slog.Logger, server bool) *Conn {
 // Called before the play's read goroutine starts.
 func (c *Conn) shrinkReader() {
 	if c.br.Buffered() == 0 {
-		c.br = bufio.NewReaderSize(countingReader{c.nc, &c.rx}, 512)
+		c.br = bufio.NewReaderSize(countingReader{c}, 512)
 	}
 }
 

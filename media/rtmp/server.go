@@ -208,6 +208,9 @@ func (s *Server) session(ctx context.Context, c *Conn, log *slog.Logger) error {
 				c.streamID = 1
 			}
 			c.setupDeadline, c.msgDeadline = time.Time{}, time.Time{}
+			if req.Publish {
+				c.readWindow = c.cfg.PublishReadWindow
+			}
 			if req.Publish && s.PublishBitrate != nil {
 				c.bitrate.max, c.bitrate.window = s.PublishBitrate()
 			}
