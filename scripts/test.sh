@@ -2,12 +2,15 @@
 # Runs every check and test of the repository on a fresh Debian machine with
 # Go: installs what the tests need (pinned Go tools through the module proxy,
 # ffmpeg from Debian), then lint, generated-code check, gofmt, vet,
-# staticcheck and `go test -race` in every module.
+# staticcheck and `go test -race` of every module (one command each), then
+# the fuzz targets, the local cluster, the container images, the failure
+# drills and the Kubernetes drill (some in the background: see below).
 #
 #   scripts/test.sh            everything
 #   SHORT=1 scripts/test.sh    skip the slow multi-process tests (-short), the
-#                              local-cluster end-to-end, the image tests, the
-#                              container drills and the Kubernetes drill
+#                              fuzz targets, the local-cluster end-to-end, the
+#                              image tests, the container drills and the
+#                              Kubernetes drill
 #   LC_SKIP_K8S=1 scripts/test.sh   skip only the Kubernetes drill
 #   LC_TEST_SERIAL=1 scripts/test.sh  no step in the background (see below)
 #   GOTEST_P=N scripts/test.sh   test packages run at once (default 4)
