@@ -161,7 +161,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
-  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local minor=${K8S_VERSION#v1.} p; minor=${minor%%.*}
   local ld="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"

@@ -5,7 +5,8 @@
 # default /tmp/lck8s-drill.jsonl).
 #
 #   1 helm install --wait with the default values (bundled etcd), helm test;
-#     again with the production-like values (ci/prod-values.yaml)
+#     again with the production-like values (ci/prod-values.yaml, edge
+#     drainTimeout 10 s)
 #   2 ffmpeg publishes to the edge Service's ClusterIP; RTMP, HTTP-FLV and
 #     HLS players (ffprobe) play through it; grpcurl lists the stream
 #     through the OCM Service
@@ -141,6 +142,12 @@ EOF
 
 HELM_COMMON=(--namespace "$NS" --set "fullnameOverride=$REL"
   --set "global.image.tag=$VERSION" --set global.image.pullPolicy=Never)
+# The release steps 2-7 run on: the production-like values with a 10 s
+# edge drainTimeout instead of 30 s. The edge rollout (step 4) then waits
+# 10 s, not 30, for the players that stay to be told to leave: the same
+# drain, the same code path, 20 s less of the suite's time (the chart
+# derives the grace period from it as from the default).
+PROD_SETS=(-f "$PROD_VALUES" --set edge.config.shutdown.drainTimeout=10s)
 
 # install NAME TIMEOUT ARGS...: helm install --wait; prints the seconds taken.
 install() {
@@ -194,7 +201,7 @@ if want 1; then
   d_left_pvc=$(kc -n "$NS" get pvc -o name | wc -l)
   kc delete pvc -n "$NS" --all --wait=true --timeout=60s >/dev/null
   pv_pool 8
-  p_install=$(install prod -f "$PROD_VALUES")
+  p_install=$(install prod "${PROD_SETS[@]}")
   p_pods=$(kc -n "$NS" get pods -o name | wc -l)
   p_test=$(helm_test)
   emit "{\"step\":1,\"name\":\"helm-install\",\"version\":\"$VERSION\",
@@ -202,7 +209,7 @@ if want 1; then
     \"prod\":{\"installWaitMs\":$p_install,\"pods\":$p_pods,\"helmTest\":\"passed\",\"helmTestMs\":$p_test}}"
 else
   pv_pool 8
-  install prod -f "$PROD_VALUES" >/dev/null
+  install prod "${PROD_SETS[@]}" >/dev/null
 fi
 
 # ---------------------------------------------------------------- step 2

@@ -2,8 +2,10 @@
 # The whole Kubernetes drill as scripts/test.sh runs it: start the cluster
 # (scripts/k8s/up.sh), build the images (scripts/images.sh, BASE=scratch),
 # import them, run scripts/k8s/drill.sh, and always tear down
-# (scripts/k8s/down.sh), whatever failed. Exits with the drill's status, or
-# non-zero when the teardown left something behind.
+# (scripts/k8s/down.sh), whatever failed, also on SIGTERM or Ctrl-C. Exits
+# with the drill's status, or non-zero when the teardown left something
+# behind. LC_K8S_IMAGES_BUILT=1: the images of $VERSION are already in
+# Docker (scripts/test.sh builds them once for every step); skip the build.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$K8S_ROOT"
@@ -14,6 +16,9 @@ teardown() {
   exit "$st"
 }
 trap teardown EXIT
+# A bare SIGTERM would end bash without its EXIT trap: exit, and so tear down.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 s=$(date +%s)
 # The drill's own helpers live outside go.work: check them here.
 for m in drillplay pause; do
@@ -21,7 +26,7 @@ for m in drillplay pause; do
     k8s_die "scripts/k8s/$m: gofmt, vet or tests failed"
 done
 scripts/k8s/up.sh
-BASE=${BASE:-scratch} scripts/images.sh
+[ -n "${LC_K8S_IMAGES_BUILT:-}" ] || BASE=${BASE:-scratch} scripts/images.sh
 scripts/k8s/load-images.sh "livecluster/ocm:$VERSION" "livecluster/origin:$VERSION" \
   "livecluster/edge:$VERSION" "livecluster/etcd:$VERSION"
 scripts/k8s/drill.sh
