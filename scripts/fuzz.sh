@@ -35,5 +35,12 @@ for t in "${TARGETS[@]}"; do
   dir=${t% *} name=${t#* }
   echo "--- $name ($dir, $FUZZTIME)"
   # The module is the nearest go.mod above the package.
-  (cd "$dir" && go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -parallel 2 . 2>&1 | tail -3)
+  # The whole output on a failure (a crasher's input, or the fuzz engine's
+  # own error), only its last lines on a pass.
+  out=$(cd "$dir" && go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -parallel 2 . 2>&1) || {
+    echo "$out"
+    echo "fuzz.sh: $name failed (output above)" >&2
+    exit 1
+  }
+  echo "$out" | tail -3
 done
