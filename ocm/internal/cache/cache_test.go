@@ -21,26 +21,14 @@ import (
 var cli *clientv3.Client
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ocm-cache-etcd-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	mem, err := etcdtest.Start(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cli, err = mem.Client()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = cli.Close()
-	mem.Stop()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(etcdtest.RunTests(m, func(mem *etcdtest.Member) error {
+		c, err := mem.Client()
+		if err != nil {
+			return err
+		}
+		cli = c
+		return nil
+	}))
 }
 
 func putStream(t *testing.T, sc store.Schema, name, owner string) int64 {

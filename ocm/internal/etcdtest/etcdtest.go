@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -193,4 +195,29 @@ func ClusterEndpoints(ms []*ClusterMember) []string {
 		eps = append(eps, m.ClientURL)
 	}
 	return eps
+}
+
+// RunTests is a package's TestMain around one shared member: it starts a
+// member in a new temporary directory, passes it to use, runs the tests,
+// then stops the member and removes the directory. It returns the exit code
+// for os.Exit; when the member cannot start it prints why and returns 1
+// without running any test.
+func RunTests(m *testing.M, use func(*Member) error) int {
+	dir, err := os.MkdirTemp("", "ocm-etcdtest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "etcdtest:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	mem, err := Start(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "etcdtest: starting etcd:", err)
+		return 1
+	}
+	defer mem.Stop()
+	if err := use(mem); err != nil {
+		fmt.Fprintln(os.Stderr, "etcdtest:", err)
+		return 1
+	}
+	return m.Run()
 }

@@ -26,20 +26,10 @@ var shared *etcdtest.Member
 var prefixSeq atomic.Int64
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ocm-test-etcd-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	shared, err = etcdtest.Start(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	shared.Stop()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(etcdtest.RunTests(m, func(mem *etcdtest.Member) error {
+		shared = mem
+		return nil
+	}))
 }
 
 func newPrefix(t *testing.T) string {

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -19,26 +18,14 @@ import (
 var cli *clientv3.Client
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ocm-store-etcd-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	mem, err := etcdtest.Start(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cli, err = mem.Client()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = cli.Close()
-	mem.Stop()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(etcdtest.RunTests(m, func(mem *etcdtest.Member) error {
+		c, err := mem.Client()
+		if err != nil {
+			return err
+		}
+		cli = c
+		return nil
+	}))
 }
 
 // clock is a settable time source.
