@@ -283,8 +283,8 @@ scripts/test-chart.sh checks this list against them.
 {{- $limits := list "limits.maxConns" "limits.maxConnsPerIP" "limits.maxStreams" "limits.maxPlayersPerStream" "limits.maxPublishBitrate" "limits.publishBitrateWindow" }}
 {{- $own := get (dict
   "ocm" (list)
-  "origin" (concat (list "ocm.claimTimeout" "hls.enabled" "hub.mergeWindow" "auth.*") $limits)
-  "edge" (concat (list "edge.idleTimeout" "edge.waitTimeout" "edge.ownerLossHold" "edge.mergeWindow" "edge.upstream.*" "edge.forward.*" "auth.*") $limits)
+  "origin" (concat (list "ocm.claimTimeout" "rtmp.publishReadWindow" "hls.enabled" "hub.mergeWindow" "auth.*") $limits)
+  "edge" (concat (list "rtmp.publishReadWindow" "edge.idleTimeout" "edge.waitTimeout" "edge.ownerLossHold" "edge.mergeWindow" "edge.upstream.*" "edge.forward.*" "auth.*") $limits)
   ) . }}
 {{- concat $common $own | toJson }}
 {{- end }}
