@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/node/authn"
 	"github.com/livecluster/livecluster/node/config"
@@ -300,4 +301,92 @@ func TestAuthOpenReads(t *testing.T) {
 	}
 	_, err = anon.Register(ctx, regNode("origin-z", ocmv1.NodeRole_NODE_ROLE_ORIGIN))
 	wantCode(t, err, codes.Unauthenticated, "anonymous register with openReads")
+}
+
+// TestSetTokens: replacing the token list applies to the next call and
+// ends, UNAUTHENTICATED, the open streams whose token it removed, while
+// the others go on; a list that would turn authentication on or off is
+// refused and changes nothing. Real etcd, real gRPC over loopback.
+func TestSetTokens(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	mk := func(name, v string) server.TokenIdentity {
+		tok, err := authn.NewToken(name, config.Token{Token: v}, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return server.TokenIdentity{Identity: authn.Identity{Role: authn.RoleEdge, Node: authn.AnyNode}, Token: tok}
+	}
+	const tokA, tokB, tokC = "edge-token-A-0123456789", "edge-token-B-0123456789", "edge-token-C-0123456789"
+	r := startReplica(t, shared.Endpoints(), newPrefix(t), 10*time.Second, func(c *ocm.Config) {
+		c.Auth = &server.Auth{Tokens: []server.TokenIdentity{mk("a", tokA), mk("c", tokC)}}
+	})
+	dial := func(tok string) ocmv1.OCMServiceClient {
+		tk, err := authn.NewToken("t", config.Token{Token: tok}, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient(r.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(authn.PerRPC(tk, false)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return ocmv1.NewOCMServiceClient(cc)
+	}
+	watch := func(c ocmv1.OCMServiceClient) <-chan error {
+		ws, err := c.WatchStreams(ctx, &ocmv1.WatchStreamsRequest{InitialState: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ws.Recv(); err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		end := make(chan error, 1)
+		go func() {
+			for {
+				if _, err := ws.Recv(); err != nil {
+					end <- err
+					return
+				}
+			}
+		}()
+		return end
+	}
+	a, b, c := dial(tokA), dial(tokB), dial(tokC)
+	endA, endC := watch(a), watch(c)
+	if _, err := b.ListNodes(ctx, &ocmv1.ListNodesRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("token B before SetTokens: %v", err)
+	}
+
+	if _, err := r.Server().SetTokens(nil); err == nil {
+		t.Error("an empty list accepted on a token-only replica")
+	}
+	ended, err := r.Server().SetTokens([]server.TokenIdentity{mk("b", tokB), mk("c", tokC)})
+	if err != nil || ended != 1 {
+		t.Fatalf("SetTokens: %d streams ended, %v; want 1, nil", ended, err)
+	}
+	if _, err := a.ListNodes(ctx, &ocmv1.ListNodesRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("removed token A: %v, want Unauthenticated", err)
+	}
+	if _, err := b.ListNodes(ctx, &ocmv1.ListNodesRequest{}); err != nil {
+		t.Errorf("added token B: %v", err)
+	}
+	select {
+	case err := <-endA:
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("watch with the removed token ended with %v, want Unauthenticated", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("watch with the removed token still open")
+	}
+	select {
+	case err := <-endC:
+		t.Errorf("watch with a kept token ended: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+
+	open := startReplica(t, shared.Endpoints(), newPrefix(t), 10*time.Second)
+	if _, err := open.Server().SetTokens([]server.TokenIdentity{mk("b", tokB)}); err == nil {
+		t.Error("tokens accepted by a replica started without authentication")
+	}
 }
