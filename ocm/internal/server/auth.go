@@ -197,7 +197,7 @@ func (s *Server) SetTokens(tokens []TokenIdentity) (ended int, err error) {
 	for _, a := range open {
 		req := a.request()
 		if req == nil {
-			continue // not authorized yet: RecvMsg will judge it with the new tokens
+			continue // not authorized yet: RecvMsg judges it again if it used the old tokens
 		}
 		if err := s.authorize(a.parent, a.method, req); err != nil {
 			s.refused(a.parent, a.method, err)
@@ -311,12 +311,19 @@ func (a *authedStream) RecvMsg(m any) error {
 	if err := a.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	if err := a.s.authorize(a.parent, a.method, m); err != nil {
-		a.s.refused(a.parent, a.method, err)
-		return err
+	for {
+		tokens := a.s.tokens.Load()
+		if err := a.s.authorize(a.parent, a.method, m); err != nil {
+			a.s.refused(a.parent, a.method, err)
+			return err
+		}
+		a.mu.Lock()
+		a.req = m
+		a.mu.Unlock()
+		// SetTokens skips a stream with no request yet: if it replaced the
+		// tokens while this one was judged with the old ones, judge again.
+		if a.s.tokens.Load() == tokens {
+			return nil
+		}
 	}
-	a.mu.Lock()
-	a.req = m
-	a.mu.Unlock()
-	return nil
 }
