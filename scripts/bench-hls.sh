@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HLS at the edge (issue 11): N HLS players (loadgen HLS mode: a live
-# player's playlist polling every half target duration and one fetch of each
-# new segment, each player on its own connection) of one ~1 Mbps stream
+# player's playlist reloads as RFC 8216, hls.js and ffmpeg pace them, about
+# one per new segment, and one fetch of each new segment, each player on
+# its own keep-alive connection) of one ~1 Mbps stream
 # against the edge's caching proxy (edge/internal/hlsproxy) pinned to one
 # core (taskset -c 0), the players on the other (taskset -c 1); in the same
 # run Debian's nginx (one process, sendfile) pinned the same way serves the
