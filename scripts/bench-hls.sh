@@ -26,7 +26,8 @@
 # default /tmp/livecluster-hls-pprof), HLS_RELOAD the players' playlist
 # pacing (rfc: as RFC 8216, hls.js and ffmpeg; half: every half target
 # duration, about twice the playlist requests; loadgen -hls-reload),
-# EDGE_B_BIN another edge binary (say, main's build) run as a second edge,
+# EDGE_BIN the edge binary (the one built here), EDGE_B_BIN another edge
+# binary (say, main's build; swap the two to even out the order) run as a second edge,
 # "edge_b", at every point of the same run, pinned and measured the same
 # way (its figures and ratio_cpu_b in the same line).
 # Every process is started here, stopped by PID, and its state removed.
@@ -45,6 +46,7 @@ NGINX=${NGINX:-1}
 PPROF=${PPROF:-0}
 PPROF_DIR=${PPROF_DIR:-/tmp/livecluster-hls-pprof}
 HLS_RELOAD=${HLS_RELOAD:-rfc}
+EDGE_BIN=${EDGE_BIN:-./bin/edge}
 EDGE_B_BIN=${EDGE_B_BIN:-}
 H=127.0.0.1
 OCM_GRPC=$H:$((P + 1)) OCM_ADMIN=$H:$((P + 2)) ETCD_CLIENT=$H:$((P + 3)) ETCD_PEER=$H:$((P + 4))
@@ -86,7 +88,7 @@ taskset -c "$LOAD_CPU" ./bin/origin --node-id origin-hls --ocm "$OCM_GRPC" --rtm
 pids+=($!)
 wait_http "http://$ORIGIN_ADMIN/readyz" "${pids[-1]}" origin
 LIVECLUSTER_PPROF=$([ "$PPROF" = 1 ] && echo true || echo false) \
-  taskset -c "$SERVER_CPU" ./bin/edge --node-id edge-hls --ocm "$OCM_GRPC" --rtmp-listen "$EDGE_RTMP" \
+  taskset -c "$SERVER_CPU" "$EDGE_BIN" --node-id edge-hls --ocm "$OCM_GRPC" --rtmp-listen "$EDGE_RTMP" \
   --http-listen "$EDGE_HTTP" --admin-listen "$EDGE_ADMIN" --advertise-host 127.0.0.1 \
   --log-level warn >"$STATE/edge.log" 2>&1 &
 EDGE_PID=$!
@@ -165,7 +167,7 @@ curl -fsS -o /dev/null "http://$EDGE_HTTP/live/bench.m3u8" || fail "the edge doe
 [ -n "$EDGE_B_BIN" ] && { curl -fsS -o /dev/null "http://$EDGE_B_HTTP/live/bench.m3u8" || fail "edge_b does not serve the playlist"; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-echo "go: $(go version | cut -d' ' -f3); points: $POINTS; $DURATION per run; ramp $RAMP/s; server on cpu $SERVER_CPU, players on cpu $LOAD_CPU; playlist reload $HLS_RELOAD${EDGE_B_BIN:+; edge_b $EDGE_B_BIN}" >&2
+echo "go: $(go version | cut -d' ' -f3); points: $POINTS; $DURATION per run; ramp $RAMP/s; server on cpu $SERVER_CPU, players on cpu $LOAD_CPU; playlist reload $HLS_RELOAD; edge $EDGE_BIN${EDGE_B_BIN:+; edge_b $EDGE_B_BIN}" >&2
 
 # play name url pid n: one loadgen run; its summary in $STATE/name.json
 play() {
