@@ -54,14 +54,21 @@ type Config struct {
 	WindowAckSize uint32
 	// PublishReadWindow paces the server's reads of a publisher: after a
 	// read that took all the socket held, the next one waits until this
-	// long after it (50 ms; negative: read as soon as data comes). An
-	// encoder sends tag by tag, so reading on every arrival costs a
-	// wake-up and two read calls per message; one read per window takes
-	// them all at once, for up to this much more latency from publisher to
-	// players. A read that fills the buffer is followed at once, so the
-	// bitrate is not limited.
+	// long after it. 0 means DefaultPublishReadWindow; negative turns the
+	// pacing off (read as soon as data comes). An encoder sends tag by
+	// tag, so reading on every arrival costs a wake-up and two read calls
+	// per message; one read per window takes them all at once, for up to
+	// this much more latency from publisher to players. A read that fills
+	// the buffer is followed at once, so the bitrate is not limited.
+	// Server.PublishReadWindowFunc, when set, replaces it.
 	PublishReadWindow time.Duration
 }
+
+// DefaultPublishReadWindow is Config.PublishReadWindow's default: the
+// ingest profile's largest cost, a wake-up and two reads per message,
+// shrinks to about one read per window (docs/benchmarks.md), for at most
+// this much more latency per RTMP hop.
+const DefaultPublishReadWindow = 50 * time.Millisecond
 
 func (c Config) withDefaults() Config {
 	if c.HandshakeTimeout <= 0 {
@@ -86,7 +93,7 @@ func (c Config) withDefaults() Config {
 		c.WindowAckSize = 2500000
 	}
 	if c.PublishReadWindow == 0 {
-		c.PublishReadWindow = 50 * time.Millisecond
+		c.PublishReadWindow = DefaultPublishReadWindow
 	}
 	return c
 }
@@ -178,7 +185,7 @@ type Conn struct {
 	noReadDeadline bool          // a server's player: see Config.ReadTimeout
 	msgDeadline    time.Time     // the read deadline of the message being read
 	lastMedia      time.Time     // a server's publisher: last audio or video
-	readWindow     time.Duration // a server's publisher: Config.PublishReadWindow
+	readWindow     time.Duration // a server's publisher: Server.publishReadWindow; ≤ 0: off
 	drainedAt      time.Time     // when a read last took all the socket had
 	bitrate        bitrateLimit
 	rejected       func(reason string)

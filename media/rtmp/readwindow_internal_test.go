@@ -2,11 +2,15 @@ package rtmp
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/livecluster/livecluster/media/mediatest"
 )
 
 // readCounter counts the reads of the connection under the Conn.
@@ -74,5 +78,111 @@ func TestPublishReadWindow(t *testing.T) {
 		} else {
 			t.Logf("window %v: %d reads for %d messages", tc.window, r, n)
 		}
+	}
+}
+
+// countingListener wraps every accepted connection in a readCounter.
+type countingListener struct {
+	net.Listener
+	conns chan *readCounter
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	rc := &readCounter{Conn: nc}
+	l.conns <- rc
+	return rc, nil
+}
+
+// countingHandler takes a publish's packets until the client stops.
+type countingHandler struct{ done chan int }
+
+func (h countingHandler) ServePublish(ctx context.Context, c *Conn) error {
+	if _, err := c.Streams(); err != nil {
+		return err
+	}
+	n := 0
+	for {
+		if _, err := c.ReadPacket(); err != nil {
+			h.done <- n
+			return nil
+		}
+		n++
+	}
+}
+
+func (countingHandler) ServePlay(context.Context, *Conn) error { return errors.New("no play") }
+
+// The window a Server applies to a publish: Config.PublishReadWindow's 0
+// is the default (50 ms), negative is off, and PublishReadWindowFunc,
+// when set, wins with 0 meaning off (what a configuration key's 0s says).
+// A client publishes 60 packets 5 ms apart; the reads of the server's
+// socket during the publish tell whether its reads were paced.
+func TestServerPublishReadWindow(t *testing.T) {
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		fn    func() time.Duration
+		paced bool
+	}{
+		{name: "Config 0 (default)", paced: true},
+		{name: "Config negative", cfg: Config{PublishReadWindow: -1}},
+		{name: "Func 0 over Config default", fn: func() time.Duration { return 0 }},
+		{name: "Func 50ms over Config negative", cfg: Config{PublishReadWindow: -1}, fn: func() time.Duration { return 50 * time.Millisecond }, paced: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl := &countingListener{Listener: ln, conns: make(chan *readCounter, 1)}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan int, 1)
+			srv := &Server{Handler: countingHandler{done: done}, Config: tc.cfg, PublishReadWindowFunc: tc.fn,
+				Logger: slog.New(slog.DiscardHandler)}
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(ctx, cl) }()
+			defer func() { cancel(); <-served }()
+
+			c, err := Dial(ctx, "rtmp://"+ln.Addr().String()+"/live/s", Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Publish(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.WriteHeader(streams, nil); err != nil {
+				t.Fatal(err)
+			}
+			rc := <-cl.conns
+			time.Sleep(100 * time.Millisecond) // past the setup's reads
+			before := rc.reads.Load()
+			const n = 60
+			for i := range n {
+				if err := c.WritePacket(pkts[i%len(pkts)]); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond) // the last window's read
+			reads := rc.reads.Load() - before
+			c.Close()
+			if got := <-done; got < n {
+				t.Fatalf("server read %d packets, want at least %d", got, n)
+			}
+			// Paced: about one read a window over the 0.3 s or more the
+			// packets take (8 here); not paced: one per packet (60 here),
+			// fewer only when a starved reader finds several waiting.
+			if tc.paced && reads > 20 || !tc.paced && reads < n/2 {
+				t.Errorf("%d reads for %d packets 5 ms apart; paced %v", reads, n, tc.paced)
+			} else {
+				t.Logf("%d reads for %d packets 5 ms apart", reads, n)
+			}
+		})
 	}
 }

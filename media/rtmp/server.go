@@ -54,6 +54,12 @@ type Server struct {
 	// second, 0: none) and its averaging window; it is read when each
 	// publish starts, so a reload applies to the next publisher.
 	PublishBitrate func() (bitsPerSecond int64, window time.Duration)
+	// PublishReadWindowFunc, if set, replaces Config.PublishReadWindow:
+	// it is read when each publish starts, so a reload applies to the
+	// next publisher (one publishing keeps its window). Zero or negative:
+	// no pacing, every arrival is read at once (unlike the Config field,
+	// whose 0 means the default: a configuration key's 0s means off).
+	PublishReadWindowFunc func() time.Duration
 	// Connect, when set, is asked about each connect command before it is
 	// answered (c.ID and c.RemoteAddr are set, c.Request is not yet). An
 	// error refuses the connection: the client gets a _error
@@ -111,6 +117,15 @@ func quietErr(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrDeadlineExceeded) ||
 		errors.Is(err, context.Canceled)
+}
+
+// publishReadWindow is the read window of a publish starting now; ≤ 0:
+// none (cfg has had its defaults applied).
+func (s *Server) publishReadWindow(cfg Config) time.Duration {
+	if s.PublishReadWindowFunc != nil {
+		return s.PublishReadWindowFunc()
+	}
+	return cfg.PublishReadWindow
 }
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn, cfg Config, log *slog.Logger) {
@@ -209,7 +224,7 @@ func (s *Server) session(ctx context.Context, c *Conn, log *slog.Logger) error {
 			}
 			c.setupDeadline, c.msgDeadline = time.Time{}, time.Time{}
 			if req.Publish {
-				c.readWindow = c.cfg.PublishReadWindow
+				c.readWindow = s.publishReadWindow(c.cfg)
 			}
 			if req.Publish && s.PublishBitrate != nil {
 				c.bitrate.max, c.bitrate.window = s.PublishBitrate()

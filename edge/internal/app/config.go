@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/cli"
 	"github.com/livecluster/livecluster/node/config"
 
@@ -23,6 +24,12 @@ type Config struct {
 	} `yaml:"ocm"`
 	RTMP struct {
 		Listen string `yaml:"listen"`
+		// PublishReadWindow paces the reads of each publisher (the edge's
+		// forwarded publishes): once a read took all the socket held, the
+		// next waits until this long after it, so an encoder's tags are
+		// read a window at a time for up to this much more latency. 0s:
+		// off. Read when each publish starts.
+		PublishReadWindow config.Duration `yaml:"publishReadWindow"`
 	} `yaml:"rtmp"`
 	HTTP struct {
 		Listen string `yaml:"listen"`
@@ -116,11 +123,17 @@ type Edge struct {
 	} `yaml:"hls"`
 }
 
+// MaxPublishReadWindow bounds rtmp.publishReadWindow: more is latency no
+// ingest saving pays for, and a window near the RTMP idle timeout would
+// look like a dead publisher.
+const MaxPublishReadWindow = time.Second
+
 // Defaults returns the edge's defaults.
 func Defaults() Config {
 	c := Config{Common: config.DefaultCommon()}
 	c.OCM.Address = "ocm:7000"
 	c.RTMP.Listen = ":1935"
+	c.RTMP.PublishReadWindow = config.Duration(rtmp.DefaultPublishReadWindow)
 	c.HTTP.Listen = ":8080"
 	e := &c.Edge
 	e.IdleTimeout = config.Duration(10 * time.Second)
@@ -157,6 +170,9 @@ func Validate(c *Config) error {
 	}
 	if err := config.ValidListen(c.RTMP.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("rtmp.listen: %w", err))
+	}
+	if w := c.RTMP.PublishReadWindow; w < 0 || w.D() > MaxPublishReadWindow {
+		errs = append(errs, fmt.Errorf("rtmp.publishReadWindow: must be in [0s (off), %s], got %s", MaxPublishReadWindow, w))
 	}
 	if err := config.ValidListen(c.HTTP.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("http.listen: %w", err))
@@ -230,6 +246,7 @@ func Loader() config.Loader[Config] {
 		Defaults: Defaults,
 		Validate: Validate,
 		Live: append([]string{
+			"rtmp.publishReadWindow",
 			"edge.idleTimeout", "edge.waitTimeout", "edge.ownerLossHold", "edge.mergeWindow", "edge.upstream.*", "edge.forward.*",
 			config.AuthLive,
 		}, config.LimitsLive...),

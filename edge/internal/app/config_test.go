@@ -85,3 +85,26 @@ func TestMergeWindowKey(t *testing.T) {
 		t.Error("edge.mergeWindow is not live")
 	}
 }
+
+// rtmp.publishReadWindow: 50 ms by default, 0s (off) kept as 0, refused
+// below 0 and above 1 s naming the key, and live.
+func TestPublishReadWindowKey(t *testing.T) {
+	l := Loader()
+	c, err := l.Load(config.Source{})
+	if err != nil || c.RTMP.PublishReadWindow.D().String() != "50ms" {
+		t.Fatalf("default: %v, %v", err, c.RTMP.PublishReadWindow)
+	}
+	c, err = l.Load(config.Source{Env: []string{"LIVECLUSTER_RTMP_PUBLISH_READ_WINDOW=0s"}})
+	if err != nil || c.RTMP.PublishReadWindow != 0 {
+		t.Fatalf("0s (off) refused or changed: %v, %v", err, c.RTMP.PublishReadWindow)
+	}
+	for _, bad := range []string{"-1ms", "2s"} {
+		_, err := l.Load(config.Source{Env: []string{"LIVECLUSTER_RTMP_PUBLISH_READ_WINDOW=" + bad}})
+		if err == nil || !strings.Contains(err.Error(), "rtmp.publishReadWindow: must be in [0s (off), 1s], got") {
+			t.Errorf("rtmp.publishReadWindow=%s: %v", bad, err)
+		}
+	}
+	if !l.IsLive("rtmp.publishReadWindow") || l.IsLive("rtmp.listen") {
+		t.Error("rtmp.publishReadWindow should be live and rtmp.listen not")
+	}
+}

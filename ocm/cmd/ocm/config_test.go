@@ -11,7 +11,7 @@ import (
 )
 
 func TestRuntimeKeys(t *testing.T) {
-	l := config.Loader[Config]{Defaults: defaults, Validate: validate}
+	l := loader()
 	c, err := l.Load(config.Source{})
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func TestRuntimeKeys(t *testing.T) {
 }
 
 func TestSessionGraceKey(t *testing.T) {
-	l := config.Loader[Config]{Defaults: defaults, Validate: validate}
+	l := loader()
 	c, err := l.Load(config.Source{})
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func TestSessionGraceKey(t *testing.T) {
 // TestAuthKeys: tokens from the YAML list, each checked (identity, one
 // source), and the TLS pair; a bad one is an error naming its key.
 func TestAuthKeys(t *testing.T) {
-	l := config.Loader[Config]{Defaults: defaults, Validate: validate}
+	l := loader()
 	dir := t.TempDir()
 	load := func(yaml string) (*Config, error) {
 		f := filepath.Join(dir, "ocm.yaml")

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
+	"sync"
 	"time"
 
 	"github.com/livecluster/livecluster/node/authn"
@@ -39,6 +41,8 @@ type Config struct {
 	Auth struct {
 		// Tokens are the bearer tokens accepted, each with the identity it
 		// grants ("origin:*", "edge:*", "origin:<node-id>", "admin").
+		// Live: a reload applies to new calls and ends the open streams
+		// whose token it removed (server.Server.SetTokens).
 		Tokens []TokenConfig `yaml:"tokens"`
 		// OpenReads lets callers without credentials make the read calls
 		// (LookupStream, AssignOrigin, WatchStreams, ListNodes,
@@ -168,7 +172,17 @@ func validate(c *Config) error {
 	return nil
 }
 
-func run(ctx context.Context, rt *cli.Runtime[Config]) error {
+// app is the running binary: what a reload applies to.
+type app struct {
+	mu sync.Mutex
+	o  *ocm.OCM // nil until started
+}
+
+func loader() config.Loader[Config] {
+	return config.Loader[Config]{Defaults: defaults, Validate: validate, Live: []string{"auth.tokens"}}
+}
+
+func (a *app) run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	c := rt.Config()
 	gc := gctune.Apply(gctune.Settings{GCPercent: c.Runtime.GCPercent, MemoryLimit: c.Runtime.MemoryLimit}, os.Environ())
 	rt.Logger.Info("go runtime", "gc_percent", gc.GCPercent, "memory_limit", gc.MemoryLimit)
@@ -203,6 +217,9 @@ func run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.o = o
+	a.mu.Unlock()
 	rt.Lifecycle.AddCheck("ocm", o.Ready)
 	api := o.HTTPHandler()
 	for _, p := range []string{"GET /api/v1/nodes", "GET /api/v1/streams", "GET /api/v1/streams/{vhost}/{app}/{name}"} {
@@ -226,6 +243,47 @@ func run(ctx context.Context, rt *cli.Runtime[Config]) error {
 	return nil
 }
 
+// apply applies a reload's auth.tokens (the OCM's only live key besides
+// the common ones): the new list is loaded (a token file that cannot be
+// read or holds a bad token refuses the reload) and replaces the running
+// one; see server.Server.SetTokens for open streams and for the lists it
+// refuses. Any error keeps the running list and configuration.
+func (a *app) apply(_ context.Context, rt *cli.Runtime[Config], old, next *Config) error {
+	if reflect.DeepEqual(old.Auth.Tokens, next.Auth.Tokens) {
+		return nil
+	}
+	a.mu.Lock()
+	o := a.o
+	a.mu.Unlock()
+	if o == nil {
+		return errors.New("auth.tokens: the OCM is still starting; reload again once it is ready")
+	}
+	tokens, err := loadTokens(next, rt.Logger)
+	if err != nil {
+		return fmt.Errorf("auth.tokens: %w", err)
+	}
+	ended, err := o.Server().SetTokens(tokens)
+	if err != nil {
+		return fmt.Errorf("auth.tokens: %w", err)
+	}
+	rt.Logger.Info("ocm: accepted tokens replaced", "tokens", len(tokens), "streams_ended", ended)
+	return nil
+}
+
+// loadTokens loads auth.tokens (validated): each token file is read now.
+func loadTokens(c *Config, log *slog.Logger) ([]server.TokenIdentity, error) {
+	var out []server.TokenIdentity
+	for i, tc := range c.Auth.Tokens {
+		id, _ := authn.ParseIdentity(tc.Identity) // validated
+		tok, err := authn.NewToken(fmt.Sprintf("auth.tokens[%d] (%s)", i, id), tc.Token, 0, log)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, server.TokenIdentity{Identity: id, Token: tok})
+	}
+	return out, nil
+}
+
 // security loads the gRPC certificate and the tokens. The files are
 // re-read when they change; a bad file at start is an error.
 func security(c *Config, log *slog.Logger) (*tls.Config, *server.Auth, error) {
@@ -239,14 +297,11 @@ func security(c *Config, log *slog.Logger) (*tls.Config, *server.Auth, error) {
 		creds = st.ServerConfig()
 		auth.MTLS = t.ClientCAFile != ""
 	}
-	for i, tc := range c.Auth.Tokens {
-		id, _ := authn.ParseIdentity(tc.Identity) // validated
-		tok, err := authn.NewToken(fmt.Sprintf("auth.tokens[%d] (%s)", i, id), tc.Token, 0, log)
-		if err != nil {
-			return nil, nil, err
-		}
-		auth.Tokens = append(auth.Tokens, server.TokenIdentity{Identity: id, Token: tok})
+	tokens, err := loadTokens(c, log)
+	if err != nil {
+		return nil, nil, err
 	}
+	auth.Tokens = tokens
 	if !auth.On() {
 		log.Warn("ocm: no authentication configured (grpc.tls.clientCAFile, auth.tokens): any client that reaches the gRPC port may act for any node")
 		return creds, nil, nil
@@ -255,10 +310,12 @@ func security(c *Config, log *slog.Logger) (*tls.Config, *server.Auth, error) {
 }
 
 func main() {
+	a := &app{}
 	os.Exit(cli.Main(cli.Binary[Config]{
 		Name:    "ocm",
 		Version: version,
-		Config:  config.Loader[Config]{Defaults: defaults, Validate: validate},
+		Config:  loader(),
+		Apply:   a.apply,
 		Flags: []cli.Flag{
 			{Name: "grpc-listen", Key: "grpc.listen", Usage: "gRPC address"},
 			{Name: "etcd-endpoints", Key: "etcd.endpoints", Usage: "etcd endpoints, comma-separated (empty: embedded etcd)"},
@@ -268,6 +325,6 @@ func main() {
 			{Name: "lease-ttl", Key: "leaseTTL", Usage: "node session lease TTL, e.g. 10s"},
 			{Name: "session-grace", Key: "sessionGrace", Usage: "grace before a node whose session stream broke loses its lease, e.g. 1.5s"},
 		},
-		Run: run,
+		Run: a.run,
 	}, os.Args[1:]))
 }

@@ -3,6 +3,7 @@ package ocm_test
 import (
 	"context"
 	"crypto/tls"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,9 +13,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/livecluster/livecluster/node/authn"
 	"github.com/livecluster/livecluster/node/config"
+	"github.com/livecluster/livecluster/node/ocmclient"
 	"github.com/livecluster/livecluster/node/tlsfiles"
 	"github.com/livecluster/livecluster/node/tlsfiles/tlstest"
 	"github.com/livecluster/livecluster/ocm/internal/ocm"
@@ -300,4 +303,189 @@ func TestAuthOpenReads(t *testing.T) {
 	}
 	_, err = anon.Register(ctx, regNode("origin-z", ocmv1.NodeRole_NODE_ROLE_ORIGIN))
 	wantCode(t, err, codes.Unauthenticated, "anonymous register with openReads")
+}
+
+// TestSetTokens: replacing the token list applies to the next call and
+// ends, UNAUTHENTICATED, the open streams whose token it removed, while
+// the others go on; a list that would turn authentication on or off is
+// refused and changes nothing. Real etcd, real gRPC over loopback.
+func TestSetTokens(t *testing.T) {
+	ctx := ctxT(t, 60*time.Second)
+	mk := func(name, v string) server.TokenIdentity {
+		tok, err := authn.NewToken(name, config.Token{Token: v}, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return server.TokenIdentity{Identity: authn.Identity{Role: authn.RoleEdge, Node: authn.AnyNode}, Token: tok}
+	}
+	const tokA, tokB, tokC = "edge-token-A-0123456789", "edge-token-B-0123456789", "edge-token-C-0123456789"
+	r := startReplica(t, shared.Endpoints(), newPrefix(t), 10*time.Second, func(c *ocm.Config) {
+		c.Auth = &server.Auth{Tokens: []server.TokenIdentity{mk("a", tokA), mk("c", tokC)}}
+	})
+	dial := func(tok string) ocmv1.OCMServiceClient {
+		tk, err := authn.NewToken("t", config.Token{Token: tok}, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient(r.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(authn.PerRPC(tk, false)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return ocmv1.NewOCMServiceClient(cc)
+	}
+	watch := func(c ocmv1.OCMServiceClient) <-chan error {
+		ws, err := c.WatchStreams(ctx, &ocmv1.WatchStreamsRequest{InitialState: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ws.Recv(); err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		end := make(chan error, 1)
+		go func() {
+			for {
+				if _, err := ws.Recv(); err != nil {
+					end <- err
+					return
+				}
+			}
+		}()
+		return end
+	}
+	a, b, c := dial(tokA), dial(tokB), dial(tokC)
+	endA, endC := watch(a), watch(c)
+	if _, err := b.ListNodes(ctx, &ocmv1.ListNodesRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("token B before SetTokens: %v", err)
+	}
+
+	if _, err := r.Server().SetTokens(nil); err == nil {
+		t.Error("an empty list accepted on a token-only replica")
+	}
+	ended, err := r.Server().SetTokens([]server.TokenIdentity{mk("b", tokB), mk("c", tokC)})
+	if err != nil || ended != 1 {
+		t.Fatalf("SetTokens: %d streams ended, %v; want 1, nil", ended, err)
+	}
+	if _, err := a.ListNodes(ctx, &ocmv1.ListNodesRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("removed token A: %v, want Unauthenticated", err)
+	}
+	if _, err := b.ListNodes(ctx, &ocmv1.ListNodesRequest{}); err != nil {
+		t.Errorf("added token B: %v", err)
+	}
+	select {
+	case err := <-endA:
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("watch with the removed token ended with %v, want Unauthenticated", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("watch with the removed token still open")
+	}
+	select {
+	case err := <-endC:
+		t.Errorf("watch with a kept token ended: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+
+	open := startReplica(t, shared.Endpoints(), newPrefix(t), 10*time.Second)
+	if _, err := open.Server().SetTokens([]server.TokenIdentity{mk("b", tokB)}); err == nil {
+		t.Error("tokens accepted by a replica started without authentication")
+	}
+}
+
+// TestTokenRotationKeepsSessions: a token rotation through SetTokens as
+// docs/security.md describes it, with real nodes (node/ocmclient). Node A
+// gets the new token in its file before the old one is removed: its
+// session stream, opened with the old token, is ended and reopened with
+// the new one within the session grace, so it keeps its lease. Node B
+// still holds the old token: it is refused and loses its lease after the
+// grace. This is why removing a token also ends the streams it opened.
+func TestTokenRotationKeepsSessions(t *testing.T) {
+	ctx := ctxT(t, 90*time.Second)
+	const oldTok, newTok, adminTok = "origin-token-old-0123456789", "origin-token-new-0123456789", "admin-token-0123456789abc"
+	mk := func(role authn.Role, v string) server.TokenIdentity {
+		tok, err := authn.NewToken(string(role), config.Token{Token: v}, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := authn.Identity{Role: role, Node: authn.AnyNode}
+		if role == authn.RoleAdmin {
+			id.Node = ""
+		}
+		return server.TokenIdentity{Identity: id, Token: tok}
+	}
+	r := startReplica(t, shared.Endpoints(), newPrefix(t), 10*time.Second, func(c *ocm.Config) {
+		c.Auth = &server.Auth{Tokens: []server.TokenIdentity{mk(authn.RoleOrigin, oldTok), mk(authn.RoleAdmin, adminTok)}}
+	})
+	dir := t.TempDir()
+	node := func(id string) (*ocmclient.Client, string) {
+		file := filepath.Join(dir, id+".token")
+		if err := os.WriteFile(file, []byte(oldTok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := ocmclient.New(ocmclient.Options{Address: r.Addr().String(),
+			Node: &ocmv1.Node{Id: id, Role: ocmv1.NodeRole_NODE_ROLE_ORIGIN,
+				Addresses: &ocmv1.NodeAddresses{Rtmp: id + ":1935", Http: id + ":8080"}},
+			Security: config.OCMSecurity{Token: config.Token{TokenFile: file}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nctx, cancel := context.WithCancel(ctx)
+		c.Start(nctx)
+		t.Cleanup(func() { cancel(); _ = c.Close() })
+		return c, file
+	}
+	a, aFile := node("origin-a")
+	b, _ := node("origin-b")
+	for !a.Registered() || !b.Registered() {
+		if ctx.Err() != nil {
+			t.Fatal("nodes not registered")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sa, _ := a.Session()
+
+	// 1. Both tokens accepted. 2. A's file gets the new token; the client
+	// re-reads it at most every authn.DefaultInterval, on use.
+	if _, err := r.Server().SetTokens([]server.TokenIdentity{mk(authn.RoleOrigin, oldTok), mk(authn.RoleOrigin, newTok), mk(authn.RoleAdmin, adminTok)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(aFile, []byte(newTok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(authn.DefaultInterval + 2*time.Second) // A's heartbeats (every ~3 s at a 10 s TTL) carried the new token since
+	// 3. The old token removed.
+	ended, err := r.Server().SetTokens([]server.TokenIdentity{mk(authn.RoleOrigin, newTok), mk(authn.RoleAdmin, adminTok)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ended < 2 {
+		t.Errorf("%d streams ended; want at least both nodes' session streams", ended)
+	}
+	time.Sleep(r.Server().SessionGrace() + 2*time.Second)
+
+	admin := func() ocmv1.OCMServiceClient {
+		tk, _ := authn.NewToken("admin", config.Token{Token: adminTok}, 0, nil)
+		cc, err := grpc.NewClient(r.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(authn.PerRPC(tk, false)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return ocmv1.NewOCMServiceClient(cc)
+	}()
+	nodes, err := admin.ListNodes(ctx, &ocmv1.ListNodesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := map[string]int64{}
+	for _, n := range nodes.GetNodes() {
+		leases[n.GetId()] = n.GetLeaseId()
+	}
+	if leases["origin-a"] != sa.LeaseID || a.Status().Registrations != 1 {
+		t.Errorf("node A (new token): lease %d, registrations %d; want its first lease %d kept", leases["origin-a"], a.Status().Registrations, sa.LeaseID)
+	}
+	if _, ok := leases["origin-b"]; ok {
+		t.Errorf("node B (old token) still registered %v after the grace", leases)
+	}
 }

@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -25,6 +28,7 @@ type Auth struct {
 	// Tokens are the bearer tokens accepted ("authorization: Bearer" in
 	// the call's metadata) and the identity each grants. A caller with a
 	// client certificate is identified by it; its token is not looked at.
+	// These are the tokens at start; Server.SetTokens replaces them.
 	Tokens []TokenIdentity
 	// OpenReads lets callers without credentials use the read calls
 	// (LookupStream, AssignOrigin, WatchStreams, ListNodes, ListStreams).
@@ -143,8 +147,9 @@ func (s *Server) identify(ctx context.Context) (id authn.Identity, ok bool, err 
 	}
 	// Every token is compared (each in constant time), so the time taken
 	// does not tell which one nearly matched.
+	tokens := *s.tokens.Load()
 	found := -1
-	for i, t := range s.auth.Tokens {
+	for i, t := range tokens {
 		if t.Token.Matches(tok) && found < 0 {
 			found = i
 		}
@@ -152,8 +157,61 @@ func (s *Server) identify(ctx context.Context) (id authn.Identity, ok bool, err 
 	if found < 0 {
 		return authn.Identity{}, false, status.Error(codes.Unauthenticated, "bearer token not recognized")
 	}
-	return s.auth.Tokens[found].Identity, true, nil
+	return tokens[found].Identity, true, nil
 }
+
+// SetTokens replaces the accepted bearer tokens (a reload of auth.tokens):
+// new calls are judged by tokens at once, and every open stream
+// (KeepSession, WatchStreams) is judged again as if it started now; one
+// that no longer passes (its token was removed, or now grants an identity
+// that may not make the call) is ended with the refusal's code,
+// UNAUTHENTICATED or PERMISSION_DENIED. A node whose session is cut so
+// reopens it at once with the token it holds now, so a rotation that
+// keeps the nodes' current token costs nothing; one whose token was
+// revoked is refused and loses its lease after the session grace.
+// Streams of callers identified by a client certificate pass as before.
+//
+// It refuses (and changes nothing) a list that would turn authentication
+// on or off, which the interceptors installed at start decide: a server
+// started with no authentication cannot start checking, and one that
+// relies on tokens alone cannot be left with none (every node would be
+// locked out). It returns how many streams it ended.
+func (s *Server) SetTokens(tokens []TokenIdentity) (ended int, err error) {
+	switch {
+	case !s.auth.On() && len(tokens) > 0:
+		return 0, errors.New("authentication was off at start (neither grpc.tls.clientCAFile nor auth.tokens): turning it on needs a restart")
+	case s.auth.On() && !s.auth.MTLS && len(tokens) == 0:
+		return 0, errors.New("an empty list would leave no way to authenticate (no grpc.tls.clientCAFile) and lock every node out: turning authentication off needs a restart")
+	}
+	tokens = slices.Clone(tokens)
+	// Stored before the open streams are listed: a stream that registers
+	// after the listing authorizes after this store (streams register
+	// before they authorize), so it sees the new tokens.
+	s.tokens.Store(&tokens)
+	s.streamsMu.Lock()
+	open := make([]*authedStream, 0, len(s.streams))
+	for a := range s.streams {
+		open = append(open, a)
+	}
+	s.streamsMu.Unlock()
+	for _, a := range open {
+		req := a.request()
+		if req == nil {
+			continue // not authorized yet: RecvMsg judges it again if it used the old tokens
+		}
+		if err := s.authorize(a.parent, a.method, req); err != nil {
+			s.refused(a.parent, a.method, err)
+			a.cancel(&revoked{err})
+			ended++
+		}
+	}
+	return ended, nil
+}
+
+// revoked is the cause of a stream's context when SetTokens ended it.
+type revoked struct{ err error }
+
+func (r *revoked) Error() string { return "credentials no longer accepted: " + r.err.Error() }
 
 // authorize is the decision for one call of method (a full gRPC method
 // name) with its request: nil, UNAUTHENTICATED (no or bad credentials) or
@@ -200,27 +258,72 @@ func (s *Server) authUnary(ctx context.Context, req any, info *grpc.UnaryServerI
 }
 
 // authStream checks a server-streaming call on its request, the first (and
-// only) message the handler receives, before the handler sees it.
+// only) message the handler receives, before the handler sees it. The
+// stream stays registered while it runs, so that SetTokens can judge it
+// again; when SetTokens ends it, the call returns SetTokens' refusal
+// whatever the handler returned (it only saw its context end).
 func (s *Server) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if !strings.HasPrefix(info.FullMethod, svcPrefix) {
 		return handler(srv, ss)
 	}
-	return handler(srv, &authedStream{ServerStream: ss, s: s, method: info.FullMethod})
+	ctx, cancel := context.WithCancelCause(ss.Context())
+	a := &authedStream{ServerStream: ss, s: s, method: info.FullMethod, parent: ss.Context(), ctx: ctx, cancel: cancel}
+	s.streamsMu.Lock()
+	s.streams[a] = struct{}{}
+	s.streamsMu.Unlock()
+	defer func() {
+		s.streamsMu.Lock()
+		delete(s.streams, a)
+		s.streamsMu.Unlock()
+		cancel(nil)
+	}()
+	err := handler(srv, a)
+	var r *revoked
+	if errors.As(context.Cause(ctx), &r) {
+		return r.err
+	}
+	return err
 }
 
+// authedStream is a stream of the OCM service under authStream. Its
+// Context ends when the stream ends or SetTokens revokes its credentials.
 type authedStream struct {
 	grpc.ServerStream
 	s      *Server
 	method string
+	parent context.Context // the stream's own: the caller's metadata and peer
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu  sync.Mutex
+	req any // the authorized request; nil until then
+}
+
+func (a *authedStream) Context() context.Context { return a.ctx }
+
+func (a *authedStream) request() any {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.req
 }
 
 func (a *authedStream) RecvMsg(m any) error {
 	if err := a.ServerStream.RecvMsg(m); err != nil {
 		return err
 	}
-	if err := a.s.authorize(a.Context(), a.method, m); err != nil {
-		a.s.refused(a.Context(), a.method, err)
-		return err
+	for {
+		tokens := a.s.tokens.Load()
+		if err := a.s.authorize(a.parent, a.method, m); err != nil {
+			a.s.refused(a.parent, a.method, err)
+			return err
+		}
+		a.mu.Lock()
+		a.req = m
+		a.mu.Unlock()
+		// SetTokens skips a stream with no request yet: if it replaced the
+		// tokens while this one was judged with the old ones, judge again.
+		if a.s.tokens.Load() == tokens {
+			return nil
+		}
 	}
-	return nil
 }

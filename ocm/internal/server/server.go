@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -74,8 +75,14 @@ type Server struct {
 	ping    time.Duration
 	replica string
 	auth    *Auth
-	stopped chan struct{}
-	stop    sync.Once
+	// tokens are the accepted bearer tokens: auth.Tokens at start, then
+	// SetTokens'. Never nil.
+	tokens atomic.Pointer[[]TokenIdentity]
+	// streams are the open streams under authStream, for SetTokens.
+	streamsMu sync.Mutex
+	streams   map[*authedStream]struct{}
+	stopped   chan struct{}
+	stop      sync.Once
 	// graceMu orders sessionBroke's check of stopped with Shutdown closing
 	// it, so no grace goroutine starts after Shutdown waits for graces.
 	graceMu sync.Mutex
@@ -105,9 +112,15 @@ func New(o Options) *Server {
 	if o.Replica == "" {
 		o.Replica = "ocm"
 	}
-	return &Server{st: o.Store, c: o.Cache, m: o.Metrics, placer: o.Placer, log: o.Logger,
+	s := &Server{st: o.Store, c: o.Cache, m: o.Metrics, placer: o.Placer, log: o.Logger,
 		buf: o.WatchBuffer, ryw: o.ReadYourWritesWait, grace: o.SessionGrace, ping: o.SessionPing,
-		replica: o.Replica, auth: o.Auth, stopped: make(chan struct{})}
+		replica: o.Replica, auth: o.Auth, streams: map[*authedStream]struct{}{}, stopped: make(chan struct{})}
+	var tokens []TokenIdentity
+	if o.Auth != nil {
+		tokens = slices.Clone(o.Auth.Tokens)
+	}
+	s.tokens.Store(&tokens)
+	return s
 }
 
 // SessionGrace is the grace a node has to reopen a broken KeepSession.

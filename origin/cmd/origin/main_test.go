@@ -91,6 +91,7 @@ func startOCM(t *testing.T) *ocmProc {
 type originProc struct {
 	*proctest.Proc
 	id, rtmp, http, admin, hlsDir, root string
+	cfg                                 string // the config file
 }
 
 // startOrigin starts an origin; extraYAML is appended to its config file,
@@ -101,6 +102,7 @@ func startOrigin(t *testing.T, id, ocmAddr, extraYAML string, waitReady bool) *o
 	o := &originProc{id: id, rtmp: proctest.FreeAddr(t), http: proctest.FreeAddr(t), admin: proctest.FreeAddr(t),
 		hlsDir: filepath.Join(dir, "hls"), root: filepath.Join(dir, "hls")}
 	cfg := filepath.Join(dir, "origin.yaml")
+	o.cfg = cfg
 	drain := "20s"
 	if d, ok := strings.CutPrefix(extraYAML, "drainTimeout="); ok {
 		drain, extraYAML, _ = strings.Cut(d, "\n")

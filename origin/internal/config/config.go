@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/livecluster/livecluster/media/hub"
+	"github.com/livecluster/livecluster/media/rtmp"
 	"github.com/livecluster/livecluster/node/config"
 )
 
@@ -48,7 +49,18 @@ type OCM struct {
 // RTMP is the RTMP listener.
 type RTMP struct {
 	Listen string `yaml:"listen"`
+	// PublishReadWindow paces the reads of each publisher: once a read
+	// took all the socket held, the next waits until this long after it,
+	// so an encoder's tags are read a window at a time (one wake-up and
+	// read instead of two reads per tag) for up to this much more latency.
+	// 0s: off. Read when each publish starts.
+	PublishReadWindow config.Duration `yaml:"publishReadWindow"`
 }
+
+// MaxPublishReadWindow bounds rtmp.publishReadWindow: more is latency no
+// ingest saving pays for (the reads per second are already few at 50 ms),
+// and a window near the RTMP idle timeout would look like a dead publisher.
+const MaxPublishReadWindow = time.Second
 
 // HTTP is the HTTP listener: HTTP-FLV, HLS and the HTTP API.
 type HTTP struct {
@@ -94,6 +106,7 @@ func Defaults() Config {
 	c.OCM.Address = "ocm:7000"
 	c.OCM.ClaimTimeout = config.Duration(5 * time.Second)
 	c.RTMP.Listen = ":1935"
+	c.RTMP.PublishReadWindow = config.Duration(rtmp.DefaultPublishReadWindow)
 	c.HTTP.Listen = ":8080"
 	c.HTTP.WriteDefaults = true
 	host, err := os.Hostname()
@@ -119,7 +132,7 @@ func Defaults() Config {
 
 // Live lists the origin's keys that reload without a restart (besides the
 // common ones). Everything else is read once at start.
-var Live = append([]string{"ocm.claimTimeout", "hls.enabled", "hub.mergeWindow", config.AuthLive}, config.LimitsLive...)
+var Live = append([]string{"ocm.claimTimeout", "rtmp.publishReadWindow", "hls.enabled", "hub.mergeWindow", config.AuthLive}, config.LimitsLive...)
 
 // Validate checks the origin's keys; each error names its key.
 func Validate(c *Config) error {
@@ -136,6 +149,9 @@ func Validate(c *Config) error {
 		add("ocm.claimTimeout", fmt.Errorf("must be > 0, got %s", c.OCM.ClaimTimeout))
 	}
 	add("rtmp.listen", config.ValidListen(c.RTMP.Listen))
+	if w := c.RTMP.PublishReadWindow; w < 0 || w.D() > MaxPublishReadWindow {
+		add("rtmp.publishReadWindow", fmt.Errorf("must be in [0s (off), %s], got %s", MaxPublishReadWindow, w))
+	}
 	add("http.listen", config.ValidListen(c.HTTP.Listen))
 	if err := c.HTTPS.Validate("https"); err != nil {
 		errs = append(errs, err)

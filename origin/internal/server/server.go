@@ -115,6 +115,9 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 			l := rt.Config().Limits
 			return l.MaxPublishBitrate, l.PublishBitrateWindow.D()
 		},
+		// Read at each publish, so a reload applies to the next publisher;
+		// 0s is off here (the Config field's 0 would mean the default).
+		PublishReadWindowFunc: func() time.Duration { return rt.Config().RTMP.PublishReadWindow.D() },
 	}
 	lns, err := listeners.Open(listeners.Addresses{RTMP: cfg.RTMP.Listen, HTTP: cfg.HTTP.Listen, HTTPS: cfg.HTTPS},
 		s.limits, rtmpSrv.Refuse, rt.Logger)

@@ -274,7 +274,7 @@ so that a renewal reaches the files through the ..data swap. */}}
 
 {{/*
 The keys each binary reloads live (node/config CommonLive, origin
-internal/config Live, the edge's Loader Live, none extra for the OCM). A
+internal/config Live, the edge's Loader Live, the OCM's loader Live). A
 trailing ".*" means the whole subtree. Keep in step with the Go lists:
 scripts/test-chart.sh checks this list against them.
 */}}
@@ -282,9 +282,9 @@ scripts/test-chart.sh checks this list against them.
 {{- $common := list "log.level" "shutdown.*" }}
 {{- $limits := list "limits.maxConns" "limits.maxConnsPerIP" "limits.maxStreams" "limits.maxPlayersPerStream" "limits.maxPublishBitrate" "limits.publishBitrateWindow" }}
 {{- $own := get (dict
-  "ocm" (list)
-  "origin" (concat (list "ocm.claimTimeout" "hls.enabled" "hub.mergeWindow" "auth.*") $limits)
-  "edge" (concat (list "edge.idleTimeout" "edge.waitTimeout" "edge.ownerLossHold" "edge.mergeWindow" "edge.upstream.*" "edge.forward.*" "auth.*") $limits)
+  "ocm" (list "auth.tokens")
+  "origin" (concat (list "ocm.claimTimeout" "rtmp.publishReadWindow" "hls.enabled" "hub.mergeWindow" "auth.*") $limits)
+  "edge" (concat (list "rtmp.publishReadWindow" "edge.idleTimeout" "edge.waitTimeout" "edge.ownerLossHold" "edge.mergeWindow" "edge.upstream.*" "edge.forward.*" "auth.*") $limits)
   ) . }}
 {{- concat $common $own | toJson }}
 {{- end }}
