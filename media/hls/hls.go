@@ -18,7 +18,7 @@
 // in the last one to five minutes, with a buffer-cache lookup per skipped
 // inode; a rename over an existing playlist frees its old inode, so a
 // temporary file per playlist and per segment cost two creations and two
-// frees per segment (0.2-1 ms of kernel time each at 200 streams). Now a
+// frees per segment (a creation took 0.2-1 ms at 200 streams). Now a
 // segment costs one creation and, once it leaves the disk, one free; a
 // playlist none.
 //
