@@ -7,4 +7,6 @@ require (
 	github.com/nareix/joy4 v0.0.0-20200507095837-05a4ffbb5369
 )
 
+require golang.org/x/sys v0.48.0
+
 replace github.com/livecluster/livecluster/streamkey => ../streamkey

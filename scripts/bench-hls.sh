@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HLS at the edge (issue 11): N HLS players (loadgen HLS mode: a live
-# player's playlist polling every half target duration and one fetch of each
-# new segment, each player on its own connection) of one ~1 Mbps stream
+# player's playlist reloads as RFC 8216, hls.js and ffmpeg pace them, about
+# one per new segment, and one fetch of each new segment, each player on
+# its own keep-alive connection) of one ~1 Mbps stream
 # against the edge's caching proxy (edge/internal/hlsproxy) pinned to one
 # core (taskset -c 0), the players on the other (taskset -c 1); in the same
 # run Debian's nginx (one process, sendfile) pinned the same way serves the
@@ -22,7 +23,13 @@
 # started per second (200), PORT_BASE (25000: uses PORT_BASE+1 .. +40 on
 # 127.0.0.1), SERVER_CPU (0), LOAD_CPU (1), NGINX=0 to skip nginx, PPROF=1
 # also saves a 10 s CPU profile of the edge at every point (in PPROF_DIR,
-# default /tmp/livecluster-hls-pprof).
+# default /tmp/livecluster-hls-pprof), HLS_RELOAD the players' playlist
+# pacing (rfc: as RFC 8216, hls.js and ffmpeg; half: every half target
+# duration, about twice the playlist requests; loadgen -hls-reload),
+# EDGE_BIN the edge binary (the one built here), EDGE_B_BIN another edge
+# binary (say, main's build; swap the two to even out the order) run as a second edge,
+# "edge_b", at every point of the same run, pinned and measured the same
+# way (its figures and ratio_cpu_b in the same line).
 # Every process is started here, stopped by PID, and its state removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,10 +45,14 @@ LOAD_CPU=${LOAD_CPU:-1}
 NGINX=${NGINX:-1}
 PPROF=${PPROF:-0}
 PPROF_DIR=${PPROF_DIR:-/tmp/livecluster-hls-pprof}
+HLS_RELOAD=${HLS_RELOAD:-rfc}
+EDGE_BIN=${EDGE_BIN:-./bin/edge}
+EDGE_B_BIN=${EDGE_B_BIN:-}
 H=127.0.0.1
 OCM_GRPC=$H:$((P + 1)) OCM_ADMIN=$H:$((P + 2)) ETCD_CLIENT=$H:$((P + 3)) ETCD_PEER=$H:$((P + 4))
 ORIGIN_RTMP=$H:$((P + 10)) ORIGIN_HTTP=$H:$((P + 11)) ORIGIN_ADMIN=$H:$((P + 12))
 EDGE_RTMP=$H:$((P + 20)) EDGE_HTTP=$H:$((P + 21)) EDGE_ADMIN=$H:$((P + 22))
+EDGE_B_RTMP=$H:$((P + 25)) EDGE_B_HTTP=$H:$((P + 26)) EDGE_B_ADMIN=$H:$((P + 27))
 NGINX_HTTP=$H:$((P + 31))
 
 debian_install ffmpeg jq curl util-linux
@@ -77,12 +88,22 @@ taskset -c "$LOAD_CPU" ./bin/origin --node-id origin-hls --ocm "$OCM_GRPC" --rtm
 pids+=($!)
 wait_http "http://$ORIGIN_ADMIN/readyz" "${pids[-1]}" origin
 LIVECLUSTER_PPROF=$([ "$PPROF" = 1 ] && echo true || echo false) \
-  taskset -c "$SERVER_CPU" ./bin/edge --node-id edge-hls --ocm "$OCM_GRPC" --rtmp-listen "$EDGE_RTMP" \
+  taskset -c "$SERVER_CPU" "$EDGE_BIN" --node-id edge-hls --ocm "$OCM_GRPC" --rtmp-listen "$EDGE_RTMP" \
   --http-listen "$EDGE_HTTP" --admin-listen "$EDGE_ADMIN" --advertise-host 127.0.0.1 \
   --log-level warn >"$STATE/edge.log" 2>&1 &
 EDGE_PID=$!
 pids+=($EDGE_PID)
 wait_http "http://$EDGE_ADMIN/readyz" "$EDGE_PID" edge
+EDGE_B_PID=
+if [ -n "$EDGE_B_BIN" ]; then
+  [ -x "$EDGE_B_BIN" ] || fail "EDGE_B_BIN $EDGE_B_BIN is not an executable"
+  taskset -c "$SERVER_CPU" "$EDGE_B_BIN" --node-id edge-hls-b --ocm "$OCM_GRPC" --rtmp-listen "$EDGE_B_RTMP" \
+    --http-listen "$EDGE_B_HTTP" --admin-listen "$EDGE_B_ADMIN" --advertise-host 127.0.0.1 \
+    --log-level warn >"$STATE/edge-b.log" 2>&1 &
+  EDGE_B_PID=$!
+  pids+=($EDGE_B_PID)
+  wait_http "http://$EDGE_B_ADMIN/readyz" "$EDGE_B_PID" edge_b
+fi
 
 if [ "$NGINX" = 1 ]; then
   mkdir -p "$STATE/nginx/logs" "$STATE/nginx/tmp"
@@ -143,9 +164,10 @@ done
 [ -s "$HLS_DIR/live/bench.m3u8" ] || fail "the origin wrote no playlist"
 curl -fsS -o /dev/null "http://$EDGE_HTTP/live/bench.m3u8" || fail "the edge does not serve the playlist"
 [ "$NGINX" = 1 ] && { curl -fsS -o /dev/null "http://$NGINX_HTTP/live/bench.m3u8" || fail "nginx does not serve the playlist"; }
+[ -n "$EDGE_B_BIN" ] && { curl -fsS -o /dev/null "http://$EDGE_B_HTTP/live/bench.m3u8" || fail "edge_b does not serve the playlist"; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-echo "go: $(go version | cut -d' ' -f3); points: $POINTS; $DURATION per run; ramp $RAMP/s; server on cpu $SERVER_CPU, players on cpu $LOAD_CPU" >&2
+echo "go: $(go version | cut -d' ' -f3); points: $POINTS; $DURATION per run; ramp $RAMP/s; server on cpu $SERVER_CPU, players on cpu $LOAD_CPU; playlist reload $HLS_RELOAD; edge $EDGE_BIN${EDGE_B_BIN:+; edge_b $EDGE_B_BIN}" >&2
 
 # play name url pid n: one loadgen run; its summary in $STATE/name.json
 play() {
@@ -155,7 +177,7 @@ play() {
     (sleep $(( ${DURATION%s} / 2 )) && curl -fsS -o "$PPROF_DIR/edge-$n.pprof" "http://$EDGE_ADMIN/debug/pprof/profile?seconds=10") &
   fi
   taskset -c "$LOAD_CPU" ./bin/loadgen -url "$url" -players "$n" -ramp "$RAMP" -duration "$DURATION" \
-    -pids "$pid" -json "$STATE/$name.json" -quiet 2>>"$STATE/loadgen.log" || true
+    -hls-reload "$HLS_RELOAD" -pids "$pid" -json "$STATE/$name.json" -quiet 2>>"$STATE/loadgen.log" || true
   [ -s "$STATE/$name.json" ] || fail "loadgen wrote no summary for $name"
 }
 FIGS='{connected: .max_concurrent, errors: .errors_total, error_kinds: .errors, late_max, late_clients,
@@ -165,13 +187,19 @@ FIGS='{connected: .max_concurrent, errors: .errors_total, error_kinds: .errors, 
   mbps: .mbps, startup_p50_ms: .startup_ms.p50, loadgen_cpu_s_per_s: .loadgen.cpu_s_per_s}'
 for n in $POINTS; do
   play "edge-$n" "http://$EDGE_HTTP/live/bench.m3u8" "$EDGE_PID" "$n"
+  edge_b_json=null
+  if [ -n "$EDGE_B_BIN" ]; then
+    play "edge_b-$n" "http://$EDGE_B_HTTP/live/bench.m3u8" "$EDGE_B_PID" "$n"
+    edge_b_json=$(jq -c "$FIGS" "$STATE/edge_b-$n.json")
+  fi
   nginx_json=null
   if [ "$NGINX" = 1 ]; then
     play "nginx-$n" "http://$NGINX_HTTP/live/bench.m3u8" "$NGINX_PID" "$n"
     nginx_json=$(jq -c "$FIGS" "$STATE/nginx-$n.json")
   fi
-  jq -c --argjson n "$n" --argjson nginx "$nginx_json" "$FIGS as \$e | {bench: \"hls\", players: \$n,
-      edge: \$e, nginx: \$nginx,
-      ratio_cpu: (if \$nginx != null and (\$nginx.cpu_per_100 // 0) > 0 then (\$e.cpu_per_100 / \$nginx.cpu_per_100) else null end)}" \
+  jq -c --argjson n "$n" --argjson nginx "$nginx_json" --argjson edge_b "$edge_b_json" --arg reload "$HLS_RELOAD" "$FIGS as \$e | {bench: \"hls\", players: \$n, reload: \$reload,
+      edge: \$e, edge_b: \$edge_b, nginx: \$nginx,
+      ratio_cpu: (if \$nginx != null and (\$nginx.cpu_per_100 // 0) > 0 then (\$e.cpu_per_100 / \$nginx.cpu_per_100) else null end),
+      ratio_cpu_b: (if \$edge_b != null and \$nginx != null and (\$nginx.cpu_per_100 // 0) > 0 then (\$edge_b.cpu_per_100 / \$nginx.cpu_per_100) else null end)}" \
     "$STATE/edge-$n.json"
 done

@@ -4,7 +4,9 @@
 # stream key per publisher) into one origin pinned to one core (taskset -c
 # 0), writing HLS to disk, the publishers on the other core (taskset -c 1);
 # nginx-rtmp with `hls on` (Debian's nginx + libnginx-mod-rtmp, installed
-# when missing) pinned the same way at the same points in the same run.
+# when missing) pinned the same way at the same points in the same run: one
+# worker, with its master and cache manager (which runs hls_cleanup); the
+# worker's and the cache manager's CPU are counted.
 # Prints one JSON line per point:
 #
 #   {"bench":"ingest","streams":100,"origin":{...},"nginx":{...},"ratio_cpu":0.9}
@@ -23,7 +25,14 @@
 # .. +40 on 127.0.0.1), SERVER_CPU (0), LOAD_CPU (1), NGINX=0 to skip nginx,
 # HLS_DIR (a temp dir under /tmp, on disk here; both servers write under it),
 # PPROF=1 also saves a 10 s CPU profile of the origin at every point (in
-# PPROF_DIR, default /tmp/livecluster-ingest-pprof).
+# PPROF_DIR, default /tmp/livecluster-ingest-pprof). TRACE looks at both
+# servers' system calls and kernel time over 10 s from the middle of every
+# run, into PPROF_DIR as <server>-<n>.<kind>: TRACE=strace counts them
+# (`strace -f -c`), TRACE=strace-T logs each file and descriptor call with
+# its time (`strace -f -T -e trace=%file,%desc`), TRACE=perf records CPU
+# samples with kernel stacks (`perf record -g`, and `perf report --stdio`
+# beside it). strace slows a server several times over: a traced run's CPU
+# and lateness figures are not measurements.
 # Every process is started here, stopped by PID, and its state removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +48,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 NGINX=${NGINX:-1}
 PPROF=${PPROF:-0}
 PPROF_DIR=${PPROF_DIR:-/tmp/livecluster-ingest-pprof}
+TRACE=${TRACE:-}
 H=127.0.0.1
 OCM_GRPC=$H:$((P + 1)) OCM_ADMIN=$H:$((P + 2)) ETCD_CLIENT=$H:$((P + 3)) ETCD_PEER=$H:$((P + 4))
 ORIGIN_RTMP=$H:$((P + 10)) ORIGIN_HTTP=$H:$((P + 11)) ORIGIN_ADMIN=$H:$((P + 12))
@@ -46,6 +56,12 @@ NGINX_RTMP=$H:$((P + 30))
 
 debian_install ffmpeg jq curl util-linux
 [ "$NGINX" = 1 ] && debian_install nginx libnginx-mod-rtmp
+case $TRACE in
+  "") ;;
+  strace | strace-T) debian_install strace ;;
+  perf) debian_install linux-perf ;;
+  *) echo "bench-ingest: TRACE must be strace, strace-T or perf" >&2; exit 1 ;;
+esac
 NGINX_MOD=/usr/lib/nginx/modules/ngx_rtmp_module.so
 
 BENCH=bench-ingest
@@ -86,11 +102,17 @@ wait_http "http://$ORIGIN_ADMIN/readyz" "$ORIGIN_PID" origin
 if [ "$NGINX" = 1 ]; then
   [ -f "$NGINX_MOD" ] || fail "nginx-rtmp module not at $NGINX_MOD"
   mkdir -p "$STATE/nginx/logs"
-  # One process (no master), like the origin: its PID is the one that works.
+  # One worker, as the origin is one process. With a master process, as
+  # nginx runs in production: only then does nginx start the cache manager
+  # process, which is what runs `hls_cleanup` (removing fragments that
+  # left the playlist; without it nginx removed no file at all and the
+  # origin removed one per segment). The worker and the cache manager are
+  # measured together (NGINX_PIDS).
   cat >"$STATE/nginx/nginx.conf" <<CONF
 load_module $NGINX_MOD;
 daemon off;
-master_process off;
+master_process on;
+user $(id -un);
 worker_processes 1;
 worker_rlimit_nofile 65536;
 pid $STATE/nginx/nginx.pid;
@@ -120,6 +142,10 @@ CONF
     kill -0 "$NGINX_PID" 2>/dev/null || fail "nginx exited at start"
     sleep 0.1
   done
+  # The master's children: the worker and the cache manager (hls_cleanup
+  # has no cache loader).
+  NGINX_PIDS=$(pgrep -P "$NGINX_PID" | paste -sd, -)
+  [ "$(tr ',' '\n' <<<"$NGINX_PIDS" | wc -l)" = 2 ] || fail "want an nginx worker and a cache manager, have processes $NGINX_PIDS"
 fi
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -135,8 +161,8 @@ playlists() {
   echo "$c"
 }
 # publish name url pid n: one loadgen run; its summary in $STATE/name.json.
-# The playlists are counted while the publishers still run (both servers
-# remove them once a stream ends).
+# The playlists are counted while the publishers still run (the origin
+# removes them once a stream ends).
 publish() {
   local name=$1 url=$2 pid=$3 n=$4 dir=$5 pre=$6
   taskset -c "$LOAD_CPU" ./bin/loadgen -publish "$n" -flv "$FLV" -url "$url" -stamp=false -ramp "$RAMP" \
@@ -147,9 +173,22 @@ publish() {
     mkdir -p "$PPROF_DIR"
     (sleep $((secs / 2)) && curl -fsS -o "$PPROF_DIR/origin-$n.pprof" "http://$ORIGIN_ADMIN/debug/pprof/profile?seconds=10") &
   fi
+  local tracer=""
+  if [ -n "$TRACE" ]; then
+    mkdir -p "$PPROF_DIR"
+    local out=$PPROF_DIR/$name.$TRACE
+    case $TRACE in
+      strace) (sleep $((secs / 2)) && timeout -s INT 10 strace -f -c -o "$out" -p "$pid" >/dev/null 2>&1) & ;;
+      strace-T) (sleep $((secs / 2)) && timeout -s INT 10 strace -f -T -tt -e trace=%file,%desc -o "$out" -p "$pid" >/dev/null 2>&1) & ;;
+      perf) (sleep $((secs / 2)) && perf record -q -g -p "$pid" -o "$out" -- sleep 10 >/dev/null 2>&1 &&
+        perf report -i "$out" --stdio --no-children --percent-limit 0.5 >"$out.txt" 2>/dev/null) & ;;
+    esac
+    tracer=$!
+  fi
   sleep $((secs - 3))
   playlists "$dir" "$pre" "$n" >"$STATE/$name.playlists"
   wait "$lg" || true
+  [ -n "$tracer" ] && { wait "$tracer" || true; }
   [ -s "$STATE/$name.json" ] || fail "loadgen wrote no summary for $name"
 }
 FIGS='{connected: .max_concurrent, errors: .errors_total, late_max, late_clients,
@@ -167,7 +206,7 @@ for n in $POINTS; do
     "$FIGS + {playlists: \$pl, hls_dropped: \$dr}" "$STATE/origin-$n.json")
   nginx_json=null
   if [ "$NGINX" = 1 ]; then
-    publish "nginx-$n" "rtmp://$NGINX_RTMP/live/n${n}s%d" "$NGINX_PID" "$n" "$HLS_DIR/nginx" "n${n}s"
+    publish "nginx-$n" "rtmp://$NGINX_RTMP/live/n${n}s%d" "$NGINX_PIDS" "$n" "$HLS_DIR/nginx" "n${n}s"
     nginx_json=$(jq -c --argjson pl "$(cat "$STATE/nginx-$n.playlists")" "$FIGS + {playlists: \$pl}" "$STATE/nginx-$n.json")
   fi
   line=$(jq -nc --argjson n "$n" --argjson o "$origin_json" --argjson x "$nginx_json" '{bench: "ingest", streams: $n,
@@ -177,6 +216,6 @@ for n in $POINTS; do
   [ "$(jq '.origin | .late_max == 0 and .errors == 0 and .connected == .playlists and .hls_dropped == 0' <<<"$line")" = true ] &&
     [ "$(jq '.origin.connected == .streams' <<<"$line")" = true ] && best_origin=$n
   [ "$(jq '.nginx != null and (.nginx | .late_max == 0 and .errors == 0 and .connected == .playlists) and .nginx.connected == .streams' <<<"$line")" = true ] && best_nginx=$n
-  sleep 6 # both servers dispose of the finished streams' files
+  sleep 6 # the origin disposes of the finished streams' files (nginx's cache manager removes old ones every 24 s)
 done
 echo "{\"bench\":\"ingest-summary\",\"most_streams_none_late\":{\"origin\":$best_origin,\"nginx\":$([ "$NGINX" = 1 ] && echo "$best_nginx" || echo null)}}"

@@ -31,7 +31,7 @@ func TestAsyncStalledVolume(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "live"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	resume := mediatest.StallFile(t, filepath.Join(dir, "live", "s-0.ts.tmp"))
+	resume := mediatest.StallFile(t, filepath.Join(dir, "live", "s-0.ts"))
 	s, err := m.Open("live", "s", streams)
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +133,7 @@ func TestAsyncCodecChangeWhileStalled(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "live"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	resume := mediatest.StallFile(t, filepath.Join(dir, "live", "s-0.ts.tmp"))
+	resume := mediatest.StallFile(t, filepath.Join(dir, "live", "s-0.ts"))
 	s, err := m.Open("live", "s", sa)
 	if err != nil {
 		t.Fatal(err)

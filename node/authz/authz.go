@@ -420,6 +420,22 @@ func ClientIP(remote string) string {
 	return remote
 }
 
+// AuthorizeHTTP authorizes a play over HTTP (protocol "hls") of key by r
+// when nothing follows it (no Stop is notified, as for an HLS object). On
+// a refusal it answers 401 or 403 with the reason and returns false, and
+// the caller must do nothing more. When the policy checks nothing (no
+// token, no hook) and r has no query (no internal credential), it allows
+// at once, counted as CheckHTTP counts it, without building a Request:
+// it runs for every playlist poll and segment of every HLS player.
+func (m *Manager) AuthorizeHTTP(w http.ResponseWriter, r *http.Request, key streamkey.Key, protocol string) bool {
+	if r.URL.RawQuery == "" && len(m.policy().chain) == 0 {
+		m.allowedCounter(Play, protocol).Inc()
+		return true
+	}
+	_, ok := m.CheckHTTP(w, r, key, protocol)
+	return ok
+}
+
 // CheckHTTP authorizes a play over HTTP (protocol "flv" or "hls") of key by
 // r. Allowed, it returns the request (to Notify its Stop with) and true; on
 // a refusal it answers 401 or 403 with the reason and returns false, and

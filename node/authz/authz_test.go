@@ -2,11 +2,15 @@ package authz
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/livecluster/livecluster/node/config"
 )
@@ -165,5 +169,40 @@ func TestManagerSourceReload(t *testing.T) {
 	cur.Store(&b)
 	if err := r(); err != nil {
 		t.Fatalf("after the reload: %v", err)
+	}
+}
+
+// AuthorizeHTTP (every HLS request at an edge): with nothing checked it
+// allows without allocating and counts the allowed play; with tokens it
+// decides as CheckHTTP, answering the refusal itself.
+func TestAuthorizeHTTP(t *testing.T) {
+	now := func() time.Time { return t0 }
+	key := withName("s1")
+	open := newManager(t, config.DefaultAuth(), now)
+	r := httptest.NewRequest("GET", "/live/s1.m3u8", nil)
+	w := httptest.NewRecorder()
+	if !open.AuthorizeHTTP(w, r, key, "hls") {
+		t.Fatalf("nothing checked: refused, %d %s", w.Code, w.Body)
+	}
+	if n := testutil.ToFloat64(open.allowedCounter(Play, "hls")); n != 1 {
+		t.Fatalf("allowed count = %v, want 1", n)
+	}
+	if a := testing.AllocsPerRun(100, func() { open.AuthorizeHTTP(w, r, key, "hls") }); a != 0 {
+		t.Fatalf("nothing checked: %v allocations per request, want 0", a)
+	}
+
+	m := newManager(t, tokenConfig("k1:0123456789abcdef-one"), now)
+	w = httptest.NewRecorder()
+	if m.AuthorizeHTTP(w, r, key, "hls") || w.Code != http.StatusUnauthorized {
+		t.Fatalf("tokens required, none given: %d %s", w.Code, w.Body)
+	}
+	tok, _ := NewKeyring([]config.Key{k1}).Mint("", "play", s1, t0.Add(time.Hour))
+	w = httptest.NewRecorder()
+	if !m.AuthorizeHTTP(w, httptest.NewRequest("GET", "/live/s1.m3u8?token="+url.QueryEscape(tok), nil), key, "hls") {
+		t.Fatalf("valid token refused: %d %s", w.Code, w.Body)
+	}
+	w = httptest.NewRecorder()
+	if m.AuthorizeHTTP(w, httptest.NewRequest("GET", "/live/s1.m3u8?token=bad", nil), key, "hls") || w.Code != http.StatusForbidden {
+		t.Fatalf("bad token: %d %s", w.Code, w.Body)
 	}
 }

@@ -238,6 +238,9 @@ type conn struct {
 	once sync.Once
 	// readTimeout is set when a Read ended at a deadline (see HTTPTimeouts).
 	readTimeout atomic.Bool
+	// served is set once an HTTP server has answered a request on the
+	// connection (HTTPTimeouts).
+	served atomic.Bool
 }
 
 func (c *conn) Read(p []byte) (int, error) {

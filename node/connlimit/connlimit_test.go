@@ -169,6 +169,47 @@ func TestHTTPSlowloris(t *testing.T) {
 	}
 }
 
+// A kept-alive connection that stays silent after its request is cut at
+// IdleTimeout and counted as idle_timeout, not header_timeout.
+func TestHTTPIdleTimeout(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := connlimit.NewMetrics(reg)
+	l := listen(t, connlimit.Options{Name: "http", Metrics: m})
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       200 * time.Millisecond,
+		ConnState:         connlimit.HTTPTimeouts(m, "http"),
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	c := dialFrom(t, "127.0.0.1", l.Addr().String())
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first request: %v", err)
+	}
+	// Silent now: the server closes the connection at IdleTimeout.
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("waiting for the idle cut: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for testutil.ToFloat64(m.RejectedCounter("http", connlimit.ReasonIdleTimeout)) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle_timeout rejections = %v, want 1",
+				testutil.ToFloat64(m.RejectedCounter("http", connlimit.ReasonIdleTimeout)))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := testutil.ToFloat64(m.RejectedCounter("http", connlimit.ReasonHeaderTimeout)); n != 0 {
+		t.Fatalf("header_timeout rejections = %v, want 0", n)
+	}
+}
+
 // Refusals never block Accept: a flood of refused clients that never read
 // their answer does not keep a client within the limits waiting.
 func TestRefusalsDoNotBlockAccept(t *testing.T) {

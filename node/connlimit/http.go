@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 )
 
@@ -43,25 +42,24 @@ func RefuseHTTP(_ context.Context, nc net.Conn, err error) {
 // Listener (it reads their timeout mark); others are not counted. The
 // server closes those connections itself; this only makes them visible.
 func HTTPTimeouts(m *Metrics, listener string) func(net.Conn, http.ConnState) {
-	var mu sync.Mutex
-	idle := map[net.Conn]bool{} // connection → it served a request already
+	// The hook runs at every request's start and end: it keeps its state
+	// on the connection (no lock, no map), since only ours are counted.
 	return func(nc net.Conn, st http.ConnState) {
-		mu.Lock()
-		defer mu.Unlock()
+		c, ok := nc.(*conn)
+		if !ok {
+			return
+		}
 		switch st {
-		case http.StateNew:
-			idle[nc] = false
 		case http.StateIdle:
-			idle[nc] = true
-		case http.StateClosed, http.StateHijacked:
-			wasIdle, ok := idle[nc]
-			delete(idle, nc)
-			if c, isOurs := nc.(*conn); ok && isOurs && c.readTimeout.Load() && st == http.StateClosed {
-				if wasIdle {
-					m.Rejected(listener, ReasonIdleTimeout)
-				} else {
-					m.Rejected(listener, ReasonHeaderTimeout)
-				}
+			c.served.Store(true)
+		case http.StateClosed:
+			if !c.readTimeout.Load() {
+				return
+			}
+			if c.served.Load() {
+				m.Rejected(listener, ReasonIdleTimeout)
+			} else {
+				m.Rejected(listener, ReasonHeaderTimeout)
 			}
 		}
 	}

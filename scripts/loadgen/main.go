@@ -48,6 +48,7 @@ type options struct {
 	jsonOut    string
 	stall      time.Duration
 	reqTimeout time.Duration
+	hlsReload  string
 	stamp      bool
 	quiet      bool
 	gaps       time.Duration
@@ -69,6 +70,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.jsonOut, "json", "", "write the JSON summary to this file (- for stdout)")
 	fs.DurationVar(&o.stall, "stall", 10*time.Second, "a client waiting longer than this for the server (connect, first media, any read or write) fails")
 	fs.DurationVar(&o.reqTimeout, "request-timeout", 10*time.Second, "HLS: bound of each playlist or segment request")
+	fs.StringVar(&o.hlsReload, "hls-reload", player.ReloadRFC, "HLS: playlist reload pacing: rfc (as RFC 8216, hls.js and ffmpeg: the target duration after a changed playlist, half of it after an unchanged one) or half (every half target duration: about twice a real player's playlist requests)")
 	fs.BoolVar(&o.stamp, "stamp", true, "publisher mode: embed the send time in each H.264 frame (SEI) for end-to-end latency")
 	fs.BoolVar(&o.quiet, "quiet", false, "no per-second lines")
 	fs.DurationVar(&o.gaps, "gaps", 0, "list every media gap of at least this long (wall time between two arrivals of one client, with both ends) in the summary; 0: off")
@@ -106,6 +108,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-duration must be in (0, %v]", maxDuration)
 	case o.gaps < 0:
 		return nil, errors.New("-gaps must not be negative")
+	case o.hlsReload != player.ReloadRFC && o.hlsReload != player.ReloadHalf:
+		return nil, fmt.Errorf("-hls-reload must be %s or %s", player.ReloadRFC, player.ReloadHalf)
 	case o.stall <= 0 || o.reqTimeout <= 0:
 		return nil, errors.New("-stall and -request-timeout must be positive")
 	}
@@ -202,7 +206,7 @@ launch:
 			if stream != nil {
 				_ = publisher.Publish(ctx, u, stream, publisher.Config{Stamp: o.stamp, Stall: o.stall}, st)
 			} else {
-				_ = player.Play(ctx, proto, u, player.Config{Stall: o.stall, RequestTimeout: o.reqTimeout}, st)
+				_ = player.Play(ctx, proto, u, player.Config{Stall: o.stall, RequestTimeout: o.reqTimeout, HLSReload: o.hlsReload}, st)
 			}
 		})
 	}

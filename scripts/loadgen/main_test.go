@@ -66,6 +66,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-url", "rtmp://h/a/b", "-players", "1", "-ramp", "0"}, "-ramp"},
 		{[]string{"-url", "rtmp://h/a/b", "-players", "1", "-pids", "12,abc"}, "-pids"},
 		{[]string{"-url", "rtmp://h/a/b", "-players", "1", "extra"}, "unexpected"},
+		{[]string{"-url", "http://h/a/b.m3u8", "-players", "1", "-hls-reload", "often"}, "-hls-reload"},
 	} {
 		_, err := parseFlags(c.args, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -270,7 +270,7 @@ func TestCodecChangeWithStalledHLS(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(f.hlsDir, "live"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	resume := mediatest.StallFile(t, filepath.Join(f.hlsDir, "live", "s-0.ts.tmp"))
+	resume := mediatest.StallFile(t, filepath.Join(f.hlsDir, "live", "s-0.ts"))
 	a := readFLV(t, mediatest.TestFLVSized(t, "320x240"))
 	bb := readFLV(t, mediatest.TestFLVSized(t, "640x360"))
 	first := part{streams: bb.streams, pkts: bb.pkts[:len(bb.pkts)/2]}

@@ -174,6 +174,7 @@ func Run(ctx context.Context, rt *cli.Runtime[config.Config]) error {
 		API:    authn.RequireForChanges(rt.AdminToken, rt.Logger, a.Handler()),
 		NodeID: cfg.NodeID, Owned: s.hlsOwned,
 		SegmentMaxAge: max(cfg.HLS.Dispose.D(), 10*time.Second), HLSRequests: m.hlsRequests,
+		Writing:  s.hls.Writing,
 		BytesOut: func(n int64) { s.hlsBytes.Add(n) },
 		Authorize: func(w http.ResponseWriter, r *http.Request, key streamkey.Key) bool {
 			_, ok := s.authz.CheckHTTP(w, r, key, "hls")

@@ -37,6 +37,11 @@ type Options struct {
 	API http.Handler
 	// SegmentMaxAge is the Cache-Control max-age of segments.
 	SegmentMaxAge time.Duration
+	// Writing reports whether the segment seq of app/name is still being
+	// written (hls.Manager.Writing): it is written under its final name,
+	// and a request for it answers 404, not a partial file a cache would
+	// keep for SegmentMaxAge. nil: nothing is checked.
+	Writing func(app, name string, seq int64) bool
 	// HLSRequests counts HLS requests by kind (playlist, segment).
 	HLSRequests *prometheus.CounterVec
 	// BytesOut is told the bytes of each HLS or static response.
@@ -171,6 +176,13 @@ func (o *Options) media(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		o.count("segment")
+		if o.Writing != nil {
+			// digits bounds it to 18 digits: no overflow.
+			if seq, _ := strconv.ParseInt(base[i+1:], 10, 64); o.Writing(app, base[:i], seq) {
+				http.NotFound(w, r)
+				return
+			}
+		}
 		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(o.SegmentMaxAge.Seconds())))
 		o.serveFile(w, r, o.HLSDir, app+"/"+file, "video/mp2t")
 	default:

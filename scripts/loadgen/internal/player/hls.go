@@ -21,9 +21,10 @@ const maxPlaylist = 1 << 20
 const liveEdgeSegments = 3
 
 // playHLS plays HLS as a live player does: it follows a master playlist's
-// first variant, polls the media playlist about every half target
-// duration, fetches each new segment once and in order, and stops after
-// #EXT-X-ENDLIST once everything listed was fetched.
+// first variant, reloads the media playlist as cfg.HLSReload says (by
+// default as RFC 8216 asks and hls.js and ffmpeg do: reloadWait), fetches
+// each new segment once and in order, and stops after #EXT-X-ENDLIST once
+// everything listed was fetched.
 //
 // Media progress is the end of the last segment fetched, so the client is
 // late when more than the threshold of wall time passed since its first
@@ -35,6 +36,7 @@ func playHLS(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 	if err != nil {
 		return fail("connect", err)
 	}
+	loaded := time.Now() // when the playlist in pl started loading
 	pl, err := fetchPlaylist(ctx, client, u)
 	if err != nil {
 		return err
@@ -46,6 +48,7 @@ func playHLS(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 		if u, err = u.Parse(pl.Variants[0]); err != nil {
 			return fail("parse", fmt.Errorf("variant URI: %w", err))
 		}
+		loaded = time.Now()
 		if pl, err = fetchPlaylist(ctx, client, u); err != nil {
 			return err
 		}
@@ -61,6 +64,7 @@ func playHLS(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 		// discontinuity is the numbering's, not the player falling behind
 		lastFetched int64 = -2
 		media       time.Duration
+		prevEnd     int64 = -1 // media sequence after the previous playlist's last segment
 	)
 	for {
 		if pl.MediaSequence < lastSeq {
@@ -102,17 +106,23 @@ func playHLS(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 		if pl.EndList && next >= end {
 			return nil
 		}
-		wait := pl.TargetDuration / 2
-		if wait < 100*time.Millisecond {
-			wait = 100 * time.Millisecond
+		wait := reloadWait(pl, end > prevEnd, cfg.HLSReload)
+		prevEnd = end
+		if cfg.HLSReload == ReloadHalf {
+			loaded = time.Now() // as before: the wait starts after the segments
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if d := time.Until(loaded.Add(wait)); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		} else if ctx.Err() != nil {
 			return nil
-		case <-t.C:
 		}
+		loaded = time.Now()
 		if pl, err = fetchPlaylist(ctx, client, u); err != nil {
 			return err
 		}
@@ -120,6 +130,24 @@ func playHLS(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 			return fail("parse", errors.New("media playlist turned into a master playlist"))
 		}
 	}
+}
+
+// reloadWait is how long after it started loading pl a player loads the
+// playlist again. changed: pl is the first playlist or lists a segment the
+// previous one did not. mode ReloadHalf: half the target duration always.
+// ReloadRFC (RFC 8216 section 6.3.4; hls.js computeReloadInterval, ffmpeg's
+// hls demuxer): after a changed playlist the target duration, or the last
+// segment's duration when shorter; after an unchanged one half the target
+// duration. Never less than 100 ms.
+func reloadWait(pl *hlsplaylist.Playlist, changed bool, mode string) time.Duration {
+	wait := pl.TargetDuration / 2
+	if mode != ReloadHalf && changed {
+		wait = pl.TargetDuration
+		if n := len(pl.Segments); n > 0 && pl.Segments[n-1].Duration > 0 && pl.Segments[n-1].Duration < wait {
+			wait = pl.Segments[n-1].Duration
+		}
+	}
+	return max(wait, 100*time.Millisecond)
 }
 
 func get(ctx context.Context, client *http.Client, u *url.URL) (*http.Response, error) {

@@ -48,7 +48,24 @@ type Config struct {
 	Stall time.Duration
 	// RequestTimeout bounds each HLS playlist or segment request (10 s).
 	RequestTimeout time.Duration
+	// HLSReload is how an HLS player paces its playlist reloads:
+	// ReloadRFC (the default) or ReloadHalf.
+	HLSReload string
 }
+
+// HLS playlist reload pacing (Config.HLSReload).
+const (
+	// ReloadRFC waits as RFC 8216 section 6.3.4 says and hls.js and
+	// ffmpeg do: after a playlist with a new segment (or the first one),
+	// the last segment's duration when shorter than the target duration,
+	// else the target duration; after an unchanged playlist, half the
+	// target duration; measured from the start of the previous load.
+	ReloadRFC = "rfc"
+	// ReloadHalf reloads every half target duration whatever the playlist
+	// held: about twice the playlist requests of a real player (what the
+	// load generator did before 27 Nov 2026, kept to compare with).
+	ReloadHalf = "half"
+)
 
 func (c Config) withDefaults() Config {
 	if c.Stall <= 0 {
@@ -56,6 +73,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 10 * time.Second
+	}
+	if c.HLSReload == "" {
+		c.HLSReload = ReloadRFC
 	}
 	return c
 }
