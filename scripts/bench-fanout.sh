@@ -41,7 +41,10 @@
 # FLOOR=0 to skip the floor, TWO_CORE=0 to skip the two-core runs,
 # TWO_CORE_POINTS (the largest point and 1.8 times it: the target is that
 # two cores carry 1.8 × what one core carries with none late) and
-# TWO_CORE_WINDOW (the last window). In the two-core runs the load
+# TWO_CORE_WINDOW (the last window), PPROF=1 also saves a CPU profile of
+# the one-core edge over the middle half of every run (in PPROF_DIR,
+# default /tmp/livecluster-fanout-pprof, named edge-PROTO-WINDOW-PLAYERS).
+# In the two-core runs the load
 # generator shares both cores with the server, so their capacity is a
 # lower bound.
 # Run it under flock /tmp/lc-bench.lock so that no other benchmark runs.
@@ -62,6 +65,8 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 NGINX=${NGINX:-1}
 FLOOR=${FLOOR:-1}
+PPROF=${PPROF:-0}
+PPROF_DIR=${PPROF_DIR:-/tmp/livecluster-fanout-pprof}
 for proto in $PROTOS; do
   case "$proto" in
     rtmp | httpflv) ;;
@@ -116,7 +121,8 @@ wait_http "http://$ORIGIN_ADMIN/readyz" "${pids[-1]}" origin
 EDGE_PID=
 start_edge() {
   stop_edge
-  LIVECLUSTER_SHUTDOWN_SIGTERM=fast LIVECLUSTER_EDGE_MERGE_WINDOW=${1}ms taskset -c "$2" ./bin/edge --node-id edge-bench --ocm "$OCM_GRPC" \
+  LIVECLUSTER_PPROF=$([ "$PPROF" = 1 ] && echo true || echo false) \
+    LIVECLUSTER_SHUTDOWN_SIGTERM=fast LIVECLUSTER_EDGE_MERGE_WINDOW=${1}ms taskset -c "$2" ./bin/edge --node-id edge-bench --ocm "$OCM_GRPC" \
     --rtmp-listen "$EDGE_RTMP" --http-listen "$EDGE_HTTP" --admin-listen "$EDGE_ADMIN" --advertise-host 127.0.0.1 \
     --log-level warn >>"$STATE/edge.log" 2>&1 &
   EDGE_PID=$!
@@ -223,6 +229,13 @@ START_S=$SECONDS
 OUT=$STATE/results.jsonl
 # play name url pids players: one loadgen run; its summary in $STATE/name.json
 play() {
+  if [ "$PPROF" = 1 ] && [[ "$1" == edge-* ]]; then
+    mkdir -p "$PPROF_DIR"
+    # From a quarter of the run (past the ramp at the default points) for
+    # half of it, so that it ends before the run does.
+    (sleep $((D / 4)) && curl -fsS -o "$PPROF_DIR/$1.pprof" \
+      "http://$EDGE_ADMIN/debug/pprof/profile?seconds=$((D / 2 > 0 ? D / 2 : 1))" || true) &
+  fi
   taskset -c "$LOAD_CPU" ./bin/loadgen -url "$2" -players "$4" -ramp "$RAMP" -duration "$DURATION" \
     -pids "$3" -json "$STATE/$1.json" -quiet 2>>"$STATE/loadgen.log" || true
   [ -s "$STATE/$1.json" ] || fail "loadgen wrote no summary for $1"

@@ -20,6 +20,7 @@ import (
 
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/internal/flvx"
+	"github.com/livecluster/livecluster/media/internal/netx"
 	"github.com/livecluster/livecluster/streamkey"
 )
 
@@ -194,7 +195,7 @@ func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, rd *hub.Rea
 			_ = nc.SetWriteDeadline(now.Add(timeout))
 		}
 		nb = b
-		n, err := nb.WriteTo(nc)
+		n, err := netx.WriteBuffers(nc, &nb)
 		if count != nil {
 			count.CountBytes(n)
 		}

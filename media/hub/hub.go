@@ -114,9 +114,14 @@ type tag struct {
 	pkt     av.Packet      // the packet, when isPkt
 	isPkt   bool
 
-	wmu     sync.Mutex
-	wireKey uint64
-	wire    []byte // nil until an Encoder made it
+	wmu  sync.Mutex               // serializes making the wire form
+	wire atomic.Pointer[wireForm] // nil until an Encoder made it; then never changed
+}
+
+// wireForm is a tag's wire form for one encoder key.
+type wireForm struct {
+	key uint64
+	b   []byte
 }
 
 // Encoder turns FLV tags into a protocol's wire form (an RTMP connection's
@@ -131,15 +136,23 @@ type Encoder interface {
 	Encode(dst, tag []byte) ([]byte, error)
 }
 
-// wireFor returns t's wire form for enc, made once per tag for the first
-// key asked (a different key is encoded again at every call).
-func (t *tag) wireFor(enc Encoder) ([]byte, error) {
-	key := enc.EncoderKey()
+// wireFor returns t's wire form for an encoder with key, made once per
+// tag for the first key asked (a different key is encoded again at every
+// call). Once made, every reader takes it with one atomic load: this runs
+// per player per tag, and a mutex here was a measurable share of the
+// fan-out.
+func (t *tag) wireFor(enc Encoder, key uint64) ([]byte, error) {
+	if w := t.wire.Load(); w != nil {
+		if w.key == key {
+			return w.b, nil
+		}
+		return enc.Encode(nil, t.b)
+	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	if t.wire != nil {
-		if t.wireKey == key {
-			return t.wire, nil
+	if w := t.wire.Load(); w != nil { // made while this reader waited
+		if w.key == key {
+			return w.b, nil
 		}
 		return enc.Encode(nil, t.b)
 	}
@@ -150,7 +163,7 @@ func (t *tag) wireFor(enc Encoder) ([]byte, error) {
 	if b == nil {
 		b = []byte{}
 	}
-	t.wire, t.wireKey = b, key
+	t.wire.Store(&wireForm{key: key, b: b})
 	return b, nil
 }
 
@@ -629,8 +642,9 @@ func (r *Reader) NextWire(ctx context.Context, enc Encoder, bufs [][]byte) ([][]
 		return bufs[:0], err
 	}
 	bufs = bufs[:0]
+	key := enc.EncoderKey() // the same for the whole batch: asked once
 	for _, t := range r.batch {
-		b, err := t.wireFor(enc)
+		b, err := t.wireFor(enc, key)
 		if err != nil {
 			return bufs[:0], err
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/nareix/joy4/format/flv/flvio"
 
 	"github.com/livecluster/livecluster/media/internal/flvx"
+	"github.com/livecluster/livecluster/media/internal/netx"
 	"github.com/livecluster/livecluster/streamkey"
 )
 
@@ -715,7 +716,7 @@ func (c *Conn) WriteWire(bufs [][]byte) error {
 	}
 	c.armWriteDeadline()
 	c.wbufs = bufs
-	n, err := c.wbufs.WriteTo(c.nc)
+	n, err := netx.WriteBuffers(c.nc, &c.wbufs)
 	c.wbufs = nil
 	c.tx.Add(n)
 	if err != nil {

@@ -8,6 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -256,4 +260,89 @@ func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path s
 	if mediaT > 0 {
 		b.ReportMetric(cpu.Seconds()/mediaT.Seconds()/float64(n)*100, "cpu-s/s/100")
 	}
+}
+
+// writevConn wraps a connection as node/connlimit does (Write is the
+// wrapped connection's) and writes net.Buffers with its writev.
+type writevConn struct{ net.Conn }
+
+func (c writevConn) WriteBuffers(v *net.Buffers) (int64, error) { return v.WriteTo(c.Conn) }
+
+// TestWriteWireWritevThroughWrapper: a player's window of wire forms goes
+// out in one write system call (writev) when the server's connection is a
+// wrapper (every edge and origin listener is one), not one per message,
+// and the peer gets the bytes in order.
+func TestWriteWireWritevThroughWrapper(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConn(writevConn{nc}, Config{}.withDefaults(), slog.New(slog.DiscardHandler), true)
+	c.outChunkSize, c.streamID = 4096, 1
+	c.accepted.Store(true)
+	var (
+		bufs [][]byte
+		want []byte
+	)
+	for i := range 16 {
+		w, err := c.Encode(nil, flvx.EncodeRaw(flvio.TAG_VIDEO, int32(i*33), bytes.Repeat([]byte{byte(i)}, 500+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bufs = append(bufs, w)
+		want = append(want, w...)
+	}
+	// The first write arms the write deadline (a runtime timer, whose
+	// wake-up of the poller is a write system call too); the deadline is
+	// moved at most once a second, so the next windows make no such call.
+	if err := c.WriteWire([][]byte{want[:0]}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.LockOSThread()
+	before := threadWriteCalls(t)
+	err = c.WriteWire(bufs)
+	calls := threadWriteCalls(t) - before
+	runtime.UnlockOSThread()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 {
+		t.Errorf("%d write system calls for 16 messages, want 1 (writev)", calls)
+	}
+	nc.Close()
+	got, err := io.ReadAll(peer)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("peer got %d bytes (%v), want %d", len(got), err, len(want))
+	}
+}
+
+// threadWriteCalls returns the write system calls (write and writev
+// alike) this thread made; the caller locks its goroutine to the thread.
+func threadWriteCalls(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/thread-self/io")
+	if err != nil {
+		t.Skipf("no per-thread I/O accounting: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscw: "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no syscw in /proc/thread-self/io")
+	return 0
 }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -343,4 +345,70 @@ func (l *oneConnListener) Accept() (net.Conn, error) {
 	}
 	l.done = true
 	return l.c, nil
+}
+
+// writeCalls returns the write system calls (write and writev alike) this
+// thread made; the caller locks its goroutine to the thread.
+func writeCalls(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/thread-self/io")
+	if err != nil {
+		t.Skipf("no per-thread I/O accounting: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscw: "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no syscw in /proc/thread-self/io")
+	return 0
+}
+
+// TestWriteBuffersWritev: a wrapped connection writes a net.Buffers with
+// one writev of the TCP connection underneath (net.Buffers.WriteTo on the
+// wrapper itself makes one write call per slice), and the bytes arrive.
+func TestWriteBuffersWritev(t *testing.T) {
+	l := listen(t, connlimit.Options{Name: "rtmp"})
+	peer, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw, ok := c.(interface {
+		WriteBuffers(*net.Buffers) (int64, error)
+	})
+	if !ok {
+		t.Fatalf("%T has no WriteBuffers", c)
+	}
+	var bufs net.Buffers
+	var want []byte
+	for i := range 32 {
+		b := []byte(strings.Repeat(string(rune('a'+i%26)), 100+i))
+		bufs = append(bufs, b)
+		want = append(want, b...)
+	}
+	runtime.LockOSThread()
+	before := writeCalls(t)
+	n, err := bw.WriteBuffers(&bufs)
+	calls := writeCalls(t) - before
+	runtime.UnlockOSThread()
+	if err != nil || n != int64(len(want)) {
+		t.Fatalf("WriteBuffers: %d bytes, %v; want %d", n, err, len(want))
+	}
+	if calls != 1 {
+		t.Errorf("%d write system calls for 32 slices, want 1 (writev)", calls)
+	}
+	c.Close()
+	got, err := io.ReadAll(peer)
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("peer got %d bytes (%v), want %d", len(got), err, len(want))
+	}
 }
