@@ -80,7 +80,7 @@ func TestSegmenter(t *testing.T) {
 		t.Skip("ffmpeg test")
 	}
 	dir := t.TempDir()
-	m, err := hls.New(hls.Config{Dir: dir, Fragment: time.Second, Window: 6, Keep: -1, Dispose: 2 * time.Second, Clock: epochClock})
+	m, err := hls.New(hls.Config{Dir: dir, Fragment: time.Second, Window: 6, Keep: -1, Dispose: 4 * time.Second, Clock: epochClock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,19 +121,29 @@ func TestSegmenter(t *testing.T) {
 		t.Fatalf("playlist after unpublish:\n%s", pl)
 	}
 
-	// Consecutive segments concatenated, and the playlist, decode cleanly.
+	// Consecutive segments concatenated, and the playlist, must decode
+	// cleanly. They are copied now and decoded after the republish below,
+	// which has to come before dispose: ffmpeg on a loaded machine can
+	// take longer than the dispose delay.
+	snap := t.TempDir()
 	var cat []byte
 	for _, sg := range segs {
 		b, err := os.ReadFile(filepath.Join(dir, "live", sg))
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := os.WriteFile(filepath.Join(snap, sg), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		cat = append(cat, b...)
 	}
-	catPath := filepath.Join(t.TempDir(), "cat.ts")
-	os.WriteFile(catPath, cat, 0o644)
-	ffmpegClean(t, "-i", catPath)
-	ffmpegClean(t, "-i", filepath.Join(dir, "live", "s.m3u8"))
+	if err := os.WriteFile(filepath.Join(snap, "s.m3u8"), []byte(pl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	catPath := filepath.Join(snap, "cat.ts")
+	if err := os.WriteFile(catPath, cat, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	// Republish before dispose: same playlist, discontinuity, then ENDLIST.
 	s, err = m.Open("live", "s", streams)
@@ -163,10 +173,22 @@ func TestSegmenter(t *testing.T) {
 	if got := tagInt(t, pl, "EXT-X-MEDIA-SEQUENCE"); got != 5 {
 		t.Errorf("media sequence %d, want 5:\n%s", got, pl)
 	}
-	ffmpegClean(t, "-i", filepath.Join(dir, "live", "s.m3u8"))
+	snap2 := t.TempDir()
+	for _, name := range append(segments(pl), "s.m3u8") {
+		b, err := os.ReadFile(filepath.Join(dir, "live", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(snap2, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ffmpegClean(t, "-i", catPath)
+	ffmpegClean(t, "-i", filepath.Join(snap, "s.m3u8"))
+	ffmpegClean(t, "-i", filepath.Join(snap2, "s.m3u8"))
 
 	// Disposed after unpublish.
-	mediatest.Eventually(t, 5*time.Second, "dispose", func() bool {
+	mediatest.Eventually(t, 15*time.Second, "dispose", func() bool {
 		ents, _ := os.ReadDir(filepath.Join(dir, "live"))
 		return len(ents) == 0
 	})
