@@ -137,7 +137,7 @@ func main() {
 	flag.Float64Var(&c.ReplicaCores, "replica-cores", 1, "usable cores per OCM replica (e.g. 2 cores at 50%)")
 	flag.Float64Var(&c.EtcdWritesPerSec, "etcd-writes", 5000, "writes/s (claims, releases, heartbeats) one etcd cluster takes with room")
 	flag.Float64Var(&c.EtcdMaxKeys, "etcd-keys", 4e6, "keys one etcd cluster holds within its quota")
-	flag.Float64Var(&c.StreamsPerOriginCore, "streams-per-origin-core", 100, "1 Mbps streams one origin core ingests with HLS, none late (bench-ingest)")
+	flag.Float64Var(&c.StreamsPerOriginCore, "streams-per-origin-core", 400, "1 Mbps streams one origin core ingests with HLS, none late (bench-ingest: 400, the largest point run, at 0.58 of the core)")
 	flag.Float64Var(&c.RecordShare, "record-share", 0.2, "share of heartbeats that rewrite the node record (load moved, or the record is 30 s old: 1.67/30 = 0.06 from that alone); assumed")
 	var one Scenario
 	flag.IntVar(&one.Streams, "streams", 0, "one scenario: streams (0: the built-in scenarios)")
