@@ -41,7 +41,12 @@
 # FLOOR=0 to skip the floor, TWO_CORE=0 to skip the two-core runs,
 # TWO_CORE_POINTS (the largest point and 1.8 times it: the target is that
 # two cores carry 1.8 × what one core carries with none late) and
-# TWO_CORE_WINDOW (the last window), PPROF=1 also saves a CPU profile of
+# TWO_CORE_WINDOW (the last window), PROBE=N (5; 0: none) players more in
+# every one-core run from a second loadgen on the server's core, whose
+# latency (probe p50/p99) is that of a lightly loaded client: the main
+# load generator's own queueing at thousands of players adds to its
+# figure, the probe's does not (it takes a little of the server's core),
+# PPROF=1 also saves a CPU profile of
 # the one-core edge over the middle half of every run (in PPROF_DIR,
 # default /tmp/livecluster-fanout-pprof, named edge-PROTO-WINDOW-PLAYERS).
 # In the two-core runs the load
@@ -66,6 +71,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 NGINX=${NGINX:-1}
 FLOOR=${FLOOR:-1}
 PPROF=${PPROF:-0}
+PROBE=${PROBE:-5}
 PPROF_DIR=${PPROF_DIR:-/tmp/livecluster-fanout-pprof}
 for proto in $PROTOS; do
   case "$proto" in
@@ -227,7 +233,9 @@ echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: a
 START_S=$SECONDS
 
 OUT=$STATE/results.jsonl
-# play name url pids players: one loadgen run; its summary in $STATE/name.json
+# play name url pids players [cores]: one loadgen run; its summary in
+# $STATE/name.json; with PROBE, in one-core runs (cores 1, the default), the
+# probe players alongside, their summary in $STATE/name-probe.json
 play() {
   if [ "$PPROF" = 1 ] && [[ "$1" == edge-* ]]; then
     mkdir -p "$PPROF_DIR"
@@ -236,8 +244,16 @@ play() {
     (sleep $((D / 4)) && curl -fsS -o "$PPROF_DIR/$1.pprof" \
       "http://$EDGE_ADMIN/debug/pprof/profile?seconds=$((D / 2 > 0 ? D / 2 : 1))" || true) &
   fi
+  local probe=
+  rm -f "$STATE/$1-probe.json"
+  if [ "$PROBE" -gt 0 ] && [ "${5:-1}" = 1 ]; then
+    taskset -c "$SERVER_CPU" ./bin/loadgen -url "$2" -players "$PROBE" -ramp "$PROBE" -duration "$DURATION" \
+      -json "$STATE/$1-probe.json" -quiet 2>>"$STATE/loadgen.log" &
+    probe=$!
+  fi
   taskset -c "$LOAD_CPU" ./bin/loadgen -url "$2" -players "$4" -ramp "$RAMP" -duration "$DURATION" \
     -pids "$3" -json "$STATE/$1.json" -quiet 2>>"$STATE/loadgen.log" || true
+  [ -z "$probe" ] || wait "$probe" || true
   [ -s "$STATE/$1.json" ] || fail "loadgen wrote no summary for $1"
 }
 FIGS='{connected: .max_concurrent, errors: .errors_total, late_max, late_clients,
@@ -267,7 +283,11 @@ record() {
     "{bench: \"fanout\", server: \$server, protocol: \$proto, window_ms: \$w, players: \$n, cores: \$cores} + $FIGS
      + {rss_start_mib: (\$rss0 / 1048576 | floor),
         rss_per_player_kib: ((((.server.rss_peak_bytes // 0) - \$rss0) / ([.max_concurrent, 1] | max) / 1024) | floor)}" \
-    "$STATE/$1.json" | tee -a "$OUT"
+    "$STATE/$1.json" |
+    if [ -s "$STATE/$1-probe.json" ]; then
+      jq -c --slurpfile p "$STATE/$1-probe.json" '. + {probe_players: $p[0].max_concurrent,
+        probe_latency_p50_ms: $p[0].latency_ms.p50, probe_latency_p99_ms: $p[0].latency_ms.p99}'
+    else cat; fi | tee -a "$OUT"
 }
 edge_url() { # proto
   if [ "$1" = httpflv ]; then echo "http://$EDGE_HTTP/live/bench.flv"; else echo "rtmp://$EDGE_RTMP/live/bench"; fi
@@ -313,14 +333,14 @@ if [ "$TWO_CORE" = 1 ]; then
     start_edge "$TWO_CORE_WINDOW" "$ALL_CPUS"
     RSS0=$(rss_of "$EDGE_PID")
     for proto in $PROTOS; do
-      LOAD_CPU=$ALL_CPUS play "edge2-$proto-$n" "$(edge_url "$proto")" "$EDGE_PID" "$n"
+      LOAD_CPU=$ALL_CPUS play "edge2-$proto-$n" "$(edge_url "$proto")" "$EDGE_PID" "$n" 2
       record "edge2-$proto-$n" edge "$proto" "$TWO_CORE_WINDOW" "$n" 2 "$RSS0"
     done
     stop_edge
     if [ "$NGINX" = 1 ]; then
       start_nginx 2 "$ALL_CPUS"
       RSS0=$(rss_of "$NGINX_PIDS")
-      LOAD_CPU=$ALL_CPUS play "nginx2-$n" "rtmp://$NGINX_RTMP/live/bench" "$NGINX_PIDS" "$n"
+      LOAD_CPU=$ALL_CPUS play "nginx2-$n" "rtmp://$NGINX_RTMP/live/bench" "$NGINX_PIDS" "$n" 2
       record "nginx2-$n" nginx-rtmp rtmp 0 "$n" 2 "$RSS0"
       stop_nginx
     fi
@@ -335,8 +355,8 @@ jq -rs '
   def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
   (map(select(.bench == "fanout" and .server == "nginx-rtmp" and .cores == 1)) | map({key: (.players|tostring), value: .}) | from_entries) as $ng
   | (map(select(.bench == "floor")) | map({key: "\(.n)/\(.window_ms)", value: .}) | from_entries) as $fl
-  | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max (clients) | errors | latency p50 / p99 ms | p99 − window ms | loadgen CPU |",
-     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max (clients) | errors | latency p50 / p99 ms | p99 − window ms | probe p50 / p99 ms | probe p99 − window ms | loadgen CPU |",
+     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   + (map(select(.bench == "fanout")) | map(
       . as $e | ($ng[$e.players|tostring]) as $n | ($fl["\($e.players)/\($e.window_ms)"]) as $f
       | "| \($e.server) | \($e.protocol) | \($e.cores) | \($e.window_ms) | \($e.players) (\($e.connected)) | \($e.cpu_per_100|r3) | "
@@ -344,6 +364,8 @@ jq -rs '
         + (if $e.server == "edge" and $e.cores == 1 and $f != null then ($e.cpu_per_100 / $f.cpu_s_per_s_per_100 | r2) else "—" end)
         + " | \($e.rss_per_player_kib) | \($e.late_max) (\($e.late_clients)) | \($e.errors) | \($e.latency_p50_ms|r2) / \($e.latency_p99_ms|r2) | "
         + (if $e.latency_p99_ms == null then "—" else ($e.latency_p99_ms - $e.window_ms | r2) end)
+        + " | \($e.probe_latency_p50_ms|r2) / \($e.probe_latency_p99_ms|r2) | "
+        + (if $e.probe_latency_p99_ms == null then "—" else ($e.probe_latency_p99_ms - $e.window_ms | r2) end)
         + " | \($e.loadgen_cpu_s_per_s|r3) |"))
   + ["", "| floor sockets | window ms | CPU s/s per 100 | writes/s | max behind ms |", "|---|---|---|---|---|"]
   + (map(select(.bench == "floor")) | map("| \(.n) | \(.window_ms) | \(.cpu_s_per_s_per_100|r3) | \(.writes_per_s|round) | \(.max_behind_ms) |"))

@@ -310,7 +310,9 @@ func TestOwnerSwitch(t *testing.T) {
 	a, b := newUpstream(t, ts), newUpstream(t, ts)
 	var o owners
 	o.set("origin-a", 7, a)
-	p, m := newTestProxy(&o, Options{Hold: 3 * time.Second, EndHold: time.Second})
+	// Holds far longer than the test needs: it polls three times while the
+	// stream is unowned, which under load took longer than a 1 s EndHold.
+	p, m := newTestProxy(&o, Options{Hold: 30 * time.Second, EndHold: 30 * time.Second})
 	pl := newPlayer(t, p)
 
 	a.set(10, 6)
