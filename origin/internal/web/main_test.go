@@ -1,0 +1,16 @@
+package web
+
+import (
+	"os"
+	"testing"
+
+	"github.com/livecluster/livecluster/media/mediatest"
+)
+
+// TestMain removes the test FLV mediatest generates once per test binary
+// (it was left in the temporary directory after every run).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	mediatest.Cleanup()
+	os.Exit(code)
+}
