@@ -98,6 +98,21 @@ func TestSessionStreamReopensAndEndsSession(t *testing.T) {
 	if regs, _ := f.counts(); regs != 2 {
 		t.Fatalf("registrations = %d, want 2", regs)
 	}
+	// The third stream counts as a break only once the client has read its
+	// first message (up = 1); a Deregister before that, which a loaded
+	// machine allowed, ends a stream that never came up.
+	waitFor(t, "the third stream up", 5*time.Second, func() bool {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "ocm_session_stream_up" {
+				return mf.GetMetric()[0].GetGauge().GetValue() == 1
+			}
+		}
+		return false
+	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
