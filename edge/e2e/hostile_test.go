@@ -53,6 +53,7 @@ type procFigures struct{ Goroutines, FDs float64 }
 // the played stream never stalls, ownership is unchanged, and goroutines
 // and fds come back to their baseline.
 func TestHostileInputDrill(t *testing.T) {
+	t.Parallel()
 	skipShort(t)
 	ffmpeg := proctest.Tool(t, "LIVECLUSTER_FFMPEG", "ffmpeg")
 	var lim syscall.Rlimit
