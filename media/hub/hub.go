@@ -72,16 +72,17 @@ type Config struct {
 	// SpliceGap is the timestamp step readers see at a source change (40 ms).
 	SpliceGap time.Duration
 	// WriteDelay, when set, is told once per reader batch how long the
-	// batch's oldest tag waited in the hub: from the tag's arrival
-	// (Source.WritePacket) until the reader came back for its next batch,
-	// that is after it wrote this one. It covers the merge window, the
-	// wait for the reader's goroutine to run and the write itself (a write
-	// blocked by a full socket included). Tags a reader gets from the GOP
-	// cache when it attaches are not counted: they arrived before it did.
-	// A reader that ends is not told of its last batch. It runs on the
-	// reader's goroutine without the hub's lock, so it must be cheap (a
-	// histogram's Observe).
-	WriteDelay func(d time.Duration)
+	// batch's oldest tag waited, from its arrival (Source.WritePacket):
+	// taken, until the reader took the batch (the merge window and the
+	// wait for the reader's goroutine to run: the hub's and the CPU's
+	// part), and written, until the reader came back for its next batch,
+	// that is after it wrote this one (taken plus the write, a write
+	// blocked by the player's full socket included: the player's part).
+	// Tags a reader gets from the GOP cache when it attaches are not
+	// counted: they arrived before it did. A reader that ends is not told
+	// of its last batch. It runs on the reader's goroutine without the
+	// hub's lock, so it must be cheap (a histogram's Observe).
+	WriteDelay func(taken, written time.Duration)
 }
 
 func (c Config) withDefaults() Config {
@@ -581,7 +582,8 @@ type Reader struct {
 	batch      []*tag
 	tags       [][]byte
 	frames     []Frame
-	batchSince time.Duration // the batch's since, told to WriteDelay at the next call
+	batchSince time.Duration // the batch's since, for WriteDelay at the next call
+	batchTaken time.Duration // how long after batchSince the batch was taken
 
 	skipped atomic.Int64
 }
@@ -737,7 +739,7 @@ func (r *Reader) NextFrames(ctx context.Context) ([]Frame, error) {
 func (r *Reader) next(ctx context.Context) error {
 	// The caller is back: the last batch is written (or failed).
 	if r.batchSince != 0 {
-		r.h.cfg.WriteDelay(r.h.mono() - r.batchSince)
+		r.h.cfg.WriteDelay(r.batchTaken, r.h.mono()-r.batchSince)
 		r.batchSince = 0
 	}
 	clear(r.batch) // do not keep the last batch's tags alive while waiting
@@ -752,6 +754,9 @@ func (r *Reader) next(ctx context.Context) error {
 			r.batchSince = r.since
 			r.queue, r.qBytes, r.due, r.since = r.queue[:0], 0, false, 0
 			r.h.mu.Unlock()
+			if r.batchSince != 0 {
+				r.batchTaken = r.h.mono() - r.batchSince
+			}
 			r.h.bytesOut.Add(int64(bytes))
 			return nil
 		}

@@ -452,19 +452,20 @@ func TestWriteDelay(t *testing.T) {
 		window = 100 * time.Millisecond
 		write  = 150 * time.Millisecond // how long the reader "writes" its batch
 	)
+	type delay struct{ taken, written time.Duration }
 	var (
 		mu     sync.Mutex
-		delays []time.Duration
+		delays []delay
 	)
-	h := hub.New("k", hub.Config{MergeWindow: window, WriteDelay: func(d time.Duration) {
+	h := hub.New("k", hub.Config{MergeWindow: window, WriteDelay: func(taken, written time.Duration) {
 		mu.Lock()
 		defer mu.Unlock()
-		delays = append(delays, d)
+		delays = append(delays, delay{taken, written})
 	}})
-	told := func() []time.Duration {
+	told := func() []delay {
 		mu.Lock()
 		defer mu.Unlock()
-		return append([]time.Duration(nil), delays...)
+		return append([]delay(nil), delays...)
 	}
 	src, _ := h.Publish(streams, nil)
 	first := 0
@@ -484,6 +485,7 @@ func TestWriteDelay(t *testing.T) {
 	if _, err := live.Next(ctx); err != nil {
 		t.Fatal(err)
 	}
+	tookAt := time.Since(start)
 	time.Sleep(write)
 	if d := told(); len(d) != 0 {
 		t.Fatalf("told %v before the reader came back", d)
@@ -501,8 +503,12 @@ func TestWriteDelay(t *testing.T) {
 	if len(d) != 1 {
 		t.Fatalf("told %d delays (%v), want 1 for the one batch written", len(d), d)
 	}
-	if d[0] < window+write || d[0] > elapsed {
-		t.Fatalf("delay %v, want between window + write (%v) and the time since the first tag (%v)", d[0], window+write, elapsed)
+	if d[0].taken < window || d[0].taken > tookAt {
+		t.Fatalf("taken after %v, want between the window (%v) and when Next returned (%v)", d[0].taken, window, tookAt)
+	}
+	if d[0].written < d[0].taken+write || d[0].written > elapsed {
+		t.Fatalf("written after %v, want between taken + write (%v) and the time since the first tag (%v)",
+			d[0].written, d[0].taken+write, elapsed)
 	}
 
 	// A reader joining now takes the cached GOP at once; coming back after

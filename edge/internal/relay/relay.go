@@ -90,8 +90,9 @@ type Metrics struct {
 	Starts      *prometheus.CounterVec // protocol, result
 	SwitchDelay prometheus.Histogram
 	// PlayerWait is how long media waits in the edge before it is written
-	// to a player (hub.Config.WriteDelay of every pulled stream's hub).
-	PlayerWait prometheus.Histogram
+	// to a player (hub.Config.WriteDelay of every pulled stream's hub), by
+	// until: "taken" (by the player's writer) or "written".
+	PlayerWait *prometheus.HistogramVec
 }
 
 // NewMetrics registers the relay's metrics on reg.
@@ -116,14 +117,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from noticing an owner change or upstream loss to splicing the new upstream.",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10},
 		}),
-		PlayerWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+		PlayerWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "livecluster_edge_player_wait_seconds",
-			Help: "Time media waits in the edge before it is written to a player: from a tag's arrival from upstream to the end of " +
-				"the write that carries it, once per write for its oldest tag (so it includes edge.mergeWindow).",
+			Help: "Time media waits in the edge before it is written to a player, once per write for its oldest tag, from its " +
+				"arrival from upstream (so edge.mergeWindow included) until the player's writer took it (until=taken: the edge's " +
+				"part) and until the write ended (until=written: taken plus the write, which waits for a player whose socket is full).",
 			// Fine steps around the default 50 ms window and the 150 ms
 			// latency budget on top of it, where an operator reads p99.
 			Buckets: []float64{.01, .02, .03, .04, .05, .06, .07, .08, .09, .1, .125, .15, .175, .2, .25, .3, .4, .5, .75, 1, 1.5, 2, 3, 5},
-		}),
+		}, []string{"until"}),
 	}
 	reg.MustRegister(m.Upstreams, m.Stalls, m.Switches, m.Starts, m.SwitchDelay, m.PlayerWait)
 	return m
@@ -171,8 +173,12 @@ func New(opts Options) *Manager {
 		opts.HTTPClient = &http.Client{Transport: tr}
 	}
 	if opts.Metrics != nil && opts.Hub.WriteDelay == nil {
-		wait := opts.Metrics.PlayerWait
-		opts.Hub.WriteDelay = func(d time.Duration) { wait.Observe(d.Seconds()) }
+		// Resolved once: this runs per player per window.
+		taken, written := opts.Metrics.PlayerWait.WithLabelValues("taken"), opts.Metrics.PlayerWait.WithLabelValues("written")
+		opts.Hub.WriteDelay = func(t, w time.Duration) {
+			taken.Observe(t.Seconds())
+			written.Observe(w.Seconds())
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{

@@ -176,18 +176,24 @@ func TestPlayerWaitObserved(t *testing.T) {
 	for range 20 {
 		p.next(t, 3*time.Second, "packet")
 	}
-	hist := func() *dto.Histogram {
+	hist := func(until string) *dto.Histogram {
 		var m dto.Metric
-		if err := f.metrics.PlayerWait.Write(&m); err != nil {
+		if err := f.metrics.PlayerWait.WithLabelValues(until).(prometheus.Metric).Write(&m); err != nil {
 			t.Fatal(err)
 		}
 		return m.GetHistogram()
 	}
 	// The player took at least the packets after its GOP burst one batch
 	// at a time (no merge window here), each told when it came back.
-	edgetest.WaitFor(t, "player waits observed", 5*time.Second, func() bool { return hist().GetSampleCount() >= 5 })
-	if h := hist(); h.GetSampleSum()/float64(h.GetSampleCount()) > 1 {
-		t.Fatalf("mean wait %.3f s on loopback without a window", h.GetSampleSum()/float64(h.GetSampleCount()))
+	edgetest.WaitFor(t, "player waits observed", 5*time.Second, func() bool { return hist("written").GetSampleCount() >= 5 })
+	// One of each per batch (read while the player runs: a batch or two
+	// apart at most).
+	taken, written := hist("taken"), hist("written")
+	if d := int64(taken.GetSampleCount()) - int64(written.GetSampleCount()); d < -2 || d > 2 {
+		t.Fatalf("%d taken, %d written: want one of each per batch", taken.GetSampleCount(), written.GetSampleCount())
+	}
+	if written.GetSampleSum()/float64(written.GetSampleCount()) > 1 {
+		t.Fatalf("mean wait %.3f s on loopback without a window", written.GetSampleSum()/float64(written.GetSampleCount()))
 	}
 }
 
