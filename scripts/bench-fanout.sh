@@ -345,6 +345,7 @@ FIGS='{connected: .max_concurrent, errors: .errors_total, late_max, late_clients
   rss_per_player_kib: ((.server.rss_per_client_bytes // 0) / 1024 | floor),
   rss_peak_mib: ((.server.rss_peak_bytes // 0) / 1048576 | floor),
   latency_p50_ms: .latency_ms.p50, latency_p99_ms: .latency_ms.p99,
+  steady_latency_p50_ms: .latency_steady_ms.p50, steady_latency_p99_ms: .latency_steady_ms.p99,
   startup_p50_ms: .startup_ms.p50, loadgen_cpu_s_per_s: .loadgen.cpu_s_per_s}'
 # rss_of pid,...: the summed resident memory of the processes, in bytes.
 rss_of() {
@@ -370,7 +371,8 @@ record() {
     "$STATE/$1.json" |
     if [ -s "$STATE/$1-probe.json" ]; then
       jq -c --slurpfile p "$STATE/$1-probe.json" '. + {probe_players: $p[0].max_concurrent,
-        probe_latency_p50_ms: $p[0].latency_ms.p50, probe_latency_p99_ms: $p[0].latency_ms.p99}'
+        probe_latency_p50_ms: $p[0].latency_ms.p50, probe_latency_p99_ms: $p[0].latency_ms.p99,
+        probe_steady_latency_p50_ms: $p[0].latency_steady_ms.p50, probe_steady_latency_p99_ms: $p[0].latency_steady_ms.p99}'
     else cat; fi | jq -c --argjson s "$(steady_figs "$1")" '. + $s' | tee -a "$OUT"
 }
 edge_url() { # proto
@@ -439,8 +441,8 @@ jq -rs '
   def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
   (map(select(.bench == "fanout" and .server == "nginx-rtmp" and .cores == 1)) | map({key: (.players|tostring), value: .}) | from_entries) as $ng
   | (map(select(.bench == "floor")) | map({key: "\(.n)/\(.window_ms)", value: .}) | from_entries) as $fl
-  | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max (clients) | errors | latency p50 / p99 ms | p99 − window ms | probe p50 / p99 ms | probe p99 − window ms | edge taken p50 / p99 ms | edge written p50 / p99 ms | loadgen CPU | server / load core busy (steal) |",
-     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max (clients) | errors | latency p50 / p99 ms | p99 − window ms | steady latency p50 / p99 ms | probe p50 / p99 ms | probe p99 − window ms | probe steady p50 / p99 ms | probe steady p99 − window ms | edge taken p50 / p99 ms | edge written p50 / p99 ms | loadgen CPU | server / load core busy (steal) |",
+     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   + (map(select(.bench == "fanout")) | map(
       . as $e | ($ng[$e.players|tostring]) as $n | ($fl["\($e.players)/\($e.window_ms)"]) as $f
       | "| \($e.server) | \($e.protocol) | \($e.cores) | \($e.window_ms) | \($e.players) (\($e.connected)) | \($e.cpu_per_100|r3) | "
@@ -448,8 +450,11 @@ jq -rs '
         + (if $e.server == "edge" and $e.cores == 1 and $f != null then ($e.cpu_per_100 / $f.cpu_s_per_s_per_100 | r2) else "—" end)
         + " | \($e.rss_per_player_kib) | \($e.late_max) (\($e.late_clients)) | \($e.errors) | \($e.latency_p50_ms|r2) / \($e.latency_p99_ms|r2) | "
         + (if $e.latency_p99_ms == null then "—" else ($e.latency_p99_ms - $e.window_ms | r2) end)
+        + " | \($e.steady_latency_p50_ms|r2) / \($e.steady_latency_p99_ms|r2)"
         + " | \($e.probe_latency_p50_ms|r2) / \($e.probe_latency_p99_ms|r2) | "
         + (if $e.probe_latency_p99_ms == null then "—" else ($e.probe_latency_p99_ms - $e.window_ms | r2) end)
+        + " | \($e.probe_steady_latency_p50_ms|r2) / \($e.probe_steady_latency_p99_ms|r2) | "
+        + (if $e.probe_steady_latency_p99_ms == null then "—" else ($e.probe_steady_latency_p99_ms - $e.window_ms | r2) end)
         + " | \($e.edge_taken_p50_ms|r2) / \($e.edge_taken_p99_ms|r2) | \($e.edge_wait_p50_ms|r2) / \($e.edge_wait_p99_ms|r2) | \($e.loadgen_cpu_s_per_s|r3)"
         + " | \($e.server_core_busy|r2) / \($e.load_core_busy|r2) (\($e.steal|r2)) |"))
   + ["", "| floor sockets | window ms | CPU s/s per 100 | writes/s | max behind ms |", "|---|---|---|---|---|"]
