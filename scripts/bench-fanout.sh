@@ -22,7 +22,10 @@
 # players over the steady part of each run; RSS per player is (peak − start)
 # / players; late is players more than 3 s behind the wall clock; latency is
 # publisher → origin → edge → player, from send times the publisher embeds
-# (H.264 SEI). nginx-rtmp does not merge writes.
+# (H.264 SEI), over the whole run and over its steady part (from 2 s after
+# the ramp, the window of the CPU figures; during the ramp the server also
+# sends every joining player its GOP burst). nginx-rtmp does not merge
+# writes.
 #
 #   scripts/bench-fanout.sh                                  full size (quiet machine! ~31 min)
 #   POINTS="1000 4000" WINDOWS=50 scripts/bench-fanout.sh    the targets' points (~8 min)
