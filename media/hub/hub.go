@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -213,6 +214,9 @@ type Hub struct {
 	flushT   *time.Timer // wakes the readers at the end of a window
 	armed    bool        // flushT runs
 
+	wakeMu   sync.Mutex // one flush at a time
+	wakeList []*Reader  // flush's list of due readers, reused; guarded by wakeMu
+
 	sources, packetsIn, bytesIn, bytesOut, skipped, dropped, readersAll atomic.Int64
 }
 
@@ -238,17 +242,49 @@ func (h *Hub) window() time.Duration {
 	return h.cfg.MergeWindow
 }
 
-// flush ends a window: every reader with queued tags wakes.
+// wakeSlice is how many readers flush makes runnable before it yields.
+//
+// Why not all at once: a woken reader goes to its P's run queue, which
+// holds 256; the rest overflow to the global run queue, and a goroutine
+// the network makes ready while every P is busy (the upstream a hub is fed
+// from, found by sysmon's poll) is queued behind them there. With 4,000
+// readers on one core the upstream's reader so waited for the whole
+// window's writes, ~60% of its time runnable but not running (an
+// execution trace of the edge, docs/benchmarks.md), and media waited that
+// long in its socket before the hub saw it. In slices well under the local
+// queue's size the woken readers stay in the local queue, the global one
+// holds only such goroutines and the yielding flush, and the scheduler
+// takes from it between slices (and every 61st pick), so the upstream
+// waits for at most about one slice of writes.
+const wakeSlice = 64
+
+// flush ends a window: every reader with queued tags is marked due and
+// woken, wakeSlice at a time with a yield between slices. One flush wakes
+// at a time (a window ending while the last one's readers are still being
+// woken waits for it: they share the core anyway).
 func (h *Hub) flush() {
+	h.wakeMu.Lock()
+	defer h.wakeMu.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.armed = false
+	due := h.wakeList[:0]
 	for r := range h.readers {
 		if len(r.queue) > 0 {
 			r.due = true
-			r.wake()
+			due = append(due, r)
 		}
 	}
+	h.mu.Unlock()
+	for i, r := range due {
+		if i > 0 && i%wakeSlice == 0 {
+			runtime.Gosched()
+		}
+		// Outside h.mu: a non-blocking send on the reader's own channel.
+		// A reader detached meanwhile is woken for nothing.
+		r.wake()
+	}
+	clear(due) // keep no detached reader alive
+	h.wakeList = due[:0]
 }
 
 // Key returns the key the hub was created with.
@@ -588,7 +624,8 @@ type Reader struct {
 	skipped atomic.Int64
 }
 
-// wake signals the goroutine in Next. Called with h.mu held.
+// wake signals the goroutine in Next. Safe without h.mu (flush wakes
+// outside it); a reader that is due must be woken after due was set.
 func (r *Reader) wake() {
 	select {
 	case r.notify <- struct{}{}:
