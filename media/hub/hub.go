@@ -213,18 +213,12 @@ type Hub struct {
 	flushT   *time.Timer // wakes the readers at the end of a window
 	armed    bool        // flushT runs
 
-	wakeMu    sync.Mutex    // one flush at a time
-	wakeList  []*Reader     // flush's list of due readers, reused; guarded by wakeMu
-	sliceLeft int           // readers of flush's current slice not run yet; guarded by mu
-	sliceDone chan struct{} // the last of them ran
-
 	sources, packetsIn, bytesIn, bytesOut, skipped, dropped, readersAll atomic.Int64
 }
 
 // New returns a hub outside any registry.
 func New(key string, cfg Config) *Hub {
-	h := &Hub{key: key, cfg: cfg.withDefaults(), readers: map[*Reader]struct{}{}, done: make(chan struct{}), born: time.Now(),
-		sliceDone: make(chan struct{}, 1)}
+	h := &Hub{key: key, cfg: cfg.withDefaults(), readers: map[*Reader]struct{}{}, done: make(chan struct{}), born: time.Now()}
 	h.flushT = time.AfterFunc(time.Hour, h.flush)
 	h.flushT.Stop()
 	return h
@@ -244,76 +238,15 @@ func (h *Hub) window() time.Duration {
 	return h.cfg.MergeWindow
 }
 
-// wakeSlice is how many readers flush makes runnable at a time.
-//
-// Why not all at once: a woken reader goes to its P's run queue, which
-// holds 256; the rest overflow to the global run queue, and a goroutine
-// the network makes ready while every P is busy (the upstream a hub is fed
-// from, found by sysmon's poll) is queued behind them there. With 4,000
-// readers on one core the upstream's reader so waited for the whole
-// window's writes, 1.3 s of every 2 s runnable but not running (an
-// execution trace of the edge, docs/benchmarks.md): media waited in its
-// socket for the writes of the last window before the hub saw it, which
-// made the next window's writes larger and longer still. Woken a slice at
-// a time, the readers stay in the local queue, the global one holds only
-// such goroutines, and the scheduler takes one from it every 61 picks, so
-// the upstream waits for about one slice of writes.
-const wakeSlice = 64
-
-// flush ends a window: every reader with queued tags is marked due, and
-// those waiting in Next are woken wakeSlice at a time, each slice once the
-// last one's readers all ran (the last of them wakes flush, which so never
-// waits in the global run queue itself). A reader busy writing takes its
-// tags when it comes back. One flush wakes at a time: a window ending
-// while the last one's readers are still being woken waits for it (they
-// share the core anyway).
+// flush ends a window: every reader with queued tags wakes.
 func (h *Hub) flush() {
-	h.wakeMu.Lock()
-	defer h.wakeMu.Unlock()
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.armed = false
-	due := h.wakeList[:0]
 	for r := range h.readers {
 		if len(r.queue) > 0 {
 			r.due = true
-			due = append(due, r)
-		}
-	}
-	h.mu.Unlock()
-	for start := 0; start < len(due); start += wakeSlice {
-		h.mu.Lock()
-		select {
-		case <-h.sliceDone: // a signal no one waited for
-		default:
-		}
-		h.sliceLeft = 0
-		for _, r := range due[start:min(start+wakeSlice, len(due))] {
-			if r.waiting && !r.inSlice {
-				r.inSlice = true
-				h.sliceLeft++
-				r.wake()
-			}
-		}
-		left := h.sliceLeft
-		h.mu.Unlock()
-		if left > 0 {
-			<-h.sliceDone
-		}
-	}
-	clear(due) // keep no detached reader alive
-	h.wakeList = due[:0]
-}
-
-// sliceRan counts a reader of flush's current slice that ran. h.mu held.
-func (h *Hub) sliceRan(r *Reader) {
-	if !r.inSlice {
-		return
-	}
-	r.inSlice = false
-	if h.sliceLeft--; h.sliceLeft == 0 {
-		select {
-		case h.sliceDone <- struct{}{}:
-		default:
+			r.wake()
 		}
 	}
 }
@@ -642,8 +575,6 @@ type Reader struct {
 	err          error
 	due          bool // the queue is to be taken: a window ended, or no window
 	noMerge      bool
-	waiting      bool          // blocked in Next for a wake (or about to be)
-	inSlice      bool          // woken by flush's current slice and not run since
 	since        time.Duration // arrival (Hub.mono) of the oldest live tag queued; 0: none
 
 	// owned by the goroutine calling Next: reused from call to call, so a
@@ -815,8 +746,6 @@ func (r *Reader) next(ctx context.Context) error {
 	r.batch = r.batch[:0]
 	for {
 		r.h.mu.Lock()
-		r.waiting = false
-		r.h.sliceRan(r)
 		n := len(r.queue)
 		if n > 0 && r.due {
 			r.batch = append(r.batch, r.queue...)
@@ -832,18 +761,12 @@ func (r *Reader) next(ctx context.Context) error {
 			return nil
 		}
 		err := r.err
+		r.h.mu.Unlock()
 		if n == 0 && err != nil {
-			r.h.mu.Unlock()
 			return err
 		}
-		r.waiting = true
-		r.h.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			r.h.mu.Lock()
-			r.waiting = false
-			r.h.sliceRan(r)
-			r.h.mu.Unlock()
 			return ctx.Err()
 		case <-r.notify:
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -525,83 +524,5 @@ func TestWriteDelay(t *testing.T) {
 	}
 	if d := told(); len(d) != 1 {
 		t.Fatalf("told %v after a GOP burst, want only the live reader's batch", d)
-	}
-}
-
-// On one P, a goroutine queued on the global run queue while a window's
-// readers are woken (the upstream feeding the hub, made ready by the
-// network poller) runs after about one wake slice of them, not after all
-// of them: between two of its turns, far fewer writes than readers.
-func TestFlushLetsOthersRun(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
-	const readers = 2000
-	h := hub.New("k", hub.Config{MergeWindow: 20 * time.Millisecond})
-	defer h.Close()
-	src, _ := h.Publish(streams, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var writes, waiting atomic.Int64
-	var wg sync.WaitGroup
-	for range readers {
-		rd, err := h.NewReader()
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() {
-			waiting.Add(1)
-			_ = rd.CopyTo(ctx, func([][]byte) error { writes.Add(1); return nil })
-		})
-	}
-	// Every reader waiting in Next before the first window: goroutines
-	// not started yet sit in the global run queue themselves.
-	for waiting.Load() < readers {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond)
-	// The other goroutine: every runtime.Gosched puts it on the global run
-	// queue, as the poller does with a goroutine whose socket became
-	// readable; it records the most writes between two of its turns.
-	var maxGap atomic.Int64
-	stop := make(chan struct{})
-	wg.Go(func() {
-		last := writes.Load()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n := writes.Load()
-			if n-last > maxGap.Load() {
-				maxGap.Store(n - last)
-			}
-			last = n
-			runtime.Gosched()
-		}
-	})
-	first := 0
-	for !pkts[first].IsKeyFrame {
-		first++
-	}
-	for _, p := range pkts[first : first+40] {
-		if err := src.WritePacket(p); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for writes.Load() < 5*readers && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	close(stop)
-	cancel()
-	wg.Wait()
-	if n := writes.Load(); n < 5*readers {
-		t.Fatalf("%d writes by %d readers: fewer than 5 windows each", n, readers)
-	}
-	t.Logf("%d writes, at most %d between two turns of the other goroutine", writes.Load(), maxGap.Load())
-	if g := maxGap.Load(); g > readers/4 {
-		t.Fatalf("%d writes between two turns of a goroutine on the global run queue (%d readers): it waited for the whole window", g, readers)
 	}
 }
