@@ -21,15 +21,15 @@ type Run struct {
 	lateAfter time.Duration
 	start     time.Time
 
-	Bytes    atomic.Int64 // received (players) or sent (publishers), wire bytes
-	Startup  Hist         // connect → first keyframe
-	Latency  Hist         // embedded send time → arrival
+	Bytes   atomic.Int64 // received (players) or sent (publishers), wire bytes
+	Startup Hist         // connect → first keyframe
+	Latency Hist         // embedded send time → arrival
 	// LatencySteady is Latency over the steady part only (from 2 s after
 	// the last client started), the part the CPU figures cover: while
 	// players join, the server also sends each one its GOP cache burst.
 	LatencySteady Hist
 	steadyFrom    atomic.Int64 // unix ns when the steady part starts; 0: not yet known
-	launched atomic.Int64
+	launched      atomic.Int64
 
 	connected, maxConc, everConnected atomic.Int64
 
