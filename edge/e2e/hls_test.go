@@ -131,17 +131,37 @@ func TestHLSAcrossOwnerChanges(t *testing.T) {
 	grows("player output grows after the move to origin-1")
 	t.Logf("after the drain: output grows %v after SIGTERM, %d bytes", time.Since(drainAt), size())
 
-	// 2. Crash origin-1; the publisher retries on origin-2 every second,
-	// as an encoder would, until the OCM lets it (the lease runs out).
+	// 2. Crash origin-1; the publisher retries on origin-2, as an encoder
+	// would, a second after each refusal, until the OCM lets it (the lease
+	// runs out). An attempt is given until it is refused (ffmpeg exits) or
+	// owns the stream: on a loaded machine ffmpeg's start and the claim
+	// can take over a second, and killing it then would release what it
+	// was about to own.
 	killAt := time.Now()
 	o1.Signal(syscall.SIGKILL)
 	kill(pub)
+	owner := func() string {
+		r, err := c.lookup("h")
+		if err != nil {
+			return "lookup: " + err.Error()
+		}
+		return r.GetStream().GetOwnerNodeId()
+	}
+	var lastOwner string
 	waitFor(t, "republish on origin-2", 30*time.Second, func() bool {
 		p := c.publish(fmt.Sprintf("ffmpeg-pub-2-%d", time.Now().UnixMilli()), "rtmp://"+o2.rtmp+"/live/h")
-		time.Sleep(time.Second)
-		if r, err := c.lookup("h"); err == nil && r.GetStream().GetOwnerNodeId() == "origin-2" {
-			return true
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+			if lastOwner = owner(); lastOwner == "origin-2" {
+				return true
+			}
+			if p.Exited() {
+				t.Logf("publisher on origin-2 refused (owner %q): %s", lastOwner, strings.TrimSpace(p.Output()))
+				time.Sleep(time.Second)
+				return false
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
+		t.Logf("publisher on origin-2 neither refused nor owner after 10 s (owner %q); trying again", lastOwner)
 		kill(p)
 		return false
 	})
