@@ -22,7 +22,10 @@
 # players over the steady part of each run; RSS per player is (peak − start)
 # / players; late is players more than 3 s behind the wall clock; latency is
 # publisher → origin → edge → player, from send times the publisher embeds
-# (H.264 SEI). nginx-rtmp does not merge writes.
+# (H.264 SEI), over the whole run and over its steady part (from 2 s after
+# the ramp, the window of the CPU figures; during the ramp the server also
+# sends every joining player its GOP burst). nginx-rtmp does not merge
+# writes.
 #
 #   scripts/bench-fanout.sh                                  full size (quiet machine! ~31 min)
 #   POINTS="1000 4000" WINDOWS=50 scripts/bench-fanout.sh    the targets' points (~8 min)
@@ -48,10 +51,20 @@
 # figure, the probe's does not (it takes a little of the server's core),
 # PPROF=1 also saves a CPU profile of
 # the one-core edge over the middle half of every run (in PPROF_DIR,
-# default /tmp/livecluster-fanout-pprof, named edge-PROTO-WINDOW-PLAYERS).
+# default /tmp/livecluster-fanout-pprof, named edge-PROTO-WINDOW-PLAYERS)
+# and a 2 s execution trace from its middle (.trace: go tool trace shows
+# when each goroutine was runnable and when it ran).
 # In the two-core runs the load
 # generator shares both cores with the server, so their capacity is a
 # lower bound.
+# Over the steady part of every run (from 2 s after the ramp to 1 s before
+# the end) the script also reads how busy each of the two cores was
+# (/proc/stat: server core, load core, and the time the hypervisor stole)
+# and, for the edge, the p50/p99 of livecluster_edge_player_wait_seconds
+# (how long media waited in the edge, window included, until a player's
+# writer took it and until its write ended; interpolated in the
+# histogram's buckets as histogram_quantile does), so that the players'
+# latency can be split into the edge's part and the rest.
 # Run it under flock /tmp/lc-bench.lock so that no other benchmark runs.
 # Every process is started here, stopped by PID, and its state removed.
 set -euo pipefail
@@ -243,9 +256,19 @@ play() {
     # half of it, so that it ends before the run does.
     (sleep $((D / 4)) && curl -fsS -o "$PPROF_DIR/$1.pprof" \
       "http://$EDGE_ADMIN/debug/pprof/profile?seconds=$((D / 2 > 0 ? D / 2 : 1))" || true) &
+    (sleep $((D / 2)) && curl -fsS -o "$PPROF_DIR/$1.trace" "http://$EDGE_ADMIN/debug/pprof/trace?seconds=2" || true) &
   fi
-  local probe=
-  rm -f "$STATE/$1-probe.json"
+  local probe= snaps=() t0 t1
+  rm -f "$STATE/$1-probe.json" "$STATE/$1".snap*
+  # Snapshots of the cores and the edge's wait histogram at the ends of the
+  # steady part (the ramp ends at players/RAMP s), read by steady_figs.
+  t0=$((($4 + RAMP - 1) / RAMP + 2)) t1=$((D - 1))
+  if [ $((t1 - t0)) -ge 2 ]; then
+    (sleep "$t0" && snap "$1" "$STATE/$1.snap0") &
+    snaps+=($!)
+    (sleep "$t1" && snap "$1" "$STATE/$1.snap1") &
+    snaps+=($!)
+  fi
   if [ "$PROBE" -gt 0 ] && [ "${5:-1}" = 1 ]; then
     taskset -c "$SERVER_CPU" ./bin/loadgen -url "$2" -players "$PROBE" -ramp "$PROBE" -duration "$DURATION" \
       -json "$STATE/$1-probe.json" -quiet 2>>"$STATE/loadgen.log" &
@@ -254,13 +277,78 @@ play() {
   taskset -c "$LOAD_CPU" ./bin/loadgen -url "$2" -players "$4" -ramp "$RAMP" -duration "$DURATION" \
     -pids "$3" -json "$STATE/$1.json" -quiet 2>>"$STATE/loadgen.log" || true
   [ -z "$probe" ] || wait "$probe" || true
+  local s
+  for s in "${snaps[@]}"; do wait "$s" || true; done
   [ -s "$STATE/$1.json" ] || fail "loadgen wrote no summary for $1"
+}
+# snap name file: the server and load cores' lines of /proc/stat and, for
+# an edge run, the edge's player wait histogram.
+snap() {
+  {
+    grep -E "^cpu($SERVER_CPU|$LOAD_CPU) " /proc/stat
+    if [[ "$1" == edge* ]]; then
+      curl -fsS "http://$EDGE_ADMIN/metrics" | grep '^livecluster_edge_player_wait_seconds_bucket' | sed 's/until="taken"/T/; s/until="written"/W/' || true
+    fi
+  } >"$2.tmp" && mv "$2.tmp" "$2"
+}
+# steady_figs name: a JSON object of the steady part's figures from the two
+# snapshots: server_core_busy, load_core_busy and steal (fractions of the
+# core; steal the higher of the two) and, for the edge, edge_waits (writes
+# observed), edge_taken_p50_ms / _p99_ms (arrival → a player's writer took
+# it) and edge_wait_p50_ms / _p99_ms (arrival → its write ended).
+steady_figs() {
+  local a="$STATE/$1.snap0" b="$STATE/$1.snap1"
+  if [ ! -s "$a" ] || [ ! -s "$b" ]; then
+    echo '{}'
+    return
+  fi
+  awk -v scpu="cpu$SERVER_CPU" -v lcpu="cpu$LOAD_CPU" '
+    # /proc/stat: user nice system idle iowait irq softirq steal ...
+    /^cpu/ {
+      tot = 0; for (i = 2; i <= NF; i++) tot += $i
+      k = $1; if (FNR == NR) { t0[k] = tot; i0[k] = $5 + $6; s0[k] = $9 } else { t1[k] = tot; i1[k] = $5 + $6; s1[k] = $9 }
+      next
+    }
+    /_bucket/ {
+      match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+      u = ($0 ~ /[{,]T[,}]/) ? "T" : "W"
+      if (FNR == NR) c0[u, le] = $NF; else { c1[u, le] = $NF; if (!(le in seen)) { seen[le] = 1; les[++nl] = le } }
+    }
+    function busy(k) { d = t1[k] - t0[k]; return d > 0 ? 1 - (i1[k] - i0[k]) / d : "null" }
+    function steal(k) { d = t1[k] - t0[k]; return d > 0 ? (s1[k] - s0[k]) / d : 0 }
+    # q-quantile of the bucket deltas, linear within a bucket; past the
+    # last finite bound: that bound.
+    function quant(u, q,   i, rank, prev, lo, c, le, total) {
+      total = c1[u, "+Inf"] - c0[u, "+Inf"]
+      rank = q * total; prev = 0; lo = 0
+      for (i = 1; i <= nl; i++) {
+        le = les[i]; c = c1[u, le] - c0[u, le]
+        if (c >= rank && c > 0) {
+          if (le == "+Inf") return lo * 1000
+          return (lo + (le - lo) * (c - prev > 0 ? (rank - prev) / (c - prev) : 1)) * 1000
+        }
+        prev = c; if (le != "+Inf") lo = le
+      }
+      return "null"
+    }
+    END {
+      # buckets in increasing order of le (+Inf last)
+      for (i = 1; i <= nl; i++) for (j = i + 1; j <= nl; j++)
+        if (les[i] == "+Inf" || (les[j] != "+Inf" && les[j] + 0 < les[i] + 0)) { x = les[i]; les[i] = les[j]; les[j] = x }
+      total = nl > 0 ? c1["W", "+Inf"] - c0["W", "+Inf"] : 0
+      st = steal(scpu); if (steal(lcpu) > st) st = steal(lcpu)
+      printf "{\"server_core_busy\": %s, \"load_core_busy\": %s, \"steal\": %s", busy(scpu), busy(lcpu), st
+      if (total > 0) printf ", \"edge_waits\": %d, \"edge_taken_p50_ms\": %s, \"edge_taken_p99_ms\": %s, \"edge_wait_p50_ms\": %s, \"edge_wait_p99_ms\": %s",
+        total, quant("T", 0.5), quant("T", 0.99), quant("W", 0.5), quant("W", 0.99)
+      print "}"
+    }' "$a" "$b"
 }
 FIGS='{connected: .max_concurrent, errors: .errors_total, late_max, late_clients,
   cpu_per_100: .server.cpu_s_per_s_per_100, cpu_s_per_s: .server.cpu_s_per_s,
   rss_per_player_kib: ((.server.rss_per_client_bytes // 0) / 1024 | floor),
   rss_peak_mib: ((.server.rss_peak_bytes // 0) / 1048576 | floor),
   latency_p50_ms: .latency_ms.p50, latency_p99_ms: .latency_ms.p99,
+  steady_latency_p50_ms: .latency_steady_ms.p50, steady_latency_p99_ms: .latency_steady_ms.p99,
   startup_p50_ms: .startup_ms.p50, loadgen_cpu_s_per_s: .loadgen.cpu_s_per_s}'
 # rss_of pid,...: the summed resident memory of the processes, in bytes.
 rss_of() {
@@ -286,8 +374,9 @@ record() {
     "$STATE/$1.json" |
     if [ -s "$STATE/$1-probe.json" ]; then
       jq -c --slurpfile p "$STATE/$1-probe.json" '. + {probe_players: $p[0].max_concurrent,
-        probe_latency_p50_ms: $p[0].latency_ms.p50, probe_latency_p99_ms: $p[0].latency_ms.p99}'
-    else cat; fi | tee -a "$OUT"
+        probe_latency_p50_ms: $p[0].latency_ms.p50, probe_latency_p99_ms: $p[0].latency_ms.p99,
+        probe_steady_latency_p50_ms: $p[0].latency_steady_ms.p50, probe_steady_latency_p99_ms: $p[0].latency_steady_ms.p99}'
+    else cat; fi | jq -c --argjson s "$(steady_figs "$1")" '. + $s' | tee -a "$OUT"
 }
 edge_url() { # proto
   if [ "$1" = httpflv ]; then echo "http://$EDGE_HTTP/live/bench.flv"; else echo "rtmp://$EDGE_RTMP/live/bench"; fi
@@ -355,8 +444,8 @@ jq -rs '
   def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
   (map(select(.bench == "fanout" and .server == "nginx-rtmp" and .cores == 1)) | map({key: (.players|tostring), value: .}) | from_entries) as $ng
   | (map(select(.bench == "floor")) | map({key: "\(.n)/\(.window_ms)", value: .}) | from_entries) as $fl
-  | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max (clients) | errors | latency p50 / p99 ms | p99 − window ms | probe p50 / p99 ms | probe p99 − window ms | loadgen CPU |",
-     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max (clients) | errors | latency p50 / p99 ms | p99 − window ms | steady latency p50 / p99 ms | probe p50 / p99 ms | probe p99 − window ms | probe steady p50 / p99 ms | probe steady p99 − window ms | edge taken p50 / p99 ms | edge written p50 / p99 ms | loadgen CPU | server / load core busy (steal) |",
+     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   + (map(select(.bench == "fanout")) | map(
       . as $e | ($ng[$e.players|tostring]) as $n | ($fl["\($e.players)/\($e.window_ms)"]) as $f
       | "| \($e.server) | \($e.protocol) | \($e.cores) | \($e.window_ms) | \($e.players) (\($e.connected)) | \($e.cpu_per_100|r3) | "
@@ -364,9 +453,13 @@ jq -rs '
         + (if $e.server == "edge" and $e.cores == 1 and $f != null then ($e.cpu_per_100 / $f.cpu_s_per_s_per_100 | r2) else "—" end)
         + " | \($e.rss_per_player_kib) | \($e.late_max) (\($e.late_clients)) | \($e.errors) | \($e.latency_p50_ms|r2) / \($e.latency_p99_ms|r2) | "
         + (if $e.latency_p99_ms == null then "—" else ($e.latency_p99_ms - $e.window_ms | r2) end)
+        + " | \($e.steady_latency_p50_ms|r2) / \($e.steady_latency_p99_ms|r2)"
         + " | \($e.probe_latency_p50_ms|r2) / \($e.probe_latency_p99_ms|r2) | "
         + (if $e.probe_latency_p99_ms == null then "—" else ($e.probe_latency_p99_ms - $e.window_ms | r2) end)
-        + " | \($e.loadgen_cpu_s_per_s|r3) |"))
+        + " | \($e.probe_steady_latency_p50_ms|r2) / \($e.probe_steady_latency_p99_ms|r2) | "
+        + (if $e.probe_steady_latency_p99_ms == null then "—" else ($e.probe_steady_latency_p99_ms - $e.window_ms | r2) end)
+        + " | \($e.edge_taken_p50_ms|r2) / \($e.edge_taken_p99_ms|r2) | \($e.edge_wait_p50_ms|r2) / \($e.edge_wait_p99_ms|r2) | \($e.loadgen_cpu_s_per_s|r3)"
+        + " | \($e.server_core_busy|r2) / \($e.load_core_busy|r2) (\($e.steal|r2)) |"))
   + ["", "| floor sockets | window ms | CPU s/s per 100 | writes/s | max behind ms |", "|---|---|---|---|---|"]
   + (map(select(.bench == "floor")) | map("| \(.n) | \(.window_ms) | \(.cpu_s_per_s_per_100|r3) | \(.writes_per_s|round) | \(.max_behind_ms) |"))
   | .[]' "$OUT"

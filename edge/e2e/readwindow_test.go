@@ -1,38 +1,10 @@
 package e2e
 
 import (
-	"bufio"
-	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
-
-// readSyscalls returns the read system calls pid has made (syscr of
-// /proc/<pid>/io: every read(2), those that found nothing included).
-func readSyscalls(t *testing.T, pid int) int64 {
-	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/io", pid))
-	if err != nil {
-		t.Skipf("cannot count read system calls: %v", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "syscr: "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("/proc/%d/io has no syscr line", pid)
-	return 0
-}
 
 // The edge's rtmp.publishReadWindow applies to the publishers it forwards,
 // and 0s turns it off on reload: the edge's read system calls per second
@@ -50,10 +22,9 @@ func TestEdgePublishReadWindowKey(t *testing.T) {
 		pub := c.publish("ffmpeg-"+name, "rtmp://"+e.rtmp+"/live/"+name)
 		c.waitOwner(name, "origin-0", 15*time.Second)
 		time.Sleep(time.Second) // past the publish's setup
-		pid := e.Cmd.Process.Pid
-		r0, t0 := readSyscalls(t, pid), time.Now()
+		r0, t0 := e.ReadSyscalls(), time.Now()
 		time.Sleep(4 * time.Second)
-		r1, t1 := readSyscalls(t, pid), time.Now()
+		r1, t1 := e.ReadSyscalls(), time.Now()
 		if pub.Exited() {
 			t.Fatalf("ffmpeg stopped publishing %s:\n%s", name, pub.Output())
 		}

@@ -71,6 +71,18 @@ type Config struct {
 	MergeWindowFunc func() time.Duration
 	// SpliceGap is the timestamp step readers see at a source change (40 ms).
 	SpliceGap time.Duration
+	// WriteDelay, when set, is told once per reader batch how long the
+	// batch's oldest tag waited, from its arrival (Source.WritePacket):
+	// taken, until the reader took the batch (the merge window and the
+	// wait for the reader's goroutine to run: the hub's and the CPU's
+	// part), and written, until the reader came back for its next batch,
+	// that is after it wrote this one (taken plus the write, a write
+	// blocked by the player's full socket included: the player's part).
+	// Tags a reader gets from the GOP cache when it attaches are not
+	// counted: they arrived before it did. A reader that ends is not told
+	// of its last batch. It runs on the reader's goroutine without the
+	// hub's lock, so it must be cheap (a histogram's Observe).
+	WriteDelay func(taken, written time.Duration)
 }
 
 func (c Config) withDefaults() Config {
@@ -194,6 +206,7 @@ type Hub struct {
 	gopBytes int
 	gopOK    bool
 	readers  map[*Reader]struct{}
+	born     time.Time     // the origin of the monotonic clock of tag arrivals (mono)
 	lastTS   time.Duration // highest timestamp handed to readers
 	haveTS   bool
 	done     chan struct{}
@@ -205,10 +218,16 @@ type Hub struct {
 
 // New returns a hub outside any registry.
 func New(key string, cfg Config) *Hub {
-	h := &Hub{key: key, cfg: cfg.withDefaults(), readers: map[*Reader]struct{}{}, done: make(chan struct{})}
+	h := &Hub{key: key, cfg: cfg.withDefaults(), readers: map[*Reader]struct{}{}, done: make(chan struct{}), born: time.Now()}
 	h.flushT = time.AfterFunc(time.Hour, h.flush)
 	h.flushT.Stop()
 	return h
+}
+
+// mono returns the time since the hub was made, ≥ 1 ns, so that 0 may
+// mean "none" in the readers' arrival fields.
+func (h *Hub) mono() time.Duration {
+	return max(time.Since(h.born), 1)
 }
 
 // window returns the merge window now; ≤ 0: none.
@@ -376,6 +395,10 @@ func (s *Source) WritePacket(pkt av.Packet) error {
 	if int(pkt.Idx) < 0 || int(pkt.Idx) >= len(s.streams) {
 		return fmt.Errorf("hub %s: packet for stream %d of %d", h.key, pkt.Idx, len(s.streams))
 	}
+	var arrived time.Duration // read once per packet, and only when asked for
+	if h.cfg.WriteDelay != nil {
+		arrived = h.mono()
+	}
 	h.mu.Lock()
 	if err := h.writable(s); err != nil {
 		h.mu.Unlock()
@@ -426,6 +449,9 @@ func (s *Source) WritePacket(pkt av.Packet) error {
 		if !r.push(t) {
 			h.overflow(r)
 			continue
+		}
+		if r.since == 0 {
+			r.since = arrived
 		}
 		if now || r.noMerge {
 			r.due = true
@@ -488,13 +514,13 @@ func (h *Hub) overflow(r *Reader) {
 	if r.overflows > h.cfg.MaxOverflows {
 		h.dropped.Add(1)
 		delete(h.readers, r)
-		r.queue, r.qBytes = nil, 0
+		r.queue, r.qBytes, r.since = nil, 0, 0
 		r.finish(ErrTooSlow)
 		return
 	}
 	h.skipped.Add(1)
 	r.skipped.Add(1)
-	r.queue, r.qBytes, r.due = r.queue[:0:0], 0, false
+	r.queue, r.qBytes, r.due, r.since = r.queue[:0:0], 0, false, 0
 	r.needHeaders = true
 }
 
@@ -549,12 +575,15 @@ type Reader struct {
 	err          error
 	due          bool // the queue is to be taken: a window ended, or no window
 	noMerge      bool
+	since        time.Duration // arrival (Hub.mono) of the oldest live tag queued; 0: none
 
 	// owned by the goroutine calling Next: reused from call to call, so a
 	// reader allocates nothing per batch
-	batch  []*tag
-	tags   [][]byte
-	frames []Frame
+	batch      []*tag
+	tags       [][]byte
+	frames     []Frame
+	batchSince time.Duration // the batch's since, for WriteDelay at the next call
+	batchTaken time.Duration // how long after batchSince the batch was taken
 
 	skipped atomic.Int64
 }
@@ -708,6 +737,11 @@ func (r *Reader) NextFrames(ctx context.Context) ([]Frame, error) {
 // next moves the queued tags into r.batch once they are due, with the waits
 // and errors of Next.
 func (r *Reader) next(ctx context.Context) error {
+	// The caller is back: the last batch is written (or failed).
+	if r.batchSince != 0 {
+		r.h.cfg.WriteDelay(r.batchTaken, r.h.mono()-r.batchSince)
+		r.batchSince = 0
+	}
 	clear(r.batch) // do not keep the last batch's tags alive while waiting
 	r.batch = r.batch[:0]
 	for {
@@ -717,8 +751,12 @@ func (r *Reader) next(ctx context.Context) error {
 			r.batch = append(r.batch, r.queue...)
 			bytes := r.qBytes
 			clear(r.queue)
-			r.queue, r.qBytes, r.due = r.queue[:0], 0, false
+			r.batchSince = r.since
+			r.queue, r.qBytes, r.due, r.since = r.queue[:0], 0, false, 0
 			r.h.mu.Unlock()
+			if r.batchSince != 0 {
+				r.batchTaken = r.h.mono() - r.batchSince
+			}
 			r.h.bytesOut.Add(int64(bytes))
 			return nil
 		}
@@ -740,7 +778,7 @@ func (r *Reader) Close() {
 	r.h.mu.Lock()
 	defer r.h.mu.Unlock()
 	delete(r.h.readers, r)
-	r.queue, r.qBytes = nil, 0
+	r.queue, r.qBytes, r.since = nil, 0, 0
 	r.finish(io.EOF)
 }
 

@@ -441,3 +441,88 @@ func TestMergeWindowFuncReloads(t *testing.T) {
 		t.Fatalf("after the reload: %d tags, %v", len(tags), err)
 	}
 }
+
+// WriteDelay is told, once per batch and when the reader comes back after
+// writing it, how long the batch's oldest live tag waited: the merge
+// window plus the write. A new reader's burst from the GOP cache, older
+// than the reader, is not counted.
+func TestWriteDelay(t *testing.T) {
+	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
+	const (
+		window = 100 * time.Millisecond
+		write  = 150 * time.Millisecond // how long the reader "writes" its batch
+	)
+	type delay struct{ taken, written time.Duration }
+	var (
+		mu     sync.Mutex
+		delays []delay
+	)
+	h := hub.New("k", hub.Config{MergeWindow: window, WriteDelay: func(taken, written time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		delays = append(delays, delay{taken, written})
+	}})
+	told := func() []delay {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]delay(nil), delays...)
+	}
+	src, _ := h.Publish(streams, nil)
+	first := 0
+	for !pkts[first].IsKeyFrame {
+		first++
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	live, _ := h.NewReader()
+	start := time.Now()
+	for _, p := range pkts[first : first+3] {
+		if err := src.WritePacket(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := live.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tookAt := time.Since(start)
+	time.Sleep(write)
+	if d := told(); len(d) != 0 {
+		t.Fatalf("told %v before the reader came back", d)
+	}
+	// Back for the next batch: the first one is told, its oldest tag
+	// (the first written) having waited the window and the write.
+	if err := src.WritePacket(pkts[first+3]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := live.Next(ctx); err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	d := told()
+	if len(d) != 1 {
+		t.Fatalf("told %d delays (%v), want 1 for the one batch written", len(d), d)
+	}
+	if d[0].taken < window || d[0].taken > tookAt {
+		t.Fatalf("taken after %v, want between the window (%v) and when Next returned (%v)", d[0].taken, window, tookAt)
+	}
+	if d[0].written < d[0].taken+write || d[0].written > elapsed {
+		t.Fatalf("written after %v, want between taken + write (%v) and the time since the first tag (%v)",
+			d[0].written, d[0].taken+write, elapsed)
+	}
+
+	// A reader joining now takes the cached GOP at once; coming back after
+	// it, nothing is told: those tags waited for the GOP cache, not for it.
+	late, _ := h.NewReader()
+	if tags, err := late.Next(ctx); err != nil || len(tags) < 4 {
+		t.Fatalf("GOP burst: %d tags, %v", len(tags), err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, window/2)
+	defer cancelShort()
+	if _, err := late.Next(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("no packet since the burst, Next: %v", err)
+	}
+	if d := told(); len(d) != 1 {
+		t.Fatalf("told %v after a GOP burst, want only the live reader's batch", d)
+	}
+}

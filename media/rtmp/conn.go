@@ -54,8 +54,12 @@ type Config struct {
 	// WindowAckSize is announced to peers (2500000).
 	WindowAckSize uint32
 	// PublishReadWindow paces the server's reads of a publisher: after a
-	// read that took all the socket held, the next one waits until this
-	// long after it. 0 means DefaultPublishReadWindow; negative turns the
+	// read that took all the socket held, the next one waits for the start
+	// of the next window, at most this long after it (windows start at
+	// multiples of it on the wall clock, so all publishers are read
+	// together, one wake-up of the process per window; meanwhile the
+	// socket's receive low-water mark keeps arrivals from waking it, on
+	// Linux). 0 means DefaultPublishReadWindow; negative turns the
 	// pacing off (read as soon as data comes). An encoder sends tag by
 	// tag, so reading on every arrival costs a wake-up and two read calls
 	// per message; one read per window takes them all at once, for up to
@@ -132,9 +136,21 @@ func (r countingReader) Read(p []byte) (int, error) {
 	c := r.c
 	if c.readWindow > 0 && !c.drainedAt.IsZero() {
 		// The last read took all there was: let this window's messages
-		// gather in the socket and take them with one read.
-		if d := c.readWindow - time.Since(c.drainedAt); d > 0 {
-			time.Sleep(d)
+		// gather in the socket and take them with one read, at the start
+		// of the next window.
+		if d := time.Until(nextReadWindow(c.drainedAt, c.readWindow)); d > 0 {
+			// While we wait, data arriving on the socket must not wake
+			// the process: Go's poller watches every socket
+			// edge-triggered, so each arrival (an encoder's every tag)
+			// returned the idle scheduler from epoll_wait only to find
+			// nobody reading. A receive low-water mark above what a
+			// window brings keeps the socket quiet; it goes back to 1
+			// before the read, which may have to block for data.
+			raised := c.lowat.set(publishReadBuffer)
+			time.Sleep(min(d, c.readWindow))
+			if raised {
+				c.lowat.set(1)
+			}
 		}
 	}
 	n, err := c.nc.Read(p)
@@ -188,6 +204,7 @@ type Conn struct {
 	lastMedia      time.Time     // a server's publisher: last audio or video
 	readWindow     time.Duration // a server's publisher: Server.publishReadWindow; ≤ 0: off
 	drainedAt      time.Time     // when a read last took all the socket had
+	lowat          rcvLowat      // a paced publisher's socket: its receive low-water mark
 	bitrate        bitrateLimit
 	rejected       func(reason string)
 
@@ -216,13 +233,30 @@ type Conn struct {
 	stopAfter func() bool
 }
 
+// nextReadWindow is when the read window after t starts. Windows are
+// aligned on multiples of w of the wall clock, the same instants for every
+// connection of every server: the paced publishers of a process wake
+// together, once per window, instead of each at its own phase (with n
+// publishers, n wake-ups of the process per window; the runtime's timers
+// that expire together are run in one pass). A read is still at most w
+// after the one that drained the socket.
+func nextReadWindow(t time.Time, w time.Duration) time.Time {
+	return t.Truncate(w).Add(w)
+}
+
+// publishReadBuffer is the read buffer of a connection: it holds about
+// 130 ms of a 1 Mbps stream. It is also the receive low-water mark while a
+// paced publisher waits for its window (rcvLowat): a socket holding more
+// wakes the process, and more fills the buffer, which is read at once.
+const publishReadBuffer = 16 << 10
+
 func newConn(nc net.Conn, cfg Config, log *slog.Logger, server bool) *Conn {
 	c := &Conn{
 		nc: nc, cfg: cfg, log: log, server: server,
 		chunks: map[uint32]*chunkStream{}, inChunkSize: 128, outChunkSize: 128,
 		demux: flvx.NewDemuxer(),
 	}
-	c.br = bufio.NewReaderSize(countingReader{c}, 16<<10)
+	c.br = bufio.NewReaderSize(countingReader{c}, publishReadBuffer)
 	// A server writes media to players with WriteWire, not through this
 	// buffer: it carries only control messages and commands, and with
 	// thousands of players every KiB here is a KiB per player. A client

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,12 +19,20 @@ import (
 type readCounter struct {
 	net.Conn
 	reads atomic.Int64
+	at    func(time.Time) // if set, told the time of every read
 }
 
 func (r *readCounter) Read(p []byte) (int, error) {
 	r.reads.Add(1)
+	if r.at != nil {
+		r.at(time.Now())
+	}
 	return r.Conn.Read(p)
 }
+
+// Unwrap returns the connection underneath, as node/connlimit's wrapper
+// does (the paced reader sets socket options through it).
+func (r *readCounter) Unwrap() net.Conn { return r.Conn }
 
 // A publisher sending message by message, 5 ms apart: with the read window
 // the server takes them with about one read per window, without it with
@@ -184,5 +194,91 @@ func TestServerPublishReadWindow(t *testing.T) {
 				t.Logf("%d reads for %d packets 5 ms apart", reads, n)
 			}
 		})
+	}
+}
+
+// Paced reads start at the windows of the wall clock (multiples of the
+// window), the same instants for every connection, whatever the phase at
+// which each publisher started: so a process with many publishers wakes
+// once per window for all of them. Two publishers start at different
+// phases of a 100 ms window and send a message every 5 ms; once they are
+// sending, every read of either comes within a few ms after a window
+// start. (Timed each from when its read drained the socket, as before,
+// the reads would keep each publisher's starting phase, 30 and 70 ms.)
+func TestPublishReadWindowAligned(t *testing.T) {
+	const window = 100 * time.Millisecond
+	type read struct {
+		conn int
+		at   time.Time
+	}
+	reads := make(chan read, 1000)
+	var done sync.WaitGroup
+	for i, phase := range []time.Duration{30 * time.Millisecond, 70 * time.Millisecond} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 100
+		go func() {
+			pc, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				return
+			}
+			defer pc.Close()
+			// Start sending at this publisher's phase of a window.
+			now := time.Now()
+			time.Sleep(time.Until(now.Truncate(window).Add(window + phase)))
+			for j := range n {
+				if _, err := pc.Write(appendMessage(nil, csVideo, msgVideo, 1, uint32(j*5), bytes.Repeat([]byte{byte(j)}, 200), 128)); err != nil {
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		nc, err := ln.Accept()
+		ln.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		rc := &readCounter{Conn: nc, at: func(at time.Time) { reads <- read{i, at} }}
+		c := newConn(rc, Config{PublishReadWindow: window}.withDefaults(), slog.Default(), true)
+		c.readWindow = c.cfg.PublishReadWindow
+		c.lowat = newRcvLowat(rc)
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			for j := range n {
+				if _, err := c.readMessage(); err != nil {
+					t.Errorf("publisher %d, message %d: %v", i, j, err)
+					return
+				}
+			}
+		}()
+	}
+	done.Wait()
+	close(reads)
+	first := map[int]bool{}
+	var late []string
+	count := 0
+	for r := range reads {
+		if !first[r.conn] {
+			// The read that found the first message: at the publisher's phase.
+			first[r.conn] = true
+			continue
+		}
+		count++
+		// Generous for a loaded machine (a woken goroutine may run late);
+		// unaligned reads would sit at 30 or 70 ms.
+		if ph := r.at.Sub(r.at.Truncate(window)); ph > 20*time.Millisecond {
+			late = append(late, fmt.Sprintf("publisher %d at %v into a window", r.conn, ph.Round(time.Millisecond)))
+		}
+	}
+	// A read may come late now and then when the machine is busy, never
+	// as a rule.
+	if count < 6 || len(late) > count/4 {
+		t.Errorf("%d of %d paced reads not at a window start: %v", len(late), count, late)
+	} else {
+		t.Logf("%d paced reads, %d more than 20 ms after a window start", count, len(late))
 	}
 }

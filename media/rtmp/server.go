@@ -225,6 +225,9 @@ func (s *Server) session(ctx context.Context, c *Conn, log *slog.Logger) error {
 			c.setupDeadline, c.msgDeadline = time.Time{}, time.Time{}
 			if req.Publish {
 				c.readWindow = s.publishReadWindow(c.cfg)
+				if c.readWindow > 0 {
+					c.lowat = newRcvLowat(c.nc)
+				}
 			}
 			if req.Publish && s.PublishBitrate != nil {
 				c.bitrate.max, c.bitrate.window = s.PublishBitrate()

@@ -8,10 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -23,6 +20,7 @@ import (
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/internal/flvx"
 	"github.com/livecluster/livecluster/media/mediatest"
+	"github.com/livecluster/livecluster/media/mediatest/syscalls"
 )
 
 // The shared wire form (Encode, appendMessage) must be the very bytes the
@@ -309,9 +307,9 @@ func TestWriteWireWritevThroughWrapper(t *testing.T) {
 		t.Fatal(err)
 	}
 	runtime.LockOSThread()
-	before := threadWriteCalls(t)
+	before := syscalls.ThreadWrites(t)
 	err = c.WriteWire(bufs)
-	calls := threadWriteCalls(t) - before
+	calls := syscalls.ThreadWrites(t) - before
 	runtime.UnlockOSThread()
 	if err != nil {
 		t.Fatal(err)
@@ -324,25 +322,4 @@ func TestWriteWireWritevThroughWrapper(t *testing.T) {
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("peer got %d bytes (%v), want %d", len(got), err, len(want))
 	}
-}
-
-// threadWriteCalls returns the write system calls (write and writev
-// alike) this thread made; the caller locks its goroutine to the thread.
-func threadWriteCalls(t *testing.T) int {
-	t.Helper()
-	b, err := os.ReadFile("/proc/thread-self/io")
-	if err != nil {
-		t.Skipf("no per-thread I/O accounting: %v", err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "syscw: "); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatal("no syscw in /proc/thread-self/io")
-	return 0
 }

@@ -348,7 +348,9 @@ func (l *oneConnListener) Accept() (net.Conn, error) {
 }
 
 // writeCalls returns the write system calls (write and writev alike) this
-// thread made; the caller locks its goroutine to the thread.
+// thread made; the caller locks its goroutine to the thread. It is
+// media/mediatest/syscalls.ThreadWrites, kept here because the node module
+// does not depend on the media module.
 func writeCalls(t *testing.T) int {
 	t.Helper()
 	b, err := os.ReadFile("/proc/thread-self/io")

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -199,6 +200,30 @@ func (p *Proc) WaitOutput(s string, timeout time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// ReadSyscalls returns the read system calls the process has made so far
+// (syscr of /proc/<pid>/io: every read(2), those that found nothing
+// included), for tests that compare how often a server reads. Where the
+// kernel keeps no I/O accounting the test is skipped; a file without a
+// syscr line fails it.
+func (p *Proc) ReadSyscalls() int64 {
+	p.t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", p.Cmd.Process.Pid))
+	if err != nil {
+		p.t.Skipf("cannot count %s's read system calls: %v", p.Name, err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				p.t.Fatalf("reading syscr of %s: %v", p.Name, err)
+			}
+			return n
+		}
+	}
+	p.t.Fatalf("/proc/%d/io of %s has no syscr line", p.Cmd.Process.Pid, p.Name)
+	return 0
 }
 
 // WaitHTTP polls url until it answers with status want, or fails the test

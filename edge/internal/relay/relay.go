@@ -89,6 +89,10 @@ type Metrics struct {
 	Switches    *prometheus.CounterVec // reason
 	Starts      *prometheus.CounterVec // protocol, result
 	SwitchDelay prometheus.Histogram
+	// PlayerWait is how long media waits in the edge before it is written
+	// to a player (hub.Config.WriteDelay of every pulled stream's hub), by
+	// until: "taken" (by the player's writer) or "written".
+	PlayerWait *prometheus.HistogramVec
 }
 
 // NewMetrics registers the relay's metrics on reg.
@@ -113,8 +117,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from noticing an owner change or upstream loss to splicing the new upstream.",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2, 5, 10},
 		}),
+		PlayerWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "livecluster_edge_player_wait_seconds",
+			Help: "Time media waits in the edge before it is written to a player, once per write for its oldest tag, from its " +
+				"arrival from upstream (so edge.mergeWindow included) until the player's writer took it (until=taken: the edge's " +
+				"part) and until the write ended (until=written: taken plus the write, which waits for a player whose socket is full).",
+			// Fine steps around the default 50 ms window and the 150 ms
+			// latency budget on top of it, where an operator reads p99.
+			Buckets: []float64{.01, .02, .03, .04, .05, .06, .07, .08, .09, .1, .125, .15, .175, .2, .25, .3, .4, .5, .75, 1, 1.5, 2, 3, 5},
+		}, []string{"until"}),
 	}
-	reg.MustRegister(m.Upstreams, m.Stalls, m.Switches, m.Starts, m.SwitchDelay)
+	reg.MustRegister(m.Upstreams, m.Stalls, m.Switches, m.Starts, m.SwitchDelay, m.PlayerWait)
 	return m
 }
 
@@ -158,6 +171,14 @@ func New(opts Options) *Manager {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.DisableKeepAlives = true
 		opts.HTTPClient = &http.Client{Transport: tr}
+	}
+	if opts.Metrics != nil && opts.Hub.WriteDelay == nil {
+		// Resolved once: this runs per player per window.
+		taken, written := opts.Metrics.PlayerWait.WithLabelValues("taken"), opts.Metrics.PlayerWait.WithLabelValues("written")
+		opts.Hub.WriteDelay = func(t, w time.Duration) {
+			taken.Observe(t.Seconds())
+			written.Observe(w.Seconds())
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{

@@ -10,6 +10,7 @@ import (
 	"github.com/nareix/joy4/av"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/livecluster/livecluster/edge/internal/directory"
 	"github.com/livecluster/livecluster/edge/internal/edgetest"
@@ -157,6 +158,42 @@ func TestPullAndIdleClose(t *testing.T) {
 	}
 	if f.m.Upstreams() != 0 {
 		t.Fatal("the manager still counts an upstream")
+	}
+}
+
+// Every write to a player is timed in livecluster_edge_player_wait_seconds:
+// the relay's hubs report to it without the caller wiring anything.
+func TestPlayerWaitObserved(t *testing.T) {
+	f := newFixture(t, Settings{IdleTimeout: time.Second, WaitTimeout: 2 * time.Second, DialTimeout: 2 * time.Second})
+	a := edgetest.StartOrigin(t, "origin-a")
+	a.Feed(t, key)
+	f.own(a, 1)
+	h, err := f.m.Acquire(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := play(t, h)
+	for range 20 {
+		p.next(t, 3*time.Second, "packet")
+	}
+	hist := func(until string) *dto.Histogram {
+		var m dto.Metric
+		if err := f.metrics.PlayerWait.WithLabelValues(until).(prometheus.Metric).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetHistogram()
+	}
+	// The player took at least the packets after its GOP burst one batch
+	// at a time (no merge window here), each told when it came back.
+	edgetest.WaitFor(t, "player waits observed", 5*time.Second, func() bool { return hist("written").GetSampleCount() >= 5 })
+	// One of each per batch (read while the player runs: a batch or two
+	// apart at most).
+	taken, written := hist("taken"), hist("written")
+	if d := int64(taken.GetSampleCount()) - int64(written.GetSampleCount()); d < -2 || d > 2 {
+		t.Fatalf("%d taken, %d written: want one of each per batch", taken.GetSampleCount(), written.GetSampleCount())
+	}
+	if written.GetSampleSum()/float64(written.GetSampleCount()) > 1 {
+		t.Fatalf("mean wait %.3f s on loopback without a window", written.GetSampleSum()/float64(written.GetSampleCount()))
 	}
 }
 

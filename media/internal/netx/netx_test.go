@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/livecluster/livecluster/media/internal/netx"
+	"github.com/livecluster/livecluster/media/mediatest/syscalls"
 )
 
 // wrapper is a connection wrapper as node/connlimit's: Write is the
@@ -20,27 +18,6 @@ type wrapper struct{ net.Conn }
 type writevWrapper struct{ net.Conn }
 
 func (w writevWrapper) WriteBuffers(v *net.Buffers) (int64, error) { return v.WriteTo(w.Conn) }
-
-// writeCalls returns the write system calls (write and writev alike) this
-// thread made; the caller locks its goroutine to the thread.
-func writeCalls(t *testing.T) int {
-	t.Helper()
-	b, err := os.ReadFile("/proc/thread-self/io")
-	if err != nil {
-		t.Skipf("no per-thread I/O accounting: %v", err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "syscw: "); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatal("no syscw in /proc/thread-self/io")
-	return 0
-}
 
 // TestWriteBuffersOneWritev: through a wrapper with WriteBuffers the
 // slices go out with one write system call (writev); through a wrapper
@@ -79,9 +56,9 @@ func TestWriteBuffersOneWritev(t *testing.T) {
 				want = append(want, b...)
 			}
 			runtime.LockOSThread()
-			before := writeCalls(t)
+			before := syscalls.ThreadWrites(t)
 			n, err := netx.WriteBuffers(c, &bufs)
-			calls := writeCalls(t) - before
+			calls := syscalls.ThreadWrites(t) - before
 			runtime.UnlockOSThread()
 			if err != nil || n != int64(len(want)) {
 				t.Fatalf("WriteBuffers: %d bytes, %v; want %d", n, err, len(want))

@@ -1,38 +1,10 @@
 package main
 
 import (
-	"bufio"
-	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
-
-// readSyscalls returns the read system calls pid has made (syscr of
-// /proc/<pid>/io: every read(2), those that found nothing included, which
-// is what the read window saves).
-func readSyscalls(t *testing.T, pid int) int64 {
-	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/io", pid))
-	if err != nil {
-		t.Skipf("cannot count read system calls: %v", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "syscr: "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("/proc/%d/io has no syscr line", pid)
-	return 0
-}
 
 // readsPerSecond publishes the test stream (ffmpeg, real time) as name and
 // returns the origin's read system calls per second over 4 s of it.
@@ -41,10 +13,9 @@ func readsPerSecond(t *testing.T, ocm *ocmProc, o *originProc, name string) floa
 	ff := publish(t, o.url(name))
 	waitOwner(t, ocm, name, o.id, 15*time.Second)
 	time.Sleep(time.Second) // past the publish's setup and the GOP burst
-	pid := o.Cmd.Process.Pid
-	r0, t0 := readSyscalls(t, pid), time.Now()
+	r0, t0 := o.ReadSyscalls(), time.Now()
 	time.Sleep(4 * time.Second)
-	r1, t1 := readSyscalls(t, pid), time.Now()
+	r1, t1 := o.ReadSyscalls(), time.Now()
 	if ff.Exited() {
 		t.Fatalf("ffmpeg stopped publishing %s:\n%s", name, ff.Output())
 	}

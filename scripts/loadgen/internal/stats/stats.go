@@ -21,10 +21,15 @@ type Run struct {
 	lateAfter time.Duration
 	start     time.Time
 
-	Bytes    atomic.Int64 // received (players) or sent (publishers), wire bytes
-	Startup  Hist         // connect → first keyframe
-	Latency  Hist         // embedded send time → arrival
-	launched atomic.Int64
+	Bytes   atomic.Int64 // received (players) or sent (publishers), wire bytes
+	Startup Hist         // connect → first keyframe
+	Latency Hist         // embedded send time → arrival
+	// LatencySteady is Latency over the steady part only (from 2 s after
+	// the last client started), the part the CPU figures cover: while
+	// players join, the server also sends each one its GOP cache burst.
+	LatencySteady Hist
+	steadyFrom    atomic.Int64 // unix ns when the steady part starts; 0: not yet known
+	launched      atomic.Int64
 
 	connected, maxConc, everConnected atomic.Int64
 
@@ -101,8 +106,13 @@ func (r *Run) Launched() { r.launched.Add(1) }
 func (r *Run) LaunchDone() {
 	r.mu.Lock()
 	r.launchEnd = time.Now()
+	r.steadyFrom.Store(r.launchEnd.Add(steadyAfter).UnixNano())
 	r.mu.Unlock()
 }
+
+// steadyAfter is how long after the last client started the steady part
+// of a run begins.
+const steadyAfter = 2 * time.Second
 
 // Error counts one error of kind for protocol proto; err (may be nil)
 // is kept as an example when it is the first of its kind.
@@ -215,8 +225,13 @@ func (c *Client) Live() bool { return c.keyframes >= 2 }
 // Stamped records the end-to-end latency of a frame sent at sent, once the
 // client is live.
 func (c *Client) Stamped(sent time.Time) {
-	if c.Live() {
-		c.run.Latency.Add(time.Since(sent))
+	if !c.Live() {
+		return
+	}
+	now := time.Now()
+	c.run.Latency.Add(now.Sub(sent))
+	if from := c.run.steadyFrom.Load(); from != 0 && now.UnixNano() >= from {
+		c.run.LatencySteady.Add(now.Sub(sent))
 	}
 }
 
@@ -312,7 +327,7 @@ func (r *Run) Tick(now time.Time) Line {
 		r.lateMax = l.Late
 	}
 	l.Errors = copyErrs(r.errs)
-	steady := !r.launchEnd.IsZero() && now.Sub(r.launchEnd) >= 2*time.Second
+	steady := !r.launchEnd.IsZero() && now.Sub(r.launchEnd) >= steadyAfter
 	r.mu.Unlock()
 
 	w := window{seconds: dt, srvCPU: srvCPU, selfCPU: selfCPU, connSeconds: float64(l.Connected) * dt}

@@ -134,3 +134,29 @@ func TestGaps(t *testing.T) {
 		t.Fatalf("gaps recorded without RecordGaps: %+v", s.Gaps)
 	}
 }
+
+// TestLatencySteady: stamps read before the steady part (the ramp and 2 s
+// after it) count in latency_ms only; from then on in both.
+func TestLatencySteady(t *testing.T) {
+	r, err := New("play", 3*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.NewClient()
+	c.Connected()
+	c.Media(0, true)
+	c.Media(2*time.Second, true)                       // live
+	c.Stamped(time.Now().Add(-900 * time.Millisecond)) // during the ramp
+	r.LaunchDone()
+	c.Stamped(time.Now().Add(-800 * time.Millisecond)) // within 2 s of its end
+	r.steadyFrom.Store(time.Now().UnixNano())          // as if 2 s had passed
+	c.Stamped(time.Now().Add(-50 * time.Millisecond))
+	c.Stamped(time.Now().Add(-60 * time.Millisecond))
+	s := r.Summary("u", "rtmp", 1)
+	if s.LatencyMS == nil || s.LatencyMS.N != 4 {
+		t.Fatalf("latency_ms %+v, want all 4 stamps", s.LatencyMS)
+	}
+	if st := s.LatencySteadyMS; st == nil || st.N != 2 || st.Max > 100 {
+		t.Fatalf("latency_steady_ms %+v, want the 2 steady stamps (50, 60 ms)", st)
+	}
+}

@@ -81,6 +81,9 @@ type Summary struct {
 
 	StartupMS *Percentiles `json:"startup_ms"` // connect → first keyframe (nil: none)
 	LatencyMS *Percentiles `json:"latency_ms"` // embedded send time → arrival (nil: no stamps)
+	// LatencySteadyMS is LatencyMS over the steady part of the run, the
+	// window of the server figures (nil: no stamps then).
+	LatencySteadyMS *Percentiles `json:"latency_steady_ms"`
 
 	// Gaps are the media gaps of at least -gaps (nil when not asked for).
 	Gaps []Gap `json:"gaps,omitempty"`
@@ -137,7 +140,7 @@ func (r *Run) Summary(url, proto string, requested int) Summary {
 		ConnectedEnd: r.connected.Load(), Bytes: r.Bytes.Load(),
 		Errors: errs, ErrorsTotal: total, FirstErrors: first, LateMax: lateMax, LateClients: lateClients,
 		LateAfterS: r.lateAfter.Seconds(),
-		StartupMS:  r.Startup.Summary(), LatencyMS: r.Latency.Summary(), Gaps: gaps,
+		StartupMS:  r.Startup.Summary(), LatencyMS: r.Latency.Summary(), LatencySteadyMS: r.LatencySteady.Summary(), Gaps: gaps,
 	}
 	if dur > 0 {
 		s.Mbps = float64(s.Bytes) * 8 / dur / 1e6
