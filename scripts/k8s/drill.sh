@@ -4,9 +4,10 @@
 # one JSON line of figures per step on stdout (and in $LC_DRILL_RESULTS,
 # default /tmp/lck8s-drill.jsonl).
 #
-#   1 helm install --wait with the default values (bundled etcd), helm test;
-#     again with the production-like values (ci/prod-values.yaml, edge
-#     drainTimeout 10 s)
+#   1 helm install --wait with the default values (bundled etcd) in
+#     $LC_DRILL_NS-default, helm test, uninstall; meanwhile the
+#     production-like values (ci/prod-values.yaml, edge drainTimeout 5 s,
+#     finalWait 0.5 s) in $LC_DRILL_NS, helm test
 #   2 ffmpeg publishes to the edge Service's ClusterIP; RTMP, HTTP-FLV and
 #     HLS players (ffprobe) play through it; grpcurl lists the stream
 #     through the OCM Service
