@@ -37,7 +37,10 @@ for t in "${TARGETS[@]}"; do
   # The module is the nearest go.mod above the package.
   # The whole output on a failure (a crasher's input, or the fuzz engine's
   # own error), only its last lines on a pass.
-  out=$(cd "$dir" && go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -parallel 2 . 2>&1) || {
+  # -trimpath: the instrumented build's cache entries then do not depend on
+  # the checkout's directory, so a fresh clone (CI's) reuses them; without
+  # it the ten targets took 122 s in a new worktree, ~50 s warm.
+  out=$(cd "$dir" && go test -trimpath -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -parallel 2 . 2>&1) || {
     echo "$out"
     echo "fuzz.sh: $name failed (output above)" >&2
     exit 1
