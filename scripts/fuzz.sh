@@ -37,10 +37,23 @@ for t in "${TARGETS[@]}"; do
   # The module is the nearest go.mod above the package.
   # The whole output on a failure (a crasher's input, or the fuzz engine's
   # own error), only its last lines on a pass.
-  out=$(cd "$dir" && go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -parallel 2 . 2>&1) || {
-    echo "$out"
-    echo "fuzz.sh: $name failed (output above)" >&2
-    exit 1
-  }
+  # -trimpath: the instrumented build's cache entries then do not depend on
+  # the checkout's directory, so a fresh clone (CI's) reuses them: the ten
+  # targets took 122 s in a new worktree without it, 41 s with it.
+  fuzz() { (cd "$dir" && go test -trimpath -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -parallel 2 . 2>&1); }
+  if ! out=$(fuzz); then
+    # Go's fuzz coordinator before 1.27 can fail a target with a bare
+    # "context deadline exceeded" as -fuzztime ends, no input having failed
+    # (golang/go#75804; seen once here): a real finding writes "Failing
+    # input written to". That one runs once more; anything else fails.
+    if grep -q 'context deadline exceeded' <<<"$out" && ! grep -q 'Failing input written' <<<"$out"; then
+      echo "fuzz.sh: $name: the fuzz engine's deadline race (golang/go#75804), no input found; running it again" >&2
+      out=$(fuzz) || { echo "$out"; echo "fuzz.sh: $name failed (output above)" >&2; exit 1; }
+    else
+      echo "$out"
+      echo "fuzz.sh: $name failed (output above)" >&2
+      exit 1
+    fi
+  fi
   echo "$out" | tail -3
 done

@@ -125,6 +125,7 @@ func cacheControl(t *testing.T, u string) string {
 // valid tokens, on an origin and through an edge whose legs to the origin
 // carry only the internal credential.
 func TestTokensThroughOriginAndEdge(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	o := c.startOriginWith("origin-a", authYAML(""))
 	e := c.startEdgeWith("edge-a", authYAML(""))
@@ -271,6 +272,7 @@ func TestTokensThroughOriginAndEdge(t *testing.T) {
 // streams; a refused publisher never reaches the OCM, a refused player never
 // makes the edge pull; on_unpublish and on_stop are told.
 func TestHookRefuses(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	var mu sync.Mutex
 	var got []map[string]any

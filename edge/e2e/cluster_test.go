@@ -2,6 +2,14 @@
 // binary (embedded etcd), origin binaries and edge binaries as child
 // processes, real ffmpeg publishers and ffprobe, and our own RTMP and
 // HTTP-FLV clients for the precise checks.
+//
+// Every test runs in parallel with the others (t.Parallel; go test's
+// -parallel, GOMAXPROCS by default, bounds how many at once): each starts a
+// cluster of its own (its own OCM and etcd, ports from FreeAddr, its own
+// t.TempDir), so no two share a process, a port, a file or a stream.
+// Settings for one child go in that child's environment (startEdgeEnv),
+// never t.Setenv. Most of a test's time is waiting (publishers in real
+// time, leases, timeouts), which is why they overlap well.
 package e2e
 
 import (
@@ -43,8 +51,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// The three builds at once: each ends in a link of its own, and the
+	// package's time is on the suite's critical path.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	for _, b := range []struct {
+	var (
+		wg   sync.WaitGroup
+		errs = make([]error, 3)
+	)
+	for i, b := range []struct {
 		dst *string
 		pkg string
 	}{
@@ -52,24 +66,32 @@ func TestMain(m *testing.M) {
 		{&bins.origin, "github.com/livecluster/livecluster/origin/cmd/origin"},
 		{&bins.edge, "github.com/livecluster/livecluster/edge/cmd/edge"},
 	} {
-		p, err := proctest.Build(ctx, dir, b.pkg)
-		if b.dst == &bins.edge && os.Getenv("EDGE_E2E_RACE") != "" {
-			// The edge under the race detector: its goroutines are the
-			// ones under test here.
-			p = filepath.Join(dir, "edge-race")
-			cmd := exec.CommandContext(ctx, "go", "build", "-race", "-o", p, b.pkg)
-			cmd.Stderr = os.Stderr
-			err = cmd.Run()
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			cancel()
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-		*b.dst = p
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if b.dst == &bins.edge && os.Getenv("EDGE_E2E_RACE") != "" {
+				// The edge under the race detector: its goroutines are the
+				// ones under test here.
+				p := filepath.Join(dir, "edge-race")
+				cmd := exec.CommandContext(ctx, "go", "build", "-race", "-trimpath", "-o", p, b.pkg)
+				cmd.Stderr = os.Stderr
+				if err := cmd.Run(); err != nil {
+					errs[i] = fmt.Errorf("go build -race %s: %w", b.pkg, err)
+					return
+				}
+				*b.dst = p
+				return
+			}
+			*b.dst, errs[i] = proctest.Build(ctx, dir, b.pkg)
+		}()
 	}
+	wg.Wait()
 	cancel()
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -196,6 +218,13 @@ shutdown:
 `
 
 func (c *cluster) startEdge(id string, extra ...string) *node {
+	c.t.Helper()
+	return c.startEdgeEnv(id, nil, extra...)
+}
+
+// startEdgeEnv is startEdge with env ("KEY=value") set for this edge
+// process alone (the tests run in parallel: no t.Setenv).
+func (c *cluster) startEdgeEnv(id string, env []string, extra ...string) *node {
 	t := c.t
 	t.Helper()
 	n := &node{id: id, rtmp: proctest.FreeAddr(t), http: proctest.FreeAddr(t), admin: proctest.FreeAddr(t)}
@@ -203,7 +232,7 @@ func (c *cluster) startEdge(id string, extra ...string) *node {
 	args := append([]string{"--config", cfg, "--node-id", id, "--ocm", c.ocmAddr,
 		"--rtmp-listen", n.rtmp, "--http-listen", n.http, "--admin-listen", n.admin,
 		"--advertise-host", "127.0.0.1", "--log-level", "debug"}, extra...)
-	n.Proc = proctest.Start(t, id, bins.edge, args...)
+	n.Proc = proctest.StartEnv(t, id, env, bins.edge, args...)
 	t.Cleanup(func() {
 		if strings.Contains(n.Output(), "WARNING: DATA RACE") {
 			t.Errorf("%s: data race reported", id)

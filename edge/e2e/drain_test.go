@@ -22,6 +22,7 @@ import (
 // those players until its drainTimeout (15 s here), since a write blocked
 // on a dead peer ends only at its 30 s deadline.
 func TestDrainLetsGoOfPlayersOfMovedStreams(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	o0 := c.startOrigin("origin-0")
 	o1 := c.startOrigin("origin-1")

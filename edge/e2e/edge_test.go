@@ -21,6 +21,7 @@ import (
 // connection to the origin; HLS through the edge decodes and coalesces; the
 // upstream closes after the idle timeout.
 func TestFanOutHLSAndIdle(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	o := c.startOrigin("origin-0")
 	e := c.startEdge("edge-0")
@@ -205,6 +206,7 @@ func get(url string) (string, int) {
 // A player of a stream that is not published gets 404 / StreamNotFound
 // after the wait timeout; one whose stream appears during the wait plays.
 func TestWaitForStream(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	o := c.startOrigin("origin-0")
 	e := c.startEdge("edge-0")
@@ -277,6 +279,7 @@ func TestWaitForStream(t *testing.T) {
 // With the OCM gone, an owner the edge has cached keeps serving new players;
 // a stream it never saw fails clearly; readiness stays.
 func TestOCMUnreachable(t *testing.T) {
+	t.Parallel()
 	// The origin fences its streams TTL minus its margin (8 s here) after
 	// its last renewal: the checks below run well inside that.
 	c := newClusterTTL(t, "10s")
@@ -323,6 +326,7 @@ func TestOCMUnreachable(t *testing.T) {
 // forward make-before-break to the other origin, and 20 players stay
 // connected with monotonic timestamps and a short gap.
 func TestForwardAndDrain(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	o0 := c.startOrigin("origin-0")
 	o1 := c.startOrigin("origin-1")
@@ -461,6 +465,7 @@ func TestForwardAndDrain(t *testing.T) {
 // The publisher goes away and comes back on the other origin: players stay
 // connected through the gap and timestamps stay monotonic.
 func TestRepublishElsewhere(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	o0 := c.startOrigin("origin-0")
 	o1 := c.startOrigin("origin-1")

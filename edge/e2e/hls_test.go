@@ -23,6 +23,7 @@ import (
 // switches, the edge never answers 404 for the stream, and the media
 // sequence of the playlists sampled meanwhile never goes back.
 func TestHLSAcrossOwnerChanges(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	o0 := c.startOrigin("origin-0")
 	o1 := c.startOrigin("origin-1")

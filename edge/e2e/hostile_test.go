@@ -39,6 +39,8 @@ const (
 	// reached only if more than hostPerIP/2 dials a second reach it (at
 	// 1000, a loaded machine's ~120/s per listener never did).
 	hostPerIP = 100
+	// floodSource is the one address the flood comes from (see the flood).
+	floodSource = "127.0.0.9"
 )
 
 // procFigures are one process's goroutines and open fds from its /metrics.
@@ -53,6 +55,7 @@ type procFigures struct{ Goroutines, FDs float64 }
 // the played stream never stalls, ownership is unchanged, and goroutines
 // and fds come back to their baseline.
 func TestHostileInputDrill(t *testing.T) {
+	t.Parallel()
 	skipShort(t)
 	ffmpeg := proctest.Tool(t, "LIVECLUSTER_FFMPEG", "ffmpeg")
 	var lim syscall.Rlimit
@@ -387,6 +390,14 @@ shutdown:
 	var floodOpen, floodFailed atomic.Int64
 	var maxHeld atomic.Int64
 	var floodWG sync.WaitGroup
+	// The flood's one address is floodSource, not 127.0.0.1: its 10,000
+	// connections each hold a local port of the ephemeral range, and on
+	// 127.0.0.1 they took ports that tests running meanwhile (this
+	// package's, in parallel, and other packages') had just picked with
+	// FreeAddr for a child to listen on ("bind: address already in use").
+	// A local port held on another address does not stop a listener on
+	// 127.0.0.1 with the same number.
+	floodDialer := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(floodSource)}}
 	floodStart := time.Now()
 	// Batches of 50 connections per goroutine, not one goroutine each: the
 	// race detector allows 8128 live goroutines. A batch dials its
@@ -405,7 +416,7 @@ shutdown:
 				}
 				var conns []held
 				for j := 0; j < n; j++ {
-					nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+					nc, err := floodDialer.Dial("tcp", addr)
 					if err != nil {
 						floodFailed.Add(1)
 						continue

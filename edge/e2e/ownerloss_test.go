@@ -12,14 +12,13 @@ import (
 // them; an edge whose hold is shorter than the outage closes its players
 // at the hold.
 func TestOwnerLossHold(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	o0 := c.startOrigin("origin-0")
 	o1 := c.startOrigin("origin-1")
-	t.Setenv("LIVECLUSTER_EDGE_OWNER_LOSS_HOLD", "15s")
-	held := c.startEdge("edge-held")
+	held := c.startEdgeEnv("edge-held", []string{"LIVECLUSTER_EDGE_OWNER_LOSS_HOLD=15s"})
 	const shortHold = 3 * time.Second
-	t.Setenv("LIVECLUSTER_EDGE_OWNER_LOSS_HOLD", shortHold.String())
-	short := c.startEdge("edge-short")
+	short := c.startEdgeEnv("edge-short", []string{"LIVECLUSTER_EDGE_OWNER_LOSS_HOLD=" + shortHold.String()})
 	c.publish("ffmpeg-0", "rtmp://"+o0.rtmp+"/live/ol")
 	c.waitOwner("ol", "origin-0", 15*time.Second)
 

@@ -13,6 +13,7 @@ import (
 // to the next one). An edge that ignored the key, or read it only at
 // start, reads alike both times.
 func TestEdgePublishReadWindowKey(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	c.startOrigin("origin-0")
 	e := c.startEdge("edge-rw")

@@ -43,6 +43,7 @@ const (
 // ..data symlink swap) are served without a restart; the edge's admin
 // port is HTTPS with a token, and its drain subcommand uses both.
 func TestSecureCluster(t *testing.T) {
+	t.Parallel()
 	skipShort(t)
 	ffmpeg := proctest.Tool(t, "LIVECLUSTER_FFMPEG", "ffmpeg")
 	dir := t.TempDir()

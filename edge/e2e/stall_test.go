@@ -14,6 +14,7 @@ import (
 // after 30 s) and HTTP-FLV (which would never notice). Before, the players
 // stayed silent until TCP or a new owner ended the leg.
 func TestUpstreamStallRepulls(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	// The origin advertises 127.0.0.2: edges reach it through the cuttable
 	// links below; the publisher and the OCM reach it directly.
@@ -24,10 +25,9 @@ func TestUpstreamStallRepulls(t *testing.T) {
 		links = append(links, startCutProxy(t, net.JoinHostPort("127.0.0.2", p), a))
 	}
 	const stall = 2 * time.Second
-	t.Setenv("LIVECLUSTER_EDGE_UPSTREAM_STALL_TIMEOUT", stall.String())
-	eRTMP := c.startEdge("edge-rtmp")
-	t.Setenv("LIVECLUSTER_EDGE_UPSTREAM_PROTOCOL", "flv")
-	eFLV := c.startEdge("edge-flv")
+	stallEnv := "LIVECLUSTER_EDGE_UPSTREAM_STALL_TIMEOUT=" + stall.String()
+	eRTMP := c.startEdgeEnv("edge-rtmp", []string{stallEnv})
+	eFLV := c.startEdgeEnv("edge-flv", []string{stallEnv, "LIVECLUSTER_EDGE_UPSTREAM_PROTOCOL=flv"})
 	c.publish("ffmpeg-0", "rtmp://"+o.rtmp+"/live/st")
 	c.waitOwner("st", "origin-0", 15*time.Second)
 

@@ -40,9 +40,15 @@ func FreeAddr(t testing.TB) string {
 // Build compiles the main package pkg (an import path in the workspace, e.g.
 // "github.com/livecluster/livecluster/ocm/cmd/ocm") into dir and returns the
 // binary's path. Call it from TestMain so a package builds each binary once.
+// It returns go build's error (its output goes to stderr) when the build
+// fails or ctx ends first.
 func Build(ctx context.Context, dir, pkg string) (string, error) {
 	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	// -trimpath: the build cache's entries for the workspace's packages do
+	// not depend on the checkout's directory, so a fresh clone (CI's) or a
+	// second worktree reuses them instead of compiling them again (~20 s
+	// for the ocm, origin and edge binaries on a 2-core machine).
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("go build %s: %w", pkg, err)
@@ -82,11 +88,26 @@ type Proc struct {
 
 // Start runs bin with args; its stdout and stderr are captured (Output) and
 // echoed to the test log when the test fails. The process is stopped with
-// SIGKILL at the end of the test if it is still running.
+// SIGKILL at the end of the test if it is still running. It fails the test
+// when the process cannot be started.
 func Start(t testing.TB, name, bin string, args ...string) *Proc {
+	t.Helper()
+	return StartEnv(t, name, nil, bin, args...)
+}
+
+// StartEnv is Start with env ("KEY=value" entries) added to the test
+// binary's environment for this process alone. Tests that run in parallel
+// (t.Parallel) cannot change the environment of the whole test binary
+// (t.Setenv panics there, and every process started meanwhile would
+// inherit it), so a setting meant for one child goes here.
+func StartEnv(t testing.TB, name string, env []string, bin string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{Name: name, t: t, out: &syncBuffer{}, done: make(chan struct{})}
 	p.Cmd = exec.Command(bin, args...)
+	if len(env) > 0 {
+		// Later entries win in exec's environment: env overrides.
+		p.Cmd.Env = append(os.Environ(), env...)
+	}
 	p.Cmd.Stdout = p.out
 	p.Cmd.Stderr = p.out
 	// Own process group: a signal meant for the test runner never reaches

@@ -23,37 +23,54 @@ s=$(date +%s)
 PATH_SAVED=$PATH
 k8s_bin_path 2>/dev/null || true
 
-# stop NAME SIGNAL-WAIT-SECONDS: SIGTERM, then SIGKILL, by recorded PID.
+# stop SIGNAL-WAIT-SECONDS NAME...: SIGTERM to each at once (by recorded
+# PID), then SIGKILL to those still running after SIGNAL-WAIT-SECONDS. At
+# once, not one after the other: each takes 1-3 s to exit, and the
+# kube-apiserver sometimes sits 10-15 s after logging its shutdown; nothing
+# of this cluster's state is kept, so there is nothing to wait for.
 stop() {
-  local pid i; pid=$(k8s_pid "$1")
-  if [ -n "$pid" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < $2 * 10; i++)); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
-    if [ -d "/proc/$pid" ]; then
-      k8s_log "$1 (PID $pid) ignored SIGTERM for $2 s; SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.2
+  local secs=$1 n i left killed=""; shift
+  local -A pids=()
+  for n in "$@"; do
+    pids[$n]=$(k8s_pid "$n")
+    [ -n "${pids[$n]}" ] && { kill -TERM "${pids[$n]}" 2>/dev/null || true; }
+  done
+  for ((i = 0; i < secs * 10; i++)); do
+    left=""
+    for n in "$@"; do [ -n "${pids[$n]}" ] && [ -d "/proc/${pids[$n]}" ] && left=1; done
+    [ -n "$left" ] || break
+    sleep 0.1
+  done
+  for n in "$@"; do
+    if [ -n "${pids[$n]}" ] && [ -d "/proc/${pids[$n]}" ]; then
+      k8s_log "$n (PID ${pids[$n]}) ignored SIGTERM for $secs s; SIGKILL"
+      kill -KILL "${pids[$n]}" 2>/dev/null || true
+      killed=1
     fi
-  fi
-  rm -f "$STATE/pids/$1.pid"
+    rm -f "$STATE/pids/$n.pid"
+  done
+  [ -z "$killed" ] || sleep 0.2
 }
 
 # Pods first, through the CRI, while containerd still runs: this tears down
 # their network namespaces through CNI (veths, host-local leases, CNI-*
 # rules). The kubelet is stopped before, so it does not restart them.
-stop kube-proxy 10
-stop kubelet 15
+stop 15 kube-proxy kubelet
 if [ -n "$(k8s_pid containerd)" ] && command -v crictl >/dev/null; then
   cri=(crictl --runtime-endpoint "unix://$CTRD_SOCK" --timeout 30s)
   for i in 1 2 3 4 5; do
     [ -z "$("${cri[@]}" pods -q 2>/dev/null)" ] && break
     "${cri[@]}" rmp -fa >/dev/null 2>&1 || true
+    [ -z "$("${cri[@]}" pods -q 2>/dev/null)" ] && break
     sleep 1
   done
   [ -z "$("${cri[@]}" pods -q 2>/dev/null)" ] || k8s_log "pods still listed by the CRI after 5 tries"
 fi
-for p in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$p" 10; done
-stop containerd 15
+# The control plane, then its etcd (a kube-apiserver without its etcd
+# would only wait longer), then containerd.
+stop 5 kube-scheduler kube-controller-manager kube-apiserver
+stop 10 etcd
+stop 15 containerd
 # containerd's shims and the containers they ran belong to our containerd:
 # kill any left behind (found by the state dir on their command line).
 for pid in $(pgrep -f "containerd-shim.*-address $CTRD_SOCK" 2>/dev/null || true); do

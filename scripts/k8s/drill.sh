@@ -4,9 +4,10 @@
 # one JSON line of figures per step on stdout (and in $LC_DRILL_RESULTS,
 # default /tmp/lck8s-drill.jsonl).
 #
-#   1 helm install --wait with the default values (bundled etcd), helm test;
-#     again with the production-like values (ci/prod-values.yaml, edge
-#     drainTimeout 10 s)
+#   1 helm install --wait with the default values (bundled etcd) in
+#     $LC_DRILL_NS-default, helm test, uninstall; meanwhile the
+#     production-like values (ci/prod-values.yaml, edge drainTimeout 5 s,
+#     finalWait 0.5 s) in $LC_DRILL_NS, helm test
 #   2 ffmpeg publishes to the edge Service's ClusterIP; RTMP, HTTP-FLV and
 #     HLS players (ffprobe) play through it; grpcurl lists the stream
 #     through the OCM Service
@@ -29,6 +30,9 @@ set -euo pipefail
 cd "$K8S_ROOT"
 
 NS=${LC_DRILL_NS:-lck8s-drill}
+# Step 1's release with the default values lives in a namespace of its own,
+# so that it can go away while the production-like one installs in $NS.
+NS_DEFAULT=$NS-default
 REL=lc
 CHART=deploy/helm/livecluster
 PROD_VALUES=$CHART/ci/prod-values.yaml
@@ -64,6 +68,7 @@ fail() {
   echo "drill: FAIL: $*" >&2
   {
     echo "--- pods"; kc -n "$NS" get pods -o wide
+    echo "--- pods of $NS_DEFAULT"; kc -n "$NS_DEFAULT" get pods -o wide 2>/dev/null || true
     echo "--- events"; kc -n "$NS" get events --sort-by=.lastTimestamp | tail -40
     for p in $(kc -n "$NS" get pods -o name 2>/dev/null); do
       if ! kc -n "$NS" get "$p" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True; then
@@ -105,10 +110,12 @@ all_ready() { ! kc -n "$NS" get pods -l "app.kubernetes.io/instance=$REL" -o jso
 # load balancer, give each one the node IP (kube-proxy then serves it there).
 lb_loop() {
   while sleep 1; do
-    kc -n "$NS" get svc -o json 2>/dev/null |
-      jq -r '.items[] | select(.spec.type=="LoadBalancer" and ((.status.loadBalancer.ingress // []) | length) == 0) | .metadata.name' |
-      while read -r s; do
-        kc -n "$NS" patch svc "$s" --subresource=status --type=merge \
+    kc get svc -A -o json 2>/dev/null |
+      jq -r --arg a "$NS" --arg b "$NS_DEFAULT" '.items[] | select(.metadata.namespace == $a or .metadata.namespace == $b)
+        | select(.spec.type=="LoadBalancer" and ((.status.loadBalancer.ingress // []) | length) == 0)
+        | "\(.metadata.namespace) \(.metadata.name)"' |
+      while read -r ns s; do
+        kc -n "$ns" patch svc "$s" --subresource=status --type=merge \
           -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$NODE_IP\"}]}}}" >/dev/null 2>&1 || true
       done
   done
@@ -140,34 +147,42 @@ EOF
   done
 }
 
-HELM_COMMON=(--namespace "$NS" --set "fullnameOverride=$REL"
+HELM_COMMON=(--set "fullnameOverride=$REL"
   --set "global.image.tag=$VERSION" --set global.image.pullPolicy=Never)
-# The release steps 2-7 run on: the production-like values with a 10 s
-# edge drainTimeout instead of 30 s. The edge rollout (step 4) then waits
-# 10 s, not 30, for the players that stay to be told to leave: the same
-# drain, the same code path, 20 s less of the suite's time (the chart
-# derives the grace period from it as from the default).
-PROD_SETS=(-f "$PROD_VALUES" --set edge.config.shutdown.drainTimeout=10s)
+# The release steps 2-7 run on: the production-like values with two
+# shutdown durations shortened, each a fixed wait in a drain that the steps
+# run many times (the chart derives the grace periods from them as from the
+# defaults; the same drain, the same code path):
+# - the edges' drainTimeout 5 s instead of 30 s: the edge rollout (step 4)
+#   waits 5 s, not 30, for the players that stay before telling them to
+#   leave (they never leave on their own);
+# - finalWait 0.5 s instead of 3.2 s (the pause after deregistering, before
+#   exit): six origin restarts (steps 3 and 7), two edges and the uninstall.
+PROD_SETS=(-f "$PROD_VALUES" --set edge.config.shutdown.drainTimeout=5s)
+for c in ocm origin edge; do PROD_SETS+=(--set "$c.config.shutdown.finalWait=0.5s"); done
 
-# install NAME TIMEOUT ARGS...: helm install --wait; prints the seconds taken.
+# install NAME NAMESPACE ARGS...: helm install --wait; prints the
+# milliseconds taken.
 install() {
-  local what=$1 t; shift
+  local what=$1 ns=$2 t; shift 2
   t=$(now_ms)
-  helm install "$REL" "$CHART" "${HELM_COMMON[@]}" --create-namespace --wait --timeout 300s "$@" \
+  helm install "$REL" "$CHART" --namespace "$ns" "${HELM_COMMON[@]}" --create-namespace --wait --timeout 300s "$@" \
     >"$WORK/helm-install-$what.log" 2>&1 || { cat "$WORK/helm-install-$what.log" >&2; fail "helm install ($what)"; }
   echo $(( $(now_ms) - t ))
 }
+# uninstall [NAMESPACE]: helm uninstall --wait, then until its pods are gone.
 uninstall() {
-  helm uninstall "$REL" --namespace "$NS" --wait --timeout 180s >/dev/null || fail "helm uninstall"
-  wait_for 120 "pods of the release gone" bash -c "[ -z \"\$(kubectl -n $NS get pods -o name 2>/dev/null)\" ]"
+  local ns=${1:-$NS}
+  helm uninstall "$REL" --namespace "$ns" --wait --timeout 180s >/dev/null || fail "helm uninstall ($ns)"
+  wait_for 120 "pods of the release in $ns gone" bash -c "[ -z \"\$(kubectl -n $ns get pods -o name 2>/dev/null)\" ]"
 }
-# helm_test: prints "passed seconds" or fails.
+# helm_test NAMESPACE: prints the milliseconds taken, or fails.
 helm_test() {
   local t; t=$(now_ms)
   # No --logs: the chart deletes passed test pods (hook-succeeded), and
   # helm would fail fetching their logs. A failed one stays for fail().
-  if ! helm test "$REL" --namespace "$NS" --timeout 180s >"$WORK/helm-test.log" 2>&1; then
-    cat "$WORK/helm-test.log" >&2; fail "helm test"
+  if ! helm test "$REL" --namespace "$1" --timeout 180s >"$WORK/helm-test-$1.log" 2>&1; then
+    cat "$WORK/helm-test-$1.log" >&2; fail "helm test ($1)"
   fi
   echo $(( $(now_ms) - t ))
 }
@@ -184,33 +199,57 @@ for c in ocm origin edge etcd; do
   fi
 done
 
+# Only while the releases are installed: Services get their address then,
+# and a kubectl and a jq a second for the whole drill were about a third of
+# its own CPU time (measured with process accounting).
 lb_loop &
-BG+=($!)
+LB_PID=$!
+BG+=($LB_PID)
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- step 1
-# Leftovers of an earlier, failed run would make the install fail.
-if helm status "$REL" --namespace "$NS" >/dev/null 2>&1; then uninstall; fi
-kc delete pvc -n "$NS" --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+# Leftovers of an earlier, failed run would make the install fail, and so
+# would a namespace still terminating after an earlier run.
+for ns in "$NS" "$NS_DEFAULT"; do
+  kc wait --for=delete "namespace/$ns" --timeout=180s >/dev/null 2>&1 ||
+    fail "namespace $ns still there 180 s after an earlier run deleted it"
+  if helm status "$REL" --namespace "$ns" >/dev/null 2>&1; then uninstall "$ns"; fi
+  kc delete pvc -n "$ns" --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+done
+# PersistentVolumes an earlier run deleted (step 7 does not wait for them).
+for pv in $(kc get pv -l lck8s=drill -o json | jq -r '.items[] | select(.metadata.deletionTimestamp != null) | .metadata.name'); do
+  kc wait --for=delete "pv/$pv" --timeout=120s >/dev/null 2>&1 || fail "PersistentVolume $pv still there 120 s after an earlier run deleted it"
+done
 if want 1; then
-  pv_pool 8
-  d_install=$(install default)
-  d_pods=$(kc -n "$NS" get pods -o name | wc -l)
-  d_test=$(helm_test)
-  uninstall
-  d_left_pvc=$(kc -n "$NS" get pvc -o name | wc -l)
-  kc delete pvc -n "$NS" --all --wait=true --timeout=60s >/dev/null
-  pv_pool 8
-  p_install=$(install prod "${PROD_SETS[@]}")
+  # 3 etcd claims of the default release, 3 etcd and 3 origin HLS claims
+  # of the production-like one, bound at the same time.
+  pv_pool 10
+  d_install=$(install default "$NS_DEFAULT")
+  d_pods=$(kc -n "$NS_DEFAULT" get pods -o name | wc -l)
+  d_test=$(helm_test "$NS_DEFAULT")
+  # The default release is uninstalled while the production-like one
+  # installs (their pods' CPU requests fit the node together): the
+  # uninstall's drains are waits, not work.
+  {
+    uninstall "$NS_DEFAULT"
+    kc -n "$NS_DEFAULT" get pvc -o name | wc -l >"$WORK/default-left-pvc"
+  } &
+  d_uninstall=$!
+  p_install=$(install prod "$NS" "${PROD_SETS[@]}")
   p_pods=$(kc -n "$NS" get pods -o name | wc -l)
-  p_test=$(helm_test)
+  p_test=$(helm_test "$NS")
+  wait "$d_uninstall" || fail "uninstall of the default-values release (above)"
+  d_left_pvc=$(cat "$WORK/default-left-pvc")
+  # Its claims and namespace go in the background (the drill's end waits).
+  kc delete namespace "$NS_DEFAULT" --wait=false >/dev/null
   emit "{\"step\":1,\"name\":\"helm-install\",\"version\":\"$VERSION\",
     \"default\":{\"installWaitMs\":$d_install,\"pods\":$d_pods,\"helmTest\":\"passed\",\"helmTestMs\":$d_test,\"pvcsLeftAfterUninstall\":$d_left_pvc},
     \"prod\":{\"installWaitMs\":$p_install,\"pods\":$p_pods,\"helmTest\":\"passed\",\"helmTestMs\":$p_test}}"
 else
-  pv_pool 8
-  install prod "${PROD_SETS[@]}" >/dev/null
+  pv_pool 10
+  install prod "$NS" "${PROD_SETS[@]}" >/dev/null
 fi
+kill "$LB_PID" 2>/dev/null || true
 
 # ---------------------------------------------------------------- step 2
 EDGE_IP=$(svc_ip "$REL-edge")
@@ -318,9 +357,13 @@ want 3 && rollout_step 3 origin-rollout statefulset origin
 want 4 && rollout_step 4 edge-rollout deployment edge
 
 # ---------------------------------------------------------------- step 5
-# metric POD NAME RESULT: livecluster_config_reload_total{result=...} of a pod.
+# reload_count POD RESULT: livecluster_config_reload_total{result=...} of a
+# pod. Its IP comes from POD_IP, filled once at the start of step 5 (the
+# step restarts no pod, and checks it): a kubectl per pod per poll cost
+# more CPU than the reloads being waited for.
+declare -A POD_IP
 reload_count() {
-  curl -fsS --max-time 3 "http://$(pod_ip "$1"):1985/metrics" |
+  curl -fsS --max-time 3 "http://${POD_IP[$1]:-$(pod_ip "$1")}:1985/metrics" |
     awk -v r="result=\"$2\"" '$1 ~ /^livecluster_config_reload_total\{/ && index($1, r) {print $2; f=1} END {if (!f) print 0}'
 }
 cm_of() { kc -n "$NS" get cm -l "$(sel "$1")" -o json | jq -r '.items[] | select(.data["config.yaml"] != null) | .metadata.name' | head -1; }
@@ -352,6 +395,7 @@ if want 5; then
     CM[$c]=$(cm_of "$c"); [ -n "${CM[$c]}" ] || fail "no ConfigMap with config.yaml for $c"
     kc -n "$NS" get cm "${CM[$c]}" -o json | jq -r '.data["config.yaml"]' >"$WORK/$c.orig.yaml"
     for p in $(pods_of "$c"); do
+      POD_IP[$p]=$(pod_ip "$p")
       succ+=("$p=$(reload_count "$p" success)"); fails+=("$p=$(reload_count "$p" failure)")
     done
   done
@@ -365,12 +409,21 @@ if want 5; then
   done
   wait_reloads success 180 "${succ[@]}"
   live_ms=$(( $(now_ms) - t ))
-  # The reload line must name the keys it applied.
-  applied=$(for c in "${comps[@]}"; do for p in $(pods_of "$c"); do
-      kc -n "$NS" logs "$p" --since=5m | grep '"config reloaded"' | tail -1 | jq -c --arg p "$p" '{pod: $p, changed}'
-    done; done | jq -s -c .)
-  debug_lines=$(for p in $(kc -n "$NS" get pods -l "app.kubernetes.io/instance=$REL" -o name); do
-      kc -n "$NS" logs "$p" --since=1m 2>/dev/null | grep -c '"level":"DEBUG"' || true; done | awk '{s += $1} END {print s + 0}')
+  # The logs are read (one kubectl each, at once) while the next edit
+  # propagates, and each read is done before the edit after it: the last
+  # "config reloaded" line must still be the live edit's. The reload line
+  # must name the keys it applied.
+  read_logs() { # OUT SINCE: each release pod's log since SINCE in OUT.<pod>
+    local p pids=()
+    for p in $(kc -n "$NS" get pods -l "app.kubernetes.io/instance=$REL" -o name); do
+      kc -n "$NS" logs "$p" --since="$2" >"$1.${p#pod/}" 2>/dev/null &
+      pids+=($!)
+    done
+    # Only these: a bare wait would wait for the players and watches too.
+    [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}" || true
+  }
+  read_logs "$WORK/step5-live" 5m &
+  live_logs=$!
   # Invalid edit: refused, pods stay Ready, nothing restarts.
   for c in "${comps[@]}"; do
     "$WORK/drillplay" yamlset "$WORK/$c.orig.yaml" log.level=loud >"$WORK/$c.bad.yaml"
@@ -381,8 +434,15 @@ if want 5; then
   bad_ms=$(( $(now_ms) - t ))
   sleep 3
   all_ready || fail "pods not Ready after an invalid ConfigMap edit"
-  refused=$(for p in $(kc -n "$NS" get pods -l "app.kubernetes.io/instance=$REL" -o name); do
-      kc -n "$NS" logs "$p" --since=5m | grep -c 'config reload refused' || true; done | awk '{s += $1} END {print s + 0}')
+  wait "$live_logs" || true
+  read_logs "$WORK/step5-bad" 5m
+  applied=$(for c in "${comps[@]}"; do for p in $(pods_of "$c"); do
+      grep '"config reloaded"' "$WORK/step5-live.$p" | tail -1 | jq -c --arg p "$p" '{pod: $p, changed}'
+    done; done | jq -s -c .)
+  # DEBUG lines: the level was info before the live edit, so every one
+  # came after it.
+  debug_lines=$(cat "$WORK"/step5-live.* | grep -c '"level":"DEBUG"' || true)
+  refused=$(cat "$WORK"/step5-bad.* | grep -c 'config reload refused' || true)
   # Back to the original, and wait until every pod has it: the next steps
   # need HLS on again (hls.enabled applies to the next publish).
   succ=()
@@ -438,7 +498,7 @@ if want 7; then
   declare -A B A
   for c in ocm origin edge etcd; do B[$c]=$(uids_of "$c"); done
   t=$(now_ms)
-  helm upgrade "$REL" "$CHART" "${HELM_COMMON[@]}" --reuse-values --set origin.config.hls.window=8 \
+  helm upgrade "$REL" "$CHART" --namespace "$NS" "${HELM_COMMON[@]}" --reuse-values --set origin.config.hls.window=8 \
     --wait --timeout 600s >"$WORK/upgrade.log" 2>&1 || { cat "$WORK/upgrade.log" >&2; fail "helm upgrade"; }
   kc -n "$NS" rollout status "statefulset/$REL-origin" --timeout=300s >/dev/null || fail "origin rollout after upgrade"
   up_ms=$(( $(now_ms) - t ))
@@ -463,7 +523,10 @@ if want 7; then
   if jq -e 'map(select(startswith("persistentvolumeclaim/") | not)) | length > 0' <<<"$left" >/dev/null; then
     fail "helm uninstall left $left"
   fi
-  kc delete namespace "$NS" --wait=true --timeout=120s >/dev/null || fail "deleting namespace $NS"
-  kc delete pv -l lck8s=drill --wait=true --timeout=60s >/dev/null || true
+  # Not waited for: scripts/k8s/down.sh removes the whole cluster next, and
+  # a drill run again on this cluster first waits for them to be gone.
+  kc delete namespace "$NS" "$NS_DEFAULT" --ignore-not-found --wait=false >/dev/null ||
+    fail "deleting namespaces $NS and $NS_DEFAULT"
+  kc delete pv -l lck8s=drill --wait=false >/dev/null || true
 fi
 echo "drill: all steps passed; figures in $RESULTS" >&2

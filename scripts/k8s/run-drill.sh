@@ -10,8 +10,10 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$K8S_ROOT"
 export VERSION=${VERSION:-$(git describe --tags --always --dirty)}
+checks=""
 teardown() {
   local st=$?
+  [ -z "$checks" ] || kill "$checks" 2>/dev/null || true
   scripts/k8s/down.sh || st=1
   exit "$st"
 }
@@ -20,12 +22,20 @@ trap teardown EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 s=$(date +%s)
-# The drill's own helpers live outside go.work: check them here.
-for m in drillplay pause; do
-  (cd scripts/k8s/$m && test -z "$(gofmt -l .)" && GOWORK=off go vet . && GOWORK=off go test -count=1 . >/dev/null) ||
-    k8s_die "scripts/k8s/$m: gofmt, vet or tests failed"
-done
+# The drill's own helpers live outside go.work: check them here, while the
+# cluster starts.
+check_helpers() {
+  local m
+  for m in drillplay pause; do
+    (cd scripts/k8s/$m && test -z "$(gofmt -l .)" && GOWORK=off go vet . && GOWORK=off go test -count=1 . >/dev/null) ||
+      { echo "k8s: scripts/k8s/$m: gofmt, vet or tests failed" >&2; return 1; }
+  done
+}
+check_helpers &
+checks=$!
 scripts/k8s/up.sh
+wait "$checks" || k8s_die "the drill's helpers failed their checks (above)"
+checks=""
 [ -n "${LC_K8S_IMAGES_BUILT:-}" ] || BASE=${BASE:-scratch} scripts/images.sh
 scripts/k8s/load-images.sh "livecluster/ocm:$VERSION" "livecluster/origin:$VERSION" \
   "livecluster/edge:$VERSION" "livecluster/etcd:$VERSION"

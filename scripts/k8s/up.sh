@@ -186,9 +186,13 @@ start containerd containerd --config "$CT/config.toml"
 k8s_wait 30 containerd ctr -a "$CTRD_SOCK" version || fail_with containerd "containerd did not answer"
 mark containerd
 
-# --- images: the sandbox (pause) and CoreDNS, built with Docker, imported.
-"$K8S_ROOT/scripts/k8s/system-images.sh"
-mark images
+# --- images: the sandbox (pause) and CoreDNS, built with Docker, imported,
+# in the background while the control plane starts: no pod starts before
+# CoreDNS, which waits for them.
+"$K8S_ROOT/scripts/k8s/system-images.sh" &
+images_pid=$!
+# Should up.sh fail before waiting for it, it does not outlive up.sh.
+trap 'kill "$images_pid" 2>/dev/null || true' EXIT
 
 # --- etcd of the control plane.
 k8s_log "etcd on 127.0.0.1:$PORT_ETCD_CLIENT"
@@ -258,9 +262,10 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
-# A ConfigMap edit reaches the pods' volumes at the next pod sync; 5 s
-# instead of 1 min keeps the drill short (docs/kubernetes.md).
-syncFrequency: 5s
+# A ConfigMap edit reaches the pods' volumes at the next pod sync; 2 s
+# instead of 1 min keeps the drill short (docs/kubernetes.md): its step 5
+# waits for three edits.
+syncFrequency: 2s
 EOF
 start kubelet kubelet --config "$STATE/kubelet-config.yaml" --kubeconfig "$STATE/kubelet.kubeconfig" \
   --root-dir "$STATE/kubelet" --cert-dir "$STATE/kubelet-pki" \
@@ -286,6 +291,10 @@ kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=60s >/dev/null || {
 }
 mark node_ready
 
+wait "$images_pid" || k8s_die "scripts/k8s/system-images.sh failed (output above)"
+trap - EXIT
+mark images
+
 # --- CoreDNS and the storage class the drill's PersistentVolumes use.
 k8s_log "CoreDNS"
 sed -e "s/@DNS_IP@/$DNS_IP/g" -e "s#@COREDNS_IMAGE@#$(cat "$STATE/images/coredns")#g" \
@@ -302,7 +311,7 @@ k8s_wait 30 "kube-dns ClusterIP from the host" timeout 2 bash -c "</dev/tcp/$DNS
 mark coredns_ready
 
 timings=""
-for k in build certs network containerd images etcd apiserver node_ready coredns_ready; do
+for k in build certs network containerd etcd apiserver node_ready images coredns_ready; do
   timings+="$k=${TIMES[$k]}s "
 done
 k8s_log "cluster up; times since start: $timings"
