@@ -16,11 +16,7 @@ import (
 	"github.com/livecluster/livecluster/media/mediatest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	mediatest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { mediatest.Main(m) }
 
 // feed writes the packets with time in [from, to) of the test FLV.
 func feed(t *testing.T, s *hls.Stream, pkts []av.Packet, from, to time.Duration) {

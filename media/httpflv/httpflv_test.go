@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -24,11 +23,7 @@ import (
 	"github.com/livecluster/livecluster/streamkey"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	mediatest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { mediatest.Main(m) }
 
 type fixture struct {
 	reg *hub.Registry

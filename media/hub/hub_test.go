@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,11 +16,7 @@ import (
 	"github.com/livecluster/livecluster/media/mediatest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	mediatest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { mediatest.Main(m) }
 
 type seen struct {
 	typ uint8

@@ -82,7 +82,17 @@ func TestFLVSized(t testing.TB, size string) string {
 	return p
 }
 
-// Cleanup removes the generated FLVs; call from TestMain after m.Run.
+// Main runs a package's tests and then removes the FLVs they generated
+// (Cleanup): a package whose tests use the generated FLVs calls it as its
+// TestMain, so no run leaves them in the temporary directory. It exits
+// with the tests' code.
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
+// Cleanup removes the generated FLVs; Main calls it after the tests.
 func Cleanup() {
 	flvs.mu.Lock()
 	defer flvs.mu.Unlock()

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -30,11 +29,7 @@ func nullPlay(url string, d string) []string {
 	return []string{"-v", "error", "-i", url, "-t", d, "-enc_time_base:v", "-1", "-f", "null", "-"}
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	mediatest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { mediatest.Main(m) }
 
 // hubHandler is a minimal origin: publish into a hub, play from it.
 type hubHandler struct {

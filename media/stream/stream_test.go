@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
 	"testing"
 	"time"
 	"unsafe"
@@ -19,11 +18,7 @@ import (
 	"github.com/livecluster/livecluster/media/stream"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	mediatest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { mediatest.Main(m) }
 
 // upTo returns the packets before d.
 func upTo(pkts []av.Packet, d time.Duration) []av.Packet {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -109,11 +108,7 @@ func startOCM(t *testing.T, f *fakeOCM) *ocmclient.Client {
 	return c
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	mediatest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { mediatest.Main(m) }
 
 // part is one encoder configuration's codecs and packets.
 type part struct {

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"os"
 	"testing"
 
 	"github.com/livecluster/livecluster/media/mediatest"
@@ -9,8 +8,4 @@ import (
 
 // TestMain removes the test FLV mediatest generates once per test binary
 // (it was left in the temporary directory after every run).
-func TestMain(m *testing.M) {
-	code := m.Run()
-	mediatest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { mediatest.Main(m) }
