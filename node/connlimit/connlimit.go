@@ -25,6 +25,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -283,6 +284,17 @@ func (c *conn) WriteBuffers(v *net.Buffers) (int64, error) {
 		return bw.WriteBuffers(v)
 	}
 	return v.WriteTo(c.Conn)
+}
+
+// SyscallConn returns the raw connection of the connection underneath,
+// or errors.ErrUnsupported when it has none: the media packages write to
+// players' sockets without blocking through it (media/internal/netx's
+// TryWriter), from the hub's flushers instead of a goroutine per player.
+func (c *conn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 // Unwrap returns the connection underneath (for TCP options).
