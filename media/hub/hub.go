@@ -268,7 +268,7 @@ type Hub struct {
 	flushIdle sync.Cond
 
 	sources, packetsIn, bytesIn, bytesOut, skipped, dropped, readersAll atomic.Int64
-	directWrites, handoffs, readerWrites                                 atomic.Int64
+	directWrites, handoffs, readerWrites                                atomic.Int64
 }
 
 // New returns a hub outside any registry.

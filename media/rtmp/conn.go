@@ -214,8 +214,8 @@ type Conn struct {
 	outChunkSize uint32
 	werr         error
 	outStreams   []av.CodecData
-	deadlineSet  time.Time   // when the write deadline was last moved
-	wbufs        net.Buffers // WriteWire's: a field, so writev does not allocate it
+	deadlineSet  time.Time       // when the write deadline was last moved
+	wbufs        net.Buffers     // WriteWire's: a field, so writev does not allocate it
 	tryw         *netx.TryWriter // TryWriteBuffers' (nil until first used, or without a socket)
 	trywSet      bool
 

@@ -98,5 +98,3 @@ func (w *TryWriter) TryWrite(v *net.Buffers) (int64, error) {
 
 // Supported reports whether TryWriter works on this system.
 const Supported = true
-
-
