@@ -340,6 +340,13 @@ func (h *Hub) flush() {
 	h.flushIdle.Broadcast()
 }
 
+// Flush ends the current merge window now, as its timer would: it
+// returns when the flushers have written (or handed off) every direct
+// reader's batch, and every other reader with tags is woken. For tests and
+// benchmarks that step windows themselves; a flush already running makes
+// it return at once, leaving that flush to run again.
+func (h *Hub) Flush() { h.flush() }
+
 // minPerFlusher is the fewest readers worth another flusher goroutine.
 const minPerFlusher = 64
 
