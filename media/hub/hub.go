@@ -100,15 +100,17 @@ type Config struct {
 	SpliceGap time.Duration
 	// WriteDelay, when set, is told once per reader batch how long the
 	// batch's oldest tag waited, from its arrival (Source.WritePacket):
-	// taken, until the reader took the batch (the merge window and the
-	// wait for the reader's goroutine to run: the hub's and the CPU's
-	// part), and written, until the reader came back for its next batch,
-	// that is after it wrote this one (taken plus the write, a write
-	// blocked by the player's full socket included: the player's part).
+	// taken, until the batch's write started (the merge window and the
+	// wait for a flusher, or the reader's goroutine, to get to it: the
+	// hub's and the CPU's part), and written, until the write ended (for
+	// a reader without a DirectWriter, when it came back for its next
+	// batch; taken plus the write, a rest written by the reader's
+	// goroutine after a full socket included: the player's part).
 	// Tags a reader gets from the GOP cache when it attaches are not
 	// counted: they arrived before it did. A reader that ends is not told
-	// of its last batch. It runs on the reader's goroutine without the
-	// hub's lock, so it must be cheap (a histogram's Observe).
+	// of its last batch. It runs on a flusher or the reader's goroutine,
+	// several at once, without the hub's lock, so it must be cheap and
+	// safe for concurrent use (a histogram's Observe).
 	WriteDelay func(taken, written time.Duration)
 	// FlushYield is how many direct writes a flusher makes between two
 	// yields of its thread (runtime.Gosched), so that goroutines made
