@@ -59,8 +59,19 @@ func TestDirectSameBytesAsNext(t *testing.T) {
 		}
 	}()
 	mediatest.Eventually(t, 10*time.Second, "the player attached", func() bool { return hb.NumReaders() == 2 })
-	for i, p := range pkts {
-		if err := src.WritePacket(p); err != nil {
+	i := 0
+	// Until the player's goroutine wrote its first batch and handed the
+	// connection to the flushers (a window's batch written by them).
+	mediatest.Eventually(t, 10*time.Second, "the player in direct mode", func() bool {
+		if err := src.WritePacket(pkts[i]); err != nil {
+			t.Fatal(err)
+		}
+		i++
+		hb.Flush()
+		return hb.Stats().DirectWrites > 0
+	})
+	for ; i < len(pkts); i++ {
+		if err := src.WritePacket(pkts[i]); err != nil {
 			t.Fatal(err)
 		}
 		if i%4 == 3 {

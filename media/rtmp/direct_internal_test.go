@@ -163,6 +163,7 @@ func TestDirectSameBytesAsGoroutine(t *testing.T) {
 		p.startReading()
 		p.serve(ctx, rd, p == direct)
 	}
+	waitDirect(t, f, 1)
 	f.feed(t, len(f.pkts), 4)
 	st := f.h.Stats()
 	f.h.Close()
