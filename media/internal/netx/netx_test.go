@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/livecluster/livecluster/media/internal/netx"
 	"github.com/livecluster/livecluster/media/mediatest/syscalls"
@@ -127,7 +128,11 @@ func TestTryWriteFullSocket(t *testing.T) {
 		b, _ := io.ReadAll(peer)
 		got <- b
 	}()
+	deadline := time.Now().Add(20 * time.Second)
 	for len(v) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes still unsent after 20 s", len(want)-int(sent))
+		}
 		n, err := w.TryWrite(&v)
 		sent += n
 		if err != nil && err != netx.ErrWouldBlock {
