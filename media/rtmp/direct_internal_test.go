@@ -23,6 +23,12 @@ import (
 // flushers' bytes are compared with.
 type encOnly struct{ hub.Encoder }
 
+// unwrapConn is a wrapper like node/connlimit's: WriteBuffers with the
+// socket's writev, Unwrap to reach it, and no SyscallConn of its own.
+type unwrapConn struct{ writevConn }
+
+func (u unwrapConn) Unwrap() net.Conn { return u.Conn }
+
 // directPlayer is a server-side play connection on real loopback TCP and
 // the bytes its peer received.
 type directPlayer struct {
@@ -58,7 +64,9 @@ func newDirectPlayer(t *testing.T, cfg Config, rbuf, wbuf int) *directPlayer {
 	if wbuf > 0 {
 		_ = nc.(*net.TCPConn).SetWriteBuffer(wbuf)
 	}
-	c := newConn(nc, cfg.withDefaults(), slog.New(slog.DiscardHandler), true)
+	// Wrapped as node/connlimit wraps every listener's connections: the
+	// flushers reach the socket through Unwrap.
+	c := newConn(unwrapConn{writevConn{nc}}, cfg.withDefaults(), slog.New(slog.DiscardHandler), true)
 	c.outChunkSize, c.streamID = 4096, 1
 	c.accepted.Store(true)
 	p := &directPlayer{c: c, peer: peer, done: make(chan struct{})}

@@ -25,7 +25,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -286,18 +285,11 @@ func (c *conn) WriteBuffers(v *net.Buffers) (int64, error) {
 	return v.WriteTo(c.Conn)
 }
 
-// SyscallConn returns the raw connection of the connection underneath,
-// or errors.ErrUnsupported when it has none: the media packages write to
-// players' sockets without blocking through it (media/internal/netx's
-// TryWriter), from the hub's flushers instead of a goroutine per player.
-func (c *conn) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := c.Conn.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errors.ErrUnsupported
-}
-
-// Unwrap returns the connection underneath (for TCP options).
+// Unwrap returns the connection underneath: for TCP options, and for the
+// media packages' writes to players' sockets without blocking (they reach
+// the socket through it, media/internal/netx.RawConn). The wrapper itself
+// is deliberately not a syscall.Conn: os.File.WriteTo would then send
+// files around its ReadFrom.
 func (c *conn) Unwrap() net.Conn { return c.Conn }
 
 // addrOf is the client address a per-IP limit counts: the IP without port

@@ -416,10 +416,10 @@ func TestWriteBuffersWritev(t *testing.T) {
 	}
 }
 
-// An accepted connection exposes the socket underneath (syscall.Conn): the
+// An accepted connection's Unwrap reaches the socket (a syscall.Conn): the
 // media packages write players' sockets without blocking through it, and
 // what is written on it reaches the peer.
-func TestSyscallConnExposed(t *testing.T) {
+func TestUnwrapReachesSocket(t *testing.T) {
 	l := listen(t, connlimit.Options{Name: "rtmp"})
 	peer, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
@@ -430,9 +430,13 @@ func TestSyscallConnExposed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, ok := c.(syscall.Conn)
+	u, ok := c.(interface{ Unwrap() net.Conn })
 	if !ok {
-		t.Fatalf("%T is not a syscall.Conn", c)
+		t.Fatalf("%T has no Unwrap", c)
+	}
+	sc, ok := u.Unwrap().(syscall.Conn)
+	if !ok {
+		t.Fatalf("%T unwraps to %T, not a syscall.Conn", c, u.Unwrap())
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
