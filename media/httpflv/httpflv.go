@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nareix/joy4/av"
@@ -183,38 +184,83 @@ func (h *Handler) stream(ctx context.Context, w http.ResponseWriter, rd *hub.Rea
 	fh := make([]byte, flvio.FileHeaderLength+4)
 	flvio.FillFileHeader(fh, flvio.FILE_HAS_AUDIO|flvio.FILE_HAS_VIDEO)
 	head = append(head, fh...)
-	var (
-		armed time.Time
-		nb    net.Buffers // one per player: writev takes its address
-	)
-	write := func(b [][]byte) error {
-		if now := time.Now(); now.Sub(armed) >= time.Second {
-			// Moved at most once a second: a deadline change is a runtime
-			// timer update, per write a measurable share of the fan-out.
-			armed = now
-			_ = nc.SetWriteDeadline(now.Add(timeout))
-		}
-		nb = b
-		n, err := netx.WriteBuffers(nc, &nb)
-		if count != nil {
-			count.CountBytes(n)
-		}
+	p := &player{nc: nc, count: count, timeout: timeout}
+	if err := p.write([][]byte{head}); err != nil {
 		return err
 	}
-	if err := write([][]byte{head}); err != nil {
-		return err
+	// The hub's flushers write the tags (one non-blocking writev of the
+	// shared tags per window); this goroutine writes what a full socket
+	// left, blocking, and the cached GOP first.
+	err = rd.CopyDirect(ctx, p, nil, p.write)
+	if err == nil {
+		err = io.EOF // the stream ended, as Next tells
 	}
-	for {
-		tags, err := rd.Next(ctx)
-		if err != nil {
-			return err
-		}
-		// One writev of the shared tags; WriteTo consumes the reader's
-		// slice of them, never the bytes.
-		if err := write(tags); err != nil {
-			return err
-		}
+	return err
+}
+
+// player is a hijacked HTTP-FLV connection, written by its goroutine
+// (write, blocking) and by the hub's flushers (TryWriteBuffers), one at a
+// time (mu).
+type player struct {
+	mu      sync.Mutex
+	nc      net.Conn
+	count   BytesCounter
+	timeout time.Duration
+	armed   time.Time
+	nb      net.Buffers // write's: writev takes its address
+	tryw    *netx.TryWriter
+	trySet  bool
+}
+
+// armDeadline moves the write deadline at most once a second: a deadline
+// change is a runtime timer update, per write a measurable share of the
+// fan-out. p.mu held.
+func (p *player) armDeadline() {
+	if now := time.Now(); now.Sub(p.armed) >= time.Second {
+		p.armed = now
+		_ = p.nc.SetWriteDeadline(now.Add(p.timeout))
 	}
+}
+
+// write writes b with one writev, waiting for the socket up to the write
+// timeout, and consumes b (not the bytes). Its error is the connection's.
+func (p *player) write(b [][]byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.armDeadline()
+	p.nb = b
+	n, err := netx.WriteBuffers(p.nc, &p.nb)
+	p.nb = nil
+	if p.count != nil {
+		p.count.CountBytes(n)
+	}
+	return err
+}
+
+var errBusy = errors.New("http-flv: connection busy writing")
+
+// TryWriteBuffers implements hub.DirectWriter: one writev of v as far as
+// the socket takes it now, never waiting; the rest stays in v with an
+// error (netx.ErrWouldBlock for a full socket; errBusy while write runs;
+// errors.ErrUnsupported without a socket to write to directly).
+func (p *player) TryWriteBuffers(v *net.Buffers) (int64, error) {
+	if !p.mu.TryLock() {
+		return 0, errBusy
+	}
+	defer p.mu.Unlock()
+	if !p.trySet {
+		p.trySet = true
+		p.tryw = netx.NewTryWriter(p.nc)
+	}
+	if p.tryw == nil {
+		return 0, errors.ErrUnsupported
+	}
+	p.armDeadline()
+	n, err := p.tryw.TryWrite(v)
+	if p.count != nil {
+		p.count.CountBytes(n)
+	}
+	return n, err
 }
 
 // streamCopy writes through the ResponseWriter (HTTP/2): each batch is

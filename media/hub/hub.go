@@ -8,11 +8,36 @@
 // (counted as skipped), and after repeated overflows it is dropped (counted
 // as dropped). The publisher never waits for a reader.
 //
-// Readers are woken once per merge window, all together, by one timer of
-// the hub; each takes its window's tags into slices it reuses, so nothing
-// is allocated per reader per window. A protocol whose wire form is not the
-// FLV tag (RTMP chunks) asks for it through an Encoder: the first form made
-// of a tag is kept and shared by every reader asking with the same key.
+// One timer of the hub ends each merge window. How a reader's tags are
+// written then depends on the reader:
+//
+//   - A player connection that can be written without blocking (an RTMP
+//     or HTTP-FLV player: CopyWire or CopyDirect with a DirectWriter) is
+//     written by the hub itself. At the window's end the hub takes every
+//     such reader's tags under its lock in one pass, releases the lock,
+//     and writes each reader's batch with one non-blocking writev from a
+//     few flusher goroutines (one per GOMAXPROCS, the readers split
+//     between them, so one stream's fan-out uses every core). A socket
+//     that takes the whole batch costs one system call and wakes no
+//     goroutine. When it does not (full socket, partial write, the
+//     connection's write lock busy, an error) the rest goes to the
+//     reader's own goroutine, which writes it blocking, with the
+//     connection's deadlines, and then returns the reader to direct mode;
+//     until then the flushers leave that reader to its goroutine, so a
+//     player's bytes stay in order. Flushers yield their thread every few
+//     writes (Config.FlushYield) so that the upstream's reader, made
+//     runnable by the network poller, gets in between. One flush of a hub
+//     runs at a time: if a window's writes outlast the next window, the
+//     next flush starts when they end.
+//   - Every other reader (a muxer, a forward, a relay's NoMerge pull, an
+//     HTTP/2 player) is woken at the window's end and takes its tags in
+//     its own goroutine, as Next describes.
+//
+// Either way a window's tags are taken into slices the reader reuses, so
+// nothing is allocated per reader per window. A protocol whose wire form is
+// not the FLV tag (RTMP chunks) asks for it through an Encoder: the first
+// form made of a tag is kept and shared by every reader asking with the
+// same key.
 //
 // A hub outlives its sources: Splice starts a new source under the attached
 // readers (codec headers are sent again and the timestamps readers see stay
@@ -25,6 +50,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,16 +100,24 @@ type Config struct {
 	SpliceGap time.Duration
 	// WriteDelay, when set, is told once per reader batch how long the
 	// batch's oldest tag waited, from its arrival (Source.WritePacket):
-	// taken, until the reader took the batch (the merge window and the
-	// wait for the reader's goroutine to run: the hub's and the CPU's
-	// part), and written, until the reader came back for its next batch,
-	// that is after it wrote this one (taken plus the write, a write
-	// blocked by the player's full socket included: the player's part).
+	// taken, until the batch's write started (the merge window and the
+	// wait for a flusher, or the reader's goroutine, to get to it: the
+	// hub's and the CPU's part), and written, until the write ended (for
+	// a reader without a DirectWriter, when it came back for its next
+	// batch; taken plus the write, a rest written by the reader's
+	// goroutine after a full socket included: the player's part).
 	// Tags a reader gets from the GOP cache when it attaches are not
 	// counted: they arrived before it did. A reader that ends is not told
-	// of its last batch. It runs on the reader's goroutine without the
-	// hub's lock, so it must be cheap (a histogram's Observe).
+	// of its last batch. It runs on a flusher or the reader's goroutine,
+	// several at once, without the hub's lock, so it must be cheap and
+	// safe for concurrent use (a histogram's Observe).
 	WriteDelay func(taken, written time.Duration)
+	// FlushYield is how many direct writes a flusher makes between two
+	// yields of its thread (runtime.Gosched), so that goroutines made
+	// runnable meanwhile (the upstream's reader) run within a few writes
+	// rather than after the whole window's (DefaultFlushYield; negative:
+	// never yield, only the runtime's preemption every 10 ms).
+	FlushYield int
 }
 
 func (c Config) withDefaults() Config {
@@ -105,8 +140,14 @@ func (c Config) withDefaults() Config {
 	if c.SpliceGap <= 0 {
 		c.SpliceGap = 40 * time.Millisecond
 	}
+	if c.FlushYield == 0 {
+		c.FlushYield = DefaultFlushYield
+	}
 	return c
 }
+
+// DefaultFlushYield is Config.FlushYield's default.
+const DefaultFlushYield = 64
 
 // DefaultMergeWindow is MergeWindow's default. The CPU a fan-out spends
 // goes with the number of write calls, one per player per window; this
@@ -189,6 +230,15 @@ type Stats struct {
 	Skipped    int64 // reader overflows resolved by skipping to a keyframe
 	Dropped    int64 // readers dropped after repeated overflows
 	ReadersAll int64 // readers ever attached
+	// DirectWrites are batches a flusher wrote whole to a reader's
+	// DirectWriter (no goroutine woken); Handoffs are batches it left,
+	// in part, to the reader's goroutine (socket full, lock busy, error);
+	// ReaderWrites are batches reader goroutines took and wrote
+	// themselves (every reader without a DirectWriter, and one in
+	// direct mode's first batch and while it writes a handed-off rest).
+	DirectWrites int64
+	Handoffs     int64
+	ReaderWrites int64
 }
 
 // Hub is one stream: at most one active source and any number of readers.
@@ -212,13 +262,21 @@ type Hub struct {
 	done     chan struct{}
 	flushT   *time.Timer // wakes the readers at the end of a window
 	armed    bool        // flushT runs
+	flushing bool        // a flush is writing (h.flushIdle is told when it ends)
+	again    bool        // the timer fired during a flush: flush again when it ends
+	dlist    []*Reader   // the readers a flush writes directly; reused
+	// flushIdle is broadcast when a flush ends (on h.mu): a reader's
+	// goroutine that takes a direct reader back, and Close, wait for it.
+	flushIdle sync.Cond
 
 	sources, packetsIn, bytesIn, bytesOut, skipped, dropped, readersAll atomic.Int64
+	directWrites, handoffs, readerWrites                                atomic.Int64
 }
 
 // New returns a hub outside any registry.
 func New(key string, cfg Config) *Hub {
 	h := &Hub{key: key, cfg: cfg.withDefaults(), readers: map[*Reader]struct{}{}, done: make(chan struct{}), born: time.Now()}
+	h.flushIdle.L = &h.mu
 	h.flushT = time.AfterFunc(time.Hour, h.flush)
 	h.flushT.Stop()
 	return h
@@ -238,17 +296,146 @@ func (h *Hub) window() time.Duration {
 	return h.cfg.MergeWindow
 }
 
-// flush ends a window: every reader with queued tags wakes.
+// flush ends a window (it runs on the timer's goroutine): every reader in
+// direct mode with queued tags has them taken, in the same pass under
+// h.mu, and written by the flushers; every other reader with queued tags
+// wakes. A flush that finds another running leaves it to run again when
+// its writes end.
 func (h *Hub) flush() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.armed = false
-	for r := range h.readers {
-		if len(r.queue) > 0 {
-			r.due = true
-			r.wake()
+	if h.flushing {
+		h.again = true
+		return
+	}
+	h.flushing = true
+	for {
+		h.armed, h.again = false, false
+		for r := range h.readers {
+			if len(r.queue) == 0 {
+				continue
+			}
+			if r.dw == nil || r.pending {
+				r.due = true
+				r.wake()
+				continue
+			}
+			// Taken as a whole: the queue's array becomes the batch and
+			// the last batch's (emptied by its flusher) the queue.
+			r.queue, r.dbatch = r.dbatch[:0], r.queue
+			r.dsince, r.dbytes = r.since, r.qBytes
+			r.qBytes, r.due, r.since = 0, false, 0
+			h.dlist = append(h.dlist, r)
+		}
+		if len(h.dlist) > 0 {
+			h.mu.Unlock()
+			h.writeDirect(h.dlist)
+			h.mu.Lock()
+			clear(h.dlist)
+			h.dlist = h.dlist[:0]
+		}
+		if !h.again || h.closed {
+			break
 		}
 	}
+	h.flushing = false
+	h.flushIdle.Broadcast()
+}
+
+// Flush ends the current merge window now, as its timer would: it
+// returns when the flushers have written (or handed off) every direct
+// reader's batch, and every other reader with tags is woken. For tests and
+// benchmarks that step windows themselves; a flush already running makes
+// it return at once, leaving that flush to run again.
+func (h *Hub) Flush() { h.flush() }
+
+// minPerFlusher is the fewest readers worth another flusher goroutine.
+const minPerFlusher = 64
+
+// writeDirect writes the batches of rs (taken by flush) from
+// min(GOMAXPROCS, len(rs)/minPerFlusher) flushers, this goroutine one of
+// them, and returns when all are written or handed off. Called without
+// h.mu.
+func (h *Hub) writeDirect(rs []*Reader) {
+	n := min(runtime.GOMAXPROCS(0), (len(rs)+minPerFlusher-1)/minPerFlusher)
+	if n <= 1 {
+		h.flushPart(rs)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (len(rs) + n - 1) / n
+	for i := per; i < len(rs); i += per {
+		part := rs[i:min(i+per, len(rs))]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.flushPart(part)
+		}()
+	}
+	h.flushPart(rs[:per])
+	wg.Wait()
+}
+
+// flushPart is one flusher: it writes each reader's batch with its
+// DirectWriter, never blocking, and hands what a socket did not take to
+// the reader's goroutine. The counters are summed here and added once,
+// not per write: flushers on other cores would fight over their line.
+func (h *Hub) flushPart(rs []*Reader) {
+	var direct, handed, bytes int64
+	yield := h.cfg.FlushYield
+	for i, r := range rs {
+		if yield > 0 && i > 0 && i%yield == 0 {
+			// Let what the poller made runnable (the upstream's reader,
+			// whose packets are the next window) run between writes.
+			runtime.Gosched()
+		}
+		bytes += int64(r.dbytes)
+		bufs := r.dbufs[:0]
+		var err error
+		for _, t := range r.dbatch {
+			b := t.b
+			if r.enc != nil {
+				if b, err = t.wireFor(r.enc, r.key); err != nil {
+					break
+				}
+			}
+			if len(b) > 0 {
+				bufs = append(bufs, b)
+			}
+		}
+		clear(r.dbatch) // the batch's tags need not live until the next window
+		r.dbatch = r.dbatch[:0]
+		r.dbufs = bufs
+		var taken time.Duration
+		if r.dsince != 0 {
+			taken = h.mono() - r.dsince
+		}
+		r.dnb = bufs
+		encErr := err
+		if err == nil {
+			_, err = r.dw.TryWriteBuffers(&r.dnb)
+		}
+		if err == nil {
+			clear(r.dbufs)
+			direct++
+			if r.dsince != 0 {
+				h.cfg.WriteDelay(taken, h.mono()-r.dsince)
+			}
+			continue
+		}
+		// The rest goes to the reader's goroutine, which may wait for
+		// the socket (or, when the batch could not be encoded, ends
+		// with that error).
+		handed++
+		h.mu.Lock()
+		r.pending = true
+		r.rem, r.remErr, r.remSince, r.remTaken = r.dnb, encErr, r.dsince, taken
+		r.wake()
+		h.mu.Unlock()
+	}
+	h.bytesOut.Add(bytes)
+	h.directWrites.Add(direct)
+	h.handoffs.Add(handed)
 }
 
 // Key returns the key the hub was created with.
@@ -284,6 +471,7 @@ func (h *Hub) Stats() Stats {
 		Readers: h.NumReaders(), Sources: h.sources.Load(), PacketsIn: h.packetsIn.Load(),
 		BytesIn: h.bytesIn.Load(), BytesOut: h.bytesOut.Load(), Skipped: h.skipped.Load(),
 		Dropped: h.dropped.Load(), ReadersAll: h.readersAll.Load(),
+		DirectWrites: h.directWrites.Load(), Handoffs: h.handoffs.Load(), ReaderWrites: h.readerWrites.Load(),
 	}
 }
 
@@ -368,6 +556,10 @@ func (h *Hub) Close() {
 	}
 	h.readers = map[*Reader]struct{}{}
 	close(h.done)
+	// A flush in flight ends its writes (they never block) and stops.
+	for h.flushing {
+		h.flushIdle.Wait()
+	}
 	h.mu.Unlock()
 	if h.reg != nil {
 		h.reg.remove(h)
@@ -435,6 +627,7 @@ func (s *Source) WritePacket(pkt av.Packet) error {
 	h.bytesIn.Add(int64(len(t.b)))
 	h.cacheGOP(t)
 	now := w <= 0
+	flushNow := false
 	for r := range h.readers {
 		if r.needHeaders {
 			if !t.key {
@@ -454,13 +647,17 @@ func (s *Source) WritePacket(pkt av.Packet) error {
 			r.since = arrived
 		}
 		if now || r.noMerge {
+			if r.dw != nil && !r.pending {
+				flushNow = true // a direct reader is written by a flush
+				continue
+			}
 			r.due = true
 			r.wake()
 		}
 	}
-	if !now && !h.armed {
+	if (flushNow || !now) && !h.armed {
 		h.armed = true
-		h.flushT.Reset(w)
+		h.flushT.Reset(max(w, 0))
 	}
 	return nil
 }
@@ -576,6 +773,25 @@ type Reader struct {
 	due          bool // the queue is to be taken: a window ended, or no window
 	noMerge      bool
 	since        time.Duration // arrival (Hub.mono) of the oldest live tag queued; 0: none
+	// Direct mode (CopyDirect). dw, enc and key are set by the reader's
+	// goroutine while pending; a flush writes the reader only while
+	// !pending, and a flusher that leaves a rest sets pending and rem.
+	dw       DirectWriter
+	enc      Encoder // nil: the FLV tags as they are
+	key      uint64  // enc's key
+	pending  bool    // the reader's goroutine writes (at first, and a rest until it is done)
+	rem      [][]byte
+	remErr   error // the batch could not be encoded: the reader ends with it
+	remSince time.Duration
+	remTaken time.Duration
+
+	// owned by the flush that took the reader (see Hub.flush): the
+	// batch, its wire forms and what writev leaves of them, all reused
+	dbatch []*tag
+	dbufs  [][]byte
+	dnb    net.Buffers
+	dsince time.Duration
+	dbytes int
 
 	// owned by the goroutine calling Next: reused from call to call, so a
 	// reader allocates nothing per batch
@@ -688,7 +904,13 @@ func (r *Reader) NextWire(ctx context.Context, enc Encoder, bufs [][]byte) ([][]
 // player's WriteWire) until the hub closes, which returns nil, or until
 // write, the reader or ctx fails, which returns that error. write may
 // consume the slice it is given (net.Buffers.WriteTo does), not the bytes.
+// When enc is also a DirectWriter (an RTMP player's connection) and the
+// reader merges (not NoMerge), it is CopyDirect: the hub's flushers write
+// to it, and write is the blocking write of the same connection.
 func (r *Reader) CopyWire(ctx context.Context, enc Encoder, write func(bufs [][]byte) error) error {
+	if dw, ok := enc.(DirectWriter); ok && !r.noMerge {
+		return r.CopyDirect(ctx, dw, enc, write)
+	}
 	var bufs [][]byte
 	for {
 		var err error
@@ -701,6 +923,129 @@ func (r *Reader) CopyWire(ctx context.Context, enc Encoder, write func(bufs [][]
 		}
 		if err := write(bufs); err != nil {
 			return err
+		}
+	}
+}
+
+// DirectWriter is a player's connection the hub's flushers write to
+// themselves (see the package doc): RTMP and HTTP-FLV players.
+type DirectWriter interface {
+	// TryWriteBuffers writes v with one writev as far as the socket
+	// takes it without waiting, consuming v as far as written (not the
+	// bytes), and counts the bytes as the connection's blocking write
+	// does. It returns nil only when all of v was written; otherwise
+	// (socket full, the connection's write lock held by another writer,
+	// a write error, no file descriptor) an error, with the rest in v,
+	// which the reader's goroutine then writes blocking. It must never
+	// wait: it runs on a flusher serving thousands of players.
+	TryWriteBuffers(v *net.Buffers) (int64, error)
+}
+
+// CopyDirect serves a player whose connection dw the hub's flushers may
+// write without blocking, until the hub closes (nil), or the reader, ctx,
+// or a write fails (that error). enc makes the wire form (nil: the FLV
+// tags as they are). write is the connection's blocking write, with its
+// deadlines (a timed-out write fails it, which drops the player): this
+// goroutine uses it for the first batch (the cached GOP), for what a
+// flusher could not write, and for the batches that came meanwhile, and
+// then goes back to waiting while the flushers write; the player's bytes
+// are in order throughout. write may consume the slice it is given, not
+// the bytes. A NoMerge reader is not written by the flushers (it is fed
+// at every tag): its goroutine writes every batch with write.
+func (r *Reader) CopyDirect(ctx context.Context, dw DirectWriter, enc Encoder, write func(bufs [][]byte) error) error {
+	h := r.h
+	var key uint64
+	if enc != nil {
+		key = enc.EncoderKey()
+	}
+	h.mu.Lock()
+	r.dw, r.enc, r.key, r.pending = dw, enc, key, true
+	direct := !r.noMerge
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		r.pending = true // no flush writes to a reader nobody serves
+		h.mu.Unlock()
+	}()
+	var bufs [][]byte
+	for {
+		h.mu.Lock()
+		if r.rem != nil || r.remErr != nil {
+			rest, rerr, since, taken := r.rem, r.remErr, r.remSince, r.remTaken
+			r.rem, r.remErr = nil, nil
+			h.mu.Unlock()
+			if rerr != nil {
+				return rerr
+			}
+			h.readerWrites.Add(1)
+			if err := write(rest); err != nil {
+				return err
+			}
+			clear(rest)
+			if since != 0 {
+				h.cfg.WriteDelay(taken, h.mono()-since)
+			}
+			continue
+		}
+		if len(r.queue) > 0 && r.err != nil && !r.pending {
+			// The hub closed with tags left for a reader in direct mode:
+			// this goroutine writes them, once no flush is writing to it.
+			for h.flushing {
+				h.flushIdle.Wait()
+			}
+			r.pending, r.due = true, true
+		}
+		if len(r.queue) > 0 && r.due && r.pending {
+			r.batch = append(r.batch[:0], r.queue...)
+			bytes := r.qBytes
+			clear(r.queue)
+			since := r.since
+			r.queue, r.qBytes, r.due, r.since = r.queue[:0], 0, false, 0
+			h.mu.Unlock()
+			var taken time.Duration
+			if since != 0 {
+				taken = h.mono() - since
+			}
+			h.bytesOut.Add(int64(bytes))
+			h.readerWrites.Add(1)
+			bufs = bufs[:0]
+			for _, t := range r.batch {
+				b := t.b
+				if enc != nil {
+					var err error
+					if b, err = t.wireFor(enc, key); err != nil {
+						return err
+					}
+				}
+				if len(b) > 0 {
+					bufs = append(bufs, b)
+				}
+			}
+			clear(r.batch)
+			if err := write(bufs); err != nil {
+				return err
+			}
+			clear(bufs)
+			if since != 0 {
+				h.cfg.WriteDelay(taken, h.mono()-since)
+			}
+			continue
+		}
+		if err := r.err; len(r.queue) == 0 && err != nil {
+			h.mu.Unlock()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		// Nothing left for this goroutine: the flushers write from here
+		// on (a queue that is not due yet is theirs at the window's end).
+		r.pending = !direct
+		h.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.notify:
 		}
 	}
 }
@@ -758,6 +1103,7 @@ func (r *Reader) next(ctx context.Context) error {
 				r.batchTaken = r.h.mono() - r.batchSince
 			}
 			r.h.bytesOut.Add(int64(bytes))
+			r.h.readerWrites.Add(1)
 			return nil
 		}
 		err := r.err

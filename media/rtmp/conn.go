@@ -214,8 +214,10 @@ type Conn struct {
 	outChunkSize uint32
 	werr         error
 	outStreams   []av.CodecData
-	deadlineSet  time.Time   // when the write deadline was last moved
-	wbufs        net.Buffers // WriteWire's: a field, so writev does not allocate it
+	deadlineSet  time.Time       // when the write deadline was last moved
+	wbufs        net.Buffers     // WriteWire's: a field, so writev does not allocate it
+	tryw         *netx.TryWriter // TryWriteBuffers' (nil until first used, or without a socket)
+	trywSet      bool
 
 	server   bool
 	id       string
@@ -757,6 +759,47 @@ func (c *Conn) WriteWire(bufs [][]byte) error {
 		return c.publishErr(c.failWrite(err))
 	}
 	return nil
+}
+
+// errWriteBusy is TryWriteBuffers' error when another write holds the
+// connection (a control message, or bytes buffered for one).
+var errWriteBusy = errors.New("rtmp: connection busy writing")
+
+// TryWriteBuffers implements hub.DirectWriter: it writes wire forms (as
+// WriteWire) with one writev as far as the socket takes them without
+// waiting, and counts them in BytesWritten. It never waits: when another
+// write holds the connection (a control message: messages never
+// interleave inside one another) or has bytes buffered, when the session
+// is not accepted yet or a write failed before, or when the connection has
+// no socket to write to directly, it writes nothing and returns an error;
+// a socket that takes less than all returns netx.ErrWouldBlock. The rest
+// is in v either way, for WriteWire. The write deadline moves as
+// WriteWire moves it.
+func (c *Conn) TryWriteBuffers(v *net.Buffers) (int64, error) {
+	if !c.accepted.Load() {
+		return 0, errWriteBusy
+	}
+	if !c.wmu.TryLock() {
+		return 0, errWriteBusy
+	}
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	if c.bw.Buffered() > 0 {
+		return 0, errWriteBusy
+	}
+	if !c.trywSet {
+		c.trywSet = true
+		c.tryw = netx.NewTryWriter(c.nc)
+	}
+	if c.tryw == nil {
+		return 0, errors.ErrUnsupported
+	}
+	c.armWriteDeadline()
+	n, err := c.tryw.TryWrite(v)
+	c.tx.Add(n)
+	return n, err
 }
 
 // armWriteDeadline moves the write deadline to WriteTimeout from now, at

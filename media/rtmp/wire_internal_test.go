@@ -108,8 +108,12 @@ func newPlayers(tb testing.TB, n int) []*player {
 // socket (its peer discards). One op is one window for all N players.
 // Paths, in one run:
 //
-//   - wire: the hot path (NextWire: RTMP chunks made once per message and
-//     shared, one writev per player);
+//   - direct: the hot path (CopyWire with the connection as DirectWriter:
+//     the hub's flushers write every player's window with one non-blocking
+//     writev; the readers' goroutines sleep unless a socket is full);
+//   - wire: the path before the flushers (NextWire: RTMP chunks made once
+//     per message and shared, one writev per player from its own goroutine,
+//     all woken at the window's end);
 //   - tags: what players did before (Next, then WriteTags: each player
 //     chunks every message again through its write buffer);
 //   - floor: the window's chunks, made once, written with one writev per
@@ -123,7 +127,7 @@ func newPlayers(tb testing.TB, n int) []*player {
 // bench-fanout's figures.
 func BenchmarkPlayerWrite(b *testing.B) {
 	streams, pkts := mediatest.ReadFLV(b, mediatest.TestFLV(b))
-	for _, path := range []string{"wire", "tags", "floor"} {
+	for _, path := range []string{"direct", "wire", "tags", "floor"} {
 		for _, w := range []time.Duration{0, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond} {
 			if path == "tags" && w != 50*time.Millisecond {
 				continue
@@ -153,8 +157,30 @@ func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path s
 		window [][]byte // floor: this window's chunks, made once
 	)
 	starts := make([]chan struct{}, n)
+	if path == "direct" {
+		h.Close()
+		h = hub.New("k", hub.Config{MergeWindow: time.Hour, QueuePackets: 1 << 16, QueueBytes: 1 << 30})
+		defer h.Close()
+		if src, err = h.Publish(streams, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
 	for i, p := range ps {
 		var rd *hub.Reader
+		if path == "direct" {
+			if rd, err = h.NewReader(); err != nil {
+				b.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer rd.Close()
+				if err := rd.CopyWire(ctx, p.c, p.c.WriteWire); err != nil && ctx.Err() == nil {
+					errc <- err
+				}
+			}()
+			continue
+		}
 		if path != "floor" {
 			if rd, err = h.NewReader(); err != nil {
 				b.Fatal(err)
@@ -229,11 +255,15 @@ func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path s
 				next, base = 0, base+pkts[len(pkts)-1].Time+40*time.Millisecond
 			}
 		}
-		done.Add(n)
-		for _, s := range starts {
-			s <- struct{}{}
+		if path == "direct" {
+			h.Flush() // returns when every batch is written or handed off
+		} else {
+			done.Add(n)
+			for _, s := range starts {
+				s <- struct{}{}
+			}
+			done.Wait()
 		}
-		done.Wait()
 		select {
 		case err := <-errc:
 			b.Fatal(err)
@@ -241,6 +271,15 @@ func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path s
 		}
 	}
 	round() // the cached GOP and headers go out first
+	if path == "direct" {
+		// Every reader's goroutine wrote its GOP and handed its
+		// connection to the flushers.
+		for range 100 {
+			time.Sleep(10 * time.Millisecond)
+			round()
+		}
+	}
+	st0 := h.Stats()
 	t0 := pkts[next].Time + base
 	var ru0, ru1 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
@@ -254,6 +293,10 @@ func benchPlayers(b *testing.B, streams []av.CodecData, pkts []av.Packet, path s
 	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/player")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/player")
+	if path == "direct" {
+		st := h.Stats()
+		b.ReportMetric(float64(st.Handoffs-st0.Handoffs+st.ReaderWrites-st0.ReaderWrites)/float64(b.N), "goroutine-writes/op")
+	}
 	mediaT = pkts[next].Time + base - t0
 	if mediaT > 0 {
 		b.ReportMetric(cpu.Seconds()/mediaT.Seconds()/float64(n)*100, "cpu-s/s/100")

@@ -285,7 +285,11 @@ func (c *conn) WriteBuffers(v *net.Buffers) (int64, error) {
 	return v.WriteTo(c.Conn)
 }
 
-// Unwrap returns the connection underneath (for TCP options).
+// Unwrap returns the connection underneath: for TCP options, and for the
+// media packages' writes to players' sockets without blocking (they reach
+// the socket through it, media/internal/netx.RawConn). The wrapper itself
+// is deliberately not a syscall.Conn: os.File.WriteTo would then send
+// files around its ReadFrom.
 func (c *conn) Unwrap() net.Conn { return c.Conn }
 
 // addrOf is the client address a per-IP limit counts: the IP without port

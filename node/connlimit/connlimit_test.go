@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -412,5 +413,46 @@ func TestWriteBuffersWritev(t *testing.T) {
 	got, err := io.ReadAll(peer)
 	if err != nil || string(got) != string(want) {
 		t.Fatalf("peer got %d bytes (%v), want %d", len(got), err, len(want))
+	}
+}
+
+// An accepted connection's Unwrap reaches the socket (a syscall.Conn): the
+// media packages write players' sockets without blocking through it, and
+// what is written on it reaches the peer.
+func TestUnwrapReachesSocket(t *testing.T) {
+	l := listen(t, connlimit.Options{Name: "rtmp"})
+	peer, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, ok := c.(interface{ Unwrap() net.Conn })
+	if !ok {
+		t.Fatalf("%T has no Unwrap", c)
+	}
+	sc, ok := u.Unwrap().(syscall.Conn)
+	if !ok {
+		t.Fatalf("%T unwraps to %T, not a syscall.Conn", c, u.Unwrap())
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte("written on the raw socket")
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool {
+		_, werr = syscall.Write(int(fd), want)
+		return true
+	}); err != nil || werr != nil {
+		t.Fatalf("raw write: %v, %v", err, werr)
+	}
+	c.Close()
+	got, err := io.ReadAll(peer)
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("peer got %q (%v), want %q", got, err, want)
 	}
 }

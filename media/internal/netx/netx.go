@@ -1,7 +1,12 @@
-// Package netx writes shared slices to a connection with one writev.
+// Package netx writes shared slices to a connection with one writev,
+// blocking (WriteBuffers) or without ever waiting (TryWriter).
 package netx
 
-import "net"
+import (
+	"errors"
+	"net"
+	"syscall"
+)
 
 // BuffersWriter is a connection wrapper that writes a net.Buffers with the
 // writev of the connection it wraps. net.Buffers.WriteTo uses writev only
@@ -24,4 +29,47 @@ func WriteBuffers(c net.Conn, v *net.Buffers) (int64, error) {
 		return bw.WriteBuffers(v)
 	}
 	return v.WriteTo(c)
+}
+
+// SyscallConner is a connection whose file descriptor can be reached
+// (*net.TCPConn; a wrapper that exposes the one it wraps, as node/connlimit's
+// does).
+type SyscallConner interface {
+	SyscallConn() (syscall.RawConn, error)
+}
+
+// RawConn returns the raw connection under c: c's own SyscallConn, or that
+// of the connection c wraps, found through SyscallConn or Unwrap() net.Conn.
+// ok is false when there is none (a pipe, a TLS connection).
+func RawConn(c net.Conn) (rc syscall.RawConn, ok bool) {
+	for range 8 { // wrappers of wrappers; a loop would be a bug, not a reason to hang
+		if sc, yes := c.(SyscallConner); yes {
+			rc, err := sc.SyscallConn()
+			return rc, err == nil && rc != nil
+		}
+		u, yes := c.(interface{ Unwrap() net.Conn })
+		if !yes {
+			return nil, false
+		}
+		c = u.Unwrap()
+	}
+	return nil, false
+}
+
+// ErrWouldBlock is TryWriter.TryWrite's error when the socket took less
+// than all it was given (full, or a partial write).
+var ErrWouldBlock = errors.New("netx: socket full")
+
+// Consume drops the first n bytes of v as a write of n bytes does.
+func Consume(v *net.Buffers, n int64) {
+	for len(*v) > 0 {
+		l := int64(len((*v)[0]))
+		if l > n {
+			(*v)[0] = (*v)[0][n:]
+			return
+		}
+		n -= l
+		(*v)[0] = nil
+		*v = (*v)[1:]
+	}
 }

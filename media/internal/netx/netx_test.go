@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/livecluster/livecluster/media/internal/netx"
 	"github.com/livecluster/livecluster/media/mediatest/syscalls"
@@ -77,3 +78,74 @@ func TestWriteBuffersOneWritev(t *testing.T) {
 		})
 	}
 }
+
+// TryWrite never waits: into a socket whose peer does not read it writes
+// what fits, returns ErrWouldBlock with the rest in v, and once the peer
+// has read, the rest goes out: the peer gets every byte in order.
+func TestTryWriteFullSocket(t *testing.T) {
+	if !netx.Supported {
+		t.Skip("no TryWriter on this system")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.(*net.TCPConn).SetWriteBuffer(4096)
+	w := netx.NewTryWriter(wrapper{nc}) // no SyscallConn, no Unwrap
+	if w != nil {
+		t.Fatal("a TryWriter for a connection that does not expose its socket")
+	}
+	w = netx.NewTryWriter(unwrapper{nc})
+	if w == nil {
+		t.Fatal("no TryWriter through Unwrap")
+	}
+	var want []byte
+	var v net.Buffers
+	for i := range 256 {
+		b := bytes.Repeat([]byte{byte(i)}, 4000+i)
+		v = append(v, b)
+		want = append(want, b...)
+	}
+	var sent int64
+	n, err := w.TryWrite(&v)
+	sent += n
+	if err != netx.ErrWouldBlock || n == 0 || n >= int64(len(want)) {
+		t.Fatalf("TryWrite into a socket nobody reads: %d of %d bytes, %v; want some, and ErrWouldBlock", n, len(want), err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(peer)
+		got <- b
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(v) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes still unsent after 20 s", len(want)-int(sent))
+		}
+		n, err := w.TryWrite(&v)
+		sent += n
+		if err != nil && err != netx.ErrWouldBlock {
+			t.Fatal(err)
+		}
+		runtime.Gosched()
+	}
+	nc.Close()
+	if b := <-got; sent != int64(len(want)) || !bytes.Equal(b, want) {
+		t.Fatalf("sent %d, peer got %d bytes, want %d in order", sent, len(b), len(want))
+	}
+}
+
+type unwrapper struct{ net.Conn }
+
+func (u unwrapper) Unwrap() net.Conn { return u.Conn }
