@@ -42,8 +42,8 @@
 # players started per second (500), PORT_BASE (22000: uses PORT_BASE+1 ..
 # +40 on 127.0.0.1), SERVER_CPU (0), LOAD_CPU (1), NGINX=0 to skip nginx,
 # FLOOR=0 to skip the floor, TWO_CORE=0 to skip the two-core runs,
-# TWO_CORE_POINTS (the largest point and 1.8 times it: the target is that
-# two cores carry 1.8 × what one core carries with none late) and
+# TWO_CORE_POINTS (the largest point; the two-core measure compares each
+# with the one-core run at the same point, so use points of POINTS) and
 # TWO_CORE_WINDOW (the last window), PROBE=N (5; 0: none) players more in
 # every one-core run from a second loadgen on the server's core, whose
 # latency (probe p50/p99) is that of a lightly loaded client: the main
@@ -54,9 +54,29 @@
 # default /tmp/livecluster-fanout-pprof, named edge-PROTO-WINDOW-PLAYERS)
 # and a 2 s execution trace from its middle (.trace: go tool trace shows
 # when each goroutine was runnable and when it ran).
-# In the two-core runs the load
-# generator shares both cores with the server, so their capacity is a
-# lower bound.
+# In the two-core runs the load generator shares both cores with the
+# server, so two-core capacity cannot be run to its limit here (2 cores
+# in all); the script states it as 2 × c1 ÷ c2, c1 and c2 the edge's CPU
+# per 100 players on one core and on two at the same point (what two
+# cores carry ÷ what one carries, if the work spreads over both), with
+# perf's evidence that it does spread: the part of the edge's busy
+# milliseconds in which it ran on both cores at once (TWO_CORE_PERF=1,
+# the default when perf is installed; see the summary's last lines).
+# PERF=1: perf record -g of the server core for PERF_SECONDS (10) from
+# the start of every one-core run's steady part (and of each floor
+# point, the floor then run one point at a time), its data kept in
+# PERF_DIR (/tmp/livecluster-fanout-perf), split by perf_split
+# (bench-lib.sh) into user space, the send path, the receive path of the
+# players' sockets (which a loopback sender's softirq runs on its own
+# core), ACKs for the server's sockets, RPS hand-offs and the rest; the
+# summary adds a table of it and of CPU per 100 without the players'
+# receive path ("no rx"), the ratios both ways. Sampling at 4 kHz with
+# call chains costs the core a few per cent: compare PERF=1 runs with
+# each other. NET=netns runs everything in a network namespace of its
+# own (no netfilter rules or conntrack there), NET=rfs in one whose lo
+# steers receive work to the reading process's core (RPS + RFS; needs
+# root; see below). LOADGEN_FLAGS: more flags for the main load
+# generator (e.g. -body-prefix=0).
 # Over the steady part of every run (from 2 s after the ramp to 1 s before
 # the end) the script also reads how busy each of the two cores was
 # (/proc/stat: server core, load core, and the time the hypervisor stole)
@@ -292,7 +312,8 @@ case "$DURATION" in *m) D=$((${DURATION%m} * 60)) ;; *) D=${DURATION%s} ;; esac
 RUNS=$((NW * NPR * NP + NGINX * NP + TWO_CORE * NT * (NPR + NGINX)))
 FLOORS=$((FLOOR * NP * NW))
 RESTARTS=$((NW * NPR + NGINX + TWO_CORE * NT * (1 + NGINX)))
-echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: about $(((RUNS + FLOORS) * (D + 1) + RESTARTS * 5)) s" >&2
+# perf script after each two-core edge run's recording: ~5 s.
+echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: about $(((RUNS + FLOORS) * (D + 1) + RESTARTS * 5 + TWO_CORE * TWO_CORE_PERF * NT * NPR * 5)) s" >&2
 START_S=$SECONDS
 
 OUT=$STATE/results.jsonl
@@ -334,8 +355,9 @@ play() {
       -json "$STATE/$1-probe.json" -quiet 2>>"$STATE/loadgen.log" &
     probe=$!
   fi
+  # shellcheck disable=SC2086 # LOADGEN_FLAGS: several words
   taskset -c "$LOAD_CPU" ./bin/loadgen -url "$2" -players "$4" -ramp "$RAMP" -duration "$DURATION" \
-    -pids "$3" -json "$STATE/$1.json" -quiet 2>>"$STATE/loadgen.log" || true
+    -pids "$3" -json "$STATE/$1.json" -quiet ${LOADGEN_FLAGS:-} 2>>"$STATE/loadgen.log" || true
   [ -z "$probe" ] || wait "$probe" || true
   local s
   for s in "${snaps[@]}"; do wait "$s" || true; done
@@ -595,14 +617,14 @@ if jq -se 'map(select(.perf != null)) | length > 0' "$OUT" >/dev/null; then
     def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
     (map(select(.bench == "fanout" and .server == "nginx-rtmp" and .cores == 1)) | map({key: (.players|tostring), value: .}) | from_entries) as $ng
     | (map(select(.bench == "floor")) | map({key: "\(.n)/\(.window_ms)", value: .}) | from_entries) as $fl
-    | ["| server | proto | window ms | players | user | send | rx data | rx ACK | rx other | sched | CPU per 100 | no rx | ÷ nginx (no rx) | ÷ floor (no rx) |",
-       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    | ["| server | proto | window ms | players | user | send | rx data | rx ACK | rx other | rx IPI | sched | CPU per 100 | no rx | ÷ nginx (no rx) | ÷ floor (no rx) |",
+       "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     + (map(select(.perf != null)) | map(
         . as $e | (if $e.bench == "floor" then "floor" else $e.server end) as $srv
         | ($e.players // $e.n) as $n | ($e.cpu_per_100 // $e.cpu_s_per_s_per_100) as $c
         | ($e.cpu_per_100_no_rx // $e.cpu_s_per_s_per_100_no_rx) as $c0
         | ($ng[$n|tostring]) as $g | ($fl["\($n)/\($e.window_ms)"]) as $f
-        | "| \($srv) | \($e.protocol // "rtmp") | \($e.window_ms) | \($n) | \($e.perf.server.user|r2) | \($e.perf.server.send|r2) | \($e.perf.server.rx_data|r2) | \($e.perf.server.rx_ack|r2) | \($e.perf.server.rx_other|r2) | \($e.perf.server.sched|r2) | \($c|r3) | \($c0|r3) | "
+        | "| \($srv) | \($e.protocol // "rtmp") | \($e.window_ms) | \($n) | \($e.perf.server.user|r2) | \($e.perf.server.send|r2) | \($e.perf.server.rx_data|r2) | \($e.perf.server.rx_ack|r2) | \($e.perf.server.rx_other|r2) | \($e.perf.server.rx_ipi|r2) | \($e.perf.server.sched|r2) | \($c|r3) | \($c0|r3) | "
           + (if $srv == "edge" and $g != null then "\($c / $g.cpu_per_100 | r2) (\($c0 / $g.cpu_per_100_no_rx | r2))" else "—" end) + " | "
           + (if $srv == "edge" and $f != null then "\($c / $f.cpu_s_per_s_per_100 | r2) (\($c0 / $f.cpu_s_per_s_per_100_no_rx | r2))" else "—" end) + " |"))
     | .[]' "$OUT"

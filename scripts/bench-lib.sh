@@ -81,6 +81,9 @@ bench_build() {
 #                 (tcp_ack, tcp_clean_rtx_queue and what it releases)
 #   rx_other      receive path not attributable to either (backlog, IP,
 #                 freeing skbs)
+#   rx_ipi        handing received packets to another core's backlog
+#                 (RPS/RFS: net_rps_send_ipi; in a VM each IPI is an exit
+#                 to the hypervisor)
 #   recv          the read path of a syscall (tcp_recvmsg: the sampled
 #                 process reading its own sockets)
 #   sched         scheduler, futex, epoll and other kernel work
@@ -88,14 +91,15 @@ bench_build() {
 # "server_share" is the server's part of the core's samples and
 # "rx_in_ksoftirqd" the receive work the core did in ksoftirqd (charged to
 # no server). Markers are kernel symbols; a sample is put in the first
-# class whose markers its call chain holds, in the order rx, send, recv,
-# user, idle, sched.
+# class whose markers its call chain holds, in the order rx_ipi, rx, send,
+# recv, user, idle, sched.
 perf_split() {
   perf script -i "$1" -F comm,pid,ip,sym,dso 2>/dev/null | awk -v server="$2" '
     function classify(   c) {
       if (n == 0) return
       total++
-      if (stack ~ / (net_rx_action|process_backlog|__netif_receive_skb|__netif_receive_skb_core|ip_rcv|ip_local_deliver|tcp_v4_rcv|ip_list_rcv) /) {
+      if (stack ~ / (net_rps_send_ipi) /) c = "rx_ipi"
+      else if (stack ~ / (net_rx_action|process_backlog|__netif_receive_skb|__netif_receive_skb_core|ip_rcv|ip_local_deliver|tcp_v4_rcv|ip_list_rcv) /) {
         if (stack ~ / (tcp_ack|tcp_clean_rtx_queue|tcp_rearm_rto|tcp_ack_update_rtt) / && stack !~ / (tcp_data_queue|tcp_queue_rcv|sock_def_readable|ep_poll_callback|tcp_event_data_recv) /) c = "rx_ack"
         else if (stack ~ / (tcp_data_queue|tcp_queue_rcv|tcp_rcv_established|sock_def_readable|ep_poll_callback|tcp_event_data_recv|__tcp_ack_snd_check|tcp_send_ack|__tcp_send_ack|tcp_v4_do_rcv|tcp_add_backlog|try_to_wake_up) /) c = "rx_data"
         else c = "rx_other"
@@ -117,12 +121,12 @@ perf_split() {
     }
     function obj(a, tot,   i, s) {
       s = "{"
-      for (i = 1; i <= 8; i++) s = s (i > 1 ? ", " : "") sprintf("\"%s\": %.3f", k[i], tot ? a[k[i]] / tot : 0)
+      for (i = 1; i <= 9; i++) s = s (i > 1 ? ", " : "") sprintf("\"%s\": %.3f", k[i], tot ? a[k[i]] / tot : 0)
       return s "}"
     }
     END {
       classify()
-      split("user send rx_data rx_ack rx_other recv sched idle", k, " ")
+      split("user send rx_data rx_ack rx_other rx_ipi recv sched idle", k, " ")
       printf "{\"samples\": %d, \"server_share\": %.3f, \"rx_in_ksoftirqd\": %.3f, \"all\": %s, \"server\": %s}\n",
         total, total ? nsrv / total : 0, total ? ksirq / total : 0, obj(all, total), obj(srv, nsrv)
     }'
