@@ -481,7 +481,7 @@ record() {
     else cat; fi | jq -c --argjson s "$(steady_figs "$1")" '. + $s' |
     if [ -s "$STATE/$1.perf.json" ]; then
       jq -c --slurpfile p "$STATE/$1.perf.json" '. + {perf: $p[0]} + (if .cpu_per_100 == null then {} else
-        {cpu_per_100_no_rx: (.cpu_per_100 * (1 - $p[0].server.rx_data - $p[0].server.rx_other))} end)'
+        {cpu_per_100_no_rx: (.cpu_per_100 * (1 - $p[0].server.rx_data - $p[0].server.rx_other - $p[0].server.rx_ipi))} end)'
     else cat; fi |
     if [ -s "$STATE/$1.conc.json" ]; then jq -c --slurpfile c "$STATE/$1.conc.json" '. + {concurrency: $c[0]}'; else cat; fi | tee -a "$OUT"
 }
@@ -527,7 +527,7 @@ if [ "$FLOOR" = 1 ] && [ "$PERF" = 1 ]; then
       (perf_core "floor-$n-$w" $((PERF_SECONDS < D - 3 ? PERF_SECONDS : D - 3)))
       wait "$fpid" || fail "floor at $n sockets, $w ms failed"
       jq -c --slurpfile p "$STATE/floor-$n-$w.perf.json" '{bench: "floor"} + . + {perf: $p[0],
-        cpu_s_per_s_per_100_no_rx: (.cpu_s_per_s_per_100 * (1 - $p[0].server.rx_data - $p[0].server.rx_other))}' \
+        cpu_s_per_s_per_100_no_rx: (.cpu_s_per_s_per_100 * (1 - $p[0].server.rx_data - $p[0].server.rx_other - $p[0].server.rx_ipi))}' \
         "$STATE/floor-$n-$w.json" | tee -a "$OUT"
     done
   done
@@ -606,12 +606,15 @@ jq -rs '
   | .[]' "$OUT"
 
 # Where the server core's time went (PERF=1): fractions of the server's
-# perf samples (perf_split), and CPU per 100 without the receive path of
+# perf samples (perf_split), and CPU per 100 without the receive work for
 # the players' sockets (rx data + rx other: the work a loopback sender's
-# softirq does for its receivers), with the ratios both ways.
+# softirq does for its receivers; rx IPI: handing it to their core under
+# NET=rfs, a VM exit per hand-off here), with the ratios both ways. With
+# NET=rfs it is the closest this machine gets to remote players: the
+# server's core sends and takes its own ACKs, and nothing else.
 if jq -se 'map(select(.perf != null)) | length > 0' "$OUT" >/dev/null; then
   echo
-  echo "server core (PERF=1): shares of the server's samples; 'no rx' = CPU × (1 − rx data − rx other), the players' receive work taken out (an underestimate of the server's work with remote players by its own ACK processing, rx ACK, which loopback mostly does on the load core)"
+  echo "server core (PERF=1): shares of the server's samples; 'no rx' = CPU × (1 − rx data − rx other − rx IPI): the receive work for the players' sockets taken out, whether done in place (loopback) or handed to their core (RPS/RFS IPIs). Without RFS it also lacks the server's own ACK processing, which loopback does mostly on the load core, so there it is a lower bound"
   jq -rs '
     def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
     def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
