@@ -140,7 +140,12 @@ perf_split() {
 # that never runs on two cores at once, about 1 for one that keeps both
 # busy) and "kernel_send_both" the same for the intervals with its send
 # path (writev) in the kernel: the fan-out writes themselves on both
-# cores at once.
+# cores at once; "both_if_independent" is what both_of_busy would be if
+# the process's presence on each core were independent of the other's,
+# at the same per-core occupancy (the players share the cores, so the
+# process cannot be on both all the time): both_of_busy well under it
+# means something serializes it (one thread at a time), at or over it
+# means it runs on two cores as freely as the cores allow.
 perf_concurrency() {
   perf script -i "$1" -F comm,cpu,time,ip,sym 2>/dev/null | awk -v want="$2" '
     function flush() {
@@ -155,15 +160,20 @@ perf_concurrency() {
       have = 1; comm = $1; send = 0
       match($0, /\[[0-9]+\]/); cpu = substr($0, RSTART + 1, RLENGTH - 2) + 0
       match($0, /[0-9]+\.[0-9]+:/); bin = int(substr($0, RSTART, RLENGTH - 1) * 1000)
+      if (first == "" || bin < first) first = bin
+      if (bin > last) last = bin
       next
     }
     /(tcp_sendmsg|do_writev|sock_write_iter)/ { send = 1 }
     END {
       if (have) flush()
-      for (b in busy) { nb++; if (length(busy[b]) > 2) both++ }
+      for (b in busy) { nb++; if (length(busy[b]) > 2) both++; else if (busy[b] == "c0") only0++; else only1++ }
+      # occupancy of each core by the process over all the recorded bins
+      bins = last - first + 1; p0 = bins > 0 ? (only0 + both) / bins : 0; p1 = bins > 0 ? (only1 + both) / bins : 0
+      ind = (p0 + p1 - p0 * p1) > 0 ? p0 * p1 / (p0 + p1 - p0 * p1) : 0
       for (b in sendb) { ns++; if (length(sendb[b]) > 2) sboth++ }
       printf "{\"samples\": %d, \"cpu_share\": {", tot
       sep = ""; for (c in n) { printf "%s\"%s\": %.3f", sep, c, n[c] / tot; sep = ", " }
-      printf "}, \"both_of_busy\": %.3f, \"kernel_send_both\": %.3f}\n", nb ? both / nb : 0, ns ? sboth / ns : 0
+      printf "}, \"both_of_busy\": %.3f, \"both_if_independent\": %.3f, \"kernel_send_both\": %.3f}\n", nb ? both / nb : 0, ind, ns ? sboth / ns : 0
     }'
 }
