@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,31 +11,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/livecluster/livecluster/node/lifecycle"
+	"github.com/livecluster/livecluster/node/proctest"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
@@ -65,7 +47,7 @@ func start(t *testing.T, opts Options) (*Server, string) {
 }
 
 func TestBareTCPCheckIsNotAnError(t *testing.T) {
-	var logs syncBuffer
+	var logs proctest.SyncBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, base := start(t, Options{Logger: logger})
 
@@ -100,13 +82,13 @@ func TestBareTCPCheckIsNotAnError(t *testing.T) {
 }
 
 func TestQuietErrorLogIsDebug(t *testing.T) {
-	var logs syncBuffer
+	var logs proctest.SyncBuffer
 	l := QuietErrorLog(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	l.Printf("http: TLS handshake error from 127.0.0.1:1234: EOF")
 	if out := logs.String(); !strings.Contains(out, `"level":"DEBUG"`) || !strings.Contains(out, "TLS handshake error") {
 		t.Fatalf("got %q", out)
 	}
-	var quiet syncBuffer
+	var quiet proctest.SyncBuffer
 	l = QuietErrorLog(slog.New(slog.NewJSONHandler(&quiet, nil))) // info level: dropped
 	l.Printf("http: TLS handshake error from 127.0.0.1:1234: EOF")
 	if quiet.String() != "" {

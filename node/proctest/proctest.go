@@ -81,7 +81,7 @@ type Proc struct {
 	Cmd  *exec.Cmd
 
 	t    testing.TB
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{}
 	err  error // set before done is closed
 }
@@ -102,7 +102,7 @@ func Start(t testing.TB, name, bin string, args ...string) *Proc {
 // inherit it), so a setting meant for one child goes here.
 func StartEnv(t testing.TB, name string, env []string, bin string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Name: name, t: t, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Proc{Name: name, t: t, out: &SyncBuffer{}, done: make(chan struct{})}
 	p.Cmd = exec.Command(bin, args...)
 	if len(env) > 0 {
 		// Later entries win in exec's environment: env overrides.
@@ -270,20 +270,20 @@ func MakeTestFLV(t testing.TB, ffmpeg, dir string, seconds, gop int) string {
 	return out
 }
 
-// syncBuffer is a bytes.Buffer safe for the writer goroutines of exec and
-// the test's readers.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers (exec's copying
+// goroutines, a logger) and the test's readers. The zero value is ready.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
