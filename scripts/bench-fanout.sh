@@ -27,14 +27,15 @@
 # sends every joining player its GOP burst). nginx-rtmp does not merge
 # writes.
 #
-#   scripts/bench-fanout.sh                                  full size (quiet machine! ~31 min)
-#   POINTS="1000 4000" WINDOWS=50 scripts/bench-fanout.sh    the targets' points (~8 min)
-#   POINTS=500 WINDOWS=50 PROTOS=rtmp DURATION=15s TWO_CORE_POINTS=500 scripts/bench-fanout.sh   smoke (~2 min)
+#   scripts/bench-fanout.sh                                  full size (quiet machine! ~29 min)
+#   POINTS="1000 4000" WINDOWS=50 scripts/bench-fanout.sh    the targets' points (~6 min)
+#   POINTS=500 WINDOWS=50 PROTOS=rtmp DURATION=15s TWO_CORE_POINTS=500 scripts/bench-fanout.sh   smoke (~1.5 min)
 #
-# Runtime: every loadgen run and every floor point takes DURATION (the ramp
-# is inside it) plus ~1 s; there are (1 + |WINDOWS| × |PROTOS|) × |POINTS|
-# one-core runs, |POINTS| × |WINDOWS| floor points and (|PROTOS| + 1) ×
-# |TWO_CORE_POINTS| two-core runs, plus ~5 s per edge or nginx (re)start.
+# Runtime: every loadgen run takes DURATION (the ramp is inside it) and
+# every floor point DURATION plus its 2 s warm-up; there are (1 + |WINDOWS|
+# × |PROTOS|) × |POINTS| one-core runs, |POINTS| × |WINDOWS| floor points
+# and (|PROTOS| + 1) × |TWO_CORE_POINTS| two-core runs, plus ~3 s per edge
+# or nginx (re)start (nginx's includes 3 s for its publisher's first GOP).
 # The script prints its estimate at the start and the time taken at the end.
 #
 # Environment: POINTS ("500 1000 2000 4000"), WINDOWS edge merge windows in
@@ -313,7 +314,7 @@ RUNS=$((NW * NPR * NP + NGINX * NP + TWO_CORE * NT * (NPR + NGINX)))
 FLOORS=$((FLOOR * NP * NW))
 RESTARTS=$((NW * NPR + NGINX + TWO_CORE * NT * (1 + NGINX)))
 # perf script after each two-core edge run's recording: ~2 s.
-echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: about $(((RUNS + FLOORS) * (D + 1) + RESTARTS * 5 + TWO_CORE * TWO_CORE_PERF * NT * NPR * 2)) s" >&2
+echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: about $((RUNS * D + FLOORS * (D + 2) + RESTARTS * 3 + TWO_CORE * TWO_CORE_PERF * NT * NPR * 2)) s" >&2
 START_S=$SECONDS
 
 OUT=$STATE/results.jsonl
