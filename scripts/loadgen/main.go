@@ -49,6 +49,7 @@ type options struct {
 	stall      time.Duration
 	reqTimeout time.Duration
 	hlsReload  string
+	bodyPrefix int
 	stamp      bool
 	quiet      bool
 	gaps       time.Duration
@@ -70,6 +71,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.jsonOut, "json", "", "write the JSON summary to this file (- for stdout)")
 	fs.DurationVar(&o.stall, "stall", 10*time.Second, "a client waiting longer than this for the server (connect, first media, any read or write) fails")
 	fs.DurationVar(&o.reqTimeout, "request-timeout", 10*time.Second, "HLS: bound of each playlist or segment request")
+	fs.IntVar(&o.bodyPrefix, "body-prefix", 256, "RTMP and HTTP-FLV players keep only the first N bytes of each audio or video frame (what they measure: keyframes and the send time stamped at a frame's start) and discard the rest uncopied, so more players fit on a core; 0: whole frames")
 	fs.StringVar(&o.hlsReload, "hls-reload", player.ReloadRFC, "HLS: playlist reload pacing: rfc (as RFC 8216, hls.js and ffmpeg: the target duration after a changed playlist, half of it after an unchanged one) or half (every half target duration: about twice a real player's playlist requests)")
 	fs.BoolVar(&o.stamp, "stamp", true, "publisher mode: embed the send time in each H.264 frame (SEI) for end-to-end latency")
 	fs.BoolVar(&o.quiet, "quiet", false, "no per-second lines")
@@ -108,6 +110,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-duration must be in (0, %v]", maxDuration)
 	case o.gaps < 0:
 		return nil, errors.New("-gaps must not be negative")
+	case o.bodyPrefix != 0 && o.bodyPrefix < 128:
+		return nil, errors.New("-body-prefix must be 0 (whole frames) or at least 128 (a frame's start with its send-time stamp)")
 	case o.hlsReload != player.ReloadRFC && o.hlsReload != player.ReloadHalf:
 		return nil, fmt.Errorf("-hls-reload must be %s or %s", player.ReloadRFC, player.ReloadHalf)
 	case o.stall <= 0 || o.reqTimeout <= 0:
@@ -206,7 +210,7 @@ launch:
 			if stream != nil {
 				_ = publisher.Publish(ctx, u, stream, publisher.Config{Stamp: o.stamp, Stall: o.stall}, st)
 			} else {
-				_ = player.Play(ctx, proto, u, player.Config{Stall: o.stall, RequestTimeout: o.reqTimeout, HLSReload: o.hlsReload}, st)
+				_ = player.Play(ctx, proto, u, player.Config{Stall: o.stall, RequestTimeout: o.reqTimeout, HLSReload: o.hlsReload, BodyPrefix: o.bodyPrefix}, st)
 			}
 		})
 	}

@@ -81,9 +81,14 @@ func putU24(b []byte, v uint32) { b[0], b[1], b[2] = byte(v>>16), byte(v>>8), by
 
 // Reader reads tags from an FLV byte stream.
 type Reader struct {
-	r   *bufio.Reader
-	hdr [15]byte
-	buf []byte
+	// Prefix, when positive, is how much of an audio or video tag's body
+	// Next returns: the rest is read and discarded without a copy. A
+	// player needs only the start of a frame for its keyframe flag and
+	// embedded send time.
+	Prefix int
+	r      *bufio.Reader
+	hdr    [15]byte
+	buf    []byte
 }
 
 // NewReader reads and checks the FLV file header from r. It fails when r
@@ -126,6 +131,23 @@ func (r *Reader) Next() (Tag, error) {
 		return Tag{}, fmt.Errorf("FLV tag body of %d bytes exceeds %d", n, MaxBody)
 	}
 	ts := uint32(h[4])<<16 | uint32(h[5])<<8 | uint32(h[6]) | uint32(h[7])<<24
+	if typ := h[0] & 0x1f; r.Prefix > 0 && n > r.Prefix && (typ == Audio || typ == Video) {
+		if cap(r.buf) < r.Prefix {
+			r.buf = make([]byte, r.Prefix)
+		}
+		b := r.buf[:r.Prefix]
+		_, err := io.ReadFull(r.r, b)
+		if err == nil {
+			_, err = r.r.Discard(n - r.Prefix + 4) // the rest and PreviousTagSize
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return Tag{}, fmt.Errorf("read FLV tag body: %w", err)
+		}
+		return Tag{Type: typ, TS: ts, Body: b}, nil
+	}
 	if cap(r.buf) < n+4 {
 		r.buf = make([]byte, n+4)
 	}

@@ -35,6 +35,7 @@ func playFLV(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c *
 		}
 		return fail("parse", err)
 	}
+	r.Prefix = cfg.BodyPrefix
 	m := media{lenSize: 4}
 	for {
 		t, err := r.Next()

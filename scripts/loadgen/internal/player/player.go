@@ -51,6 +51,13 @@ type Config struct {
 	// HLSReload is how an HLS player paces its playlist reloads:
 	// ReloadRFC (the default) or ReloadHalf.
 	HLSReload string
+	// BodyPrefix, when positive, is how much of each RTMP or HTTP-FLV
+	// audio and video frame a player keeps; the rest is read and counted
+	// but not copied (rtmpplay.Conn.SetBodyPrefix, flvtag.Reader.Prefix).
+	// What a player reports (bytes, media progress, keyframes, lateness,
+	// the send times stamped at the start of video frames) is the same
+	// with any prefix that holds the stamp.
+	BodyPrefix int
 }
 
 // HLS playlist reload pacing (Config.HLSReload).
@@ -148,17 +155,23 @@ func httpClient(n *atomic.Int64, stall, timeout time.Duration) *http.Client {
 }
 
 // countingConn counts bytes read and bounds each read's wait by stall
-// (0: the caller sets deadlines).
+// (0: the caller sets deadlines): a read fails after 7/8 to all of stall
+// without data (the deadline moves only when it is more than stall/8 old:
+// setting it updates a timer, and a player reads many times a second).
 type countingConn struct {
 	net.Conn
-	n     *atomic.Int64
-	stall time.Duration
+	n        *atomic.Int64
+	stall    time.Duration
+	deadline time.Time
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
 	if c.stall > 0 {
-		if err := c.SetReadDeadline(time.Now().Add(c.stall)); err != nil {
-			return 0, err
+		if dl := time.Now().Add(c.stall); dl.Sub(c.deadline) > c.stall/8 {
+			if err := c.SetReadDeadline(dl); err != nil {
+				return 0, err
+			}
+			c.deadline = dl
 		}
 	}
 	n, err := c.Conn.Read(p)

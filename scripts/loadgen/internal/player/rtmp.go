@@ -26,6 +26,7 @@ func playRTMP(ctx context.Context, rawURL string, cfg Config, run *stats.Run, c 
 		return fail("connect", err)
 	}
 	defer conn.Close()
+	conn.SetBodyPrefix(cfg.BodyPrefix)
 	c.Connected()
 	m := media{lenSize: 4}
 	err = conn.Tags(func(t flvtag.Tag) error { m.tag(t, c); return nil })

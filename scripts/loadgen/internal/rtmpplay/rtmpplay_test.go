@@ -152,3 +152,69 @@ func TestAggregate(t *testing.T) {
 		t.Fatalf("callback error lost: %v", err)
 	}
 }
+
+// TestBodyPrefix: with a body prefix, audio and video messages keep their
+// first bytes only, the chunks after them still parse (the rest of each
+// message was skipped exactly), control messages stay whole, and every
+// byte counts for acknowledgements.
+func TestBodyPrefix(t *testing.T) {
+	body := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i % 251)
+		}
+		return b
+	}
+	big := body(300)
+	var w chunks
+	// 300 bytes of video in 128-byte chunks, interleaved with audio.
+	w.fmt0(6, 1000, len(big), typVideo, 1)
+	w.Write(big[:128])
+	w.fmt0(4, 1001, 4, typAudio, 1)
+	w.Write([]byte{0xaf, 1, 2, 3})
+	w.basic(3, 6)
+	w.Write(big[128:256])
+	w.basic(3, 6)
+	w.Write(big[256:])
+	w.fmt0(2, 0, 4, typSetChunkSize, 0)
+	_ = binary.Write(&w, binary.BigEndian, uint32(4096))
+	w.fmt0(7, 2000, 200, typVideo, 1)
+	w.Write(body(200))
+	w.fmt0(4, 2001, 3, typAudio, 1)
+	w.Write([]byte{0xaf, 9, 9})
+	wire := w.Len()
+
+	for _, prefix := range []int{0, 64, 128, 200, 1000} {
+		c := conn(t, w.Bytes())
+		c.SetBodyPrefix(prefix)
+		keep := func(n int) int {
+			if prefix == 0 {
+				return n
+			}
+			return min(n, prefix)
+		}
+		want := []struct {
+			typ  uint8
+			ts   uint32
+			size int
+		}{{typAudio, 1001, 4}, {typVideo, 1000, keep(300)}, {typVideo, 2000, keep(200)}, {typAudio, 2001, 3}}
+		for i, wt := range want {
+			m, err := c.ReadMessage()
+			if err != nil {
+				t.Fatalf("prefix %d, message %d: %v", prefix, i, err)
+			}
+			if m.Type != wt.typ || m.TS != wt.ts || len(m.Body) != wt.size {
+				t.Fatalf("prefix %d, message %d: type %d ts %d size %d, want %+v", prefix, i, m.Type, m.TS, len(m.Body), wt)
+			}
+			if m.Type == typVideo && !bytes.Equal(m.Body, body(wt.size)) {
+				t.Fatalf("prefix %d, message %d: body is not the message's first %d bytes", prefix, i, wt.size)
+			}
+		}
+		if c.inChunk != 4096 {
+			t.Fatalf("prefix %d: chunk size %d after Set Chunk Size 4096", prefix, c.inChunk)
+		}
+		if c.rx != int64(wire) {
+			t.Fatalf("prefix %d: %d bytes counted for acknowledgements, the server sent %d", prefix, c.rx, wire)
+		}
+	}
+}
