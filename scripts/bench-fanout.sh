@@ -45,7 +45,12 @@
 # FLOOR=0 to skip the floor, TWO_CORE=0 to skip the two-core runs,
 # TWO_CORE_POINTS (the largest point; the two-core measure compares each
 # with the one-core run at the same point, so use points of POINTS) and
-# TWO_CORE_WINDOW (the last window), PROBE=N (5; 0: none) players more in
+# TWO_CORE_WINDOW (the last window), TWO_CORE_REPEAT=R (1): with R > 1,
+# R more pairs per two-core point and protocol, each a fresh one-core edge
+# run and a fresh two-core one back to back (in turn which first), so that each pair's
+# 2 × c1 ÷ c2 compares runs a minute apart (this machine's CPU figures
+# move ±20 % between runs; one pair is not enough to tell 1.6 from 1.9),
+# summarized as the median and range of the pairs, PROBE=N (5; 0: none) players more in
 # every one-core run from a second loadgen on the server's core, whose
 # latency (probe p50/p99) is that of a lightly loaded client: the main
 # load generator's own queueing at thousands of players adds to its
@@ -99,6 +104,7 @@ RAMP=${RAMP:-500}
 WINDOWS=${WINDOWS:-${FLOOR_WINDOWS:-"0 20 50 100"}}
 PROTOS=${PROTOS:-${PROTO:-"rtmp httpflv"}}
 TWO_CORE=${TWO_CORE:-1}
+TWO_CORE_REPEAT=${TWO_CORE_REPEAT:-1}
 P=${PORT_BASE:-22000}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -310,11 +316,12 @@ echo "go: $(go version | cut -d' ' -f3); points: $POINTS; windows: $WINDOWS ms; 
 count() { echo $#; }
 NP=$(count $POINTS) NW=$(count $WINDOWS) NPR=$(count $PROTOS) NT=$(count $TWO_CORE_POINTS)
 case "$DURATION" in *m) D=$((${DURATION%m} * 60)) ;; *) D=${DURATION%s} ;; esac
-RUNS=$((NW * NPR * NP + NGINX * NP + TWO_CORE * NT * (NPR + NGINX)))
+PAIRS=$((TWO_CORE_REPEAT > 1 ? TWO_CORE * TWO_CORE_REPEAT * NT * NPR : 0))
+RUNS=$((NW * NPR * NP + NGINX * NP + TWO_CORE * NT * (NPR + NGINX) + 2 * PAIRS))
 FLOORS=$((FLOOR * NP * NW))
-RESTARTS=$((NW * NPR + NGINX + TWO_CORE * NT * (1 + NGINX)))
+RESTARTS=$((NW * NPR + NGINX + TWO_CORE * NT * (1 + NGINX) + 2 * PAIRS))
 # perf script after each two-core edge run's recording: ~2 s.
-echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: about $((RUNS * D + FLOORS * (D + 2) + RESTARTS * 3 + TWO_CORE * TWO_CORE_PERF * NT * NPR * 2)) s" >&2
+echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: about $((RUNS * D + FLOORS * (D + 2) + RESTARTS * 3 + TWO_CORE_PERF * (TWO_CORE * NT * NPR + PAIRS) * 2)) s" >&2
 START_S=$SECONDS
 
 OUT=$STATE/results.jsonl
@@ -484,7 +491,8 @@ record() {
       jq -c --slurpfile p "$STATE/$1.perf.json" '. + {perf: $p[0]} + (if .cpu_per_100 == null then {} else
         {cpu_per_100_no_rx: (.cpu_per_100 * (1 - $p[0].server.rx_data - $p[0].server.rx_other - $p[0].server.rx_ipi))} end)'
     else cat; fi |
-    if [ -s "$STATE/$1.conc.json" ]; then jq -c --slurpfile c "$STATE/$1.conc.json" '. + {concurrency: $c[0]}'; else cat; fi | tee -a "$OUT"
+    if [ -s "$STATE/$1.conc.json" ]; then jq -c --slurpfile c "$STATE/$1.conc.json" '. + {concurrency: $c[0]}'; else cat; fi |
+    if [ -n "${8:-}" ]; then jq -c --argjson pair "$8" '. + {pair: $pair}'; else cat; fi | tee -a "$OUT"
 }
 edge_url() { # proto
   if [ "$1" = httpflv ]; then echo "http://$EDGE_HTTP/live/bench.flv"; else echo "rtmp://$EDGE_RTMP/live/bench"; fi
@@ -557,6 +565,29 @@ if [ "$TWO_CORE" = 1 ]; then
       stop_nginx
     fi
   done
+  # TWO_CORE_REPEAT: pairs of a one-core and a two-core run, back to back.
+  for ((i = 1; i <= TWO_CORE_REPEAT && TWO_CORE_REPEAT > 1; i++)); do
+    for n in $TWO_CORE_POINTS; do
+      for proto in $PROTOS; do
+        # One core first in odd pairs, two cores first in even ones, so
+        # that a drift of the machine does not favour either.
+        for c in $( ((i % 2)) && echo "1 2" || echo "2 1"); do
+          if [ "$c" = 1 ]; then
+            start_edge "$TWO_CORE_WINDOW" "$SERVER_CPU"
+            RSS0=$(rss_of "$EDGE_PID")
+            play "pair$i-edge-$proto-$n" "$(edge_url "$proto")" "$EDGE_PID" "$n"
+            record "pair$i-edge-$proto-$n" edge "$proto" "$TWO_CORE_WINDOW" "$n" 1 "$RSS0" "$i"
+          else
+            start_edge "$TWO_CORE_WINDOW" "$ALL_CPUS"
+            RSS0=$(rss_of "$EDGE_PID")
+            LOAD_CPU=$ALL_CPUS play "pair$i-edge2-$proto-$n" "$(edge_url "$proto")" "$EDGE_PID" "$n" 2
+            record "pair$i-edge2-$proto-$n" edge "$proto" "$TWO_CORE_WINDOW" "$n" 2 "$RSS0" "$i"
+          fi
+        done
+      done
+    done
+  done
+  stop_edge
 fi
 
 # The summary: every edge run against nginx-rtmp at the same point (one
@@ -571,7 +602,7 @@ jq -rs '
      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   + (map(select(.bench == "fanout")) | map(
       . as $e | ($ng[$e.players|tostring]) as $n | ($fl["\($e.players)/\($e.window_ms)"]) as $f
-      | "| \($e.server) | \($e.protocol) | \($e.cores) | \($e.window_ms) | \($e.players) (\($e.connected)) | \($e.cpu_per_100|r3) | "
+      | "| \($e.server)\(if $e.pair then " (pair \($e.pair))" else "" end) | \($e.protocol) | \($e.cores) | \($e.window_ms) | \($e.players) (\($e.connected)) | \($e.cpu_per_100|r3) | "
         + (if $e.server == "edge" and $e.cores == 1 and $n != null then ($e.cpu_per_100 / $n.cpu_per_100 | r2) else "—" end) + " | "
         + (if $e.server == "edge" and $e.cores == 1 and $f != null then ($e.cpu_per_100 / $f.cpu_s_per_s_per_100 | r2) else "—" end)
         + " | \($e.rss_per_player_kib) | \($e.late_max) (\($e.late_clients)) | \($e.errors) | \($e.latency_p50_ms|r2) / \($e.latency_p99_ms|r2) | "
@@ -592,7 +623,7 @@ jq -rs '
 echo
 jq -rs '
   def ok: .late_max == 0 and .late_clients == 0 and .errors == 0 and .connected >= .players;
-  map(select(.bench == "fanout"))
+  map(select(.bench == "fanout" and .pair == null))
   | group_by([.server, .protocol, .window_ms, .cores])
   | map({server: .[0].server, protocol: .[0].protocol, window_ms: .[0].window_ms, cores: .[0].cores,
          points: (map(.players) | sort), most_none_late: ((map(select(ok) | .players) | max) // 0),
@@ -654,13 +685,39 @@ if jq -se 'map(select(.bench == "fanout" and .server == "edge" and .cores == 2))
   jq -rs '
     def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
     def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
-    (map(select(.bench == "fanout" and .server == "edge" and .cores == 1)) | map({key: "\(.protocol)/\(.window_ms)/\(.players)", value: .}) | from_entries) as $one
-    | map(select(.bench == "fanout" and .server == "edge" and .cores == 2)) | map(
+    (map(select(.bench == "fanout" and .server == "edge" and .cores == 1 and .pair == null)) | map({key: "\(.protocol)/\(.window_ms)/\(.players)", value: .}) | from_entries) as $one
+    | map(select(.bench == "fanout" and .server == "edge" and .cores == 2 and .pair == null)) | map(
         . as $e | ($one["\($e.protocol)/\($e.window_ms)/\($e.players)"]) as $o
         | "  \($e.protocol) \($e.window_ms) ms \($e.players) players: c1 \($o.cpu_per_100|r3), c2 \($e.cpu_per_100|r3) (CPU s/s per 100); 2 × c1 ÷ c2 = "
           + (if $o == null or $e.cpu_per_100 == null or $e.cpu_per_100 == 0 then "— (no one-core run at this point)" else ((2 * $o.cpu_per_100 / $e.cpu_per_100) | r2 | tostring) end)
           + "; edge on both cores at once: " + (if $e.concurrency == null then "— (no perf)" else
-              "\($e.concurrency.both_of_busy * 100 | round)% of its busy ms (\(($e.concurrency.both_if_independent // 0) * 100 | round)% if its place on each core were independent of the other at the same occupancy; well under that: serialized), its writes \($e.concurrency.kernel_send_both * 100 | round)%; its samples by core \($e.concurrency.cpu_share | to_entries | map("cpu\(.key) \(.value|r2)") | join(", "))" end)
+              "\($e.concurrency.both_of_busy * 100 | round)% of its busy ms (\(($e.concurrency.both_if_independent // 0) * 100 | round)% if its place on each core were independent of the other at the same occupancy: "
+              + (($e.concurrency.both_if_independent // 0) as $ind | if $e.concurrency.both_of_busy >= $ind then "at or over it, nothing serializes it" elif $e.concurrency.both_of_busy >= $ind / 2 then "under it" else "well under it: serialized" end)
+              + "), its writes \($e.concurrency.kernel_send_both * 100 | round)%; its samples by core \($e.concurrency.cpu_share | to_entries | map("cpu\(.key) \(.value|r2)") | join(", "))" end)
           + (if $e.late_max > 0 or $e.errors > 0 then "; NOT all players on time (late \($e.late_max), errors \($e.errors))" else "" end))
+    | .[]' "$OUT"
+fi
+
+# TWO_CORE_REPEAT: each pair's 2 × c1 ÷ c2 (a one-core and a two-core run
+# back to back), and their median and range per protocol and point.
+if jq -se 'map(select(.pair != null)) | length > 0' "$OUT" >/dev/null; then
+  echo
+  echo "two cores against one, in pairs run back to back (TWO_CORE_REPEAT): 2 × c1 ÷ c2 per pair, median [range] (target ≥ 1.8):"
+  jq -rs '
+    def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
+    def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
+    def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    map(select(.bench == "fanout" and .server == "edge" and .pair != null))
+    | group_by([.protocol, .window_ms, .players]) | map(
+        . as $runs | [$runs[].pair] | unique | map(. as $i
+          | ($runs | map(select(.pair == $i and .cores == 1)) | .[0]) as $a
+          | ($runs | map(select(.pair == $i and .cores == 2)) | .[0]) as $b
+          | if $a == null or $b == null or $b.cpu_per_100 == null or $b.cpu_per_100 == 0 or $a.cpu_per_100 == null then empty
+            else {c1: $a.cpu_per_100, c2: $b.cpu_per_100, r: (2 * $a.cpu_per_100 / $b.cpu_per_100),
+                  ok: ([$a, $b] | all(.late_max == 0 and .errors == 0)),
+                  both: ($b.concurrency.both_of_busy // null), ind: ($b.concurrency.both_if_independent // null)} end) as $p
+        | "  \($runs[0].protocol) \($runs[0].window_ms) ms \($runs[0].players) players: "
+          + ($p | map("\(.r|r2) (c1 \(.c1|r3), c2 \(.c2|r3)\(if .both == null then "" else "; both cores \(.both * 100 | round)%/\(.ind * 100 | round)%" end)\(if .ok then "" else "; NOT all on time" end))") | join(", "))
+          + "; median \($p | map(.r) | median | r2) [\($p | map(.r) | min | r2)–\($p | map(.r) | max | r2)]")
     | .[]' "$OUT"
 fi
