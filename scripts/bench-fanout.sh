@@ -350,7 +350,7 @@ play() {
       # end); perf itself on the load core.
       (sleep "$t0" && perf_core "$1" $((PERF_SECONDS < t1 - t0 ? PERF_SECONDS : t1 - t0))) &
       snaps+=($!)
-    elif [ "$TWO_CORE_PERF" = 1 ] && [ "${5:-1}" = 2 ] && [[ "$1" == edge* ]]; then
+    elif [ "$TWO_CORE_PERF" = 1 ] && [ "${5:-1}" = 2 ] && [[ "$1" == *edge* ]]; then
       # Both cores: did the edge run on both at once?
       (sleep "$t0" && perf_both "$1" $((PERF_SECONDS < t1 - t0 ? PERF_SECONDS : t1 - t0))) &
       snaps+=($!)
@@ -396,7 +396,7 @@ perf_both() {
 snap() {
   {
     grep -E "^cpu($SERVER_CPU|$LOAD_CPU) " /proc/stat
-    if [[ "$1" == edge* ]]; then
+    if [[ "$1" == *edge* ]]; then
       curl -fsS "http://$EDGE_ADMIN/metrics" | grep '^livecluster_edge_player_wait_seconds_bucket' | sed 's/until="taken"/T/; s/until="written"/W/' || true
     fi
   } >"$2.tmp" && mv "$2.tmp" "$2"
