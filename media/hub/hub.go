@@ -13,11 +13,19 @@
 //
 //   - A player connection that can be written without blocking (an RTMP
 //     or HTTP-FLV player: CopyWire or CopyDirect with a DirectWriter) is
-//     written by the hub itself. At the window's end the hub takes every
-//     such reader's tags under its lock in one pass, releases the lock,
-//     and writes each reader's batch with one non-blocking writev from a
-//     few flusher goroutines (one per GOMAXPROCS, the readers split
-//     between them, so one stream's fan-out uses every core). A socket
+//     written by the hub itself. At the window's end the hub lists every
+//     such reader with tags queued and writes each one's batch with one
+//     non-blocking writev from a few flusher goroutines (one per
+//     GOMAXPROCS, the readers split between them, so one stream's fan-out
+//     uses every core). A flusher takes the batches of the next few
+//     readers under the hub's lock just before it writes them, not all
+//     at the window's end, and every flush goes through the readers in
+//     the same order: a tag that arrives while a flush is writing still
+//     goes out in that flush to every reader not yet written, and each
+//     reader is written about one flush after its last write, so when
+//     writing every player takes longer than the window (thousands of
+//     players on one core) a tag waits about one flush, not the rest of
+//     this one and the whole next. A socket
 //     that takes the whole batch costs one system call and wakes no
 //     goroutine. When it does not (full socket, partial write, the
 //     connection's write lock busy, an error) the rest goes to the
@@ -255,7 +263,11 @@ type Hub struct {
 	gop      []*tag
 	gopBytes int
 	gopOK    bool
-	readers  map[*Reader]struct{}
+	// readers are the attached readers in a stable order (only the last
+	// one moves, into the place of one that leaves: see detach), so every
+	// flush writes them in the same order and a player's writes come
+	// about one flush apart.
+	readers  []*Reader
 	born     time.Time     // the origin of the monotonic clock of tag arrivals (mono)
 	lastTS   time.Duration // highest timestamp handed to readers
 	haveTS   bool
@@ -275,7 +287,7 @@ type Hub struct {
 
 // New returns a hub outside any registry.
 func New(key string, cfg Config) *Hub {
-	h := &Hub{key: key, cfg: cfg.withDefaults(), readers: map[*Reader]struct{}{}, done: make(chan struct{}), born: time.Now()}
+	h := &Hub{key: key, cfg: cfg.withDefaults(), done: make(chan struct{}), born: time.Now()}
 	h.flushIdle.L = &h.mu
 	h.flushT = time.AfterFunc(time.Hour, h.flush)
 	h.flushT.Stop()
@@ -297,10 +309,9 @@ func (h *Hub) window() time.Duration {
 }
 
 // flush ends a window (it runs on the timer's goroutine): every reader in
-// direct mode with queued tags has them taken, in the same pass under
-// h.mu, and written by the flushers; every other reader with queued tags
-// wakes. A flush that finds another running leaves it to run again when
-// its writes end.
+// direct mode with queued tags is listed, to be taken and written by the
+// flushers; every other reader with queued tags wakes. A flush that finds
+// another running leaves it to run again when its writes end.
 func (h *Hub) flush() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -311,7 +322,7 @@ func (h *Hub) flush() {
 	h.flushing = true
 	for {
 		h.armed, h.again = false, false
-		for r := range h.readers {
+		for _, r := range h.readers {
 			if len(r.queue) == 0 {
 				continue
 			}
@@ -320,12 +331,7 @@ func (h *Hub) flush() {
 				r.wake()
 				continue
 			}
-			// Taken as a whole: the queue's array becomes the batch and
-			// the last batch's (emptied by its flusher) the queue.
-			r.queue, r.dbatch = r.dbatch[:0], r.queue
-			r.dsince, r.dbytes = r.since, r.qBytes
-			r.qBytes, r.due, r.since = 0, false, 0
-			h.dlist = append(h.dlist, r)
+			h.dlist = append(h.dlist, r) // taken by its flusher (takeDirect)
 		}
 		if len(h.dlist) > 0 {
 			h.mu.Unlock()
@@ -376,66 +382,112 @@ func (h *Hub) writeDirect(rs []*Reader) {
 	wg.Wait()
 }
 
-// flushPart is one flusher: it writes each reader's batch with its
-// DirectWriter, never blocking, and hands what a socket did not take to
-// the reader's goroutine. The counters are summed here and added once,
-// not per write: flushers on other cores would fight over their line.
-func (h *Hub) flushPart(rs []*Reader) {
-	var direct, handed, bytes int64
-	yield := h.cfg.FlushYield
-	for i, r := range rs {
-		if yield > 0 && i > 0 && i%yield == 0 {
-			// Let what the poller made runnable (the upstream's reader,
-			// whose packets are the next window) run between writes.
-			runtime.Gosched()
-		}
-		bytes += int64(r.dbytes)
-		bufs := r.dbufs[:0]
-		var err error
-		for _, t := range r.dbatch {
-			b := t.b
-			if r.enc != nil {
-				if b, err = t.wireFor(r.enc, r.key); err != nil {
-					break
-				}
-			}
-			if len(b) > 0 {
-				bufs = append(bufs, b)
-			}
-		}
-		clear(r.dbatch) // the batch's tags need not live until the next window
-		r.dbatch = r.dbatch[:0]
-		r.dbufs = bufs
-		var taken time.Duration
-		if r.dsince != 0 {
-			taken = h.mono() - r.dsince
-		}
-		r.dnb = bufs
-		encErr := err
-		if err == nil {
-			_, err = r.dw.TryWriteBuffers(&r.dnb)
-		}
-		if err == nil {
-			clear(r.dbufs)
-			direct++
-			if r.dsince != 0 {
-				h.cfg.WriteDelay(taken, h.mono()-r.dsince)
-			}
+// takeChunk is how many readers a flusher takes under one hold of h.mu
+// before writing them: few enough that the take stays close to the write
+// (tags arriving meanwhile make it into this flush), enough that the lock
+// is taken once per many writes.
+const takeChunk = 64
+
+// takeDirect takes the queued tags of each reader of rs that is still in
+// direct mode into its batch and returns those readers in taken (reused).
+// A reader that left direct mode, was closed or dropped, or has nothing
+// queued since the flush listed it is left out.
+func (h *Hub) takeDirect(rs []*Reader, taken []*Reader) []*Reader {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range rs {
+		if len(r.queue) == 0 || r.dw == nil || r.pending {
 			continue
 		}
-		// The rest goes to the reader's goroutine, which may wait for
-		// the socket (or, when the batch could not be encoded, ends
-		// with that error).
-		handed++
-		h.mu.Lock()
-		r.pending = true
-		r.rem, r.remErr, r.remSince, r.remTaken = r.dnb, encErr, r.dsince, taken
-		r.wake()
-		h.mu.Unlock()
+		// Taken as a whole: the queue's array becomes the batch and the
+		// last batch's (emptied by its flusher) the queue.
+		r.queue, r.dbatch = r.dbatch[:0], r.queue
+		r.dsince, r.dbytes = r.since, r.qBytes
+		r.qBytes, r.due, r.since = 0, false, 0
+		taken = append(taken, r)
+	}
+	return taken
+}
+
+// flushPart is one flusher: for every takeChunk readers of rs it takes
+// their batches (takeDirect) and writes each with its DirectWriter, never
+// blocking, handing what a socket did not take to the reader's goroutine.
+// The counters are summed here and added once, not per write: flushers
+// on other cores would fight over their line.
+func (h *Hub) flushPart(rs []*Reader) {
+	var direct, handed, bytes int64
+	var chunk [takeChunk]*Reader
+	yield := h.cfg.FlushYield
+	written := 0
+	for len(rs) > 0 {
+		n := min(len(rs), takeChunk)
+		taken := h.takeDirect(rs[:n], chunk[:0])
+		rs = rs[n:]
+		for _, r := range taken {
+			if yield > 0 && written > 0 && written%yield == 0 {
+				// Let what the poller made runnable (the upstream's
+				// reader, whose packets are the next window) run between
+				// writes.
+				runtime.Gosched()
+			}
+			written++
+			d, hd := h.writeBatch(r)
+			direct += d
+			handed += hd
+			bytes += int64(r.dbytes)
+		}
+		clear(chunk[:len(taken)])
 	}
 	h.bytesOut.Add(bytes)
 	h.directWrites.Add(direct)
 	h.handoffs.Add(handed)
+}
+
+// writeBatch writes r's taken batch with its DirectWriter and reports
+// whether the socket took it all (direct 1) or the rest was handed to the
+// reader's goroutine (handed 1).
+func (h *Hub) writeBatch(r *Reader) (direct, handed int64) {
+	bufs := r.dbufs[:0]
+	var err error
+	for _, t := range r.dbatch {
+		b := t.b
+		if r.enc != nil {
+			if b, err = t.wireFor(r.enc, r.key); err != nil {
+				break
+			}
+		}
+		if len(b) > 0 {
+			bufs = append(bufs, b)
+		}
+	}
+	clear(r.dbatch) // the batch's tags need not live until the next window
+	r.dbatch = r.dbatch[:0]
+	r.dbufs = bufs
+	var taken time.Duration
+	if r.dsince != 0 {
+		taken = h.mono() - r.dsince
+	}
+	r.dnb = bufs
+	encErr := err
+	if err == nil {
+		_, err = r.dw.TryWriteBuffers(&r.dnb)
+	}
+	if err == nil {
+		clear(r.dbufs)
+		if r.dsince != 0 {
+			h.cfg.WriteDelay(taken, h.mono()-r.dsince)
+		}
+		return 1, 0
+	}
+	// The rest goes to the reader's goroutine, which may wait for the
+	// socket (or, when the batch could not be encoded, ends with that
+	// error).
+	h.mu.Lock()
+	r.pending = true
+	r.rem, r.remErr, r.remSince, r.remTaken = r.dnb, encErr, r.dsince, taken
+	r.wake()
+	h.mu.Unlock()
+	return 0, 1
 }
 
 // Key returns the key the hub was created with.
@@ -532,7 +584,7 @@ func (h *Hub) start(streams []av.CodecData, meta flvio.AMFMap, replace bool) (*S
 	// Every reader gets the new headers with the new source's first
 	// keyframe, not before: a source may start mid-GOP, and frames that
 	// depend on a picture the decoder never saw are garbage on screen.
-	for r := range h.readers {
+	for _, r := range h.readers {
 		r.needHeaders = true
 	}
 	return s, nil
@@ -551,10 +603,11 @@ func (h *Hub) Close() {
 	h.gop = nil
 	h.flushT.Stop()
 	h.armed = false
-	for r := range h.readers {
+	for _, r := range h.readers {
 		r.finish(io.EOF)
+		r.idx = -1
 	}
-	h.readers = map[*Reader]struct{}{}
+	h.readers = nil
 	close(h.done)
 	// A flush in flight ends its writes (they never block) and stops.
 	for h.flushing {
@@ -628,19 +681,24 @@ func (s *Source) WritePacket(pkt av.Packet) error {
 	h.cacheGOP(t)
 	now := w <= 0
 	flushNow := false
-	for r := range h.readers {
+	for i := 0; i < len(h.readers); i++ {
+		r := h.readers[i]
 		if r.needHeaders {
 			if !t.key {
 				continue
 			}
 			if !r.pushAll(h.headers) {
-				h.overflow(r)
+				if h.overflow(r) {
+					i-- // the last reader took its place
+				}
 				continue
 			}
 			r.needHeaders = false
 		}
 		if !r.push(t) {
-			h.overflow(r)
+			if h.overflow(r) {
+				i--
+			}
 			continue
 		}
 		if r.since == 0 {
@@ -700,8 +758,10 @@ func (s *Source) Close() {
 	}
 }
 
-// overflow handles a reader whose queue is full. Called with h.mu held.
-func (h *Hub) overflow(r *Reader) {
+// overflow handles a reader whose queue is full, and reports whether it
+// dropped it (detached: the last reader is now in its place). Called with
+// h.mu held.
+func (h *Hub) overflow(r *Reader) bool {
 	now := time.Now()
 	if now.Sub(r.lastOverflow) > h.cfg.OverflowReset {
 		r.overflows = 0
@@ -710,15 +770,38 @@ func (h *Hub) overflow(r *Reader) {
 	r.overflows++
 	if r.overflows > h.cfg.MaxOverflows {
 		h.dropped.Add(1)
-		delete(h.readers, r)
+		h.detach(r)
 		r.queue, r.qBytes, r.since = nil, 0, 0
 		r.finish(ErrTooSlow)
-		return
+		return true
 	}
 	h.skipped.Add(1)
 	r.skipped.Add(1)
 	r.queue, r.qBytes, r.due, r.since = r.queue[:0:0], 0, false, 0
 	r.needHeaders = true
+	return false
+}
+
+// attach adds r at the end of h.readers. Called with h.mu held.
+func (h *Hub) attach(r *Reader) {
+	r.idx = len(h.readers)
+	h.readers = append(h.readers, r)
+}
+
+// detach removes r from h.readers, if there, moving the last reader into
+// its place (one reader changes place, not all after it). Called with
+// h.mu held.
+func (h *Hub) detach(r *Reader) {
+	i := r.idx
+	if i < 0 {
+		return
+	}
+	last := len(h.readers) - 1
+	h.readers[i] = h.readers[last]
+	h.readers[i].idx = i
+	h.readers[last] = nil
+	h.readers = h.readers[:last]
+	r.idx = -1
 }
 
 // NewReader attaches a reader. It starts with the headers and the cached GOP
@@ -752,7 +835,7 @@ func (h *Hub) NewReaderWith(o ReaderOptions) (*Reader, error) {
 		r.due = true // the cached GOP goes out at once
 		r.wake()
 	}
-	h.readers[r] = struct{}{}
+	h.attach(r)
 	h.readersAll.Add(1)
 	return r, nil
 }
@@ -764,6 +847,7 @@ type Reader struct {
 	notify chan struct{}
 
 	// guarded by h.mu
+	idx          int // in h.readers; -1: detached
 	queue        []*tag
 	qBytes       int
 	needHeaders  bool
@@ -785,7 +869,7 @@ type Reader struct {
 	remSince time.Duration
 	remTaken time.Duration
 
-	// owned by the flush that took the reader (see Hub.flush): the
+	// owned by the flusher that took the reader (see Hub.takeDirect): the
 	// batch, its wire forms and what writev leaves of them, all reused
 	dbatch []*tag
 	dbufs  [][]byte
@@ -1123,7 +1207,7 @@ func (r *Reader) next(ctx context.Context) error {
 func (r *Reader) Close() {
 	r.h.mu.Lock()
 	defer r.h.mu.Unlock()
-	delete(r.h.readers, r)
+	r.h.detach(r)
 	r.queue, r.qBytes, r.since = nil, 0, 0
 	r.finish(io.EOF)
 }
