@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nareix/joy4/av"
+
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/mediatest"
 )
@@ -26,13 +28,46 @@ func (w *countingWriter) TryWriteBuffers(v *net.Buffers) (int64, error) {
 	if w.onWrite != nil {
 		w.onWrite()
 	}
+	w.lastTags.Store(int64(len(*v)))
+	return consume(v), nil
+}
+
+// consume takes all of v as written and returns its length.
+func consume(v *net.Buffers) int64 {
 	var n int64
 	for _, b := range *v {
 		n += int64(len(b))
 	}
-	w.lastTags.Store(int64(len(*v)))
 	*v = (*v)[len(*v):]
-	return n, nil
+	return n
+}
+
+// directHub returns a hub whose windows end only by Flush, publishing
+// streams, with a player in direct mode per writer of ws (their
+// goroutines stopped, and the hub closed, at the test's end).
+func directHub(t *testing.T, streams []av.CodecData, ws []hub.DirectWriter) (*hub.Hub, *hub.Source, []*hub.Reader) {
+	t.Helper()
+	h := hub.New("k", hub.Config{MergeWindow: time.Hour})
+	src, err := h.Publish(streams, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); h.Close(); wg.Wait() })
+	rds := make([]*hub.Reader, len(ws))
+	for i, w := range ws {
+		if rds[i], err = h.NewReader(); err != nil {
+			t.Fatal(err)
+		}
+		r := rds[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = r.CopyDirect(ctx, w, nil, func([][]byte) error { return nil })
+		}()
+	}
+	return h, src, rds
 }
 
 // A flusher takes a reader's tags just before it writes them, so a tag
@@ -45,16 +80,7 @@ func TestTagArrivingDuringFlushJoinsIt(t *testing.T) {
 	// Four chunks per flusher, so that most readers are taken after the
 	// tag arrives however many cores there are.
 	readers := 64 * 4 * max(runtime.GOMAXPROCS(0), 2)
-	h := hub.New("k", hub.Config{MergeWindow: time.Hour}) // windows end by Flush only
-	defer h.Close()
-	src, err := h.Publish(streams, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() { cancel(); h.Close(); wg.Wait() }()
-
+	var src *hub.Source // set below; onWrite runs only after
 	var inject atomic.Bool
 	var once sync.Once
 	var injectErr error
@@ -71,18 +97,13 @@ func TestTagArrivingDuringFlushJoinsIt(t *testing.T) {
 		}
 	}
 	ws := make([]*countingWriter, readers)
+	dws := make([]hub.DirectWriter, readers)
 	for i := range ws {
 		ws[i] = &countingWriter{onWrite: onWrite}
-		r, err := h.NewReader()
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = r.CopyDirect(ctx, ws[i], nil, func(bufs [][]byte) error { return nil })
-		}()
+		dws[i] = ws[i]
 	}
+	h, src0, _ := directHub(t, streams, dws)
+	src = src0
 	// Step windows until every reader is written by the flushers (their
 	// goroutines have written the headers and handed them over).
 	deadline := time.Now().Add(10 * time.Second)
@@ -138,12 +159,7 @@ func (w *seqWriter) TryWriteBuffers(v *net.Buffers) (int64, error) {
 	w.mu.Lock()
 	*w.order = append(*w.order, w.id)
 	w.mu.Unlock()
-	var n int64
-	for _, b := range *v {
-		n += int64(len(b))
-	}
-	*v = (*v)[len(*v):]
-	return n, nil
+	return consume(v), nil
 }
 
 // Every flush writes the players in the same order, so that a player's
@@ -153,30 +169,13 @@ func (w *seqWriter) TryWriteBuffers(v *net.Buffers) (int64, error) {
 func TestFlushOrderIsStable(t *testing.T) {
 	streams, pkts := mediatest.ReadFLV(t, mediatest.TestFLV(t))
 	const players = 64 // one flusher
-	h := hub.New("k", hub.Config{MergeWindow: time.Hour})
-	defer h.Close()
-	src, err := h.Publish(streams, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() { cancel(); h.Close(); wg.Wait() }()
 	var mu sync.Mutex
 	var order []int
-	rds := make([]*hub.Reader, players)
-	for i := range rds {
-		rds[i], err = h.NewReader()
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := &seqWriter{id: i, mu: &mu, order: &order}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = rds[i].CopyDirect(ctx, w, nil, func([][]byte) error { return nil })
-		}()
+	ws := make([]hub.DirectWriter, players)
+	for i := range ws {
+		ws[i] = &seqWriter{id: i, mu: &mu, order: &order}
 	}
+	h, src, rds := directHub(t, streams, ws)
 	next := 0
 	for !pkts[next].IsKeyFrame {
 		next++
