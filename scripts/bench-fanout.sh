@@ -325,6 +325,9 @@ echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: a
 START_S=$SECONDS
 
 OUT=$STATE/results.jsonl
+# r3 and r2 round a figure to 3 or 2 decimals for the tables ("—" for none).
+JQ_ROUND='def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
+def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;'
 # play name url pids players [cores]: one loadgen run; its summary in
 # $STATE/name.json; with PROBE, in one-core runs (cores 1, the default), the
 # probe players alongside, their summary in $STATE/name-probe.json
@@ -572,17 +575,14 @@ if [ "$TWO_CORE" = 1 ]; then
         # One core first in odd pairs, two cores first in even ones, so
         # that a drift of the machine does not favour either.
         for c in $( ((i % 2)) && echo "1 2" || echo "2 1"); do
-          if [ "$c" = 1 ]; then
-            start_edge "$TWO_CORE_WINDOW" "$SERVER_CPU"
-            RSS0=$(rss_of "$EDGE_PID")
-            play "pair$i-edge-$proto-$n" "$(edge_url "$proto")" "$EDGE_PID" "$n"
-            record "pair$i-edge-$proto-$n" edge "$proto" "$TWO_CORE_WINDOW" "$n" 1 "$RSS0" "$i"
-          else
-            start_edge "$TWO_CORE_WINDOW" "$ALL_CPUS"
-            RSS0=$(rss_of "$EDGE_PID")
-            LOAD_CPU=$ALL_CPUS play "pair$i-edge2-$proto-$n" "$(edge_url "$proto")" "$EDGE_PID" "$n" 2
-            record "pair$i-edge2-$proto-$n" edge "$proto" "$TWO_CORE_WINDOW" "$n" 2 "$RSS0" "$i"
-          fi
+          # One core: the edge on the server core, the players on the
+          # other; two: both on both, as in the runs above.
+          edge_cpus=$SERVER_CPU load_cpus=$LOAD_CPU name=pair$i-edge-$proto-$n
+          [ "$c" = 2 ] && edge_cpus=$ALL_CPUS load_cpus=$ALL_CPUS name=pair$i-edge2-$proto-$n
+          start_edge "$TWO_CORE_WINDOW" "$edge_cpus"
+          RSS0=$(rss_of "$EDGE_PID")
+          LOAD_CPU=$load_cpus play "$name" "$(edge_url "$proto")" "$EDGE_PID" "$n" "$c"
+          record "$name" edge "$proto" "$TWO_CORE_WINDOW" "$n" "$c" "$RSS0" "$i"
         done
       done
     done
@@ -593,9 +593,7 @@ fi
 # The summary: every edge run against nginx-rtmp at the same point (one
 # core) and the floor at the same point and window.
 echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg); took $((SECONDS - START_S)) s after the build" >&2
-jq -rs '
-  def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
-  def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
+jq -rs "$JQ_ROUND"'
   (map(select(.bench == "fanout" and .server == "nginx-rtmp" and .cores == 1)) | map({key: (.players|tostring), value: .}) | from_entries) as $ng
   | (map(select(.bench == "floor")) | map({key: "\(.n)/\(.window_ms)", value: .}) | from_entries) as $fl
   | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max (clients) | errors | latency p50 / p99 ms | p99 − window ms | steady latency p50 / p99 ms | probe p50 / p99 ms | probe p99 − window ms | probe steady p50 / p99 ms | probe steady p99 − window ms | edge taken p50 / p99 ms | edge written p50 / p99 ms | loadgen CPU | server / load core busy (steal) |",
@@ -647,9 +645,7 @@ jq -rs '
 if jq -se 'map(select(.perf != null)) | length > 0' "$OUT" >/dev/null; then
   echo
   echo "server core (PERF=1): shares of the server's samples; 'no rx' = CPU × (1 − rx data − rx other − rx IPI): the receive work for the players' sockets taken out, whether done in place (loopback) or handed to their core (RPS/RFS IPIs). Without RFS it also lacks the server's own ACK processing, which loopback does mostly on the load core, so there it is a lower bound"
-  jq -rs '
-    def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
-    def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
+  jq -rs "$JQ_ROUND"'
     (map(select(.bench == "fanout" and .server == "nginx-rtmp" and .cores == 1)) | map({key: (.players|tostring), value: .}) | from_entries) as $ng
     | (map(select(.bench == "floor")) | map({key: "\(.n)/\(.window_ms)", value: .}) | from_entries) as $fl
     | ["| server | proto | window ms | players | user | send | rx data | rx ACK | rx other | rx IPI | sched | CPU per 100 | no rx | ÷ nginx (no rx) | ÷ floor (no rx) |",
@@ -682,9 +678,7 @@ fi
 if jq -se 'map(select(.bench == "fanout" and .server == "edge" and .cores == 2)) | length > 0' "$OUT" >/dev/null; then
   echo
   echo "two cores against one (edge, same protocol, window and players): capacity 2 × c1 ÷ c2 (target ≥ 1.8), valid when the edge runs on both cores at once:"
-  jq -rs '
-    def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
-    def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
+  jq -rs "$JQ_ROUND"'
     (map(select(.bench == "fanout" and .server == "edge" and .cores == 1 and .pair == null)) | map({key: "\(.protocol)/\(.window_ms)/\(.players)", value: .}) | from_entries) as $one
     | map(select(.bench == "fanout" and .server == "edge" and .cores == 2 and .pair == null)) | map(
         . as $e | ($one["\($e.protocol)/\($e.window_ms)/\($e.players)"]) as $o
@@ -703,9 +697,7 @@ fi
 if jq -se 'map(select(.pair != null)) | length > 0' "$OUT" >/dev/null; then
   echo
   echo "two cores against one, in pairs run back to back (TWO_CORE_REPEAT): 2 × c1 ÷ c2 per pair, median [range] (target ≥ 1.8):"
-  jq -rs '
-    def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
-    def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
+  jq -rs "$JQ_ROUND"'
     def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
     map(select(.bench == "fanout" and .server == "edge" and .pair != null))
     | group_by([.protocol, .window_ms, .players]) | map(
