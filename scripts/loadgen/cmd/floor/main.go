@@ -7,6 +7,11 @@
 //
 //	taskset -c 0 floor -flv test.flv -n 500,1000,2000 -window 0,20,50,100 -duration 10s -reader-cpus 1
 //
+// With -writers K the sockets are split into K fixed parts, each written
+// by its own goroutine every window (as the edge's flushers split its
+// players), so that the floor's cost on two cores can be set beside the
+// edge's: the same set-up, nothing else in the process.
+//
 // It prints one JSON line per point (n × window) to stdout: the writer's
 // CPU seconds per second, per 100 sockets, writes and bytes per second,
 // and how far the writer fell behind real time.
@@ -59,6 +64,7 @@ type options struct {
 	warmup     time.Duration
 	chunk      int
 	readerCPUs string
+	writers    int
 }
 
 func ints(s, what string) ([]int, error) {
@@ -85,6 +91,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured time before each point")
 	fs.IntVar(&o.chunk, "chunk", 4096, "RTMP chunk size")
 	fs.StringVar(&o.readerCPUs, "reader-cpus", "", "run the readers under taskset -c LIST (e.g. 1); pin this process with taskset too")
+	fs.IntVar(&o.writers, "writers", 1, "goroutines writing the sockets, each a fixed part of them (2 on two cores)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -99,8 +106,8 @@ func run(ctx context.Context, args []string) error {
 	for _, w := range ws {
 		o.windows = append(o.windows, time.Duration(w)*time.Millisecond)
 	}
-	if o.duration <= 0 || o.duration > time.Hour || o.warmup < 0 || o.chunk < 128 {
-		return errors.New("-duration must be in (0, 1h], -warmup ≥ 0, -chunk ≥ 128")
+	if o.duration <= 0 || o.duration > time.Hour || o.warmup < 0 || o.chunk < 128 || o.writers < 1 || o.writers > 64 {
+		return errors.New("-duration must be in (0, 1h], -warmup ≥ 0, -chunk ≥ 128, -writers in [1, 64]")
 	}
 	st, err := loadStream(o)
 	if err != nil {
@@ -232,6 +239,7 @@ func loadStream(o options) (*stream, error) {
 // Point is one line of output.
 type Point struct {
 	N             int     `json:"n"`
+	Writers       int     `json:"writers"`
 	WindowMS      int     `json:"window_ms"`
 	BitrateBPS    float64 `json:"bitrate_bps"`
 	DurationS     float64 `json:"duration_s"`
@@ -284,9 +292,10 @@ func point(ctx context.Context, o options, st *stream, n int, w time.Duration) (
 	readerPID := strconv.Itoa(cmd.Process.Pid)
 
 	var p Point
-	p.N, p.WindowMS, p.BitrateBPS = n, int(w.Milliseconds()), st.bitrate
+	p.N, p.Writers, p.WindowMS, p.BitrateBPS = n, o.writers, int(w.Milliseconds()), st.bitrate
+	parts := split(conns, o.writers)
 	var (
-		bufs, scratch        net.Buffers
+		bufs                 net.Buffers
 		writes, bytes        int64
 		cpu0, rcpu0          procstat.Sample
 		measuring            bool
@@ -328,14 +337,7 @@ func point(ctx context.Context, o options, st *stream, n int, w time.Duration) (
 			}
 		}
 		if bufsHeld > 0 {
-			for _, c := range conns {
-				scratch = append(scratch[:0], bufs...)
-				if _, err := scratch.WriteTo(c); err != nil {
-					errWrite = err
-					break
-				}
-			}
-			if errWrite != nil {
+			if errWrite = parts.write(bufs); errWrite != nil {
 				return Point{}, fmt.Errorf("write: %w", errWrite)
 			}
 			writes += int64(len(conns))
@@ -374,6 +376,53 @@ func point(ctx context.Context, o options, st *stream, n int, w time.Duration) (
 		p.ReaderCPUPerS = (r1.CPU - rcpu0.CPU).Seconds() / el
 	}
 	return p, nil
+}
+
+// parts are the sockets split into fixed parts, one per writer, each
+// with its writev scratch.
+type parts []part
+
+type part struct {
+	conns   []net.Conn
+	scratch net.Buffers
+}
+
+// split divides conns into k parts of near-equal size, in order.
+func split(conns []net.Conn, k int) parts {
+	k = max(1, min(k, len(conns)))
+	ps := make(parts, k)
+	per := (len(conns) + k - 1) / k
+	for i := range ps {
+		ps[i].conns = conns[min(i*per, len(conns)):min((i+1)*per, len(conns))]
+	}
+	return ps
+}
+
+// write writes bufs to every socket, each part from its own goroutine (the
+// first from this one), and returns the first error of any part: a part
+// stops at its first failed write.
+func (ps parts) write(bufs net.Buffers) error {
+	if len(ps) == 1 {
+		return ps[0].write(bufs)
+	}
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i := 1; i < len(ps); i++ {
+		wg.Go(func() { errs[i] = ps[i].write(bufs) })
+	}
+	errs[0] = ps[0].write(bufs)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (p *part) write(bufs net.Buffers) error {
+	for _, c := range p.conns {
+		p.scratch = append(p.scratch[:0], bufs...)
+		if _, err := p.scratch.WriteTo(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reader connects n sockets to addr and discards what arrives until each

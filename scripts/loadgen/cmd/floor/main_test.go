@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"math"
+	"net"
 	"testing"
 
 	"github.com/livecluster/livecluster/scripts/loadgen/internal/flvtag"
@@ -47,5 +49,67 @@ func TestSyntheticBitrate(t *testing.T) {
 	}
 	if _, err := loadStream(options{bitrate: 1000, chunk: 4096}); err == nil {
 		t.Fatal("accepted a 1 kbit/s stream")
+	}
+}
+
+func TestSplit(t *testing.T) {
+	conns := make([]net.Conn, 7)
+	for _, tc := range []struct{ k, parts, first, last int }{
+		{1, 1, 7, 7}, {2, 2, 4, 3}, {3, 3, 3, 1}, {7, 7, 1, 1}, {9, 7, 1, 1},
+	} {
+		ps := split(conns, tc.k)
+		if len(ps) != tc.parts || len(ps[0].conns) != tc.first || len(ps[len(ps)-1].conns) != tc.last {
+			t.Errorf("split 7 in %d: %d parts, first %d, last %d; want %d, %d, %d",
+				tc.k, len(ps), len(ps[0].conns), len(ps[len(ps)-1].conns), tc.parts, tc.first, tc.last)
+		}
+		total := 0
+		for _, p := range ps {
+			total += len(p.conns)
+		}
+		if total != 7 {
+			t.Errorf("split 7 in %d covers %d sockets", tc.k, total)
+		}
+	}
+}
+
+// TestWritersReachEverySocket runs the writers over real sockets: every
+// socket, whichever part it is in, gets the bytes of one window once.
+func TestWritersReachEverySocket(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const n = 5
+	var ends []net.Conn
+	var conns []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends, conns = append(ends, c), append(conns, s)
+	}
+	defer func() {
+		for _, c := range append(ends, conns...) {
+			c.Close()
+		}
+	}()
+	if err := split(conns, 2).write(net.Buffers{[]byte("ab"), []byte("cd")}); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range ends {
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != "abcd" {
+			t.Fatalf("socket %d got %q, %v", i, b, err)
+		}
+	}
+	conns[3].Close()
+	if err := split(conns, 2).write(net.Buffers{[]byte("x")}); err == nil {
+		t.Fatal("a write to a closed socket in the second part was not reported")
 	}
 }
