@@ -240,6 +240,11 @@ type StreamInfo struct {
 	Switches  int       `json:"switches"`
 	Since     time.Time `json:"since"`
 	Connected bool      `json:"connected"`
+	// Hub holds the stream's fan-out counters: packets and bytes in and
+	// out, players skipped or dropped for falling behind, and how their
+	// batches were written (by the flushers whole, handed off, or by the
+	// players' own goroutines).
+	Hub hub.Stats `json:"hub"`
 }
 
 // Streams lists the sessions.
@@ -304,7 +309,8 @@ func (s *session) touch() {
 func (s *session) info() StreamInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	in := StreamInfo{Key: s.key.String(), Players: s.hub.NumReaders(), Switches: s.switches, Since: s.since}
+	st := s.hub.Stats()
+	in := StreamInfo{Key: s.key.String(), Players: st.Readers, Switches: s.switches, Since: s.since, Hub: st}
 	if s.cur != nil {
 		in.Owner, in.Upstream, in.Connected = s.cur.owner.String(), s.cur.url, true
 		in.OwnerNode, in.Epoch = s.cur.owner.NodeID, s.cur.owner.Epoch

@@ -226,6 +226,8 @@ func TestOwnerChangeSplices(t *testing.T) {
 	}
 	if s := f.m.Streams(); len(s) != 1 || s[0].Switches != 1 || s[0].Owner != "origin-b@2" {
 		t.Fatalf("streams %+v: want one switch to origin-b@2", s)
+	} else if h := s[0].Hub; h.Readers != s[0].Players || h.Readers == 0 || h.PacketsIn == 0 || h.BytesOut == 0 {
+		t.Fatalf("stream %s: hub counters %+v, want its player and the packets it was sent", s[0].Key, h)
 	}
 }
 
