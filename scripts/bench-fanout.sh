@@ -50,7 +50,12 @@
 # run and a fresh two-core one back to back (in turn which first), so that each pair's
 # 2 × c1 ÷ c2 compares runs a minute apart (this machine's CPU figures
 # move ±20 % between runs; one pair is not enough to tell 1.6 from 1.9),
-# summarized as the median and range of the pairs, PROBE=N (5; 0: none) players more in
+# summarized as the median and range of the pairs; with FLOOR=1 the floor
+# runs the same pairs (one writer on the server core, its readers on the
+# other; two writers and their readers on both cores) at each two-core
+# point and each of TWO_CORE_FLOOR_WINDOWS (TWO_CORE_WINDOW), R times
+# (once when R is 1), so that the edge's 2 × c1 ÷ c2 has beside it what
+# the same set-up gives a process doing nothing but the writes, PROBE=N (5; 0: none) players more in
 # every one-core run from a second loadgen on the server's core, whose
 # latency (probe p50/p99) is that of a lightly loaded client: the main
 # load generator's own queueing at thousands of players adds to its
@@ -127,6 +132,7 @@ case " $PROTOS " in *" rtmp "*) ;; *) NGINX=0 ;; esac # nginx-rtmp has no HTTP-F
 LAST_POINT=${POINTS##* }
 TWO_CORE_POINTS=${TWO_CORE_POINTS:-$LAST_POINT}
 TWO_CORE_WINDOW=${TWO_CORE_WINDOW:-${WINDOWS##* }}
+TWO_CORE_FLOOR_WINDOWS=${TWO_CORE_FLOOR_WINDOWS:-$TWO_CORE_WINDOW}
 H=127.0.0.1
 OCM_GRPC=$H:$((P + 1)) OCM_ADMIN=$H:$((P + 2)) ETCD_CLIENT=$H:$((P + 3)) ETCD_PEER=$H:$((P + 4))
 ORIGIN_RTMP=$H:$((P + 10)) ORIGIN_HTTP=$H:$((P + 11)) ORIGIN_ADMIN=$H:$((P + 12))
@@ -318,7 +324,7 @@ NP=$(count $POINTS) NW=$(count $WINDOWS) NPR=$(count $PROTOS) NT=$(count $TWO_CO
 case "$DURATION" in *m) D=$((${DURATION%m} * 60)) ;; *) D=${DURATION%s} ;; esac
 PAIRS=$((TWO_CORE_REPEAT > 1 ? TWO_CORE * TWO_CORE_REPEAT * NT * NPR : 0))
 RUNS=$((NW * NPR * NP + NGINX * NP + TWO_CORE * NT * (NPR + NGINX) + 2 * PAIRS))
-FLOORS=$((FLOOR * NP * NW))
+FLOORS=$((FLOOR * NP * NW + FLOOR * TWO_CORE * 2 * (TWO_CORE_REPEAT > 1 ? TWO_CORE_REPEAT : 1) * NT * $(count $TWO_CORE_FLOOR_WINDOWS)))
 RESTARTS=$((NW * NPR + NGINX + TWO_CORE * NT * (1 + NGINX) + 2 * PAIRS))
 # perf script after each two-core edge run's recording: ~2 s.
 echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: about $((RUNS * D + FLOORS * (D + 2) + RESTARTS * 3 + TWO_CORE_PERF * (TWO_CORE * NT * NPR + PAIRS) * 2)) s" >&2
@@ -401,6 +407,9 @@ snap() {
     grep -E "^cpu($SERVER_CPU|$LOAD_CPU) " /proc/stat
     if [[ "$1" == *edge* ]]; then
       curl -fsS "http://$EDGE_ADMIN/metrics" | grep '^livecluster_edge_player_wait_seconds_bucket' | sed 's/until="taken"/T/; s/until="written"/W/' || true
+      # How the players' batches were written (the hub's counters).
+      curl -fsS "http://$EDGE_ADMIN/api/v1/streams" |
+        jq -r '[.pulls[].hub] | "hub \(map(.DirectWrites) | add // 0) \(map(.Handoffs) | add // 0) \(map(.ReaderWrites) | add // 0)"' || true
     fi
   } >"$2.tmp" && mv "$2.tmp" "$2"
 }
@@ -422,6 +431,7 @@ steady_figs() {
       k = $1; if (FNR == NR) { t0[k] = tot; i0[k] = $5 + $6; s0[k] = $9 } else { t1[k] = tot; i1[k] = $5 + $6; s1[k] = $9 }
       next
     }
+    /^hub / { if (FNR == NR) { d0 = $2; h0 = $3; w0 = $4 } else { d1 = $2; h1 = $3; w1 = $4; hub = 1 }; next }
     /_bucket/ {
       match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
       u = ($0 ~ /[{,]T[,}]/) ? "T" : "W"
@@ -453,6 +463,10 @@ steady_figs() {
       printf "{\"server_core_busy\": %s, \"load_core_busy\": %s, \"steal\": %s", busy(scpu), busy(lcpu), st
       if (total > 0) printf ", \"edge_waits\": %d, \"edge_taken_p50_ms\": %s, \"edge_taken_p99_ms\": %s, \"edge_wait_p50_ms\": %s, \"edge_wait_p99_ms\": %s",
         total, quant("T", 0.5), quant("T", 0.99), quant("W", 0.5), quant("W", 0.99)
+      # Of the batches written meanwhile: left in part to the players
+      # goroutines (a socket full), and written by those goroutines.
+      if (hub && (bw = (d1 - d0) + (h1 - h0) + (w1 - w0)) > 0)
+        printf ", \"edge_batches\": %d, \"edge_handoff_share\": %.4f, \"edge_reader_write_share\": %.4f", bw, (h1 - h0) / bw, (w1 - w0) / bw
       print "}"
     }' "$a" "$b"
 }
@@ -588,6 +602,22 @@ if [ "$TWO_CORE" = 1 ]; then
     done
   done
   stop_edge
+  # The floor's pairs: one writer on the server core and its readers on
+  # the other, then two writers (a fixed half of the sockets each, as the
+  # edge's flushers) with their readers on both cores, as the players are.
+  for ((i = 1; FLOOR == 1 && i <= (TWO_CORE_REPEAT > 1 ? TWO_CORE_REPEAT : 1); i++)); do
+    for n in $TWO_CORE_POINTS; do
+      for w in $TWO_CORE_FLOOR_WINDOWS; do
+        for c in $( ((i % 2)) && echo "1 2" || echo "2 1"); do
+          cpus=$SERVER_CPU rcpus=$LOAD_CPU
+          [ "$c" = 2 ] && cpus=$ALL_CPUS rcpus=$ALL_CPUS
+          taskset -c "$cpus" ./bin/floor -flv "$FLV" -n "$n" -window "$w" -duration "$DURATION" \
+            -reader-cpus "$rcpus" -writers "$c" |
+            jq -c --argjson c "$c" --argjson i "$i" '{bench: "floor-pair", cores: $c, pair: $i} + .' | tee -a "$OUT"
+        done
+      done
+    done
+  done
 fi
 
 # The summary: every edge run against nginx-rtmp at the same point (one
@@ -710,6 +740,24 @@ if jq -se 'map(select(.pair != null)) | length > 0' "$OUT" >/dev/null; then
                   both: ($b.concurrency.both_of_busy // null), ind: ($b.concurrency.both_if_independent // null)} end) as $p
         | "  \($runs[0].protocol) \($runs[0].window_ms) ms \($runs[0].players) players: "
           + ($p | map("\(.r|r2) (c1 \(.c1|r3), c2 \(.c2|r3)\(if .both == null then "" else "; both cores \(.both * 100 | round)%/\(.ind * 100 | round)%" end)\(if .ok then "" else "; NOT all on time" end))") | join(", "))
+          + "; median \($p | map(.r) | median | r2) [\($p | map(.r) | min | r2)–\($p | map(.r) | max | r2)]")
+    | .[]' "$OUT"
+fi
+if jq -se 'map(select(.bench == "floor-pair")) | length > 0' "$OUT" >/dev/null; then
+  echo
+  echo "the floor in the same pairs (one writer on one core; two writers on both, their readers sharing the cores): 2 × c1 ÷ c2 per pair, median [range]; writes per socket per second:"
+  jq -rs "$JQ_ROUND"'
+    def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    map(select(.bench == "floor-pair"))
+    | group_by([.window_ms, .n]) | map(
+        . as $runs | [$runs[].pair] | unique | map(. as $i
+          | ($runs | map(select(.pair == $i and .cores == 1)) | .[0]) as $a
+          | ($runs | map(select(.pair == $i and .cores == 2)) | .[0]) as $b
+          | if $a == null or $b == null or ($b.cpu_s_per_s_per_100 // 0) == 0 then empty
+            else {c1: $a.cpu_s_per_s_per_100, c2: $b.cpu_s_per_s_per_100, r: (2 * $a.cpu_s_per_s_per_100 / $b.cpu_s_per_s_per_100),
+                  behind: ([$a.max_behind_ms, $b.max_behind_ms] | max)} end) as $p
+        | "  floor \($runs[0].window_ms) ms \($runs[0].n) sockets, \($runs[0].writes_per_s / $runs[0].n | r2) writes/s each: "
+          + ($p | map("\(.r|r2) (c1 \(.c1|r3), c2 \(.c2|r3); behind ≤ \(.behind|round) ms)") | join(", "))
           + "; median \($p | map(.r) | median | r2) [\($p | map(.r) | min | r2)–\($p | map(.r) | max | r2)]")
     | .[]' "$OUT"
 fi
