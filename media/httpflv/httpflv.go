@@ -21,7 +21,7 @@ import (
 
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/internal/flvx"
-	"github.com/livecluster/livecluster/media/internal/netx"
+	"github.com/livecluster/livecluster/media/netx"
 	"github.com/livecluster/livecluster/streamkey"
 )
 

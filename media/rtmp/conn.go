@@ -17,7 +17,7 @@ import (
 	"github.com/nareix/joy4/format/flv/flvio"
 
 	"github.com/livecluster/livecluster/media/internal/flvx"
-	"github.com/livecluster/livecluster/media/internal/netx"
+	"github.com/livecluster/livecluster/media/netx"
 	"github.com/livecluster/livecluster/streamkey"
 )
 

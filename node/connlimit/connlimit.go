@@ -274,7 +274,7 @@ func (c *conn) ReadFrom(r io.Reader) (int64, error) {
 // connections, and through this wrapper made one write call per slice
 // (per RTMP message or FLV tag a player was sent: 1.8 times the CPU of a
 // writev per merge window, docs/benchmarks.md). The media packages look
-// for this method (media/internal/netx.BuffersWriter). It consumes v as
+// for this method (media/netx.BuffersWriter). It consumes v as
 // v.WriteTo does and returns the connection's error.
 func (c *conn) WriteBuffers(v *net.Buffers) (int64, error) {
 	if bw, ok := c.Conn.(interface {
@@ -287,7 +287,7 @@ func (c *conn) WriteBuffers(v *net.Buffers) (int64, error) {
 
 // Unwrap returns the connection underneath: for TCP options, and for the
 // media packages' writes to players' sockets without blocking (they reach
-// the socket through it, media/internal/netx.RawConn). The wrapper itself
+// the socket through it, media/netx.RawConn). The wrapper itself
 // is deliberately not a syscall.Conn: os.File.WriteTo would then send
 // files around its ReadFrom.
 func (c *conn) Unwrap() net.Conn { return c.Conn }

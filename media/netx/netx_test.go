@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livecluster/livecluster/media/internal/netx"
+	"github.com/livecluster/livecluster/media/netx"
 	"github.com/livecluster/livecluster/media/mediatest/syscalls"
 )
 
