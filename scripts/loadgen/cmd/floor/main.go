@@ -12,6 +12,15 @@
 // players), so that the floor's cost on two cores can be set beside the
 // edge's: the same set-up, nothing else in the process.
 //
+// With -hub the same sockets are written through the edge's hub instead
+// (media/hub: its merge window, its flushers, one per core, and their
+// non-blocking writev), fed the -flv file's packets at real time, with no
+// protocol and nothing else in the process: the hub's own cost, beside
+// the plain loop's and the edge's, on one core and on two (-writers does
+// not apply: the hub runs a flusher per core). With -hub -listen ADDR the
+// readers are N HTTP-FLV players that connect to ADDR (the load
+// generator), not the child process.
+//
 // It prints one JSON line per point (n × window) to stdout: the writer's
 // CPU seconds per second, per 100 sockets, writes and bytes per second,
 // and how far the writer fell behind real time.
@@ -29,6 +38,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +75,8 @@ type options struct {
 	chunk      int
 	readerCPUs string
 	writers    int
+	hub        bool
+	listen     string
 }
 
 func ints(s, what string) ([]int, error) {
@@ -92,6 +104,8 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.chunk, "chunk", 4096, "RTMP chunk size")
 	fs.StringVar(&o.readerCPUs, "reader-cpus", "", "run the readers under taskset -c LIST (e.g. 1); pin this process with taskset too")
 	fs.IntVar(&o.writers, "writers", 1, "goroutines writing the sockets, each a fixed part of them (2 on two cores)")
+	fs.StringVar(&o.listen, "listen", "", "with -hub: accept N HTTP-FLV players (the load generator) on this address instead of starting readers")
+	fs.BoolVar(&o.hub, "hub", false, "write through the edge's hub (media/hub: its flushers, the FLV tags of -flv) instead of the plain loop")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,13 +127,19 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var pk *packets
+	if o.hub {
+		if pk, err = loadPackets(o.flv); err != nil {
+			return err
+		}
+	}
 	if o.readerCPUs == "" {
 		fmt.Fprintln(os.Stderr, "floor: hint: pin this process (taskset -c 0 floor ...) and the readers (-reader-cpus 1) to different cores")
 	}
 	enc := json.NewEncoder(os.Stdout)
 	for _, n := range o.ns {
 		for _, w := range o.windows {
-			p, err := point(ctx, o, st, n, w)
+			p, err := point(ctx, o, st, pk, n, w)
 			if err != nil {
 				return fmt.Errorf("n=%d window=%v: %w", n, w, err)
 			}
@@ -252,7 +272,18 @@ type Point struct {
 }
 
 // point runs one measurement with n sockets and merge window w.
-func point(ctx context.Context, o options, st *stream, n int, w time.Duration) (Point, error) {
+func point(ctx context.Context, o options, st *stream, pk *packets, n int, w time.Duration) (Point, error) {
+	if o.listen != "" {
+		if pk == nil {
+			return Point{}, errors.New("-listen needs -hub")
+		}
+		ln, err := net.Listen("tcp", o.listen)
+		if err != nil {
+			return Point{}, err
+		}
+		defer ln.Close()
+		return listenPoint(ctx, o, pk, ln, n, w)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return Point{}, err
@@ -293,6 +324,9 @@ func point(ctx context.Context, o options, st *stream, n int, w time.Duration) (
 
 	var p Point
 	p.N, p.Writers, p.WindowMS, p.BitrateBPS = n, o.writers, int(w.Milliseconds()), st.bitrate
+	if pk != nil {
+		p.Writers = runtime.GOMAXPROCS(0) // the hub's flushers at most
+	}
 	parts := split(conns, o.writers)
 	var (
 		bufs                 net.Buffers
@@ -312,7 +346,18 @@ func point(ctx context.Context, o options, st *stream, n int, w time.Duration) (
 	)
 	defer timer.Stop()
 	<-timer.C
-	for ctx.Err() == nil {
+	if pk != nil {
+		hs, err := hubRun(ctx, pk, conns, w, warmEnd, end, func() {
+			measuring, mStart = true, time.Now()
+			cpu0, selfErr = procstat.Read("self")
+			rcpu0, readerErr = procstat.Read(readerPID)
+		})
+		if err != nil {
+			return Point{}, err
+		}
+		writes, bytes, behind = hs.writes, hs.bytes, hs.behind
+	}
+	for pk == nil && ctx.Err() == nil {
 		now := time.Now()
 		if !measuring && now.After(warmEnd) {
 			measuring, mStart = true, now

@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"math"
 	"net"
+	"net/http"
 	"testing"
+	"time"
 
+	"github.com/livecluster/livecluster/media/mediatest"
 	"github.com/livecluster/livecluster/scripts/loadgen/internal/flvtag"
 )
 
@@ -111,5 +115,139 @@ func TestWritersReachEverySocket(t *testing.T) {
 	conns[3].Close()
 	if err := split(conns, 2).write(net.Buffers{[]byte("x")}); err == nil {
 		t.Fatal("a write to a closed socket in the second part was not reported")
+	}
+}
+
+func TestMain(m *testing.M) { mediatest.Main(m) }
+
+// TestHubRunWritesEverySocket serves real sockets from the hub (-hub): every
+// reader gets an FLV stream that starts with the sequence headers and the
+// cached GOP's keyframe and goes on at the file's pace, and the writes and
+// bytes counted in the measured part are what the readers could have
+// received.
+func TestHubRunWritesEverySocket(t *testing.T) {
+	pk, err := loadPackets(mediatest.TestFLV(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const n = 4
+	var ends, conns []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends, conns = append(ends, c), append(conns, s)
+	}
+	defer func() {
+		for _, c := range append(ends, conns...) {
+			c.Close()
+		}
+	}()
+	got := make([]chan int64, n)
+	for i, c := range ends {
+		got[i] = make(chan int64, 1)
+		go func() {
+			b, _ := io.Copy(io.Discard, c)
+			got[i] <- b
+		}()
+	}
+	start := time.Now()
+	measured := false
+	hs, err := hubRun(context.Background(), pk, conns, 50*time.Millisecond, start.Add(500*time.Millisecond), start.Add(2500*time.Millisecond), func() { measured = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !measured {
+		t.Fatal("the measured part never started")
+	}
+	// 2 s at 50 ms: about 40 windows per socket (fewer when a window has
+	// no packet: the file is 30 fps with AAC, so every window has one).
+	if perSock := hs.writes / n; perSock < 15 || perSock > 45 {
+		t.Errorf("%d batches per socket in 2 s at a 50 ms window", perSock)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	for i := range ends {
+		select {
+		case b := <-got[i]:
+			if b < hs.bytes/n {
+				t.Errorf("socket %d read %d bytes, fewer than the %d measured per socket", i, b, hs.bytes/n)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("socket %d: reader did not end", i)
+		}
+	}
+	if hs.bytes == 0 || hs.behind > time.Second {
+		t.Errorf("bytes %d, behind %v", hs.bytes, hs.behind)
+	}
+}
+
+// TestListenPointServesHTTPFLV plays -hub -listen as the load generator
+// does: HTTP GETs whose responses are FLV streams, tags from the start,
+// until the point ends and closes them.
+func TestListenPointServesHTTPFLV(t *testing.T) {
+	pk, err := loadPackets(mediatest.TestFLV(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		status string
+		head   []byte
+		n      int64
+		err    error
+	}
+	const n = 2
+	res := make(chan result, n)
+	for range n {
+		go func() {
+			resp, err := http.Get("http://" + ln.Addr().String() + "/live/x.flv")
+			if err != nil {
+				res <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			head := make([]byte, 13+11)
+			_, err = io.ReadFull(resp.Body, head)
+			m, _ := io.Copy(io.Discard, resp.Body)
+			res <- result{resp.Status, head, m, err}
+		}()
+	}
+	o := options{warmup: 200 * time.Millisecond, duration: time.Second}
+	p, err := listenPoint(context.Background(), o, pk, ln, n, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.N != n || p.WritesPerS < 10 || p.BytesPerS <= 0 || p.CPUPerS <= 0 {
+		t.Errorf("point %+v", p)
+	}
+	for range n {
+		r := <-res
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		// The FLV file header, its first tag size, then a tag: audio (8),
+		// video (9) or script data (18).
+		if r.status != "200 OK" || string(r.head[:3]) != "FLV" || (r.head[13] != 8 && r.head[13] != 9 && r.head[13] != 18) {
+			t.Errorf("response %s, head % x", r.status, r.head)
+		}
+		if float64(r.n) < p.BytesPerS/n*0.5 {
+			t.Errorf("a player read %d bytes after the first tag's header; the point wrote %.0f per second to each", r.n, p.BytesPerS/n)
+		}
 	}
 }
