@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/livecluster/livecluster/media/netx"
 	"github.com/livecluster/livecluster/media/mediatest/syscalls"
+	"github.com/livecluster/livecluster/media/netx"
 )
 
 // wrapper is a connection wrapper as node/connlimit's: Write is the
