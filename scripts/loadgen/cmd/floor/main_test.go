@@ -76,33 +76,35 @@ func TestSplit(t *testing.T) {
 	}
 }
 
-// TestWritersReachEverySocket runs the writers over real sockets: every
-// socket, whichever part it is in, gets the bytes of one window once.
-func TestWritersReachEverySocket(t *testing.T) {
+// socketPairs returns n connected loopback TCP pairs: the readers' ends
+// and the server's (accepted) ends, all closed at the test's end.
+func socketPairs(t *testing.T, n int) (ends, conns []net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	const n = 5
-	var ends []net.Conn
-	var conns []net.Conn
 	for range n {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { c.Close() })
 		s, err := ln.Accept()
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { s.Close() })
 		ends, conns = append(ends, c), append(conns, s)
 	}
-	defer func() {
-		for _, c := range append(ends, conns...) {
-			c.Close()
-		}
-	}()
+	return ends, conns
+}
+
+// TestWritersReachEverySocket runs the writers over real sockets: every
+// socket, whichever part it is in, gets the bytes of one window once.
+func TestWritersReachEverySocket(t *testing.T) {
+	ends, conns := socketPairs(t, 5)
 	if err := split(conns, 2).write(net.Buffers{[]byte("ab"), []byte("cd")}); err != nil {
 		t.Fatal(err)
 	}
@@ -130,29 +132,8 @@ func TestHubRunWritesEverySocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	const n = 4
-	var ends, conns []net.Conn
-	for range n {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ends, conns = append(ends, c), append(conns, s)
-	}
-	defer func() {
-		for _, c := range append(ends, conns...) {
-			c.Close()
-		}
-	}()
+	ends, conns := socketPairs(t, n)
 	got := make([]chan int64, n)
 	for i, c := range ends {
 		got[i] = make(chan int64, 1)
