@@ -1,13 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/livecluster/livecluster/media/hub"
 	"github.com/livecluster/livecluster/media/netx"
-	"github.com/livecluster/livecluster/scripts/loadgen/internal/procstat"
 )
 
 // packets is the -flv file demuxed, for -hub.
@@ -107,19 +105,11 @@ func (hc *hubConn) write(b [][]byte) error {
 	return err
 }
 
-// hubStats is what hubRun measured between warmEnd and end: the batches
-// written, their bytes, and the longest wait of a batch in the hub
-// (arrival to the start of its write) beyond the window.
-type hubStats struct {
-	writes, bytes int64
-	behind        time.Duration
-}
-
 // hubRun serves conns from a hub (media/hub with merge window w and no
 // encoder: the FLV tags as they are, as to HTTP-FLV players) fed by pk at
 // real time, until end; measured is called at warmEnd. It fails on the
 // first failed write to a socket (a reader that went away).
-func hubRun(ctx context.Context, pk *packets, conns []net.Conn, w time.Duration, warmEnd, end time.Time, measured func()) (hubStats, error) {
+func hubRun(ctx context.Context, pk *packets, conns []net.Conn, w time.Duration, warmEnd, end time.Time, measured func()) (written, error) {
 	var maxTaken atomic.Int64
 	h := hub.New("floor", hub.Config{
 		MergeWindow: w,
@@ -135,7 +125,7 @@ func hubRun(ctx context.Context, pk *packets, conns []net.Conn, w time.Duration,
 	defer h.Close()
 	src, err := h.Publish(pk.streams, nil)
 	if err != nil {
-		return hubStats{}, err
+		return written{}, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -155,11 +145,11 @@ func hubRun(ctx context.Context, pk *packets, conns []net.Conn, w time.Duration,
 	for _, c := range conns {
 		hc, err := newHubConn(c)
 		if err != nil {
-			return hubStats{}, err
+			return written{}, err
 		}
 		rd, err := h.NewReader()
 		if err != nil {
-			return hubStats{}, err
+			return written{}, err
 		}
 		wg.Go(func() {
 			defer rd.Close()
@@ -179,83 +169,41 @@ func hubRun(ctx context.Context, pk *packets, conns []net.Conn, w time.Duration,
 		}
 	}
 	if err := sleep(warmEnd); err != nil {
-		return hubStats{}, err
+		return written{}, err
 	}
 	s0 := h.Stats()
 	maxTaken.Store(0)
 	measured()
 	if err := sleep(end); err != nil {
-		return hubStats{}, err
+		return written{}, err
 	}
 	s1 := h.Stats()
-	return hubStats{
+	return written{
 		writes: (s1.DirectWrites + s1.ReaderWrites) - (s0.DirectWrites + s0.ReaderWrites),
 		bytes:  s1.BytesOut - s0.BytesOut,
 		behind: max(time.Duration(maxTaken.Load())-w, 0),
 	}, nil
 }
 
-// listenPoint accepts n HTTP-FLV players on ln (within a minute), answers
-// each request with an FLV stream, and serves them from the hub (-hub
-// -listen), measured as point measures the plain loop.
-func listenPoint(ctx context.Context, o options, pk *packets, ln net.Listener, n int, w time.Duration) (Point, error) {
-	if tl, ok := ln.(*net.TCPListener); ok {
-		_ = tl.SetDeadline(time.Now().Add(60 * time.Second))
-	}
-	conns := make([]net.Conn, 0, n)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
+// acceptPlayers accepts n HTTP-FLV players on ln (within a minute; each
+// request within 10 s) and answers each request with the start of an FLV
+// stream, which the hub goes on with (-hub -listen).
+func acceptPlayers(ln net.Listener, n int) ([]net.Conn, error) {
 	head := []byte("HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nConnection: close\r\n\r\nFLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00")
-	for len(conns) < n {
-		c, err := ln.Accept()
-		if err != nil {
-			return Point{}, fmt.Errorf("accept player %d of %d: %w", len(conns)+1, n, err)
-		}
-		// The request: read until its blank line (a player that sends
-		// none fails the point).
+	return acceptN(ln, n, func(c net.Conn) error {
+		// The request: read until its blank line.
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		var req []byte
 		buf := make([]byte, 512)
-		for !strings.Contains(string(req), "\r\n\r\n") {
+		for !bytes.Contains(req, []byte("\r\n\r\n")) {
 			m, err := c.Read(buf)
 			if err != nil {
-				c.Close()
-				return Point{}, fmt.Errorf("read request: %w", err)
+				return fmt.Errorf("read request: %w", err)
 			}
 			req = append(req, buf[:m]...)
 		}
 		_ = c.SetReadDeadline(time.Time{})
-		if _, err := c.Write(head); err != nil {
-			c.Close()
-			return Point{}, fmt.Errorf("answer player %d: %w", len(conns)+1, err)
-		}
-		conns = append(conns, c)
-	}
-	start := time.Now()
-	warmEnd, end := start.Add(o.warmup), start.Add(o.warmup+o.duration)
-	var cpu0 procstat.Sample
-	var mStart time.Time
-	var selfErr error
-	hs, err := hubRun(ctx, pk, conns, w, warmEnd, end, func() {
-		mStart = time.Now()
-		cpu0, selfErr = procstat.Read("self")
+		_, err := c.Write(head)
+		return err
 	})
-	if err != nil {
-		return Point{}, err
-	}
-	cpu1, err := procstat.Read("self")
-	if err != nil || selfErr != nil {
-		return Point{}, fmt.Errorf("sample own CPU: %v %v", err, selfErr)
-	}
-	el := time.Since(mStart).Seconds()
-	p := Point{N: n, Writers: runtime.GOMAXPROCS(0), WindowMS: int(w.Milliseconds()), DurationS: el}
-	p.CPUPerS = (cpu1.CPU - cpu0.CPU).Seconds() / el
-	p.CPUPer100 = p.CPUPerS / float64(n) * 100
-	p.WritesPerS = float64(hs.writes) / el
-	p.BytesPerS = float64(hs.bytes) / el
-	p.MaxBehindMS = float64(hs.behind.Microseconds()) / 1000
-	return p, nil
 }

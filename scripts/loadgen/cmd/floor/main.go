@@ -50,11 +50,7 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "-reader" {
-		if err := reader(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "floor reader:", err)
-			os.Exit(1)
-		}
+	if readerChild() {
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -119,6 +115,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	for _, w := range ws {
 		o.windows = append(o.windows, time.Duration(w)*time.Millisecond)
+	}
+	if o.listen != "" && !o.hub {
+		return errors.New("-listen needs -hub")
 	}
 	if o.duration <= 0 || o.duration > time.Hour || o.warmup < 0 || o.chunk < 128 || o.writers < 1 || o.writers > 64 {
 		return errors.New("-duration must be in (0, 1h], -warmup ≥ 0, -chunk ≥ 128, -writers in [1, 64]")
@@ -271,27 +270,92 @@ type Point struct {
 	ReaderCPUPerS float64 `json:"reader_cpu_s_per_s"`
 }
 
-// point runs one measurement with n sockets and merge window w.
+// point runs one measurement with n sockets and merge window w: the
+// sockets' readers are started (or, with -listen, accepted), written by
+// the plain loop or, with -hub, by the hub, and measured between the
+// warm-up's end and the point's.
 func point(ctx context.Context, o options, st *stream, pk *packets, n int, w time.Duration) (Point, error) {
+	var (
+		conns     []net.Conn
+		readerPID string // "": the readers are not ours to sample
+		done      func()
+		err       error
+	)
 	if o.listen != "" {
-		if pk == nil {
-			return Point{}, errors.New("-listen needs -hub")
-		}
-		ln, err := net.Listen("tcp", o.listen)
-		if err != nil {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", o.listen); err != nil {
 			return Point{}, err
 		}
-		defer ln.Close()
-		return listenPoint(ctx, o, pk, ln, n, w)
+		conns, err = acceptPlayers(ln, n)
+		ln.Close()
+		done = func() { closeAll(conns) }
+	} else {
+		conns, readerPID, done, err = startReaders(o, n)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return Point{}, err
+	}
+	defer done()
+
+	p := Point{N: n, Writers: o.writers, WindowMS: int(w.Milliseconds()), BitrateBPS: st.bitrate}
+	var (
+		cpu0, rcpu0        procstat.Sample
+		mStart             time.Time
+		readerErr, selfErr error
+		start              = time.Now()
+		warmEnd, end       = start.Add(o.warmup), start.Add(o.warmup + o.duration)
+	)
+	measure := func() {
+		mStart = time.Now()
+		cpu0, selfErr = procstat.Read("self")
+		if readerPID != "" {
+			rcpu0, readerErr = procstat.Read(readerPID)
+		}
+	}
+	var ws written
+	if pk != nil {
+		p.Writers = runtime.GOMAXPROCS(0) // the hub's flushers at most
+		ws, err = hubRun(ctx, pk, conns, w, warmEnd, end, measure)
+	} else {
+		ws, err = loopRun(ctx, st, split(conns, o.writers), w, start, warmEnd, end, measure)
+	}
+	if err != nil {
+		return Point{}, err
+	}
+	el := time.Since(mStart).Seconds()
+	if mStart.IsZero() || el <= 0 {
+		return p, errors.New("interrupted before measuring")
+	}
+	cpu1, err := procstat.Read("self")
+	if err != nil || selfErr != nil {
+		return p, fmt.Errorf("sample own CPU: %v %v", err, selfErr)
+	}
+	p.DurationS = el
+	p.CPUPerS = (cpu1.CPU - cpu0.CPU).Seconds() / el
+	p.CPUPer100 = p.CPUPerS / float64(n) * 100
+	p.WritesPerS = float64(ws.writes) / el
+	p.BytesPerS = float64(ws.bytes) / el
+	p.MaxBehindMS = float64(ws.behind.Microseconds()) / 1000
+	if readerPID != "" && readerErr == nil {
+		if r1, err := procstat.Read(readerPID); err == nil {
+			p.ReaderCPUPerS = (r1.CPU - rcpu0.CPU).Seconds() / el
+		}
+	}
+	return p, nil
+}
+
+// startReaders starts n readers in a child process (under taskset with
+// -reader-cpus) and accepts their connections. done closes them, which
+// ends the child, and waits for it.
+func startReaders(o options, n int) (conns []net.Conn, pid string, done func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
 	}
 	defer ln.Close()
 	self, err := os.Executable()
 	if err != nil {
-		return Point{}, err
+		return nil, "", nil, err
 	}
 	args := []string{self, "-reader", ln.Addr().String(), strconv.Itoa(n)}
 	if o.readerCPUs != "" {
@@ -300,70 +364,81 @@ func point(ctx context.Context, o options, st *stream, pk *packets, n int, w tim
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return Point{}, fmt.Errorf("start readers: %w", err)
+		return nil, "", nil, fmt.Errorf("start readers: %w", err)
 	}
-	conns := make([]net.Conn, 0, n)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
+	done = func() {
+		closeAll(conns)
 		_ = cmd.Wait() // the readers exit at EOF on every socket
-	}()
+	}
+	conns, err = acceptN(ln, n, nil)
+	if err != nil {
+		_ = cmd.Process.Kill()
+		done()
+		return nil, "", nil, err
+	}
+	return conns, strconv.Itoa(cmd.Process.Pid), done, nil
+}
+
+// acceptN accepts n connections on ln within a minute, each through
+// prepare when it is not nil; on an error it closes those accepted.
+func acceptN(ln net.Listener, n int, prepare func(net.Conn) error) ([]net.Conn, error) {
 	if tl, ok := ln.(*net.TCPListener); ok {
 		_ = tl.SetDeadline(time.Now().Add(60 * time.Second))
 	}
+	conns := make([]net.Conn, 0, n)
 	for len(conns) < n {
 		c, err := ln.Accept()
+		if err == nil && prepare != nil {
+			if err = prepare(c); err != nil {
+				c.Close()
+			}
+		}
 		if err != nil {
-			_ = cmd.Process.Kill()
-			return Point{}, fmt.Errorf("accept reader %d of %d: %w", len(conns)+1, n, err)
+			closeAll(conns)
+			return nil, fmt.Errorf("accept reader %d of %d: %w", len(conns)+1, n, err)
 		}
 		conns = append(conns, c)
 	}
-	readerPID := strconv.Itoa(cmd.Process.Pid)
+	return conns, nil
+}
 
-	var p Point
-	p.N, p.Writers, p.WindowMS, p.BitrateBPS = n, o.writers, int(w.Milliseconds()), st.bitrate
-	if pk != nil {
-		p.Writers = runtime.GOMAXPROCS(0) // the hub's flushers at most
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		c.Close()
 	}
-	parts := split(conns, o.writers)
+}
+
+// written is what a run wrote while measured: the writes (batches), their
+// bytes, and the worst lag of a write behind its due time beyond the
+// window.
+type written struct {
+	writes, bytes int64
+	behind        time.Duration
+}
+
+// loopRun is the plain loop: every message due by a window's end written
+// to every socket of ps (each part from its own goroutine) from start
+// until end; measure is called when warmEnd passes, and what was written
+// from then on is returned. It stops at the first failed write.
+func loopRun(ctx context.Context, st *stream, ps parts, w time.Duration, start, warmEnd, end time.Time, measure func()) (written, error) {
 	var (
-		bufs                 net.Buffers
-		writes, bytes        int64
-		cpu0, rcpu0          procstat.Sample
+		ws                   written
+		sockets              = int64(ps.sockets())
 		measuring            bool
-		mStart               time.Time
-		behind               time.Duration
+		bufs                 net.Buffers
 		next, loop           int
 		timer                = time.NewTimer(0)
-		start                = time.Now()
-		warmEnd, end         = start.Add(o.warmup), start.Add(o.warmup + o.duration)
-		errWrite             error
-		readerErr, selfErr   error
 		dueAt                = func(i, l int) time.Time { return start.Add(time.Duration(l)*st.span + st.at[i]) }
 		bufsHeld, bytesInBuf int
 	)
 	defer timer.Stop()
 	<-timer.C
-	if pk != nil {
-		hs, err := hubRun(ctx, pk, conns, w, warmEnd, end, func() {
-			measuring, mStart = true, time.Now()
-			cpu0, selfErr = procstat.Read("self")
-			rcpu0, readerErr = procstat.Read(readerPID)
-		})
-		if err != nil {
-			return Point{}, err
-		}
-		writes, bytes, behind = hs.writes, hs.bytes, hs.behind
-	}
-	for pk == nil && ctx.Err() == nil {
+	for ctx.Err() == nil {
 		now := time.Now()
 		if !measuring && now.After(warmEnd) {
-			measuring, mStart = true, now
-			cpu0, selfErr = procstat.Read("self")
-			rcpu0, readerErr = procstat.Read(readerPID)
-			writes, bytes, behind = 0, 0, 0
+			measuring = true
+			measure()
+			ws = written{}
 		}
 		if now.After(end) {
 			break
@@ -371,8 +446,8 @@ func point(ctx context.Context, o options, st *stream, pk *packets, n int, w tim
 		// Collect every message due by now (the window's end).
 		bufs, bytesInBuf, bufsHeld = bufs[:0], 0, 0
 		for dueAt(next, loop).Before(now) || dueAt(next, loop).Equal(now) {
-			if lag := now.Sub(dueAt(next, loop)); measuring && lag > behind+w {
-				behind = lag - w
+			if lag := now.Sub(dueAt(next, loop)); measuring && lag > ws.behind+w {
+				ws.behind = lag - w
 			}
 			bufs = append(bufs, st.msgs[next])
 			bytesInBuf += len(st.msgs[next])
@@ -382,11 +457,11 @@ func point(ctx context.Context, o options, st *stream, pk *packets, n int, w tim
 			}
 		}
 		if bufsHeld > 0 {
-			if errWrite = parts.write(bufs); errWrite != nil {
-				return Point{}, fmt.Errorf("write: %w", errWrite)
+			if err := ps.write(bufs); err != nil {
+				return ws, fmt.Errorf("write: %w", err)
 			}
-			writes += int64(len(conns))
-			bytes += int64(bytesInBuf) * int64(len(conns))
+			ws.writes += sockets
+			ws.bytes += int64(bytesInBuf) * sockets
 		}
 		// Sleep to the next write: the next message's time (no window) or
 		// the next window boundary holding a message.
@@ -403,24 +478,7 @@ func point(ctx context.Context, o options, st *stream, pk *packets, n int, w tim
 			}
 		}
 	}
-	el := time.Since(mStart).Seconds()
-	if !measuring || el <= 0 {
-		return p, errors.New("interrupted before measuring")
-	}
-	cpu1, err := procstat.Read("self")
-	if err != nil || selfErr != nil {
-		return p, fmt.Errorf("sample own CPU: %v %v", err, selfErr)
-	}
-	p.DurationS = el
-	p.CPUPerS = (cpu1.CPU - cpu0.CPU).Seconds() / el
-	p.CPUPer100 = p.CPUPerS / float64(n) * 100
-	p.WritesPerS = float64(writes) / el
-	p.BytesPerS = float64(bytes) / el
-	p.MaxBehindMS = float64(behind.Microseconds()) / 1000
-	if r1, err := procstat.Read(readerPID); err == nil && readerErr == nil {
-		p.ReaderCPUPerS = (r1.CPU - rcpu0.CPU).Seconds() / el
-	}
-	return p, nil
+	return ws, nil
 }
 
 // parts are the sockets split into fixed parts, one per writer, each
@@ -430,6 +488,15 @@ type parts []part
 type part struct {
 	conns   []net.Conn
 	scratch net.Buffers
+}
+
+// sockets is the number of sockets of all parts.
+func (ps parts) sockets() int {
+	n := 0
+	for _, p := range ps {
+		n += len(p.conns)
+	}
+	return n
 }
 
 // split divides conns into k parts of near-equal size, in order.
@@ -468,6 +535,19 @@ func (p *part) write(bufs net.Buffers) error {
 		}
 	}
 	return nil
+}
+
+// readerChild runs the readers' child process when this process is one
+// (started with -reader by startReaders) and reports whether it was.
+func readerChild() bool {
+	if len(os.Args) < 2 || os.Args[1] != "-reader" {
+		return false
+	}
+	if err := reader(os.Args[2:]); err != nil {
+		fmt.Fprintln(os.Stderr, "floor reader:", err)
+		os.Exit(1)
+	}
+	return true
 }
 
 // reader connects n sockets to addr and discards what arrives until each

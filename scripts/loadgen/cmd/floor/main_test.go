@@ -120,7 +120,14 @@ func TestWritersReachEverySocket(t *testing.T) {
 	}
 }
 
-func TestMain(m *testing.M) { mediatest.Main(m) }
+// TestMain is also the readers' child process of point (the command runs
+// itself with -reader; under test, this binary is itself).
+func TestMain(m *testing.M) {
+	if readerChild() {
+		return
+	}
+	mediatest.Main(m)
+}
 
 // TestHubRunWritesEverySocket serves real sockets from the hub (-hub): every
 // reader gets an FLV stream that starts with the sequence headers and the
@@ -174,6 +181,41 @@ func TestHubRunWritesEverySocket(t *testing.T) {
 	}
 }
 
+// TestPointPlainAndHub runs whole points as the command does, with the
+// readers in a child process (this test binary, as the command runs
+// itself): the plain loop writes every socket once per window, the hub
+// about as often, and both count what they wrote (the readers' CPU is
+// sampled too, but three slow readers may not reach a clock tick).
+func TestPointPlainAndHub(t *testing.T) {
+	path := mediatest.TestFLV(t)
+	pk, err := loadPackets(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := loadStream(options{flv: path, chunk: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := options{warmup: 300 * time.Millisecond, duration: 1500 * time.Millisecond, writers: 2}
+	const n = 3
+	for _, tc := range []struct {
+		name string
+		pk   *packets
+	}{{"plain", nil}, {"hub", pk}} {
+		p, err := point(context.Background(), o, st, tc.pk, n, 50*time.Millisecond)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		// 20 windows a second, each with a message (30 fps).
+		if per := p.WritesPerS / n; per < 10 || per > 25 {
+			t.Errorf("%s: %.1f writes per socket per second at a 50 ms window", tc.name, per)
+		}
+		if p.N != n || p.BytesPerS < st.bitrate/8*n*0.5 || p.CPUPerS <= 0 || p.ReaderCPUPerS < 0 || p.DurationS < 1 {
+			t.Errorf("%s: point %+v", tc.name, p)
+		}
+	}
+}
+
 // TestListenPointServesHTTPFLV plays -hub -listen as the load generator
 // does: HTTP GETs whose responses are FLV streams, tags from the start,
 // until the point ends and closes them.
@@ -182,11 +224,13 @@ func TestListenPointServesHTTPFLV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A free port for the point to listen on.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	addr := ln.Addr().String()
+	ln.Close()
 	type result struct {
 		status string
 		head   []byte
@@ -197,7 +241,14 @@ func TestListenPointServesHTTPFLV(t *testing.T) {
 	res := make(chan result, n)
 	for range n {
 		go func() {
-			resp, err := http.Get("http://" + ln.Addr().String() + "/live/x.flv")
+			var resp *http.Response
+			var err error
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				// Until the point listens.
+				if resp, err = http.Get("http://" + addr + "/live/x.flv"); err == nil || time.Now().After(deadline) {
+					break
+				}
+			}
 			if err != nil {
 				res <- result{err: err}
 				return
@@ -209,12 +260,12 @@ func TestListenPointServesHTTPFLV(t *testing.T) {
 			res <- result{resp.Status, head, m, err}
 		}()
 	}
-	o := options{warmup: 200 * time.Millisecond, duration: time.Second}
-	p, err := listenPoint(context.Background(), o, pk, ln, n, 50*time.Millisecond)
+	o := options{warmup: 200 * time.Millisecond, duration: time.Second, hub: true, listen: addr}
+	p, err := point(context.Background(), o, &stream{}, pk, n, 50*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.N != n || p.WritesPerS < 10 || p.BytesPerS <= 0 || p.CPUPerS <= 0 {
+	if p.N != n || p.WritesPerS < 10 || p.BytesPerS <= 0 || p.CPUPerS <= 0 || p.ReaderCPUPerS != 0 {
 		t.Errorf("point %+v", p)
 	}
 	for range n {
