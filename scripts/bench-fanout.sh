@@ -331,14 +331,25 @@ PAIRS=$((TWO_CORE_REPEAT > 1 ? TWO_CORE * TWO_CORE_REPEAT * NT * NPR : 0))
 RUNS=$((NW * NPR * NP + NGINX * NP + TWO_CORE * NT * (NPR + NGINX) + 2 * PAIRS))
 FLOORS=$((FLOOR * NP * NW + FLOOR * TWO_CORE * 2 * (TWO_CORE_REPEAT > 1 ? TWO_CORE_REPEAT : 1) * NT * $(count $TWO_CORE_FLOOR_WINDOWS)))
 RESTARTS=$((NW * NPR + NGINX + TWO_CORE * NT * (1 + NGINX) + 2 * PAIRS))
-# perf script after each two-core edge run's recording: ~2 s.
+# perf script after each unpaired two-core edge run's recording (TWO_CORE_PERF=1): ~2 s.
 echo "runs: $RUNS loadgen runs, $FLOORS floor points, $RESTARTS server starts: about $((RUNS * D + FLOORS * (D + 2) + RESTARTS * 3 + TWO_CORE_PERF * TWO_CORE * NT * NPR * 2)) s" >&2
 START_S=$SECONDS
 
 OUT=$STATE/results.jsonl
-# r3 and r2 round a figure to 3 or 2 decimals for the tables ("—" for none).
-JQ_ROUND='def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
-def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;'
+# The summaries' jq definitions: r3 and r2 round a figure to 3 or 2
+# decimals for the tables ("—" for none); pairs(cpu), of the records of
+# one point's pair runs, is each pair's one-core record a, two-core b,
+# their cpu figures c1, c2 and r = 2 × c1 ÷ c2 (pairs missing a run or a
+# figure left out); spread, of those, is "median M [min–max]" of r.
+JQ_DEFS='def r3: if . == null then "—" else (. * 1000 | round / 1000 | tostring) end;
+def r2: if . == null then "—" else (. * 100 | round / 100 | tostring) end;
+def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+def pairs(cpu): . as $runs | [$runs[].pair] | unique | map(. as $i
+  | ($runs | map(select(.pair == $i and .cores == 1)) | .[0]) as $a
+  | ($runs | map(select(.pair == $i and .cores == 2)) | .[0]) as $b
+  | if $a == null or $b == null or ($a | cpu) == null or (($b | cpu) // 0) == 0 then empty
+    else {a: $a, b: $b, c1: ($a | cpu), c2: ($b | cpu), r: (2 * ($a | cpu) / ($b | cpu))} end);
+def spread: "median \(map(.r) | median | r2) [\(map(.r) | min | r2)–\(map(.r) | max | r2)]";'
 # play name url pids players [cores]: one loadgen run; its summary in
 # $STATE/name.json; with PROBE, in one-core runs (cores 1, the default), the
 # probe players alongside, their summary in $STATE/name-probe.json
@@ -629,7 +640,7 @@ fi
 # The summary: every edge run against nginx-rtmp at the same point (one
 # core) and the floor at the same point and window.
 echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg); took $((SECONDS - START_S)) s after the build" >&2
-jq -rs "$JQ_ROUND"'
+jq -rs "$JQ_DEFS"'
   (map(select(.bench == "fanout" and .server == "nginx-rtmp" and .cores == 1)) | map({key: (.players|tostring), value: .}) | from_entries) as $ng
   | (map(select(.bench == "floor")) | map({key: "\(.n)/\(.window_ms)", value: .}) | from_entries) as $fl
   | ["| server | proto | cores | window ms | players | CPU s/s per 100 | ÷ nginx-rtmp | ÷ floor | RSS KiB/player | late max (clients) | errors | latency p50 / p99 ms | p99 − window ms | steady latency p50 / p99 ms | probe p50 / p99 ms | probe p99 − window ms | probe steady p50 / p99 ms | probe steady p99 − window ms | edge taken p50 / p99 ms | edge written p50 / p99 ms | loadgen CPU | server / load core busy (steal) |",
@@ -681,7 +692,7 @@ jq -rs '
 if jq -se 'map(select(.perf != null)) | length > 0' "$OUT" >/dev/null; then
   echo
   echo "server core (PERF=1): shares of the server's samples; 'no rx' = CPU × (1 − rx data − rx other − rx IPI): the receive work for the players' sockets taken out, whether done in place (loopback) or handed to their core (RPS/RFS IPIs). Without RFS it also lacks the server's own ACK processing, which loopback does mostly on the load core, so there it is a lower bound"
-  jq -rs "$JQ_ROUND"'
+  jq -rs "$JQ_DEFS"'
     (map(select(.bench == "fanout" and .server == "nginx-rtmp" and .cores == 1)) | map({key: (.players|tostring), value: .}) | from_entries) as $ng
     | (map(select(.bench == "floor")) | map({key: "\(.n)/\(.window_ms)", value: .}) | from_entries) as $fl
     | ["| server | proto | window ms | players | user | send | rx data | rx ACK | rx other | rx IPI | sched | CPU per 100 | no rx | ÷ nginx (no rx) | ÷ floor (no rx) |",
@@ -714,7 +725,7 @@ fi
 if jq -se 'map(select(.bench == "fanout" and .server == "edge" and .cores == 2)) | length > 0' "$OUT" >/dev/null; then
   echo
   echo "two cores against one (edge, same protocol, window and players): capacity 2 × c1 ÷ c2 (target ≥ 1.8), valid when the edge runs on both cores at once:"
-  jq -rs "$JQ_ROUND"'
+  jq -rs "$JQ_DEFS"'
     (map(select(.bench == "fanout" and .server == "edge" and .cores == 1 and .pair == null)) | map({key: "\(.protocol)/\(.window_ms)/\(.players)", value: .}) | from_entries) as $one
     | map(select(.bench == "fanout" and .server == "edge" and .cores == 2 and .pair == null)) | map(
         . as $e | ($one["\($e.protocol)/\($e.window_ms)/\($e.players)"]) as $o
@@ -734,37 +745,24 @@ fi
 if jq -se 'map(select(.pair != null)) | length > 0' "$OUT" >/dev/null; then
   echo
   echo "two cores against one, in pairs run back to back (TWO_CORE_REPEAT): 2 × c1 ÷ c2 per pair, median [range] (target ≥ 1.8):"
-  jq -rs "$JQ_ROUND"'
-    def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  jq -rs "$JQ_DEFS"'
     map(select(.bench == "fanout" and .server == "edge" and .pair != null))
     | group_by([.protocol, .window_ms, .players]) | map(
-        . as $runs | [$runs[].pair] | unique | map(. as $i
-          | ($runs | map(select(.pair == $i and .cores == 1)) | .[0]) as $a
-          | ($runs | map(select(.pair == $i and .cores == 2)) | .[0]) as $b
-          | if $a == null or $b == null or $b.cpu_per_100 == null or $b.cpu_per_100 == 0 or $a.cpu_per_100 == null then empty
-            else {c1: $a.cpu_per_100, c2: $b.cpu_per_100, r: (2 * $a.cpu_per_100 / $b.cpu_per_100),
-                  ok: ([$a, $b] | all(.late_max == 0 and .errors == 0)),
-                  both: ($b.concurrency.both_of_busy // null), ind: ($b.concurrency.both_if_independent // null)} end) as $p
-        | "  \($runs[0].protocol) \($runs[0].window_ms) ms \($runs[0].players) players: "
-          + ($p | map("\(.r|r2) (c1 \(.c1|r3), c2 \(.c2|r3)\(if .both == null then "" else "; both cores \(.both * 100 | round)%/\(.ind * 100 | round)%" end)\(if .ok then "" else "; NOT all on time" end))") | join(", "))
-          + "; median \($p | map(.r) | median | r2) [\($p | map(.r) | min | r2)–\($p | map(.r) | max | r2)]")
+        pairs(.cpu_per_100) as $p
+        | "  \(.[0].protocol) \(.[0].window_ms) ms \(.[0].players) players: "
+          + ($p | map("\(.r|r2) (c1 \(.c1|r3), c2 \(.c2|r3)\(if [.a, .b] | all(.late_max == 0 and .errors == 0) then "" else "; NOT all on time" end))") | join(", "))
+          + "; \($p | spread)")
     | .[]' "$OUT"
 fi
 if jq -se 'map(select(.bench == "floor-pair")) | length > 0' "$OUT" >/dev/null; then
   echo
   echo "the floor in the same pairs (one writer on one core; two writers on both, their readers sharing the cores): 2 × c1 ÷ c2 per pair, median [range]; writes per socket per second:"
-  jq -rs "$JQ_ROUND"'
-    def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  jq -rs "$JQ_DEFS"'
     map(select(.bench == "floor-pair"))
     | group_by([.window_ms, .n]) | map(
-        . as $runs | [$runs[].pair] | unique | map(. as $i
-          | ($runs | map(select(.pair == $i and .cores == 1)) | .[0]) as $a
-          | ($runs | map(select(.pair == $i and .cores == 2)) | .[0]) as $b
-          | if $a == null or $b == null or ($b.cpu_s_per_s_per_100 // 0) == 0 then empty
-            else {c1: $a.cpu_s_per_s_per_100, c2: $b.cpu_s_per_s_per_100, r: (2 * $a.cpu_s_per_s_per_100 / $b.cpu_s_per_s_per_100),
-                  behind: ([$a.max_behind_ms, $b.max_behind_ms] | max)} end) as $p
-        | "  floor \($runs[0].window_ms) ms \($runs[0].n) sockets, \($runs[0].writes_per_s / $runs[0].n | r2) writes/s each: "
-          + ($p | map("\(.r|r2) (c1 \(.c1|r3), c2 \(.c2|r3); behind ≤ \(.behind|round) ms)") | join(", "))
-          + "; median \($p | map(.r) | median | r2) [\($p | map(.r) | min | r2)–\($p | map(.r) | max | r2)]")
+        pairs(.cpu_s_per_s_per_100) as $p
+        | "  floor \(.[0].window_ms) ms \(.[0].n) sockets, \(.[0].writes_per_s / .[0].n | r2) writes/s each: "
+          + ($p | map("\(.r|r2) (c1 \(.c1|r3), c2 \(.c2|r3); behind ≤ \([.a.max_behind_ms, .b.max_behind_ms] | max | round) ms)") | join(", "))
+          + "; \($p | spread)")
     | .[]' "$OUT"
 fi
